@@ -1,0 +1,282 @@
+//! The command line, as clap parses it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// rotor: crypto units with master keys in current and new registers, a quorum of administrators
+/// who sign every change, and the key service around them.
+///
+/// Workstation files live in ROTOR_HOME (default ~/.rotor). Every command runs without a
+/// terminal: --yes answers confirmations, ROTOR_PASSWORD answers every password prompt, --json
+/// prints machine-readable output.
+///
+/// Exit codes: 0 success, 1 error, 2 usage, 3 refused by a unit (nothing changed on it),
+/// 4 service or unit unreachable, 5 a unit's identity or response did not verify.
+#[derive(Debug, Parser)]
+#[command(name = "rotor", version, max_term_width = 100)]
+pub struct Cli {
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Answer yes to every confirmation.
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
+    /// Service endpoint for this command (overrides 'rotor login').
+    #[arg(long, global = true, env = "ROTOR_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Remember the service endpoint for later commands.
+    Login {
+        /// The service's base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        endpoint: String,
+    },
+    /// List instances and their crypto units; select which units later commands act on.
+    Units {
+        /// Omit to list.
+        #[command(subcommand)]
+        command: Option<UnitsCommand>,
+    },
+    /// List the administrators installed on the selected units, or add and remove them.
+    Admins {
+        /// Omit to list.
+        #[command(subcommand)]
+        command: Option<AdminsCommand>,
+    },
+    /// Show the signature and revocation thresholds of the selected units, or set them.
+    Thresholds {
+        /// Omit to show.
+        #[command(subcommand)]
+        command: Option<ThresholdsCommand>,
+    },
+    /// Show the master key registers of the selected units, or change them.
+    Mk {
+        /// Omit to show both registers and their verification patterns.
+        #[command(subcommand)]
+        command: Option<MkCommand>,
+    },
+    /// List signature key files on this workstation, or create, select and remove them.
+    Sigkeys {
+        /// Omit to list.
+        #[command(subcommand)]
+        command: Option<SigkeysCommand>,
+    },
+    /// List master key part files on this workstation, or create and remove them.
+    Parts {
+        /// Omit to list.
+        #[command(subcommand)]
+        command: Option<PartsCommand>,
+    },
+    /// Run a crypto unit.
+    Unit {
+        /// What to do.
+        #[command(subcommand)]
+        command: UnitCommand,
+    },
+    /// Run the service.
+    Server {
+        /// Configuration file (TOML): listen address, instances and their units.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Start a local instance: unit processes and the service on loopback.
+    Dev(DevArgs),
+    /// Run the main demonstration end to end on a fresh local instance.
+    Demo,
+}
+
+/// `rotor units …`
+#[derive(Debug, Subcommand)]
+pub enum UnitsCommand {
+    /// Add units to the selection, by the numbers 'rotor units' shows.
+    Select {
+        /// Unit numbers.
+        numbers: Vec<usize>,
+        /// Select every unit of every instance.
+        #[arg(long, conflicts_with = "numbers")]
+        all: bool,
+    },
+    /// Remove units from the selection (nothing changes on the units).
+    Deselect {
+        /// Unit numbers.
+        numbers: Vec<usize>,
+        /// Deselect every unit.
+        #[arg(long, conflicts_with = "numbers")]
+        all: bool,
+    },
+    /// Show admins, thresholds and both registers of the selected units side by side, and mark
+    /// every difference.
+    Compare,
+    /// Clear both registers, remove all admins and return the selected units to imprint mode.
+    /// Key storage wrapped under their master key becomes unusable unless the key is reloaded.
+    Zeroize,
+    /// Forget a unit's pinned identity key (after replacing the unit on purpose).
+    Forget {
+        /// The unit's id.
+        unit: uuid::Uuid,
+    },
+}
+
+/// `rotor admins …`
+#[derive(Debug, Subcommand)]
+pub enum AdminsCommand {
+    /// Install the admins of these signature key files on every selected unit.
+    Add {
+        /// Signature key numbers, as 'rotor sigkeys' lists them.
+        #[arg(required = true)]
+        sigkeys: Vec<u32>,
+    },
+    /// Remove an admin from every selected unit.
+    Rm {
+        /// The admin's subject key identifier (or a unique prefix of it), or a signature key
+        /// number prefixed with '#', e.g. '#2'.
+        admin: String,
+    },
+}
+
+/// `rotor thresholds …`
+#[derive(Debug, Subcommand)]
+pub enum ThresholdsCommand {
+    /// Set both thresholds on every selected unit. From imprint mode this is how a unit leaves
+    /// it, signed by as many admins as the new signature threshold.
+    Set {
+        /// Signatures most commands need (1 to 8).
+        #[arg(long)]
+        signature: u8,
+        /// Signatures removing an admin needs (1 to 8).
+        #[arg(long)]
+        revocation: u8,
+    },
+}
+
+/// `rotor mk …`
+#[derive(Debug, Subcommand)]
+pub enum MkCommand {
+    /// Load the new register of every selected unit from 2 or 3 key part files. Each part is
+    /// encrypted on this workstation to a fresh importer key of each unit.
+    Load {
+        /// Key part numbers, as 'rotor parts' lists them.
+        #[arg(num_args = 2..=3, required = true)]
+        parts: Vec<u32>,
+    },
+    /// Commit the new register of every selected unit.
+    Commit {
+        /// The VP to expect (default: the one the selected units show, which must agree).
+        #[arg(long)]
+        vp: Option<String>,
+    },
+    /// Set immediate: promote the committed new register to current on every selected unit.
+    /// This does not reencrypt key storage.
+    Setimm {
+        /// The VP to expect (default: the one the selected units show, which must agree).
+        #[arg(long)]
+        vp: Option<String>,
+    },
+    /// Clear the new register of every selected unit.
+    ClearNew,
+    /// Clear the current register of every selected unit; keys wrapped under it become
+    /// unusable until the same master key is loaded again.
+    ClearCurrent,
+}
+
+/// `rotor sigkeys …`
+#[derive(Debug, Subcommand)]
+pub enum SigkeysCommand {
+    /// Create a signature key file, protected by a password.
+    New {
+        /// The admin name (1 to 30 characters) the key is installed under.
+        #[arg(long)]
+        name: String,
+        /// Curve: p256 (ECDSA P-256/SHA-256) or p521 (ECDSA P-521/SHA-512, as HPCS uses).
+        #[arg(long, default_value = "p256")]
+        curve: String,
+    },
+    /// Select the signature keys that sign later commands.
+    Use {
+        /// Signature key numbers.
+        #[arg(required = true)]
+        numbers: Vec<u32>,
+    },
+    /// Delete a signature key file. If it belongs to an installed admin, keep a backup: without
+    /// enough admin keys a unit can only be zeroized.
+    Rm {
+        /// Signature key number.
+        number: u32,
+    },
+}
+
+/// `rotor parts …`
+#[derive(Debug, Subcommand)]
+pub enum PartsCommand {
+    /// Create a master key part file, protected by a password: random, or a given value.
+    New {
+        /// The part as 64 hex characters (default: random).
+        #[arg(long)]
+        value: Option<String>,
+        /// A description for the custodian.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete a key part file.
+    Rm {
+        /// Key part number.
+        number: u32,
+    },
+}
+
+/// `rotor unit …`
+#[derive(Debug, Subcommand)]
+pub enum UnitCommand {
+    /// Serve a crypto unit from its state directory (created on first start).
+    Serve(ServeArgs),
+}
+
+/// `rotor unit serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// State directory (sealed state and its sealing key).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Make this a recovery unit (can generate and export a master key). Fixed at creation.
+    #[arg(long)]
+    pub recovery: bool,
+    /// Write the unit id, kind and address as JSON here once listening.
+    #[arg(long)]
+    pub info_file: Option<PathBuf>,
+    /// Exit when the parent process exits (used by 'rotor dev').
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
+}
+
+/// `rotor dev`
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Operational units to start.
+    #[arg(long, default_value_t = 3)]
+    pub units: usize,
+    /// Recovery units to start.
+    #[arg(long, default_value_t = 2)]
+    pub recovery_units: usize,
+    /// Keep state here (and reuse it on the next start); default: a temporary directory removed
+    /// at exit.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Where the service listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Write the endpoint, instance id and units as JSON here.
+    #[arg(long)]
+    pub info_file: Option<PathBuf>,
+}

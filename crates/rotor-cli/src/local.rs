@@ -1,0 +1,154 @@
+//! Commands on workstation files only: signature keys and key parts.
+
+use anyhow::{Result, bail};
+use rotor_crypto::{Secret32, SigAlg, SigningKey};
+use serde_json::json;
+
+use crate::admin::Ctx;
+use crate::args::{PartsCommand, SigkeysCommand};
+use crate::output::{print_json, table};
+use crate::workstation::{PartFile, SigkeyFile, new_password};
+
+/// `rotor sigkeys …`
+pub fn sigkeys(ctx: &Ctx, command: Option<SigkeysCommand>) -> Result<()> {
+    match command {
+        None => list_sigkeys(ctx),
+        Some(SigkeysCommand::New { name, curve }) => {
+            let length = name.chars().count();
+            if length == 0 || length > 30 || name.chars().any(char::is_control) {
+                bail!("an admin name has 1 to 30 printable characters");
+            }
+            let Some(alg) = SigAlg::from_name(&curve) else {
+                bail!("unknown curve '{curve}'; use p256 or p521");
+            };
+            let password = new_password(&format!("signature key '{name}'"))?;
+            let key = SigningKey::generate(alg);
+            let file = SigkeyFile::seal(&name, &key, &password)?;
+            let number = ctx.home.add_sigkey(&file)?;
+            let ski = file.public_key.ski();
+            if ctx.json {
+                print_json(&json!({"number": number, "name": name, "curve": alg.name(), "ski": hex::encode(ski)}));
+            } else {
+                println!("Created signature key {number} for '{name}' ({}), SKI {}", alg.name(), hex::encode(ski));
+            }
+            Ok(())
+        }
+        Some(SigkeysCommand::Use { numbers }) => {
+            for number in &numbers {
+                SigkeyFile::read(&ctx.home.sigkey_path(*number)?)?;
+            }
+            let mut settings = ctx.home.settings()?;
+            settings.selected_sigkeys = numbers.clone();
+            ctx.home.save_settings(&settings)?;
+            if ctx.json {
+                print_json(&json!({ "selected": numbers }));
+            } else {
+                let list: Vec<String> = numbers.iter().map(ToString::to_string).collect();
+                println!("Signature keys {} will sign commands.", list.join(", "));
+            }
+            Ok(())
+        }
+        Some(SigkeysCommand::Rm { number }) => {
+            let path = ctx.home.sigkey_path(number)?;
+            ctx.confirm(&format!(
+                "Delete signature key {number}? If its admin is installed on a unit and you have no backup, it can never sign again."
+            ))?;
+            std::fs::remove_file(&path)?;
+            let mut settings = ctx.home.settings()?;
+            settings.selected_sigkeys.retain(|n| *n != number);
+            ctx.home.save_settings(&settings)?;
+            println!("Deleted signature key {number}.");
+            Ok(())
+        }
+    }
+}
+
+fn list_sigkeys(ctx: &Ctx) -> Result<()> {
+    let selected = ctx.home.settings()?.selected_sigkeys;
+    let mut rows = Vec::new();
+    let mut view = Vec::new();
+    for (number, path) in ctx.home.sigkeys()? {
+        match SigkeyFile::read(&path) {
+            Ok(file) => {
+                let ski = hex::encode(file.public_key.ski());
+                rows.push(vec![
+                    number.to_string(),
+                    selected.contains(&number).to_string(),
+                    file.name.clone(),
+                    file.public_key.alg.name().to_owned(),
+                    format!("{}...", &ski[..30]),
+                ]);
+                view.push(json!({"number": number, "selected": selected.contains(&number), "name": file.name, "curve": file.public_key.alg.name(), "ski": ski}));
+            }
+            Err(err) => {
+                rows.push(vec![number.to_string(), String::new(), format!("(unreadable: {err})"), String::new(), String::new()]);
+                view.push(json!({"number": number, "error": err.to_string()}));
+            }
+        }
+    }
+    if ctx.json {
+        print_json(&json!({ "sigkeys": view }));
+    } else if rows.is_empty() {
+        println!("No signature keys yet: create one with 'rotor sigkeys new --name NAME'.");
+    } else {
+        print!("{}", table(&["KEYNUM", "SELECTED", "DESCRIPTION", "CURVE", "SUBJECT KEY IDENTIFIER"], &rows));
+    }
+    Ok(())
+}
+
+/// `rotor parts …`
+pub fn parts(ctx: &Ctx, command: Option<PartsCommand>) -> Result<()> {
+    match command {
+        None => {
+            let mut rows = Vec::new();
+            let mut view = Vec::new();
+            for (number, path) in ctx.home.parts()? {
+                match PartFile::read(&path) {
+                    Ok(file) => {
+                        rows.push(vec![number.to_string(), file.description.clone(), file.vp.to_hex()]);
+                        view.push(json!({"number": number, "description": file.description, "vp": file.vp}));
+                    }
+                    Err(err) => {
+                        rows.push(vec![number.to_string(), format!("(unreadable: {err})"), String::new()]);
+                        view.push(json!({"number": number, "error": err.to_string()}));
+                    }
+                }
+            }
+            if ctx.json {
+                print_json(&json!({ "parts": view }));
+            } else if rows.is_empty() {
+                println!("No key parts yet: create one with 'rotor parts new'.");
+            } else {
+                print!("{}", table(&["KEYNUM", "DESCRIPTION", "VERIFICATION PATTERN"], &rows));
+            }
+            Ok(())
+        }
+        Some(PartsCommand::New { value, description }) => {
+            let part = match value {
+                Some(text) => hex::decode(text.trim())
+                    .ok()
+                    .and_then(|bytes| Secret32::from_slice(&zeroize::Zeroizing::new(bytes)))
+                    .ok_or_else(|| anyhow::anyhow!("--value must be 64 hex characters (32 bytes)"))?,
+                None => Secret32::random(),
+            };
+            let password = new_password("the key part")?;
+            let file = PartFile::seal(&description, &part, &password)?;
+            let number = ctx.home.add_part(&file)?;
+            if ctx.json {
+                print_json(&json!({"number": number, "vp": file.vp}));
+            } else {
+                println!("Created key part {number}, VP {}", file.vp);
+            }
+            Ok(())
+        }
+        Some(PartsCommand::Rm { number }) => {
+            let path = ctx.home.part_path(number)?;
+            ctx.confirm(&format!(
+                "Delete key part {number}? Without every part of a master key it cannot be loaded again."
+            ))?;
+            std::fs::remove_file(path)?;
+            println!("Deleted key part {number}.");
+            Ok(())
+        }
+    }
+}

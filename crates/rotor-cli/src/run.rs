@@ -1,0 +1,251 @@
+//! Long-running commands: a unit, the service, a dev instance, and the demo.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rotor_server::dev::{DevInfo, DevOptions, DevUnits, start_units};
+use rotor_unit::daemon::{ServeInfo, Unit};
+use rotor_unit::store::UnitStore;
+use rotor_unit::wire::UnitKind;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::args::{DevArgs, ServeArgs};
+use crate::output::print_json;
+
+/// `rotor unit serve`
+pub async fn unit_serve(args: ServeArgs) -> Result<()> {
+    let kind = if args.recovery {
+        UnitKind::Recovery
+    } else {
+        UnitKind::Operational
+    };
+    let (store, identity, state) = UnitStore::open(&args.dir, kind)?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let info = ServeInfo {
+        unit: state.unit,
+        kind,
+        address,
+    };
+    eprintln!(
+        "rotor unit {} ({}) listening on {address}",
+        info.unit,
+        kind.label().to_lowercase()
+    );
+    if let Some(path) = &args.info_file {
+        info.write(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.exit_with_parent {
+        let parent = std::os::unix::process::parent_id();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if std::os::unix::process::parent_id() != parent {
+                    std::process::exit(0);
+                }
+            }
+        });
+    }
+    Unit::new(store, identity, state).serve(listener).await?;
+    Ok(())
+}
+
+/// `rotor server`
+pub async fn server(config_path: &Path) -> Result<()> {
+    let config = rotor_server::Config::load(config_path)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    eprintln!("rotor server listening on http://{}", listener.local_addr()?);
+    rotor_server::serve(config, listener).await?;
+    Ok(())
+}
+
+/// A dev instance: unit processes plus the service on a background task.
+pub struct DevInstance {
+    /// Where the service answers.
+    pub info: DevInfo,
+    _units: DevUnits,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for DevInstance {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Starts units and the service.
+pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
+    let options = DevOptions {
+        units: args.units,
+        recovery_units: args.recovery_units,
+        dir: args.dir.clone(),
+        listen: args.listen,
+        unit_program: std::env::current_exe().context("cannot find the rotor binary")?,
+    };
+    if options.units + options.recovery_units == 0 {
+        bail!("a dev instance needs at least one unit");
+    }
+    let units = tokio::task::spawn_blocking(move || start_units(&options)).await??;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let config = rotor_server::dev::config(&units, listener.local_addr()?);
+    let info = DevInfo {
+        endpoint,
+        instance: units.instance.id,
+        dir: units.dir().to_owned(),
+        units: units.instance.units.clone(),
+    };
+    let server = tokio::spawn(rotor_server::serve(config, listener));
+    Ok(DevInstance {
+        info,
+        _units: units,
+        server,
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(term) => { term.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}
+
+/// `rotor dev`
+pub async fn dev(args: DevArgs, json_output: bool) -> Result<()> {
+    let instance = start_dev(&args).await?;
+    let info = &instance.info;
+    if let Some(path) = &args.info_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(info)?)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if json_output {
+        print_json(&serde_json::to_value(info)?);
+    } else {
+        println!(
+            "rotor dev: {} operational and {} recovery unit(s), state in {}",
+            args.units,
+            args.recovery_units,
+            info.dir.display()
+        );
+        println!("endpoint: {}", info.endpoint);
+        println!("instance: {}", info.instance);
+        println!("Try: rotor login --endpoint {} && rotor units", info.endpoint);
+        println!("Stop with Ctrl-C.");
+    }
+    shutdown_signal().await;
+    Ok(())
+}
+
+/// Runs this binary with `args` against the demo workstation, echoing the command.
+async fn step(home: &Path, endpoint: &str, args: &[&str], quiet: bool) -> Result<String> {
+    if !quiet {
+        println!("\n$ rotor {}", args.join(" "));
+    }
+    let output = tokio::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .env("ROTOR_HOME", home)
+        .env("ROTOR_ENDPOINT", endpoint)
+        .env("ROTOR_PASSWORD", "demo password, not for production")
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !quiet {
+        print!("{stdout}");
+    }
+    if !output.status.success() {
+        bail!(
+            "'rotor {}' failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(stdout)
+}
+
+/// `rotor demo`: a fresh local instance initialized by a full key-part ceremony.
+pub async fn demo(json_output: bool) -> Result<()> {
+    let args = DevArgs {
+        units: 3,
+        recovery_units: 0,
+        dir: None,
+        listen: "127.0.0.1:0".parse()?,
+        info_file: None,
+    };
+    let instance = start_dev(&args).await?;
+    let home = instance.info.dir.join("workstation");
+    let endpoint = instance.info.endpoint.clone();
+    let quiet = json_output;
+    if !quiet {
+        println!(
+            "Started {} crypto units and the service at {endpoint}.",
+            instance.info.units.len()
+        );
+        println!("Ceremony: 3 admins, thresholds 2/2, a master key from 3 parts, commit, set immediate.");
+    }
+    let steps: &[&[&str]] = &[
+        &["units"],
+        &["units", "select", "--all"],
+        &["sigkeys", "new", "--name", "admin one"],
+        &["sigkeys", "new", "--name", "admin two"],
+        &["sigkeys", "new", "--name", "admin three", "--curve", "p521"],
+        &["admins", "add", "1", "2", "3"],
+        &["sigkeys", "use", "1", "2"],
+        &["thresholds", "set", "--signature", "2", "--revocation", "2"],
+        &["parts", "new", "--description", "custodian A"],
+        &["parts", "new", "--description", "custodian B"],
+        &["parts", "new", "--description", "custodian C"],
+        &["mk", "load", "1", "2", "3"],
+        &["mk", "commit"],
+        &["mk", "setimm", "--yes"],
+        &["units", "compare"],
+    ];
+    for args in steps {
+        step(&home, &endpoint, args, quiet).await?;
+    }
+    let registers: serde_json::Value =
+        serde_json::from_str(&step(&home, &endpoint, &["mk", "--json"], true).await?)?;
+    let units = registers["units"].as_array().cloned().unwrap_or_default();
+    let vps: std::collections::BTreeSet<String> = units
+        .iter()
+        .filter(|u| u["current"]["state"] == "Valid")
+        .filter_map(|u| u["current"]["vp"].as_str().map(str::to_owned))
+        .collect();
+    let all_valid = !units.is_empty() && vps.len() == 1 && units.iter().all(|u| u["current"]["state"] == "Valid");
+    let summary = json!({
+        "units": units.len(),
+        "all_valid": all_valid,
+        "current_vp": vps.iter().next(),
+    });
+    if json_output {
+        print_json(&summary);
+    } else {
+        println!(
+            "\nDone: {} crypto units, all current registers Valid with one VP: {}",
+            units.len(),
+            if all_valid { "yes" } else { "NO" }
+        );
+    }
+    if !all_valid {
+        bail!("the ceremony did not leave every unit with the same valid master key");
+    }
+    Ok(())
+}

@@ -1,0 +1,462 @@
+//! The administrator's workstation: everything under `ROTOR_HOME` (default `~/.rotor`).
+//!
+//! - `settings.json`: the service endpoint and the selected units and signature keys;
+//! - `pins.json`: each unit's identity key, pinned on first contact;
+//! - `sigkeys/N.sigkey`: a signature key, its private half encrypted under a password;
+//! - `parts/N.part`: a master key part, encrypted under a password.
+//!
+//! Protected files use Argon2id (RFC 9106) to turn the password into a key and AES-256-GCM to
+//! seal the secret, with the file's public fields as associated data so they cannot be swapped.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rotor_crypto::{Argon2Params, PublicKey, Secret32, SigningKey, Vp, argon2id, fill_random};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+const SIGKEY_FORMAT: &str = "rotor-sigkey-v1";
+const PART_FORMAT: &str = "rotor-part-v1";
+/// The shortest password accepted for a new file.
+pub const MIN_PASSWORD: usize = 8;
+
+/// A workstation file problem. Messages name the file and what to do; never a secret.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FileError {
+    /// Reading or writing failed.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid file of its kind.
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The password does not open the file (or the file was tampered with).
+    WrongPassword(PathBuf),
+    /// No such numbered file.
+    NotFound {
+        /// "signature key" or "key part".
+        kind: &'static str,
+        /// The number asked for.
+        number: u32,
+    },
+    /// A password is needed and there is no terminal and no `ROTOR_PASSWORD`.
+    NoPassword,
+    /// A new password is too short.
+    WeakPassword,
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Self::Corrupt { path, why } => write!(
+                f,
+                "{} is not a valid rotor file ({why}); restore it from your backup",
+                path.display()
+            ),
+            Self::WrongPassword(path) => write!(f, "wrong password for {}", path.display()),
+            Self::NotFound { kind, number } => write!(f, "there is no {kind} number {number}"),
+            Self::NoPassword => write!(
+                f,
+                "a password is needed but there is no terminal; set ROTOR_PASSWORD"
+            ),
+            Self::WeakPassword => write!(f, "passwords must have at least {MIN_PASSWORD} characters"),
+        }
+    }
+}
+
+impl std::error::Error for FileError {}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
+    move |source| FileError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, why: impl Into<String>) -> FileError {
+    FileError::Corrupt {
+        path: path.to_owned(),
+        why: why.into(),
+    }
+}
+
+/// Writes a file with mode 0600 through a temporary file and a rename.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    file.write_all(bytes).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Reads a password: `ROTOR_PASSWORD` if set, else a prompt on the terminal.
+pub fn read_password(prompt: &str) -> Result<Zeroizing<String>, FileError> {
+    if let Ok(password) = std::env::var("ROTOR_PASSWORD") {
+        return Ok(Zeroizing::new(password));
+    }
+    rpassword::prompt_password(prompt)
+        .map(Zeroizing::new)
+        .map_err(|_| FileError::NoPassword)
+}
+
+/// Reads a password for a new file, asking twice on a terminal.
+pub fn new_password(what: &str) -> Result<Zeroizing<String>, FileError> {
+    let password = read_password(&format!("New password for {what}: "))?;
+    if std::env::var_os("ROTOR_PASSWORD").is_none() {
+        let again = read_password("Repeat it: ")?;
+        if *again != *password {
+            return Err(FileError::Corrupt {
+                path: PathBuf::from(what),
+                why: "the two passwords differ".to_owned(),
+            });
+        }
+    }
+    if password.chars().count() < MIN_PASSWORD {
+        return Err(FileError::WeakPassword);
+    }
+    Ok(password)
+}
+
+/// A secret sealed under a password.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Protection {
+    kdf: String,
+    m_cost: u32,
+    t_cost: u32,
+    p_cost: u32,
+    #[serde(with = "hex::serde")]
+    salt: Vec<u8>,
+    #[serde(with = "hex::serde")]
+    sealed: Vec<u8>,
+}
+
+/// Argon2id cost for workstation files: OWASP's recommended 19 MiB, 2 passes, 1 lane.
+const FILE_KDF: Argon2Params = Argon2Params {
+    m_cost: 19 * 1024,
+    t_cost: 2,
+    p_cost: 1,
+};
+
+impl Protection {
+    fn seal(password: &str, aad: &[u8], secret: &[u8]) -> Result<Self, FileError> {
+        let mut salt = vec![0u8; 16];
+        fill_random(&mut salt);
+        let key = argon2id(password.as_bytes(), &salt, FILE_KDF).map_err(|_| FileError::NoPassword)?;
+        Ok(Self {
+            kdf: "argon2id".to_owned(),
+            m_cost: FILE_KDF.m_cost,
+            t_cost: FILE_KDF.t_cost,
+            p_cost: FILE_KDF.p_cost,
+            sealed: rotor_crypto::seal_aes256gcm(&key, aad, secret),
+            salt,
+        })
+    }
+
+    fn open(&self, path: &Path, password: &str, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, FileError> {
+        if self.kdf != "argon2id" {
+            return Err(corrupt(path, format!("unknown key derivation '{}'", self.kdf)));
+        }
+        let params = Argon2Params {
+            m_cost: self.m_cost,
+            t_cost: self.t_cost,
+            p_cost: self.p_cost,
+        };
+        let key = argon2id(password.as_bytes(), &self.salt, params)
+            .map_err(|_| corrupt(path, "unusable key derivation parameters"))?;
+        rotor_crypto::open_aes256gcm(&key, aad, &self.sealed).map_err(|_| FileError::WrongPassword(path.to_owned()))
+    }
+}
+
+/// A signature key file's public part.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigkeyFile {
+    format: String,
+    /// The admin name this key is installed under.
+    pub name: String,
+    /// The public key.
+    pub public_key: PublicKey,
+    protection: Protection,
+}
+
+impl SigkeyFile {
+    fn aad(format: &str, name: &str, public_key: &PublicKey) -> Vec<u8> {
+        serde_json::to_vec(&(format, name, public_key)).unwrap_or_default()
+    }
+
+    /// Creates a sealed signature key file's contents for `key`.
+    pub fn seal(name: &str, key: &SigningKey, password: &str) -> Result<Self, FileError> {
+        let public_key = key.public_key();
+        let aad = Self::aad(SIGKEY_FORMAT, name, &public_key);
+        Ok(Self {
+            format: SIGKEY_FORMAT.to_owned(),
+            name: name.to_owned(),
+            protection: Protection::seal(password, &aad, &key.to_scalar())?,
+            public_key,
+        })
+    }
+
+    /// Reads the public part of a file.
+    pub fn read(path: &Path) -> Result<Self, FileError> {
+        let text = fs::read(path).map_err(io_err(path))?;
+        let file: Self = serde_json::from_slice(&text).map_err(|err| corrupt(path, err.to_string()))?;
+        if file.format != SIGKEY_FORMAT {
+            return Err(corrupt(path, format!("format '{}' is not {SIGKEY_FORMAT}", file.format)));
+        }
+        PublicKey::parse(file.public_key.alg, &file.public_key.sec1).map_err(|_| corrupt(path, "bad public key"))?;
+        Ok(file)
+    }
+
+    /// Decrypts the private key and checks it matches the public one.
+    pub fn unlock(&self, path: &Path, password: &str) -> Result<SigningKey, FileError> {
+        let aad = Self::aad(&self.format, &self.name, &self.public_key);
+        let scalar = self.protection.open(path, password, &aad)?;
+        let key = SigningKey::from_scalar(self.public_key.alg, &scalar).map_err(|_| corrupt(path, "bad private key"))?;
+        if key.public_key() != self.public_key {
+            return Err(corrupt(path, "private and public key do not match"));
+        }
+        Ok(key)
+    }
+}
+
+/// A key part file's public part.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartFile {
+    format: String,
+    /// What the custodian called it.
+    pub description: String,
+    /// The part's verification pattern.
+    pub vp: Vp,
+    protection: Protection,
+}
+
+impl PartFile {
+    fn aad(format: &str, description: &str, vp: &Vp) -> Vec<u8> {
+        serde_json::to_vec(&(format, description, vp)).unwrap_or_default()
+    }
+
+    /// Creates a sealed key part file's contents.
+    pub fn seal(description: &str, part: &Secret32, password: &str) -> Result<Self, FileError> {
+        let vp = part.vp();
+        let aad = Self::aad(PART_FORMAT, description, &vp);
+        Ok(Self {
+            format: PART_FORMAT.to_owned(),
+            description: description.to_owned(),
+            vp,
+            protection: Protection::seal(password, &aad, part.expose())?,
+        })
+    }
+
+    /// Reads the public part of a file.
+    pub fn read(path: &Path) -> Result<Self, FileError> {
+        let text = fs::read(path).map_err(io_err(path))?;
+        let file: Self = serde_json::from_slice(&text).map_err(|err| corrupt(path, err.to_string()))?;
+        if file.format != PART_FORMAT {
+            return Err(corrupt(path, format!("format '{}' is not {PART_FORMAT}", file.format)));
+        }
+        Ok(file)
+    }
+
+    /// Decrypts the part and checks its VP.
+    pub fn unlock(&self, path: &Path, password: &str) -> Result<Secret32, FileError> {
+        let aad = Self::aad(&self.format, &self.description, &self.vp);
+        let bytes = self.protection.open(path, password, &aad)?;
+        let part = Secret32::from_slice(&bytes).ok_or_else(|| corrupt(path, "a part must be 32 bytes"))?;
+        if !part.vp().matches(&self.vp) {
+            return Err(corrupt(path, "the part does not match its verification pattern"));
+        }
+        Ok(part)
+    }
+}
+
+/// Settings kept between commands.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Settings {
+    /// The service endpoint.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Selected units.
+    #[serde(default)]
+    pub selected_units: Vec<Uuid>,
+    /// Selected signature keys, by number.
+    #[serde(default)]
+    pub selected_sigkeys: Vec<u32>,
+}
+
+/// The workstation directory.
+#[derive(Clone, Debug)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// `ROTOR_HOME`, or `~/.rotor`.
+    pub fn from_env() -> Result<Self, FileError> {
+        let root = match std::env::var_os("ROTOR_HOME") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let home = std::env::var_os("HOME").ok_or_else(|| corrupt(Path::new("$HOME"), "HOME is not set; set ROTOR_HOME"))?;
+                PathBuf::from(home).join(".rotor")
+            }
+        };
+        Self::at(root)
+    }
+
+    /// A workstation directory at `root`, created with mode 0700 if missing.
+    pub fn at(root: PathBuf) -> Result<Self, FileError> {
+        for dir in [root.clone(), root.join("sigkeys"), root.join("parts")] {
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
+        }
+        Ok(Self { root })
+    }
+
+    fn read_json<T: for<'de> Deserialize<'de> + Default>(&self, name: &str) -> Result<T, FileError> {
+        let path = self.root.join(name);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| corrupt(&path, err.to_string())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+            Err(err) => Err(io_err(&path)(err)),
+        }
+    }
+
+    fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), FileError> {
+        let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+        write_private(&self.root.join(name), &bytes)
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> Result<Settings, FileError> {
+        self.read_json("settings.json")
+    }
+
+    /// Saves the settings.
+    pub fn save_settings(&self, settings: &Settings) -> Result<(), FileError> {
+        self.write_json("settings.json", settings)
+    }
+
+    /// Pinned unit identity keys.
+    pub fn pins(&self) -> Result<BTreeMap<Uuid, PublicKey>, FileError> {
+        self.read_json("pins.json")
+    }
+
+    /// Saves the pinned keys.
+    pub fn save_pins(&self, pins: &BTreeMap<Uuid, PublicKey>) -> Result<(), FileError> {
+        self.write_json("pins.json", pins)
+    }
+
+    fn numbered(&self, dir: &str, extension: &str) -> Result<Vec<(u32, PathBuf)>, FileError> {
+        let path = self.root.join(dir);
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&path).map_err(io_err(&path))? {
+            let entry = entry.map_err(io_err(&path))?;
+            let file = entry.path();
+            if file.extension().and_then(|e| e.to_str()) != Some(extension) {
+                continue;
+            }
+            if let Some(number) = file.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u32>().ok()) {
+                found.push((number, file));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    fn next_path(&self, dir: &str, extension: &str) -> Result<(u32, PathBuf), FileError> {
+        let next = self.numbered(dir, extension)?.last().map_or(1, |(n, _)| n + 1);
+        Ok((next, self.root.join(dir).join(format!("{next}.{extension}"))))
+    }
+
+    fn numbered_path(&self, dir: &str, extension: &str, number: u32, kind: &'static str) -> Result<PathBuf, FileError> {
+        let path = self.root.join(dir).join(format!("{number}.{extension}"));
+        if path.exists() {
+            Ok(path)
+        } else {
+            Err(FileError::NotFound { kind, number })
+        }
+    }
+
+    /// Signature key files, by number.
+    pub fn sigkeys(&self) -> Result<Vec<(u32, PathBuf)>, FileError> {
+        self.numbered("sigkeys", "sigkey")
+    }
+
+    /// The path of signature key `number`.
+    pub fn sigkey_path(&self, number: u32) -> Result<PathBuf, FileError> {
+        self.numbered_path("sigkeys", "sigkey", number, "signature key")
+    }
+
+    /// Stores a new signature key file; returns its number.
+    pub fn add_sigkey(&self, file: &SigkeyFile) -> Result<u32, FileError> {
+        let (number, path) = self.next_path("sigkeys", "sigkey")?;
+        write_private(&path, &serde_json::to_vec_pretty(file).unwrap_or_default())?;
+        Ok(number)
+    }
+
+    /// Key part files, by number.
+    pub fn parts(&self) -> Result<Vec<(u32, PathBuf)>, FileError> {
+        self.numbered("parts", "part")
+    }
+
+    /// The path of key part `number`.
+    pub fn part_path(&self, number: u32) -> Result<PathBuf, FileError> {
+        self.numbered_path("parts", "part", number, "key part")
+    }
+
+    /// Stores a new key part file; returns its number.
+    pub fn add_part(&self, file: &PartFile) -> Result<u32, FileError> {
+        let (number, path) = self.next_path("parts", "part")?;
+        write_private(&path, &serde_json::to_vec_pretty(file).unwrap_or_default())?;
+        Ok(number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rotor_crypto::SigAlg;
+
+    #[test]
+    fn sigkey_file_round_trips_and_refuses_wrong_password_and_tampering() {
+        let key = SigningKey::generate(SigAlg::P256Sha256);
+        let file = SigkeyFile::seal("alice", &key, "correct horse").unwrap();
+        let path = Path::new("1.sigkey");
+        assert_eq!(file.unlock(path, "correct horse").unwrap().public_key(), key.public_key());
+        assert!(matches!(file.unlock(path, "wrong horse"), Err(FileError::WrongPassword(_))));
+        let mut renamed = file.clone();
+        renamed.name = "mallory".to_owned();
+        assert!(matches!(renamed.unlock(path, "correct horse"), Err(FileError::WrongPassword(_))));
+    }
+
+    #[test]
+    fn part_file_round_trips_and_binds_its_vp() {
+        let part = Secret32::random();
+        let file = PartFile::seal("part one", &part, "correct horse").unwrap();
+        let path = Path::new("1.part");
+        assert!(file.unlock(path, "correct horse").unwrap().ct_eq(&part));
+        let mut other = file.clone();
+        other.vp = Secret32::random().vp();
+        assert!(other.unlock(path, "correct horse").is_err());
+    }
+}

@@ -1,0 +1,615 @@
+//! The primitives rotor is built on. This is the only crate that touches crypto libraries; every
+//! other crate goes through the functions and types here, each named after the spec it implements.
+//!
+//! Failures of decryption and signature checks are deliberately opaque ([`Opaque`]): they say that
+//! something did not verify, never why, so that no caller can become an oracle.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hkdf::Hkdf;
+use p256::elliptic_curve::Generate;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// Length of every symmetric key rotor uses: AES-256.
+pub const KEY_LEN: usize = 32;
+/// Length of an AES-GCM nonce (96 bits, NIST SP 800-38D §8.2).
+pub const NONCE_LEN: usize = 12;
+/// Length of an AES-GCM authentication tag.
+pub const TAG_LEN: usize = 16;
+/// How many leading bytes of a verification pattern are compared (HPCS zeroes the last four).
+pub const VP_COMPARED_LEN: usize = 28;
+
+/// A verification or decryption failure. It carries no detail on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opaque;
+
+impl std::fmt::Display for Opaque {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("verification failed")
+    }
+}
+
+impl std::error::Error for Opaque {}
+
+/// Fills `buf` from the operating system's CSPRNG.
+///
+/// A machine without a working CSPRNG cannot hold keys safely, so failure aborts.
+pub fn fill_random(buf: &mut [u8]) {
+    if getrandom::fill(buf).is_err() {
+        std::process::abort();
+    }
+}
+
+/// A 256-bit secret (master key, key part, wrapping key). Zeroized on drop, compared in
+/// constant time, never printed.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
+pub struct Secret32([u8; KEY_LEN]);
+
+impl Secret32 {
+    /// A fresh random secret.
+    pub fn random() -> Self {
+        let mut bytes = [0u8; KEY_LEN];
+        fill_random(&mut bytes);
+        Self(bytes)
+    }
+
+    /// Takes ownership of raw key bytes.
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// Parses exactly 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let array: [u8; KEY_LEN] = bytes.try_into().ok()?;
+        Some(Self(array))
+    }
+
+    /// The raw bytes, for feeding another primitive.
+    pub fn expose(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+
+    /// Constant-time equality.
+    pub fn ct_eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+
+    /// The verification pattern of this key, see [`verification_pattern`].
+    pub fn vp(&self) -> Vp {
+        verification_pattern(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Secret32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret32(..)")
+    }
+}
+
+/// A verification pattern: identifies a key without revealing it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Vp(#[serde(with = "hex::serde")] pub [u8; 32]);
+
+impl Vp {
+    /// The pattern shown for an empty register: all zeros.
+    pub const EMPTY: Self = Self([0u8; 32]);
+
+    /// Whether two patterns name the same key. Only the first 28 bytes count, because older HPCS
+    /// modules did not zero the last four.
+    pub fn matches(&self, other: &Self) -> bool {
+        self.0[..VP_COMPARED_LEN] == other.0[..VP_COMPARED_LEN]
+    }
+
+    /// 64 lowercase hex characters.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 hex characters.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = hex::decode(text).ok()?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+}
+
+impl std::fmt::Debug for Vp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Vp({})", self.to_hex())
+    }
+}
+
+impl std::fmt::Display for Vp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// The HPCS/EP11 verification pattern: `SHA-256(0x01 ‖ key)` with bytes 28..31 set to zero
+/// (EP11 wire format §6.7, as computed by IBM's TKE SDK).
+pub fn verification_pattern(key: &[u8; KEY_LEN]) -> Vp {
+    let mut hasher = Sha256::new();
+    hasher.update([0x01]);
+    hasher.update(key);
+    let mut vp = [0u8; 32];
+    vp.copy_from_slice(&hasher.finalize());
+    vp[VP_COMPARED_LEN..].fill(0);
+    Vp(vp)
+}
+
+/// SHA-256 (FIPS 180-4).
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&Sha256::digest(data));
+    out
+}
+
+/// Combines 2 or 3 master key parts by XOR, the way IBM documents clear key parts; reusing the
+/// same parts rebuilds the same key.
+pub fn combine_parts(parts: &[Secret32]) -> Secret32 {
+    let mut out = [0u8; KEY_LEN];
+    for part in parts {
+        for (o, p) in out.iter_mut().zip(part.expose()) {
+            *o ^= p;
+        }
+    }
+    let key = Secret32(out);
+    out.zeroize();
+    key
+}
+
+/// `seal[key](aad, plaintext)`: AES-256-GCM (NIST SP 800-38D) under a fresh random 96-bit nonce.
+/// Returns `nonce ‖ ciphertext ‖ tag`. Random nonces are safe here because no key seals anywhere
+/// near 2^32 messages (the SP 800-38D §8.3 bound).
+pub fn seal_aes256gcm(key: &Secret32, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let cipher = Aes256Gcm::new(key.expose().into());
+    let mut nonce = [0u8; NONCE_LEN];
+    fill_random(&mut nonce);
+    let nonce_ref = Nonce::from(nonce);
+    // Encryption with a valid key cannot fail for inputs below the GCM length limit.
+    let sealed = cipher
+        .encrypt(
+            &nonce_ref,
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    out
+}
+
+/// `open[key](aad, nonce ‖ ciphertext ‖ tag)`: the inverse of [`seal_aes256gcm`]. Any failure
+/// (short input, wrong key, tampering, wrong associated data) is the same [`Opaque`] error.
+pub fn open_aes256gcm(key: &Secret32, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Opaque> {
+    if sealed.len() < NONCE_LEN + TAG_LEN {
+        return Err(Opaque);
+    }
+    let (nonce, body) = sealed.split_at(NONCE_LEN);
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| Opaque)?;
+    let cipher = Aes256Gcm::new(key.expose().into());
+    cipher
+        .decrypt(&Nonce::from(nonce), Payload { msg: body, aad })
+        .map(Zeroizing::new)
+        .map_err(|_| Opaque)
+}
+
+/// Cost parameters of Argon2id (RFC 9106), stored beside each password-protected file so that
+/// they can be raised later without breaking old files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Argon2Params {
+    /// Memory in KiB.
+    pub m_cost: u32,
+    /// Passes.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+}
+
+impl Default for Argon2Params {
+    /// RFC 9106 §4, second recommended option (64 MiB, 3 passes, 4 lanes) with one lane, since
+    /// key files are opened on a workstation one at a time.
+    fn default() -> Self {
+        Self {
+            m_cost: 64 * 1024,
+            t_cost: 3,
+            p_cost: 1,
+        }
+    }
+}
+
+/// Why a password could not be turned into a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadKdfParams;
+
+impl std::fmt::Display for BadKdfParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("unusable Argon2id parameters or salt")
+    }
+}
+
+impl std::error::Error for BadKdfParams {}
+
+/// Argon2id (RFC 9106) from a password and salt to a 256-bit key-encryption key.
+pub fn argon2id(password: &[u8], salt: &[u8], params: Argon2Params) -> Result<Secret32, BadKdfParams> {
+    // Refuse parameters that would let a tampered file make us allocate without bound.
+    if params.m_cost > 4 * 1024 * 1024 || params.t_cost > 64 || params.p_cost > 16 {
+        return Err(BadKdfParams);
+    }
+    let argon_params = argon2::Params::new(params.m_cost, params.t_cost, params.p_cost, Some(KEY_LEN))
+        .map_err(|_| BadKdfParams)?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon_params);
+    let mut out = [0u8; KEY_LEN];
+    let result = argon.hash_password_into(password, salt, &mut out);
+    let key = Secret32(out);
+    out.zeroize();
+    result.map_err(|_| BadKdfParams)?;
+    Ok(key)
+}
+
+/// An ECDSA curve and hash pairing accepted for admin and unit signatures (FIPS 186-5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SigAlg {
+    /// ECDSA over P-256 with SHA-256; signatures are 64 bytes `r ‖ s`. The default, and what
+    /// PKCS#11 tokens return for `CKM_ECDSA`.
+    #[serde(rename = "p256")]
+    P256Sha256,
+    /// ECDSA over P-521 with SHA-512; signatures are 132 bytes `r ‖ s`. What HPCS TKE uses.
+    #[serde(rename = "p521")]
+    P521Sha512,
+}
+
+impl SigAlg {
+    /// The short name used in files and output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::P256Sha256 => "p256",
+            Self::P521Sha512 => "p521",
+        }
+    }
+
+    /// Parses [`SigAlg::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "p256" | "P-256" => Some(Self::P256Sha256),
+            "p521" | "P-521" | "p521ec" => Some(Self::P521Sha512),
+            _ => None,
+        }
+    }
+}
+
+/// A public signature key: an algorithm and the uncompressed SEC1 point.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PublicKey {
+    /// The algorithm.
+    pub alg: SigAlg,
+    /// `04 ‖ X ‖ Y`.
+    #[serde(with = "hex::serde")]
+    pub sec1: Vec<u8>,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicKey({}, {})", self.alg.name(), hex::encode(&self.sec1))
+    }
+}
+
+impl PublicKey {
+    /// Parses and validates a point, returning it in uncompressed form.
+    pub fn parse(alg: SigAlg, sec1: &[u8]) -> Result<Self, Opaque> {
+        let sec1 = match alg {
+            SigAlg::P256Sha256 => p256::ecdsa::VerifyingKey::from_sec1_bytes(sec1)
+                .map_err(|_| Opaque)?
+                .to_sec1_point(false)
+                .as_bytes()
+                .to_vec(),
+            SigAlg::P521Sha512 => p521::ecdsa::VerifyingKey::from_sec1_bytes(sec1)
+                .map_err(|_| Opaque)?
+                .to_sec1_point(false)
+                .as_bytes()
+                .to_vec(),
+        };
+        Ok(Self { alg, sec1 })
+    }
+
+    /// The subject key identifier: SHA-256 of the uncompressed point, as HPCS computes it.
+    pub fn ski(&self) -> [u8; 32] {
+        sha256(&self.sec1)
+    }
+
+    /// Verifies `signature` (fixed-size `r ‖ s`) over `message`.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), Opaque> {
+        use p256::ecdsa::signature::Verifier;
+        match self.alg {
+            SigAlg::P256Sha256 => {
+                let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&self.sec1).map_err(|_| Opaque)?;
+                let sig = p256::ecdsa::Signature::from_slice(signature).map_err(|_| Opaque)?;
+                key.verify(message, &sig).map_err(|_| Opaque)
+            }
+            SigAlg::P521Sha512 => {
+                let key = p521::ecdsa::VerifyingKey::from_sec1_bytes(&self.sec1).map_err(|_| Opaque)?;
+                let sig = p521::ecdsa::Signature::from_slice(signature).map_err(|_| Opaque)?;
+                key.verify(message, &sig).map_err(|_| Opaque)
+            }
+        }
+    }
+}
+
+/// A private signature key (admin sigkey or unit identity). Zeroized on drop by the curve crates.
+#[derive(Clone)]
+pub enum SigningKey {
+    /// ECDSA P-256 / SHA-256.
+    P256(p256::ecdsa::SigningKey),
+    /// ECDSA P-521 / SHA-512.
+    P521(p521::ecdsa::SigningKey),
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey({})", self.alg().name())
+    }
+}
+
+impl SigningKey {
+    /// A fresh random key.
+    pub fn generate(alg: SigAlg) -> Self {
+        match alg {
+            SigAlg::P256Sha256 => Self::P256(p256::ecdsa::SigningKey::generate()),
+            SigAlg::P521Sha512 => Self::P521(p521::ecdsa::SigningKey::generate()),
+        }
+    }
+
+    /// Restores a key from its scalar bytes.
+    pub fn from_scalar(alg: SigAlg, scalar: &[u8]) -> Result<Self, Opaque> {
+        Ok(match alg {
+            SigAlg::P256Sha256 => Self::P256(p256::ecdsa::SigningKey::from_slice(scalar).map_err(|_| Opaque)?),
+            SigAlg::P521Sha512 => Self::P521(p521::ecdsa::SigningKey::from_slice(scalar).map_err(|_| Opaque)?),
+        })
+    }
+
+    /// The scalar bytes, for storing in a sealed file.
+    pub fn to_scalar(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(match self {
+            Self::P256(key) => key.to_bytes().to_vec(),
+            Self::P521(key) => key.to_bytes().to_vec(),
+        })
+    }
+
+    /// The algorithm.
+    pub fn alg(&self) -> SigAlg {
+        match self {
+            Self::P256(_) => SigAlg::P256Sha256,
+            Self::P521(_) => SigAlg::P521Sha512,
+        }
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> PublicKey {
+        let sec1 = match self {
+            Self::P256(key) => key.verifying_key().to_sec1_point(false).as_bytes().to_vec(),
+            Self::P521(key) => key.verifying_key().to_sec1_point(false).as_bytes().to_vec(),
+        };
+        PublicKey { alg: self.alg(), sec1 }
+    }
+
+    /// ECDSA signature over `message` (hashed with the algorithm's digest), as fixed `r ‖ s`.
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        use p256::ecdsa::signature::Signer;
+        match self {
+            Self::P256(key) => {
+                let sig: p256::ecdsa::Signature = key.sign(message);
+                sig.to_vec()
+            }
+            Self::P521(key) => {
+                let sig: p521::ecdsa::Signature = key.sign(message);
+                sig.to_vec()
+            }
+        }
+    }
+}
+
+/// Length of an uncompressed P-256 point.
+pub const P256_POINT_LEN: usize = 65;
+
+/// A 256-bit secret sent to a unit's importer key: ECDH on P-256 (SP 800-56A) with an ephemeral
+/// sender key, HKDF-SHA-256 (RFC 5869) over the shared secret, AES-256-GCM over the secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sender's ephemeral public key, uncompressed SEC1.
+    #[serde(with = "hex::serde")]
+    pub ephemeral: Vec<u8>,
+    /// `nonce ‖ ciphertext ‖ tag` of the secret.
+    #[serde(with = "hex::serde")]
+    pub sealed: Vec<u8>,
+}
+
+/// A unit's importer key pair: the private half never leaves the unit.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ImporterKey {
+    scalar: Secret32,
+}
+
+impl std::fmt::Debug for ImporterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ImporterKey(..)")
+    }
+}
+
+const ENVELOPE_INFO: &[u8] = b"rotor importer envelope v1";
+
+fn envelope_key(shared: &[u8], ephemeral: &[u8], recipient: &[u8], context: &[u8]) -> Secret32 {
+    let hkdf = Hkdf::<Sha256>::new(Some(ephemeral), shared);
+    let mut info = Vec::with_capacity(ENVELOPE_INFO.len() + recipient.len() + context.len());
+    info.extend_from_slice(ENVELOPE_INFO);
+    info.extend_from_slice(recipient);
+    info.extend_from_slice(context);
+    let mut okm = [0u8; KEY_LEN];
+    // 32 bytes is far below HKDF-SHA-256's 255 * 32 byte limit.
+    let _ = hkdf.expand(&info, &mut okm);
+    let key = Secret32(okm);
+    okm.zeroize();
+    key
+}
+
+impl ImporterKey {
+    /// A fresh importer key.
+    pub fn generate() -> Self {
+        let secret = p256::SecretKey::generate();
+        let mut bytes = [0u8; KEY_LEN];
+        bytes.copy_from_slice(&secret.to_bytes());
+        let scalar = Secret32(bytes);
+        bytes.zeroize();
+        Self { scalar }
+    }
+
+    fn secret(&self) -> Result<p256::SecretKey, Opaque> {
+        p256::SecretKey::from_slice(self.scalar.expose()).map_err(|_| Opaque)
+    }
+
+    /// The public half, uncompressed SEC1, to hand to whoever sends a secret.
+    pub fn public_sec1(&self) -> Result<Vec<u8>, Opaque> {
+        Ok(self.secret()?.public_key().to_sec1_bytes().to_vec())
+    }
+
+    /// Opens an [`Envelope`] sealed with [`seal_to`] under the same `context`.
+    pub fn open(&self, envelope: &Envelope, context: &[u8]) -> Result<Secret32, Opaque> {
+        let secret = self.secret()?;
+        let ephemeral = p256::PublicKey::from_sec1_bytes(&envelope.ephemeral).map_err(|_| Opaque)?;
+        let shared = secret.diffie_hellman(&ephemeral);
+        let recipient = secret.public_key().to_sec1_bytes();
+        let key = envelope_key(shared.raw_secret_bytes(), &envelope.ephemeral, &recipient, context);
+        let plain = open_aes256gcm(&key, &envelope.ephemeral, &envelope.sealed)?;
+        Secret32::from_slice(&plain).ok_or(Opaque)
+    }
+}
+
+/// Seals `secret` to the importer public key `recipient`, bound to `context` (for example the
+/// unit id and the purpose), so that only that importer key can open it.
+pub fn seal_to(recipient: &[u8], context: &[u8], secret: &Secret32) -> Result<Envelope, Opaque> {
+    let recipient_key = p256::PublicKey::from_sec1_bytes(recipient).map_err(|_| Opaque)?;
+    let recipient_sec1 = recipient_key.to_sec1_bytes();
+    let ephemeral = p256::ecdh::EphemeralSecret::generate();
+    let ephemeral_sec1 = ephemeral.public_key().to_sec1_bytes().to_vec();
+    let shared = ephemeral.diffie_hellman(&recipient_key);
+    let key = envelope_key(shared.raw_secret_bytes(), &ephemeral_sec1, &recipient_sec1, context);
+    let sealed = seal_aes256gcm(&key, &ephemeral_sec1, secret.expose());
+    Ok(Envelope {
+        ephemeral: ephemeral_sec1,
+        sealed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn vp_of_known_key_has_zeroed_tail_and_is_stable() {
+        let key = [0x11u8; 32];
+        let vp = verification_pattern(&key);
+        assert_eq!(&vp.0[28..], &[0, 0, 0, 0]);
+        // SHA-256(0x01 || 0x11 * 32), first 28 bytes, computed independently with sha256sum.
+        let mut input = vec![0x01];
+        input.extend_from_slice(&key);
+        let full = sha256(&input);
+        assert_eq!(&vp.0[..28], &full[..28]);
+        assert_ne!(vp, Vp::EMPTY);
+        assert!(vp.matches(&Vp(vp.0)));
+    }
+
+    #[test]
+    fn vp_matches_ignores_the_last_four_bytes_only() {
+        let vp = verification_pattern(&[7u8; 32]);
+        let mut old_style = vp;
+        old_style.0[30] = 0xff;
+        assert!(vp.matches(&old_style));
+        let mut different = vp;
+        different.0[27] ^= 1;
+        assert!(!vp.matches(&different));
+    }
+
+    #[test]
+    fn aead_rejects_tampering_wrong_key_wrong_aad_and_short_input() {
+        let key = Secret32::random();
+        let sealed = seal_aes256gcm(&key, b"aad", b"hello");
+        assert_eq!(&open_aes256gcm(&key, b"aad", &sealed).unwrap()[..], b"hello");
+        let mut tampered = sealed.clone();
+        tampered[NONCE_LEN] ^= 1;
+        assert_eq!(open_aes256gcm(&key, b"aad", &tampered), Err(Opaque));
+        assert_eq!(open_aes256gcm(&key, b"other", &sealed), Err(Opaque));
+        assert_eq!(open_aes256gcm(&Secret32::random(), b"aad", &sealed), Err(Opaque));
+        assert_eq!(open_aes256gcm(&key, b"aad", &sealed[..20]), Err(Opaque));
+    }
+
+    #[test]
+    fn signatures_verify_only_for_their_message_and_key() {
+        for alg in [SigAlg::P256Sha256, SigAlg::P521Sha512] {
+            let key = SigningKey::generate(alg);
+            let public = key.public_key();
+            let sig = key.sign(b"command");
+            assert!(public.verify(b"command", &sig).is_ok());
+            assert_eq!(public.verify(b"commanD", &sig), Err(Opaque));
+            let other = SigningKey::generate(alg).public_key();
+            assert_eq!(other.verify(b"command", &sig), Err(Opaque));
+            assert_eq!(public.verify(b"command", &sig[1..]), Err(Opaque));
+            let restored = SigningKey::from_scalar(alg, &key.to_scalar()).unwrap();
+            assert_eq!(restored.public_key(), public);
+            assert_eq!(PublicKey::parse(alg, &public.sec1).unwrap(), public);
+            assert_eq!(public.ski(), sha256(&public.sec1));
+        }
+        assert_eq!(PublicKey::parse(SigAlg::P256Sha256, &[4u8; 65]), Err(Opaque));
+    }
+
+    #[test]
+    fn envelope_opens_only_with_its_importer_key_and_context() {
+        let importer = ImporterKey::generate();
+        let public = importer.public_sec1().unwrap();
+        assert_eq!(public.len(), P256_POINT_LEN);
+        let secret = Secret32::random();
+        let envelope = seal_to(&public, b"unit-a", &secret).unwrap();
+        assert!(importer.open(&envelope, b"unit-a").unwrap().ct_eq(&secret));
+        assert!(importer.open(&envelope, b"unit-b").is_err());
+        assert!(ImporterKey::generate().open(&envelope, b"unit-a").is_err());
+        assert!(seal_to(&[0u8; 65], b"x", &secret).is_err());
+    }
+
+    #[test]
+    fn argon2id_is_deterministic_and_password_sensitive() {
+        let params = Argon2Params {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let a = argon2id(b"pw", b"saltsaltsaltsalt", params).unwrap();
+        let b = argon2id(b"pw", b"saltsaltsaltsalt", params).unwrap();
+        let c = argon2id(b"pw2", b"saltsaltsaltsalt", params).unwrap();
+        assert!(a.ct_eq(&b));
+        assert!(!a.ct_eq(&c));
+        let huge = Argon2Params {
+            m_cost: u32::MAX,
+            ..params
+        };
+        assert!(argon2id(b"pw", b"saltsaltsaltsalt", huge).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parts_combine_by_xor_and_order_does_not_matter(a in any::<[u8; 32]>(), b in any::<[u8; 32]>(), c in any::<[u8; 32]>()) {
+            let parts = [Secret32(a), Secret32(b), Secret32(c)];
+            let forward = combine_parts(&parts);
+            let backward = combine_parts(&[Secret32(c), Secret32(b), Secret32(a)]);
+            prop_assert!(forward.ct_eq(&backward));
+            let expected: Vec<u8> = (0..32).map(|i| a[i] ^ b[i] ^ c[i]).collect();
+            prop_assert_eq!(&forward.expose()[..], &expected[..]);
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The service's configuration file (TOML).
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//!
+//! [[instances]]
+//! id = "6f1c…"          # UUID of the instance
+//! name = "payments"
+//!
+//! [[instances.units]]
+//! id = "0b3e…"          # printed by `rotor unit serve` on start
+//! kind = "operational"  # or "recovery"
+//! address = "127.0.0.1:9001"
+//! ```
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use rotor_unit::wire::UnitKind;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the service listens.
+    pub listen: SocketAddr,
+    /// The instances it serves.
+    #[serde(default)]
+    pub instances: Vec<InstanceConfig>,
+}
+
+/// One instance: a tenant with its units.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// Instance id.
+    pub id: Uuid,
+    /// A name for people.
+    #[serde(default)]
+    pub name: String,
+    /// Its crypto units.
+    pub units: Vec<UnitConfig>,
+}
+
+/// Where one unit of an instance runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitConfig {
+    /// The unit's id, as the unit reports it.
+    pub id: Uuid,
+    /// Operational or recovery.
+    pub kind: UnitKind,
+    /// Its loopback or private address.
+    pub address: SocketAddr,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read(std::io::Error),
+    /// The file is not valid TOML for this schema.
+    Parse(String),
+    /// The same id appears twice.
+    Duplicate(Uuid),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Read(err) => write!(f, "cannot read the configuration: {err}"),
+            Self::Parse(err) => write!(f, "invalid configuration: {err}"),
+            Self::Duplicate(id) => write!(f, "invalid configuration: id {id} appears more than once"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(ConfigError::Read)?;
+        let config: Self = toml::from_str(&text).map_err(|err| ConfigError::Parse(err.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Rejects duplicate instance or unit ids.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for instance in &self.instances {
+            if !seen.insert(instance.id) {
+                return Err(ConfigError::Duplicate(instance.id));
+            }
+            for unit in &instance.units {
+                if !seen.insert(unit.id) {
+                    return Err(ConfigError::Duplicate(unit.id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The TOML text of this configuration.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,197 @@
+//! `rotor dev`: a whole local instance on loopback, with its units as real processes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rotor_unit::daemon::ServeInfo;
+use rotor_unit::wire::UnitKind;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::{Config, InstanceConfig, UnitConfig};
+
+/// How long a unit may take to start.
+const UNIT_START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What `rotor dev` starts.
+#[derive(Clone, Debug)]
+pub struct DevOptions {
+    /// Operational units.
+    pub units: usize,
+    /// Recovery units.
+    pub recovery_units: usize,
+    /// Where units keep their state; a temporary directory, removed at exit, if `None`.
+    pub dir: Option<PathBuf>,
+    /// Where the service listens.
+    pub listen: SocketAddr,
+    /// The program that runs `unit serve` (the `rotor` binary itself).
+    pub unit_program: PathBuf,
+}
+
+/// What `rotor dev` writes to `--info-file` and prints with `--json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DevInfo {
+    /// The service's base URL.
+    pub endpoint: String,
+    /// The instance id.
+    pub instance: Uuid,
+    /// The state directory.
+    pub dir: PathBuf,
+    /// The units.
+    pub units: Vec<UnitConfig>,
+}
+
+/// A failure to start the dev instance.
+#[derive(Debug)]
+pub struct DevError(pub String);
+
+impl std::fmt::Display for DevError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DevError {}
+
+/// Running unit processes and their directory; stopped and cleaned up on drop.
+#[derive(Debug)]
+pub struct DevUnits {
+    children: Vec<Child>,
+    dir: PathBuf,
+    temporary: bool,
+    /// The instance these units form.
+    pub instance: InstanceConfig,
+}
+
+impl Drop for DevUnits {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl DevUnits {
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn temporary_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("rotor-dev-{}", Uuid::new_v4().simple()))
+}
+
+/// The instance id kept in the directory, so that a restarted `rotor dev --dir` is the same
+/// instance.
+fn instance_id(dir: &Path) -> Result<Uuid, DevError> {
+    let path = dir.join("instance");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Uuid::parse_str(text.trim())
+            .map_err(|_| DevError(format!("{} does not hold an instance id", path.display()))),
+        Err(_) => {
+            let id = Uuid::new_v4();
+            std::fs::write(&path, id.to_string())
+                .map_err(|err| DevError(format!("cannot write {}: {err}", path.display())))?;
+            Ok(id)
+        }
+    }
+}
+
+fn spawn_unit(program: &Path, dir: &Path, kind: UnitKind) -> Result<(Child, PathBuf), DevError> {
+    std::fs::create_dir_all(dir).map_err(|err| DevError(format!("cannot create {}: {err}", dir.display())))?;
+    let info = dir.join("serve.json");
+    let _ = std::fs::remove_file(&info);
+    let log = std::fs::File::create(dir.join("unit.log"))
+        .map_err(|err| DevError(format!("cannot create the unit log in {}: {err}", dir.display())))?;
+    let mut command = Command::new(program);
+    command
+        .args(["unit", "serve", "--listen", "127.0.0.1:0", "--exit-with-parent", "--dir"])
+        .arg(dir)
+        .arg("--info-file")
+        .arg(&info)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    if kind == UnitKind::Recovery {
+        command.arg("--recovery");
+    }
+    let child = command
+        .spawn()
+        .map_err(|err| DevError(format!("cannot start {}: {err}", program.display())))?;
+    Ok((child, info))
+}
+
+fn wait_for_info(child: &mut Child, info: &Path, dir: &Path) -> Result<ServeInfo, DevError> {
+    let deadline = Instant::now() + UNIT_START_TIMEOUT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(info)
+            && let Ok(info) = serde_json::from_str::<ServeInfo>(&text)
+        {
+            return Ok(info);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("unit.log")).unwrap_or_default();
+            return Err(DevError(format!("unit in {} exited ({status}): {}", dir.display(), log.trim())));
+        }
+        if Instant::now() > deadline {
+            return Err(DevError(format!("unit in {} did not start in time", dir.display())));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts the unit processes of a dev instance and waits until each listens.
+pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
+    let (dir, temporary) = match &options.dir {
+        Some(dir) => (dir.clone(), false),
+        None => (temporary_dir(), true),
+    };
+    std::fs::create_dir_all(&dir).map_err(|err| DevError(format!("cannot create {}: {err}", dir.display())))?;
+    let mut units = DevUnits {
+        children: Vec::new(),
+        dir: dir.clone(),
+        temporary,
+        instance: InstanceConfig {
+            id: instance_id(&dir)?,
+            name: "dev".to_owned(),
+            units: Vec::new(),
+        },
+    };
+    let kinds = std::iter::repeat_n(UnitKind::Operational, options.units)
+        .chain(std::iter::repeat_n(UnitKind::Recovery, options.recovery_units));
+    let mut started = Vec::new();
+    for (index, kind) in kinds.enumerate() {
+        let prefix = match kind {
+            UnitKind::Operational => "operational",
+            UnitKind::Recovery => "recovery",
+        };
+        let unit_dir = dir.join("units").join(format!("{prefix}-{index}"));
+        let (child, info) = spawn_unit(&options.unit_program, &unit_dir, kind)?;
+        units.children.push(child);
+        started.push((info, unit_dir));
+    }
+    for (child, (info, unit_dir)) in units.children.iter_mut().zip(&started) {
+        let info = wait_for_info(child, info, unit_dir)?;
+        units.instance.units.push(UnitConfig {
+            id: info.unit,
+            kind: info.kind,
+            address: info.address,
+        });
+    }
+    Ok(units)
+}
+
+/// The service configuration for a dev instance.
+pub fn config(units: &DevUnits, listen: SocketAddr) -> Config {
+    Config {
+        listen,
+        instances: vec![units.instance.clone()],
+    }
+}

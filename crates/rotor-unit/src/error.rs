@@ -1,0 +1,250 @@
+//! Every way a unit refuses a request. Each variant has a stable code, its own message that says
+//! what to do, and an explicit HTTP status; the HPCS/EP11 return code it mirrors is noted where
+//! one exists.
+
+use rotor_crypto::Vp;
+use uuid::Uuid;
+
+use crate::wire::{ErrorBody, Register};
+
+/// A refused request. A refused command changes nothing on the unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnitError {
+    /// The command names another unit (signed commands cannot be reused elsewhere).
+    WrongUnit {
+        /// The unit that received it.
+        unit: Uuid,
+        /// The unit it names.
+        named: Uuid,
+    },
+    /// The counter is not the unit's next one: a replay or a stale command (EP11 163).
+    BadCounter {
+        /// What the unit expected.
+        expected: u64,
+        /// What the command carried.
+        got: u64,
+    },
+    /// The same admin signed twice.
+    DuplicateSigner(String),
+    /// A signer is not an installed admin (EP11 257).
+    NotAnAdmin(String),
+    /// A signature does not verify (EP11 192/193).
+    BadSignature(String),
+    /// Fewer distinct admin signatures than the command class needs (EP11 208).
+    TooFewSignatures {
+        /// The command.
+        action: &'static str,
+        /// How many it needs.
+        required: u8,
+        /// How many valid distinct ones it has.
+        got: usize,
+    },
+    /// Only admin changes, thresholds and zeroize work in imprint mode (EP11 179).
+    ImprintMode(&'static str),
+    /// The admin is already installed (EP11 256/38).
+    AdminExists(String),
+    /// Eight admins are installed already (EP11 261/39).
+    AdminLimit,
+    /// Admin name empty, too long or not printable.
+    AdminName(String),
+    /// The public key is not a valid point for its algorithm.
+    BadPublicKey,
+    /// No admin with that identifier.
+    UnknownAdmin(String),
+    /// Removing the admin would leave fewer admins than a threshold needs (EP11 209/66).
+    BelowThreshold {
+        /// Admins left afterwards.
+        left: usize,
+        /// The larger threshold.
+        threshold: u8,
+    },
+    /// A threshold outside 1..=8 (EP11 209/76, 209/77, 209/36, 209/56).
+    ThresholdRange {
+        /// Which threshold.
+        which: &'static str,
+        /// The value given.
+        value: u8,
+    },
+    /// A threshold above the number of installed admins (EP11 209/57, 209/58).
+    ThresholdAboveAdmins {
+        /// Which threshold.
+        which: &'static str,
+        /// The value given.
+        value: u8,
+        /// Installed admins.
+        admins: usize,
+    },
+    /// The register is not in the state the command needs.
+    RegisterState {
+        /// Which register.
+        register: Register,
+        /// What the command needs.
+        needs: &'static str,
+        /// What it holds.
+        found: &'static str,
+    },
+    /// The VP given does not match the register (EP11 101/48).
+    VpMismatch {
+        /// Which register.
+        register: Register,
+        /// The VP the command expected.
+        expected: Vp,
+        /// The VP the register holds.
+        found: Vp,
+    },
+    /// The parts combine to the key already in the current register.
+    SameAsCurrent,
+    /// Not 2 or 3 key parts.
+    PartCount(usize),
+    /// No pending importer key, or not the one the material was encrypted to.
+    NoImporter,
+    /// Encrypted key material did not open; deliberately without detail.
+    ImportFailed,
+    /// Only recovery units may do this (EP11 80/52, 80/131).
+    RecoveryOnly(&'static str),
+    /// A request that does not parse.
+    BadRequest(String),
+    /// A response whose signature, unit or challenge does not check out.
+    ResponseNotAuthentic,
+    /// The unit could not make its state durable; nothing was acknowledged.
+    Storage,
+}
+
+impl UnitError {
+    /// Stable code for machines.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::WrongUnit { .. } => "wrong_unit",
+            Self::BadCounter { .. } => "bad_counter",
+            Self::DuplicateSigner(_) => "duplicate_signer",
+            Self::NotAnAdmin(_) => "not_an_admin",
+            Self::BadSignature(_) => "bad_signature",
+            Self::TooFewSignatures { .. } => "too_few_signatures",
+            Self::ImprintMode(_) => "imprint_mode",
+            Self::AdminExists(_) => "admin_exists",
+            Self::AdminLimit => "admin_limit",
+            Self::AdminName(_) => "admin_name",
+            Self::BadPublicKey => "bad_public_key",
+            Self::UnknownAdmin(_) => "unknown_admin",
+            Self::BelowThreshold { .. } => "below_threshold",
+            Self::ThresholdRange { .. } => "threshold_range",
+            Self::ThresholdAboveAdmins { .. } => "threshold_above_admins",
+            Self::RegisterState { .. } => "register_state",
+            Self::VpMismatch { .. } => "vp_mismatch",
+            Self::SameAsCurrent => "same_as_current",
+            Self::PartCount(_) => "part_count",
+            Self::NoImporter => "no_importer",
+            Self::ImportFailed => "import_failed",
+            Self::RecoveryOnly(_) => "recovery_only",
+            Self::BadRequest(_) => "bad_request",
+            Self::ResponseNotAuthentic => "response_not_authentic",
+            Self::Storage => "storage",
+        }
+    }
+
+    /// The HTTP status a unit answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::BadRequest(_) | Self::BadPublicKey | Self::AdminName(_) | Self::PartCount(_) => 400,
+            Self::WrongUnit { .. }
+            | Self::DuplicateSigner(_)
+            | Self::NotAnAdmin(_)
+            | Self::BadSignature(_)
+            | Self::TooFewSignatures { .. }
+            | Self::RecoveryOnly(_) => 403,
+            Self::Storage | Self::ResponseNotAuthentic => 500,
+            _ => 409,
+        }
+    }
+
+    /// The wire form.
+    pub fn to_body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code().to_owned(),
+            message: self.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for UnitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::WrongUnit { unit, named } => write!(
+                f,
+                "command is signed for unit {named}, not this unit ({unit}); sign a new command for this unit"
+            ),
+            Self::BadCounter { expected, got } => write!(
+                f,
+                "transaction counter {got} is not this unit's next ({expected}): the command is a replay or stale; query the unit and sign again"
+            ),
+            Self::DuplicateSigner(ski) => {
+                write!(f, "admin {ski} signed more than once; each admin counts once")
+            }
+            Self::NotAnAdmin(ski) => write!(
+                f,
+                "signer {ski} is not an administrator of this unit; select signature keys of installed admins"
+            ),
+            Self::BadSignature(ski) => write!(
+                f,
+                "signature by admin {ski} does not verify for this command"
+            ),
+            Self::TooFewSignatures { action, required, got } => write!(
+                f,
+                "{action} needs {required} distinct admin signature(s), got {got}; select more signature keys with 'rotor sigkeys use'"
+            ),
+            Self::ImprintMode(action) => write!(
+                f,
+                "{action} is not allowed in imprint mode; install admins and set thresholds first"
+            ),
+            Self::AdminExists(ski) => write!(f, "admin {ski} is already installed"),
+            Self::AdminLimit => write!(f, "this unit already has the maximum of 8 admins"),
+            Self::AdminName(why) => write!(f, "invalid admin name: {why}"),
+            Self::BadPublicKey => write!(f, "the admin public key is not a valid point for its curve"),
+            Self::UnknownAdmin(ski) => write!(f, "no admin {ski} is installed on this unit"),
+            Self::BelowThreshold { left, threshold } => write!(
+                f,
+                "removing this admin would leave {left} admin(s), fewer than the threshold of {threshold}; lower the thresholds or add an admin first"
+            ),
+            Self::ThresholdRange { which, value } => {
+                write!(f, "{which} threshold {value} is out of range; use 1 to 8")
+            }
+            Self::ThresholdAboveAdmins { which, value, admins } => write!(
+                f,
+                "{which} threshold {value} exceeds the {admins} installed admin(s); add admins first"
+            ),
+            Self::RegisterState { register, needs, found } => write!(
+                f,
+                "the {register} register is {found}, but this command needs it {needs}"
+            ),
+            Self::VpMismatch { register, expected, found } => write!(
+                f,
+                "the {register} register holds a key with VP {found}, not the expected {expected}; check 'rotor mk' on every unit"
+            ),
+            Self::SameAsCurrent => write!(
+                f,
+                "these key parts combine to the master key already in the current register; use new parts"
+            ),
+            Self::PartCount(n) => write!(f, "a master key is loaded from 2 or 3 key parts, not {n}"),
+            Self::NoImporter => write!(
+                f,
+                "no matching importer key is pending on this unit; create one and encrypt the key material to it"
+            ),
+            Self::ImportFailed => write!(f, "the encrypted key material could not be opened"),
+            Self::RecoveryOnly(action) => {
+                write!(f, "{action} is permitted on recovery units only")
+            }
+            Self::BadRequest(why) => write!(f, "malformed request: {why}"),
+            Self::ResponseNotAuthentic => write!(
+                f,
+                "the unit's response is not signed by its pinned identity key or does not answer this request"
+            ),
+            Self::Storage => write!(
+                f,
+                "the unit could not store its state durably; the command was not applied"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UnitError {}

@@ -1,0 +1,490 @@
+//! The unit's registers, admins and quorum rules as a pure state machine: no I/O, no clock, and
+//! randomness only through [`Entropy`], so tests can drive it with any command sequence.
+//!
+//! The rules are HPCS's (see the signature table and transition table in the reference):
+//!
+//! | command | imprint mode | after imprint |
+//! |---|---|---|
+//! | add admin | none | signature threshold |
+//! | remove admin | none | revocation threshold |
+//! | set thresholds | the *new* signature threshold (leaves imprint) | signature threshold |
+//! | create importer, load, import, set immediate, clear new/current, generate | refused | 1 |
+//! | commit, export | refused | signature threshold |
+//! | zeroize | none | 1 |
+
+use std::collections::BTreeSet;
+
+use rotor_crypto::{ImporterKey, PublicKey, Secret32, Vp, combine_parts, seal_to};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::UnitError;
+use crate::wire::{
+    Action, AdminInfo, CurrentState, MAX_ADMIN_NAME, MAX_ADMINS, MAX_THRESHOLD, NewState, Outcome, PART_CONTEXT,
+    Register, RegisterInfo, SignedCommand, Ski, TRANSFER_CONTEXT, UnitKind, UnitStatus,
+};
+
+/// Where fresh secrets come from. The daemon uses the OS CSPRNG; tests may use anything.
+pub trait Entropy {
+    /// A fresh 256-bit key.
+    fn secret(&mut self) -> Secret32;
+    /// A fresh importer key pair.
+    fn importer(&mut self) -> ImporterKey;
+}
+
+/// The operating system's CSPRNG.
+#[derive(Debug, Default)]
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn secret(&mut self) -> Secret32 {
+        Secret32::random()
+    }
+
+    fn importer(&mut self) -> ImporterKey {
+        ImporterKey::generate()
+    }
+}
+
+/// An installed administrator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admin {
+    /// Display name.
+    pub name: String,
+    /// Public key.
+    pub public_key: PublicKey,
+}
+
+impl Admin {
+    /// Identifier.
+    pub fn ski(&self) -> Ski {
+        Ski::of(&self.public_key)
+    }
+}
+
+/// The new register.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub enum NewRegister {
+    /// No key.
+    #[default]
+    Empty,
+    /// Loaded, not committed.
+    Uncommitted(Secret32),
+    /// Committed.
+    Committed(Secret32),
+}
+
+impl NewRegister {
+    fn state(&self) -> NewState {
+        match self {
+            Self::Empty => NewState::Empty,
+            Self::Uncommitted(_) => NewState::FullUncommitted,
+            Self::Committed(_) => NewState::FullCommitted,
+        }
+    }
+
+    fn key(&self) -> Option<&Secret32> {
+        match self {
+            Self::Empty => None,
+            Self::Uncommitted(key) | Self::Committed(key) => Some(key),
+        }
+    }
+}
+
+/// Everything a unit remembers, master keys included. Lives only inside the unit and, sealed,
+/// in its state file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnitState {
+    /// The unit's id; commands name it.
+    pub unit: Uuid,
+    /// Operational or recovery.
+    pub kind: UnitKind,
+    /// Installed admins, in installation order.
+    pub admins: Vec<Admin>,
+    /// 0 in imprint mode, else 1..=8.
+    pub signature_threshold: u8,
+    /// 0 in imprint mode, else 1..=8.
+    pub revocation_threshold: u8,
+    /// The last counter accepted. Never reset, not even by zeroize, so no old command replays.
+    pub counter: u64,
+    /// Current register.
+    pub current: Option<Secret32>,
+    /// New register.
+    pub new: NewRegister,
+    /// The importer key waiting for key material, if any.
+    pub importer: Option<ImporterKey>,
+}
+
+impl UnitState {
+    /// A fresh unit in imprint mode.
+    pub fn new(unit: Uuid, kind: UnitKind) -> Self {
+        Self {
+            unit,
+            kind,
+            admins: Vec::new(),
+            signature_threshold: 0,
+            revocation_threshold: 0,
+            counter: 0,
+            current: None,
+            new: NewRegister::Empty,
+            importer: None,
+        }
+    }
+
+    /// Imprint mode: no thresholds set yet.
+    pub fn imprint(&self) -> bool {
+        self.signature_threshold == 0
+    }
+
+    /// The public view of this state.
+    pub fn status(&self, identity: PublicKey) -> UnitStatus {
+        UnitStatus {
+            unit: self.unit,
+            kind: self.kind,
+            identity,
+            imprint: self.imprint(),
+            admins: self
+                .admins
+                .iter()
+                .map(|admin| AdminInfo {
+                    name: admin.name.clone(),
+                    ski: admin.ski(),
+                    public_key: admin.public_key.clone(),
+                })
+                .collect(),
+            signature_threshold: self.signature_threshold,
+            revocation_threshold: self.revocation_threshold,
+            counter: self.counter,
+            current: RegisterInfo {
+                state: if self.current.is_some() {
+                    CurrentState::Valid
+                } else {
+                    CurrentState::Empty
+                },
+                vp: self.current.as_ref().map_or(Vp::EMPTY, Secret32::vp),
+            },
+            new: RegisterInfo {
+                state: self.new.state(),
+                vp: self.new.key().map_or(Vp::EMPTY, Secret32::vp),
+            },
+            importer: self
+                .importer
+                .as_ref()
+                .and_then(|importer| importer.public_sec1().ok())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// How many distinct admin signatures `action` needs in this state.
+    pub fn required_signatures(&self, action: &Action) -> Result<u8, UnitError> {
+        if self.imprint() {
+            return match action {
+                Action::AddAdmin { .. } | Action::RemoveAdmin { .. } | Action::Zeroize => Ok(0),
+                Action::SetThresholds { signature, .. } => Ok(*signature),
+                other => Err(UnitError::ImprintMode(other.name())),
+            };
+        }
+        Ok(match action {
+            Action::AddAdmin { .. }
+            | Action::SetThresholds { .. }
+            | Action::Commit { .. }
+            | Action::Export { .. } => self.signature_threshold,
+            Action::RemoveAdmin { .. } => self.revocation_threshold,
+            Action::CreateImporter
+            | Action::LoadNew { .. }
+            | Action::ImportNew { .. }
+            | Action::SetImmediate { .. }
+            | Action::ClearNew
+            | Action::ClearCurrent
+            | Action::GenerateRandom
+            | Action::Zeroize => 1,
+        })
+    }
+
+    /// Checks unit, counter and signatures; returns how many distinct admins signed.
+    fn authorize(&self, signed: &SignedCommand) -> Result<usize, UnitError> {
+        let command = &signed.command;
+        if command.unit != self.unit {
+            return Err(UnitError::WrongUnit {
+                unit: self.unit,
+                named: command.unit,
+            });
+        }
+        let expected = self.counter.saturating_add(1);
+        if command.counter != expected {
+            return Err(UnitError::BadCounter {
+                expected,
+                got: command.counter,
+            });
+        }
+        let message = command.signing_bytes();
+        let mut signers = BTreeSet::new();
+        for signature in &signed.signatures {
+            if !signers.insert(signature.ski) {
+                return Err(UnitError::DuplicateSigner(signature.ski.to_hex()));
+            }
+            let admin = self
+                .admins
+                .iter()
+                .find(|admin| admin.ski() == signature.ski)
+                .ok_or_else(|| UnitError::NotAnAdmin(signature.ski.to_hex()))?;
+            admin
+                .public_key
+                .verify(&message, &signature.signature)
+                .map_err(|_| UnitError::BadSignature(signature.ski.to_hex()))?;
+        }
+        Ok(signers.len())
+    }
+
+    /// Applies one signed command. On success returns the next state and what the command
+    /// produced; on error `self` is untouched, so a refused command changes nothing.
+    pub fn apply(&self, signed: &SignedCommand, entropy: &mut dyn Entropy) -> Result<(Self, Outcome), UnitError> {
+        let action = &signed.command.action;
+        let required = self.required_signatures(action)?;
+        let signers = self.authorize(signed)?;
+        if signers < usize::from(required) {
+            return Err(UnitError::TooFewSignatures {
+                action: action.name(),
+                required,
+                got: signers,
+            });
+        }
+        let mut next = self.clone();
+        next.counter = signed.command.counter;
+        let outcome = next.transition(action, entropy)?;
+        Ok((next, outcome))
+    }
+
+    fn transition(&mut self, action: &Action, entropy: &mut dyn Entropy) -> Result<Outcome, UnitError> {
+        match action {
+            Action::AddAdmin { name, public_key } => self.add_admin(name, public_key),
+            Action::RemoveAdmin { ski } => self.remove_admin(*ski),
+            Action::SetThresholds { signature, revocation } => self.set_thresholds(*signature, *revocation),
+            Action::CreateImporter => {
+                let importer = entropy.importer();
+                let public_key = importer.public_sec1().map_err(|_| UnitError::Storage)?;
+                self.importer = Some(importer);
+                Ok(Outcome::Importer { public_key })
+            }
+            Action::LoadNew { importer, parts } => {
+                self.expect_new_empty()?;
+                if !(2..=3).contains(&parts.len()) {
+                    return Err(UnitError::PartCount(parts.len()));
+                }
+                let pending = self.take_importer(importer)?;
+                let context = envelope_context(PART_CONTEXT, self.unit);
+                let opened = parts
+                    .iter()
+                    .map(|part| pending.open(part, &context))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| UnitError::ImportFailed)?;
+                let key = combine_parts(&opened);
+                if self.current.as_ref().is_some_and(|current| current.ct_eq(&key)) {
+                    return Err(UnitError::SameAsCurrent);
+                }
+                self.new = NewRegister::Uncommitted(key);
+                Ok(Outcome::Done)
+            }
+            Action::ImportNew { importer, key } => {
+                self.expect_new_empty()?;
+                let pending = self.take_importer(importer)?;
+                let context = envelope_context(TRANSFER_CONTEXT, self.unit);
+                let key = pending.open(key, &context).map_err(|_| UnitError::ImportFailed)?;
+                self.new = NewRegister::Uncommitted(key);
+                Ok(Outcome::Done)
+            }
+            Action::Commit { vp } => match &self.new {
+                NewRegister::Uncommitted(key) => {
+                    check_vp(Register::New, key, vp)?;
+                    self.new = NewRegister::Committed(key.clone());
+                    Ok(Outcome::Done)
+                }
+                other => Err(UnitError::RegisterState {
+                    register: Register::New,
+                    needs: "Full Uncommitted",
+                    found: other.state().label(),
+                }),
+            },
+            Action::SetImmediate { vp } => match &self.new {
+                NewRegister::Committed(key) => {
+                    check_vp(Register::New, key, vp)?;
+                    self.current = Some(key.clone());
+                    self.new = NewRegister::Empty;
+                    Ok(Outcome::Done)
+                }
+                other => Err(UnitError::RegisterState {
+                    register: Register::New,
+                    needs: "Full Committed",
+                    found: other.state().label(),
+                }),
+            },
+            Action::ClearNew => {
+                self.new = NewRegister::Empty;
+                Ok(Outcome::Done)
+            }
+            Action::ClearCurrent => {
+                self.current = None;
+                Ok(Outcome::Done)
+            }
+            Action::GenerateRandom => {
+                if self.kind != UnitKind::Recovery {
+                    return Err(UnitError::RecoveryOnly(action.name()));
+                }
+                let key = entropy.secret();
+                let vp = key.vp();
+                if self.current.is_none() {
+                    self.current = Some(key);
+                    Ok(Outcome::Generated {
+                        register: Register::Current,
+                        vp,
+                    })
+                } else if matches!(self.new, NewRegister::Empty) {
+                    self.new = NewRegister::Uncommitted(key);
+                    Ok(Outcome::Generated {
+                        register: Register::New,
+                        vp,
+                    })
+                } else {
+                    Err(UnitError::RegisterState {
+                        register: Register::New,
+                        needs: "Empty (or the current register Empty)",
+                        found: self.new.state().label(),
+                    })
+                }
+            }
+            Action::Export {
+                register,
+                recipient_unit,
+                recipient_importer,
+            } => {
+                if self.kind != UnitKind::Recovery {
+                    return Err(UnitError::RecoveryOnly(action.name()));
+                }
+                let key = match register {
+                    Register::Current => self.current.as_ref().ok_or(UnitError::RegisterState {
+                        register: Register::Current,
+                        needs: "Valid",
+                        found: "Empty",
+                    })?,
+                    Register::New => self.new.key().ok_or(UnitError::RegisterState {
+                        register: Register::New,
+                        needs: "Full",
+                        found: "Empty",
+                    })?,
+                };
+                let context = envelope_context(TRANSFER_CONTEXT, *recipient_unit);
+                let envelope = seal_to(recipient_importer, &context, key).map_err(|_| UnitError::BadPublicKey)?;
+                Ok(Outcome::Exported {
+                    vp: key.vp(),
+                    key: envelope,
+                })
+            }
+            Action::Zeroize => {
+                *self = Self {
+                    counter: self.counter,
+                    ..Self::new(self.unit, self.kind)
+                };
+                Ok(Outcome::Done)
+            }
+        }
+    }
+
+    fn add_admin(&mut self, name: &str, public_key: &PublicKey) -> Result<Outcome, UnitError> {
+        let length = name.chars().count();
+        if length == 0 || length > MAX_ADMIN_NAME {
+            return Err(UnitError::AdminName(format!(
+                "must be 1 to {MAX_ADMIN_NAME} characters, got {length}"
+            )));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(UnitError::AdminName("contains control characters".to_owned()));
+        }
+        let public_key = PublicKey::parse(public_key.alg, &public_key.sec1).map_err(|_| UnitError::BadPublicKey)?;
+        let ski = Ski::of(&public_key);
+        if self.admins.iter().any(|admin| admin.ski() == ski) {
+            return Err(UnitError::AdminExists(ski.to_hex()));
+        }
+        if self.admins.len() >= MAX_ADMINS {
+            return Err(UnitError::AdminLimit);
+        }
+        self.admins.push(Admin {
+            name: name.to_owned(),
+            public_key,
+        });
+        Ok(Outcome::Done)
+    }
+
+    fn remove_admin(&mut self, ski: Ski) -> Result<Outcome, UnitError> {
+        let index = self
+            .admins
+            .iter()
+            .position(|admin| admin.ski() == ski)
+            .ok_or_else(|| UnitError::UnknownAdmin(ski.to_hex()))?;
+        let left = self.admins.len() - 1;
+        let threshold = self.signature_threshold.max(self.revocation_threshold);
+        if left < usize::from(threshold) {
+            return Err(UnitError::BelowThreshold { left, threshold });
+        }
+        self.admins.remove(index);
+        Ok(Outcome::Done)
+    }
+
+    fn set_thresholds(&mut self, signature: u8, revocation: u8) -> Result<Outcome, UnitError> {
+        for (which, value) in [("signature", signature), ("revocation", revocation)] {
+            if !(1..=MAX_THRESHOLD).contains(&value) {
+                return Err(UnitError::ThresholdRange { which, value });
+            }
+            if usize::from(value) > self.admins.len() {
+                return Err(UnitError::ThresholdAboveAdmins {
+                    which,
+                    value,
+                    admins: self.admins.len(),
+                });
+            }
+        }
+        self.signature_threshold = signature;
+        self.revocation_threshold = revocation;
+        Ok(Outcome::Done)
+    }
+
+    fn expect_new_empty(&self) -> Result<(), UnitError> {
+        match self.new {
+            NewRegister::Empty => Ok(()),
+            ref other => Err(UnitError::RegisterState {
+                register: Register::New,
+                needs: "Empty",
+                found: other.state().label(),
+            }),
+        }
+    }
+
+    /// Takes the pending importer key if it is the one the material was encrypted to; an
+    /// importer key is used once.
+    fn take_importer(&mut self, public: &[u8]) -> Result<ImporterKey, UnitError> {
+        let pending = self.importer.take().ok_or(UnitError::NoImporter)?;
+        match pending.public_sec1() {
+            Ok(sec1) if sec1 == public => Ok(pending),
+            _ => Err(UnitError::NoImporter),
+        }
+    }
+}
+
+fn check_vp(register: Register, key: &Secret32, expected: &Vp) -> Result<(), UnitError> {
+    let found = key.vp();
+    if found.matches(expected) {
+        Ok(())
+    } else {
+        Err(UnitError::VpMismatch {
+            register,
+            expected: *expected,
+            found,
+        })
+    }
+}
+
+/// The context an envelope for `unit` is bound to.
+pub fn envelope_context(label: &[u8], unit: Uuid) -> Vec<u8> {
+    let mut context = label.to_vec();
+    context.extend_from_slice(unit.as_bytes());
+    context
+}
