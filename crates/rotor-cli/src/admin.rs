@@ -95,11 +95,11 @@ impl Ctx {
     pub fn endpoint(&self) -> Result<String> {
         let endpoint = match &self.endpoint {
             Some(endpoint) => endpoint.clone(),
-            None => self
-                .home
-                .settings()?
-                .endpoint
-                .ok_or_else(|| anyhow!("no service endpoint: run 'rotor login --endpoint URL' or set ROTOR_ENDPOINT"))?,
+            None => self.home.settings()?.endpoint.ok_or_else(|| {
+                anyhow!(
+                    "no service endpoint: run 'rotor login --endpoint URL' or set ROTOR_ENDPOINT"
+                )
+            })?,
         };
         Ok(endpoint.trim_end_matches('/').to_owned())
     }
@@ -107,14 +107,15 @@ impl Ctx {
     /// Instances and units from the service.
     pub async fn instances(&self) -> Result<Vec<InstanceEntry>> {
         let url = format!("{}/v1/instances", self.endpoint()?);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|err| rotor_unit::client::ClientError::Unreachable(format!("{url}: {err}")))?;
+        let response =
+            self.http.get(&url).send().await.map_err(|err| {
+                rotor_unit::client::ClientError::Unreachable(format!("{url}: {err}"))
+            })?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|err| rotor_unit::client::ClientError::Unreachable(err.to_string()))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| rotor_unit::client::ClientError::Unreachable(err.to_string()))?;
         if !status.is_success() {
             return Err(rotor_unit::client::ClientError::Relay {
                 status: status.as_u16(),
@@ -122,8 +123,8 @@ impl Ctx {
             }
             .into());
         }
-        let body: InstancesBody =
-            serde_json::from_slice(&body).with_context(|| format!("{url} did not answer like a rotor service"))?;
+        let body: InstancesBody = serde_json::from_slice(&body)
+            .with_context(|| format!("{url} did not answer like a rotor service"))?;
         Ok(body.instances)
     }
 
@@ -158,7 +159,12 @@ impl Ctx {
     }
 
     fn client(&self, target: &Target) -> Result<UnitClient> {
-        let base = format!("{}/v1/instances/{}/units/{}", self.endpoint()?, target.instance, target.unit.id);
+        let base = format!(
+            "{}/v1/instances/{}/units/{}",
+            self.endpoint()?,
+            target.instance,
+            target.unit.id
+        );
         Ok(UnitClient::new(self.http.clone(), base, target.unit.id))
     }
 
@@ -194,7 +200,10 @@ impl Ctx {
             for number in &selected {
                 let path = self.home.sigkey_path(*number)?;
                 let file = SigkeyFile::read(&path)?;
-                let password = read_password(&format!("Password for signature key {number} ({}): ", file.name))?;
+                let password = read_password(&format!(
+                    "Password for signature key {number} ({}): ",
+                    file.name
+                ))?;
                 keys.push(file.unlock(&path, &password)?);
             }
             let _ = self.signers.set(keys);
@@ -238,7 +247,11 @@ impl Ctx {
     }
 
     /// Applies one action per selected unit, in order, stopping at the first refusal.
-    async fn each_selected(&self, verb: &str, mut build: impl FnMut(&Target, &UnitStatus) -> Result<Option<Action>>) -> Result<()> {
+    async fn each_selected(
+        &self,
+        verb: &str,
+        mut build: impl FnMut(&Target, &UnitStatus) -> Result<Option<Action>>,
+    ) -> Result<()> {
         let mut report = Vec::new();
         for target in self.selected().await? {
             let (status, identity) = self.status(&target).await?;
@@ -250,11 +263,15 @@ impl Ctx {
                     if !self.json {
                         println!("crypto unit {}: {verb}", target.number);
                     }
-                    report.push(json!({"unit": target.number, "id": target.unit.id, "result": "ok"}));
+                    report
+                        .push(json!({"unit": target.number, "id": target.unit.id, "result": "ok"}));
                 }
                 Err(err) => {
                     if !report.is_empty() && !self.json {
-                        eprintln!("done on {} unit(s) before this error; the rest were not changed", report.len());
+                        eprintln!(
+                            "done on {} unit(s) before this error; the rest were not changed",
+                            report.len()
+                        );
                     }
                     return Err(err);
                 }
@@ -295,7 +312,8 @@ pub async fn units(ctx: &Ctx, command: Option<UnitsCommand>) -> Result<()> {
             ctx.confirm(&format!(
                 "Zeroize {count} crypto unit(s)? Both registers are cleared and all admins removed; keys wrapped under their master key stay unusable until it is loaded again."
             ))?;
-            ctx.each_selected("zeroized (imprint mode)", |_, _| Ok(Some(Action::Zeroize))).await
+            ctx.each_selected("zeroized (imprint mode)", |_, _| Ok(Some(Action::Zeroize)))
+                .await
         }
         Some(UnitsCommand::Forget { unit }) => {
             let mut pins = ctx.home.pins()?;
@@ -351,7 +369,10 @@ async fn list_units(ctx: &Ctx) -> Result<()> {
                 ]
             })
             .collect();
-        print!("{}", table(&["CRYPTO UNIT NUM", "SELECTED", "TYPE", "UNIT ID"], &rows));
+        print!(
+            "{}",
+            table(&["CRYPTO UNIT NUM", "SELECTED", "TYPE", "UNIT ID"], &rows)
+        );
         println!();
     }
     Ok(())
@@ -364,7 +385,10 @@ async fn select(ctx: &Ctx, numbers: &[usize], all: bool, add: bool) -> Result<()
     }
     for number in numbers {
         if *number == 0 || *number > units.len() {
-            bail!("there is no crypto unit number {number}; 'rotor units' lists 1 to {}", units.len());
+            bail!(
+                "there is no crypto unit number {number}; 'rotor units' lists 1 to {}",
+                units.len()
+            );
         }
     }
     let chosen: Vec<Uuid> = units
@@ -400,7 +424,11 @@ fn join_numbers(numbers: &[usize]) -> String {
     if numbers.is_empty() {
         return "none".to_owned();
     }
-    numbers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    numbers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn statuses(ctx: &Ctx) -> Result<Vec<(Target, UnitStatus)>> {
@@ -423,7 +451,11 @@ fn admin_rows(status: &UnitStatus) -> Vec<Vec<String>> {
     if status.admins.is_empty() {
         return vec![vec!["(none)".to_owned(), String::new()]];
     }
-    status.admins.iter().map(|a| vec![a.name.clone(), a.ski.to_hex()]).collect()
+    status
+        .admins
+        .iter()
+        .map(|a| vec![a.name.clone(), a.ski.to_hex()])
+        .collect()
 }
 
 fn threshold_rows(status: &UnitStatus) -> Vec<Vec<String>> {
@@ -435,11 +467,17 @@ fn threshold_rows(status: &UnitStatus) -> Vec<Vec<String>> {
 }
 
 fn current_rows(status: &UnitStatus) -> Vec<Vec<String>> {
-    vec![vec![status.current.state.label().to_owned(), status.current.vp.to_hex()]]
+    vec![vec![
+        status.current.state.label().to_owned(),
+        status.current.vp.to_hex(),
+    ]]
 }
 
 fn new_rows(status: &UnitStatus) -> Vec<Vec<String>> {
-    vec![vec![status.new.state.label().to_owned(), status.new.vp.to_hex()]]
+    vec![vec![
+        status.new.state.label().to_owned(),
+        status.new.vp.to_hex(),
+    ]]
 }
 
 const SECTIONS: &[Section] = &[
@@ -470,7 +508,8 @@ async fn compare(ctx: &Ctx) -> Result<()> {
     let mut differences = Vec::new();
     let mut text = String::new();
     for section in SECTIONS {
-        let values: Vec<Vec<Vec<String>>> = units.iter().map(|(_, s)| (section.rows_of)(s)).collect();
+        let values: Vec<Vec<Vec<String>>> =
+            units.iter().map(|(_, s)| (section.rows_of)(s)).collect();
         // The most common value is the reference; units that differ from it are marked.
         let reference = values
             .iter()
@@ -487,13 +526,21 @@ async fn compare(ctx: &Ctx) -> Result<()> {
         for ((target, _), value) in units.iter().zip(&values) {
             let mark = if *value != reference { " *" } else { "" };
             for (i, row) in value.iter().enumerate() {
-                let label = if i == 0 { format!("{}{mark}", target.number) } else { String::new() };
+                let label = if i == 0 {
+                    format!("{}{mark}", target.number)
+                } else {
+                    String::new()
+                };
                 let mut full = vec![label];
                 full.extend(row.iter().cloned());
                 rows.push(full);
             }
         }
-        text.push_str(&format!("{}{}\n", section.title, if differs { "  (differs)" } else { "" }));
+        text.push_str(&format!(
+            "{}{}\n",
+            section.title,
+            if differs { "  (differs)" } else { "" }
+        ));
         text.push_str(&table(&headers, &rows));
         text.push('\n');
     }
@@ -508,10 +555,7 @@ async fn compare(ctx: &Ctx) -> Result<()> {
         if differences.is_empty() {
             println!("All selected crypto units have the same configuration.");
         } else {
-            println!(
-                "Differences (units marked *): {}",
-                differences.join(", ")
-            );
+            println!("Differences (units marked *): {}", differences.join(", "));
         }
     }
     Ok(())
@@ -537,7 +581,13 @@ pub async fn admins(ctx: &Ctx, command: Option<AdminsCommand>) -> Result<()> {
                         rows.push(full);
                     }
                 }
-                print!("{}", table(&["CRYPTO UNIT NUM", "ADMIN NAME", "SUBJECT KEY IDENTIFIER"], &rows));
+                print!(
+                    "{}",
+                    table(
+                        &["CRYPTO UNIT NUM", "ADMIN NAME", "SUBJECT KEY IDENTIFIER"],
+                        &rows
+                    )
+                );
             }
             Ok(())
         }
@@ -548,18 +598,24 @@ pub async fn admins(ctx: &Ctx, command: Option<AdminsCommand>) -> Result<()> {
             }
             for file in &files {
                 let ski = Ski::of(&file.public_key);
-                ctx.each_selected(&format!("admin '{}' installed", file.name), |target, status| {
-                    if status.admins.iter().any(|a| a.ski == ski) {
-                        if !ctx.json {
-                            println!("crypto unit {}: admin '{}' is already installed", target.number, file.name);
+                ctx.each_selected(
+                    &format!("admin '{}' installed", file.name),
+                    |target, status| {
+                        if status.admins.iter().any(|a| a.ski == ski) {
+                            if !ctx.json {
+                                println!(
+                                    "crypto unit {}: admin '{}' is already installed",
+                                    target.number, file.name
+                                );
+                            }
+                            return Ok(None);
                         }
-                        return Ok(None);
-                    }
-                    Ok(Some(Action::AddAdmin {
-                        name: file.name.clone(),
-                        public_key: file.public_key.clone(),
-                    }))
-                })
+                        Ok(Some(Action::AddAdmin {
+                            name: file.name.clone(),
+                            public_key: file.public_key.clone(),
+                        }))
+                    },
+                )
                 .await?;
             }
             Ok(())
@@ -577,8 +633,12 @@ pub async fn admins(ctx: &Ctx, command: Option<AdminsCommand>) -> Result<()> {
 
 fn resolve_admin(ctx: &Ctx, admin: &str, units: &[(Target, UnitStatus)]) -> Result<Ski> {
     if let Some(number) = admin.strip_prefix('#') {
-        let number: u32 = number.parse().with_context(|| format!("'{admin}' is not '#' and a signature key number"))?;
-        return Ok(Ski::of(&SigkeyFile::read(&ctx.home.sigkey_path(number)?)?.public_key));
+        let number: u32 = number
+            .parse()
+            .with_context(|| format!("'{admin}' is not '#' and a signature key number"))?;
+        return Ok(Ski::of(
+            &SigkeyFile::read(&ctx.home.sigkey_path(number)?)?.public_key,
+        ));
     }
     let prefix = admin.to_lowercase();
     let mut matches: Vec<Ski> = units
@@ -590,8 +650,13 @@ fn resolve_admin(ctx: &Ctx, admin: &str, units: &[(Target, UnitStatus)]) -> Resu
     matches.dedup();
     match matches.as_slice() {
         [ski] if !prefix.is_empty() => Ok(*ski),
-        [] | [_] => bail!("no admin on the selected units has a subject key identifier starting with '{admin}'"),
-        _ => bail!("'{admin}' matches {} admins; give more of the identifier", matches.len()),
+        [] | [_] => bail!(
+            "no admin on the selected units has a subject key identifier starting with '{admin}'"
+        ),
+        _ => bail!(
+            "'{admin}' matches {} admins; give more of the identifier",
+            matches.len()
+        ),
     }
 }
 
@@ -616,14 +681,28 @@ pub async fn thresholds(ctx: &Ctx, command: Option<ThresholdsCommand>) -> Result
                         })
                     })
                     .collect();
-                print!("{}", table(&["CRYPTO UNIT NUM", "SIGNATURE", "REVOCATION", "MODE"], &rows));
+                print!(
+                    "{}",
+                    table(
+                        &["CRYPTO UNIT NUM", "SIGNATURE", "REVOCATION", "MODE"],
+                        &rows
+                    )
+                );
             }
             Ok(())
         }
-        Some(ThresholdsCommand::Set { signature, revocation }) => {
+        Some(ThresholdsCommand::Set {
+            signature,
+            revocation,
+        }) => {
             ctx.each_selected(
                 &format!("thresholds set to signature {signature}, revocation {revocation}"),
-                |_, _| Ok(Some(Action::SetThresholds { signature, revocation })),
+                |_, _| {
+                    Ok(Some(Action::SetThresholds {
+                        signature,
+                        revocation,
+                    }))
+                },
             )
             .await
         }
@@ -654,13 +733,17 @@ pub async fn mk(ctx: &Ctx, command: Option<MkCommand>) -> Result<()> {
         }
         Some(MkCommand::ClearNew) => {
             ctx.confirm("Clear the new master key register of the selected units?")?;
-            ctx.each_selected("new register cleared", |_, _| Ok(Some(Action::ClearNew))).await
+            ctx.each_selected("new register cleared", |_, _| Ok(Some(Action::ClearNew)))
+                .await
         }
         Some(MkCommand::ClearCurrent) => {
             ctx.confirm(
                 "Clear the current master key register of the selected units? Keys wrapped under it are unusable until the same master key is loaded again.",
             )?;
-            ctx.each_selected("current register cleared", |_, _| Ok(Some(Action::ClearCurrent))).await
+            ctx.each_selected("current register cleared", |_, _| {
+                Ok(Some(Action::ClearCurrent))
+            })
+            .await
         }
     }
 }
@@ -690,7 +773,18 @@ async fn show_registers(ctx: &Ctx) -> Result<()> {
             status.current.vp.to_hex(),
         ]);
     }
-    print!("{}", table(&["CRYPTO UNIT NUM", "REGISTER", "STATUS", "VERIFICATION PATTERN"], &rows));
+    print!(
+        "{}",
+        table(
+            &[
+                "CRYPTO UNIT NUM",
+                "REGISTER",
+                "STATUS",
+                "VERIFICATION PATTERN"
+            ],
+            &rows
+        )
+    );
     Ok(())
 }
 
@@ -710,7 +804,9 @@ async fn expected_vp(ctx: &Ctx, given: Option<&str>, state: NewState) -> Result<
                 state.label()
             );
         }
-        seen.entry(status.new.vp.to_hex()).or_default().push(target.number);
+        seen.entry(status.new.vp.to_hex())
+            .or_default()
+            .push(target.number);
     }
     match seen.len() {
         1 => {
@@ -743,14 +839,22 @@ async fn load(ctx: &Ctx, numbers: &[u32]) -> Result<()> {
     for target in targets {
         let (outcome, _) = ctx.act(&target, Action::CreateImporter).await?;
         let Outcome::Importer { public_key } = outcome else {
-            bail!("crypto unit {} did not return an importer key", target.number);
+            bail!(
+                "crypto unit {} did not return an importer key",
+                target.number
+            );
         };
         let context = envelope_context(PART_CONTEXT, target.unit.id);
         let envelopes = parts
             .iter()
             .map(|part| seal_to(&public_key, &context, part))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| anyhow!("crypto unit {} returned an invalid importer key", target.number))?;
+            .map_err(|_| {
+                anyhow!(
+                    "crypto unit {} returned an invalid importer key",
+                    target.number
+                )
+            })?;
         let (_, status) = ctx
             .act(
                 &target,

@@ -27,9 +27,15 @@ pub fn sigkeys(ctx: &Ctx, command: Option<SigkeysCommand>) -> Result<()> {
             let number = ctx.home.add_sigkey(&file)?;
             let ski = file.public_key.ski();
             if ctx.json {
-                print_json(&json!({"number": number, "name": name, "curve": alg.name(), "ski": hex::encode(ski)}));
+                print_json(
+                    &json!({"number": number, "name": name, "curve": alg.name(), "ski": hex::encode(ski)}),
+                );
             } else {
-                println!("Created signature key {number} for '{name}' ({}), SKI {}", alg.name(), hex::encode(ski));
+                println!(
+                    "Created signature key {number} for '{name}' ({}), SKI {}",
+                    alg.name(),
+                    hex::encode(ski)
+                );
             }
             Ok(())
         }
@@ -81,7 +87,13 @@ fn list_sigkeys(ctx: &Ctx) -> Result<()> {
                 view.push(json!({"number": number, "selected": selected.contains(&number), "name": file.name, "curve": file.public_key.alg.name(), "ski": ski}));
             }
             Err(err) => {
-                rows.push(vec![number.to_string(), String::new(), format!("(unreadable: {err})"), String::new(), String::new()]);
+                rows.push(vec![
+                    number.to_string(),
+                    String::new(),
+                    format!("(unreadable: {err})"),
+                    String::new(),
+                    String::new(),
+                ]);
                 view.push(json!({"number": number, "error": err.to_string()}));
             }
         }
@@ -91,7 +103,19 @@ fn list_sigkeys(ctx: &Ctx) -> Result<()> {
     } else if rows.is_empty() {
         println!("No signature keys yet: create one with 'rotor sigkeys new --name NAME'.");
     } else {
-        print!("{}", table(&["KEYNUM", "SELECTED", "DESCRIPTION", "CURVE", "SUBJECT KEY IDENTIFIER"], &rows));
+        print!(
+            "{}",
+            table(
+                &[
+                    "KEYNUM",
+                    "SELECTED",
+                    "DESCRIPTION",
+                    "CURVE",
+                    "SUBJECT KEY IDENTIFIER"
+                ],
+                &rows
+            )
+        );
     }
     Ok(())
 }
@@ -105,11 +129,19 @@ pub fn parts(ctx: &Ctx, command: Option<PartsCommand>) -> Result<()> {
             for (number, path) in ctx.home.parts()? {
                 match PartFile::read(&path) {
                     Ok(file) => {
-                        rows.push(vec![number.to_string(), file.description.clone(), file.vp.to_hex()]);
+                        rows.push(vec![
+                            number.to_string(),
+                            file.description.clone(),
+                            file.vp.to_hex(),
+                        ]);
                         view.push(json!({"number": number, "description": file.description, "vp": file.vp}));
                     }
                     Err(err) => {
-                        rows.push(vec![number.to_string(), format!("(unreadable: {err})"), String::new()]);
+                        rows.push(vec![
+                            number.to_string(),
+                            format!("(unreadable: {err})"),
+                            String::new(),
+                        ]);
                         view.push(json!({"number": number, "error": err.to_string()}));
                     }
                 }
@@ -119,7 +151,10 @@ pub fn parts(ctx: &Ctx, command: Option<PartsCommand>) -> Result<()> {
             } else if rows.is_empty() {
                 println!("No key parts yet: create one with 'rotor parts new'.");
             } else {
-                print!("{}", table(&["KEYNUM", "DESCRIPTION", "VERIFICATION PATTERN"], &rows));
+                print!(
+                    "{}",
+                    table(&["KEYNUM", "DESCRIPTION", "VERIFICATION PATTERN"], &rows)
+                );
             }
             Ok(())
         }
@@ -128,7 +163,9 @@ pub fn parts(ctx: &Ctx, command: Option<PartsCommand>) -> Result<()> {
                 Some(text) => hex::decode(text.trim())
                     .ok()
                     .and_then(|bytes| Secret32::from_slice(&zeroize::Zeroizing::new(bytes)))
-                    .ok_or_else(|| anyhow::anyhow!("--value must be 64 hex characters (32 bytes)"))?,
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--value must be 64 hex characters (32 bytes)")
+                    })?,
                 None => Secret32::random(),
             };
             let password = new_password("the key part")?;

@@ -62,7 +62,10 @@ pub async fn server(config_path: &Path) -> Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    eprintln!("rotor server listening on http://{}", listener.local_addr()?);
+    eprintln!(
+        "rotor server listening on http://{}",
+        listener.local_addr()?
+    );
     rotor_server::serve(config, listener).await?;
     Ok(())
 }
@@ -147,7 +150,10 @@ pub async fn dev(args: DevArgs, json_output: bool) -> Result<()> {
         );
         println!("endpoint: {}", info.endpoint);
         println!("instance: {}", info.instance);
-        println!("Try: rotor login --endpoint {} && rotor units", info.endpoint);
+        println!(
+            "Try: rotor login --endpoint {} && rotor units",
+            info.endpoint
+        );
         println!("Stop with Ctrl-C.");
     }
     shutdown_signal().await;
@@ -199,7 +205,9 @@ pub async fn demo(json_output: bool) -> Result<()> {
             "Started {} crypto units and the service at {endpoint}.",
             instance.info.units.len()
         );
-        println!("Ceremony: 3 admins, thresholds 2/2, a master key from 3 parts, commit, set immediate.");
+        println!(
+            "Ceremony: 3 admins, thresholds 2/2, a master key from 3 parts, commit, set immediate."
+        );
     }
     let steps: &[&[&str]] = &[
         &["units"],
@@ -229,7 +237,9 @@ pub async fn demo(json_output: bool) -> Result<()> {
         .filter(|u| u["current"]["state"] == "Valid")
         .filter_map(|u| u["current"]["vp"].as_str().map(str::to_owned))
         .collect();
-    let all_valid = !units.is_empty() && vps.len() == 1 && units.iter().all(|u| u["current"]["state"] == "Valid");
+    let all_valid = !units.is_empty()
+        && vps.len() == 1
+        && units.iter().all(|u| u["current"]["state"] == "Valid");
     let summary = json!({
         "units": units.len(),
         "all_valid": all_valid,

@@ -72,7 +72,9 @@ impl std::fmt::Display for FileError {
                 f,
                 "a password is needed but there is no terminal; set ROTOR_PASSWORD"
             ),
-            Self::WeakPassword => write!(f, "passwords must have at least {MIN_PASSWORD} characters"),
+            Self::WeakPassword => {
+                write!(f, "passwords must have at least {MIN_PASSWORD} characters")
+            }
         }
     }
 }
@@ -161,7 +163,8 @@ impl Protection {
     fn seal(password: &str, aad: &[u8], secret: &[u8]) -> Result<Self, FileError> {
         let mut salt = vec![0u8; 16];
         fill_random(&mut salt);
-        let key = argon2id(password.as_bytes(), &salt, FILE_KDF).map_err(|_| FileError::NoPassword)?;
+        let key =
+            argon2id(password.as_bytes(), &salt, FILE_KDF).map_err(|_| FileError::NoPassword)?;
         Ok(Self {
             kdf: "argon2id".to_owned(),
             m_cost: FILE_KDF.m_cost,
@@ -172,9 +175,17 @@ impl Protection {
         })
     }
 
-    fn open(&self, path: &Path, password: &str, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, FileError> {
+    fn open(
+        &self,
+        path: &Path,
+        password: &str,
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, FileError> {
         if self.kdf != "argon2id" {
-            return Err(corrupt(path, format!("unknown key derivation '{}'", self.kdf)));
+            return Err(corrupt(
+                path,
+                format!("unknown key derivation '{}'", self.kdf),
+            ));
         }
         let params = Argon2Params {
             m_cost: self.m_cost,
@@ -183,7 +194,8 @@ impl Protection {
         };
         let key = argon2id(password.as_bytes(), &self.salt, params)
             .map_err(|_| corrupt(path, "unusable key derivation parameters"))?;
-        rotor_crypto::open_aes256gcm(&key, aad, &self.sealed).map_err(|_| FileError::WrongPassword(path.to_owned()))
+        rotor_crypto::open_aes256gcm(&key, aad, &self.sealed)
+            .map_err(|_| FileError::WrongPassword(path.to_owned()))
     }
 }
 
@@ -219,11 +231,16 @@ impl SigkeyFile {
     /// Reads the public part of a file.
     pub fn read(path: &Path) -> Result<Self, FileError> {
         let text = fs::read(path).map_err(io_err(path))?;
-        let file: Self = serde_json::from_slice(&text).map_err(|err| corrupt(path, err.to_string()))?;
+        let file: Self =
+            serde_json::from_slice(&text).map_err(|err| corrupt(path, err.to_string()))?;
         if file.format != SIGKEY_FORMAT {
-            return Err(corrupt(path, format!("format '{}' is not {SIGKEY_FORMAT}", file.format)));
+            return Err(corrupt(
+                path,
+                format!("format '{}' is not {SIGKEY_FORMAT}", file.format),
+            ));
         }
-        PublicKey::parse(file.public_key.alg, &file.public_key.sec1).map_err(|_| corrupt(path, "bad public key"))?;
+        PublicKey::parse(file.public_key.alg, &file.public_key.sec1)
+            .map_err(|_| corrupt(path, "bad public key"))?;
         Ok(file)
     }
 
@@ -231,7 +248,8 @@ impl SigkeyFile {
     pub fn unlock(&self, path: &Path, password: &str) -> Result<SigningKey, FileError> {
         let aad = Self::aad(&self.format, &self.name, &self.public_key);
         let scalar = self.protection.open(path, password, &aad)?;
-        let key = SigningKey::from_scalar(self.public_key.alg, &scalar).map_err(|_| corrupt(path, "bad private key"))?;
+        let key = SigningKey::from_scalar(self.public_key.alg, &scalar)
+            .map_err(|_| corrupt(path, "bad private key"))?;
         if key.public_key() != self.public_key {
             return Err(corrupt(path, "private and public key do not match"));
         }
@@ -271,9 +289,13 @@ impl PartFile {
     /// Reads the public part of a file.
     pub fn read(path: &Path) -> Result<Self, FileError> {
         let text = fs::read(path).map_err(io_err(path))?;
-        let file: Self = serde_json::from_slice(&text).map_err(|err| corrupt(path, err.to_string()))?;
+        let file: Self =
+            serde_json::from_slice(&text).map_err(|err| corrupt(path, err.to_string()))?;
         if file.format != PART_FORMAT {
-            return Err(corrupt(path, format!("format '{}' is not {PART_FORMAT}", file.format)));
+            return Err(corrupt(
+                path,
+                format!("format '{}' is not {PART_FORMAT}", file.format),
+            ));
         }
         Ok(file)
     }
@@ -282,9 +304,13 @@ impl PartFile {
     pub fn unlock(&self, path: &Path, password: &str) -> Result<Secret32, FileError> {
         let aad = Self::aad(&self.format, &self.description, &self.vp);
         let bytes = self.protection.open(path, password, &aad)?;
-        let part = Secret32::from_slice(&bytes).ok_or_else(|| corrupt(path, "a part must be 32 bytes"))?;
+        let part =
+            Secret32::from_slice(&bytes).ok_or_else(|| corrupt(path, "a part must be 32 bytes"))?;
         if !part.vp().matches(&self.vp) {
-            return Err(corrupt(path, "the part does not match its verification pattern"));
+            return Err(corrupt(
+                path,
+                "the part does not match its verification pattern",
+            ));
         }
         Ok(part)
     }
@@ -316,7 +342,9 @@ impl Home {
         let root = match std::env::var_os("ROTOR_HOME") {
             Some(dir) => PathBuf::from(dir),
             None => {
-                let home = std::env::var_os("HOME").ok_or_else(|| corrupt(Path::new("$HOME"), "HOME is not set; set ROTOR_HOME"))?;
+                let home = std::env::var_os("HOME").ok_or_else(|| {
+                    corrupt(Path::new("$HOME"), "HOME is not set; set ROTOR_HOME")
+                })?;
                 PathBuf::from(home).join(".rotor")
             }
         };
@@ -332,10 +360,15 @@ impl Home {
         Ok(Self { root })
     }
 
-    fn read_json<T: for<'de> Deserialize<'de> + Default>(&self, name: &str) -> Result<T, FileError> {
+    fn read_json<T: for<'de> Deserialize<'de> + Default>(
+        &self,
+        name: &str,
+    ) -> Result<T, FileError> {
         let path = self.root.join(name);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| corrupt(&path, err.to_string())),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|err| corrupt(&path, err.to_string()))
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
             Err(err) => Err(io_err(&path)(err)),
         }
@@ -375,7 +408,11 @@ impl Home {
             if file.extension().and_then(|e| e.to_str()) != Some(extension) {
                 continue;
             }
-            if let Some(number) = file.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u32>().ok()) {
+            if let Some(number) = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u32>().ok())
+            {
                 found.push((number, file));
             }
         }
@@ -384,11 +421,23 @@ impl Home {
     }
 
     fn next_path(&self, dir: &str, extension: &str) -> Result<(u32, PathBuf), FileError> {
-        let next = self.numbered(dir, extension)?.last().map_or(1, |(n, _)| n + 1);
-        Ok((next, self.root.join(dir).join(format!("{next}.{extension}"))))
+        let next = self
+            .numbered(dir, extension)?
+            .last()
+            .map_or(1, |(n, _)| n + 1);
+        Ok((
+            next,
+            self.root.join(dir).join(format!("{next}.{extension}")),
+        ))
     }
 
-    fn numbered_path(&self, dir: &str, extension: &str, number: u32, kind: &'static str) -> Result<PathBuf, FileError> {
+    fn numbered_path(
+        &self,
+        dir: &str,
+        extension: &str,
+        number: u32,
+        kind: &'static str,
+    ) -> Result<PathBuf, FileError> {
         let path = self.root.join(dir).join(format!("{number}.{extension}"));
         if path.exists() {
             Ok(path)
@@ -442,11 +491,20 @@ mod tests {
         let key = SigningKey::generate(SigAlg::P256Sha256);
         let file = SigkeyFile::seal("alice", &key, "correct horse").unwrap();
         let path = Path::new("1.sigkey");
-        assert_eq!(file.unlock(path, "correct horse").unwrap().public_key(), key.public_key());
-        assert!(matches!(file.unlock(path, "wrong horse"), Err(FileError::WrongPassword(_))));
+        assert_eq!(
+            file.unlock(path, "correct horse").unwrap().public_key(),
+            key.public_key()
+        );
+        assert!(matches!(
+            file.unlock(path, "wrong horse"),
+            Err(FileError::WrongPassword(_))
+        ));
         let mut renamed = file.clone();
         renamed.name = "mallory".to_owned();
-        assert!(matches!(renamed.unlock(path, "correct horse"), Err(FileError::WrongPassword(_))));
+        assert!(matches!(
+            renamed.unlock(path, "correct horse"),
+            Err(FileError::WrongPassword(_))
+        ));
     }
 
     #[test]

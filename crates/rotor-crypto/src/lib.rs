@@ -189,7 +189,11 @@ pub fn seal_aes256gcm(key: &Secret32, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
 
 /// `open[key](aad, nonce ‖ ciphertext ‖ tag)`: the inverse of [`seal_aes256gcm`]. Any failure
 /// (short input, wrong key, tampering, wrong associated data) is the same [`Opaque`] error.
-pub fn open_aes256gcm(key: &Secret32, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Opaque> {
+pub fn open_aes256gcm(
+    key: &Secret32,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Opaque> {
     if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(Opaque);
     }
@@ -239,14 +243,23 @@ impl std::fmt::Display for BadKdfParams {
 impl std::error::Error for BadKdfParams {}
 
 /// Argon2id (RFC 9106) from a password and salt to a 256-bit key-encryption key.
-pub fn argon2id(password: &[u8], salt: &[u8], params: Argon2Params) -> Result<Secret32, BadKdfParams> {
+pub fn argon2id(
+    password: &[u8],
+    salt: &[u8],
+    params: Argon2Params,
+) -> Result<Secret32, BadKdfParams> {
     // Refuse parameters that would let a tampered file make us allocate without bound.
     if params.m_cost > 4 * 1024 * 1024 || params.t_cost > 64 || params.p_cost > 16 {
         return Err(BadKdfParams);
     }
-    let argon_params = argon2::Params::new(params.m_cost, params.t_cost, params.p_cost, Some(KEY_LEN))
-        .map_err(|_| BadKdfParams)?;
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon_params);
+    let argon_params =
+        argon2::Params::new(params.m_cost, params.t_cost, params.p_cost, Some(KEY_LEN))
+            .map_err(|_| BadKdfParams)?;
+    let argon = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon_params,
+    );
     let mut out = [0u8; KEY_LEN];
     let result = argon.hash_password_into(password, salt, &mut out);
     let key = Secret32(out);
@@ -298,7 +311,12 @@ pub struct PublicKey {
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PublicKey({}, {})", self.alg.name(), hex::encode(&self.sec1))
+        write!(
+            f,
+            "PublicKey({}, {})",
+            self.alg.name(),
+            hex::encode(&self.sec1)
+        )
     }
 }
 
@@ -330,12 +348,14 @@ impl PublicKey {
         use p256::ecdsa::signature::Verifier;
         match self.alg {
             SigAlg::P256Sha256 => {
-                let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&self.sec1).map_err(|_| Opaque)?;
+                let key =
+                    p256::ecdsa::VerifyingKey::from_sec1_bytes(&self.sec1).map_err(|_| Opaque)?;
                 let sig = p256::ecdsa::Signature::from_slice(signature).map_err(|_| Opaque)?;
                 key.verify(message, &sig).map_err(|_| Opaque)
             }
             SigAlg::P521Sha512 => {
-                let key = p521::ecdsa::VerifyingKey::from_sec1_bytes(&self.sec1).map_err(|_| Opaque)?;
+                let key =
+                    p521::ecdsa::VerifyingKey::from_sec1_bytes(&self.sec1).map_err(|_| Opaque)?;
                 let sig = p521::ecdsa::Signature::from_slice(signature).map_err(|_| Opaque)?;
                 key.verify(message, &sig).map_err(|_| Opaque)
             }
@@ -370,8 +390,12 @@ impl SigningKey {
     /// Restores a key from its scalar bytes.
     pub fn from_scalar(alg: SigAlg, scalar: &[u8]) -> Result<Self, Opaque> {
         Ok(match alg {
-            SigAlg::P256Sha256 => Self::P256(p256::ecdsa::SigningKey::from_slice(scalar).map_err(|_| Opaque)?),
-            SigAlg::P521Sha512 => Self::P521(p521::ecdsa::SigningKey::from_slice(scalar).map_err(|_| Opaque)?),
+            SigAlg::P256Sha256 => {
+                Self::P256(p256::ecdsa::SigningKey::from_slice(scalar).map_err(|_| Opaque)?)
+            }
+            SigAlg::P521Sha512 => {
+                Self::P521(p521::ecdsa::SigningKey::from_slice(scalar).map_err(|_| Opaque)?)
+            }
         })
     }
 
@@ -397,7 +421,10 @@ impl SigningKey {
             Self::P256(key) => key.verifying_key().to_sec1_point(false).as_bytes().to_vec(),
             Self::P521(key) => key.verifying_key().to_sec1_point(false).as_bytes().to_vec(),
         };
-        PublicKey { alg: self.alg(), sec1 }
+        PublicKey {
+            alg: self.alg(),
+            sec1,
+        }
     }
 
     /// ECDSA signature over `message` (hashed with the algorithm's digest), as fixed `r ‖ s`.
@@ -482,10 +509,16 @@ impl ImporterKey {
     /// Opens an [`Envelope`] sealed with [`seal_to`] under the same `context`.
     pub fn open(&self, envelope: &Envelope, context: &[u8]) -> Result<Secret32, Opaque> {
         let secret = self.secret()?;
-        let ephemeral = p256::PublicKey::from_sec1_bytes(&envelope.ephemeral).map_err(|_| Opaque)?;
+        let ephemeral =
+            p256::PublicKey::from_sec1_bytes(&envelope.ephemeral).map_err(|_| Opaque)?;
         let shared = secret.diffie_hellman(&ephemeral);
         let recipient = secret.public_key().to_sec1_bytes();
-        let key = envelope_key(shared.raw_secret_bytes(), &envelope.ephemeral, &recipient, context);
+        let key = envelope_key(
+            shared.raw_secret_bytes(),
+            &envelope.ephemeral,
+            &recipient,
+            context,
+        );
         let plain = open_aes256gcm(&key, &envelope.ephemeral, &envelope.sealed)?;
         Secret32::from_slice(&plain).ok_or(Opaque)
     }
@@ -499,7 +532,12 @@ pub fn seal_to(recipient: &[u8], context: &[u8], secret: &Secret32) -> Result<En
     let ephemeral = p256::ecdh::EphemeralSecret::generate();
     let ephemeral_sec1 = ephemeral.public_key().to_sec1_bytes().to_vec();
     let shared = ephemeral.diffie_hellman(&recipient_key);
-    let key = envelope_key(shared.raw_secret_bytes(), &ephemeral_sec1, &recipient_sec1, context);
+    let key = envelope_key(
+        shared.raw_secret_bytes(),
+        &ephemeral_sec1,
+        &recipient_sec1,
+        context,
+    );
     let sealed = seal_aes256gcm(&key, &ephemeral_sec1, secret.expose());
     Ok(Envelope {
         ephemeral: ephemeral_sec1,
@@ -541,12 +579,18 @@ mod tests {
     fn aead_rejects_tampering_wrong_key_wrong_aad_and_short_input() {
         let key = Secret32::random();
         let sealed = seal_aes256gcm(&key, b"aad", b"hello");
-        assert_eq!(&open_aes256gcm(&key, b"aad", &sealed).unwrap()[..], b"hello");
+        assert_eq!(
+            &open_aes256gcm(&key, b"aad", &sealed).unwrap()[..],
+            b"hello"
+        );
         let mut tampered = sealed.clone();
         tampered[NONCE_LEN] ^= 1;
         assert_eq!(open_aes256gcm(&key, b"aad", &tampered), Err(Opaque));
         assert_eq!(open_aes256gcm(&key, b"other", &sealed), Err(Opaque));
-        assert_eq!(open_aes256gcm(&Secret32::random(), b"aad", &sealed), Err(Opaque));
+        assert_eq!(
+            open_aes256gcm(&Secret32::random(), b"aad", &sealed),
+            Err(Opaque)
+        );
         assert_eq!(open_aes256gcm(&key, b"aad", &sealed[..20]), Err(Opaque));
     }
 
@@ -566,7 +610,10 @@ mod tests {
             assert_eq!(PublicKey::parse(alg, &public.sec1).unwrap(), public);
             assert_eq!(public.ski(), sha256(&public.sec1));
         }
-        assert_eq!(PublicKey::parse(SigAlg::P256Sha256, &[4u8; 65]), Err(Opaque));
+        assert_eq!(
+            PublicKey::parse(SigAlg::P256Sha256, &[4u8; 65]),
+            Err(Opaque)
+        );
     }
 
     #[test]

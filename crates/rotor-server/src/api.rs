@@ -85,8 +85,14 @@ impl Service {
         Router::new()
             .route("/health", get(|| async { "ok" }))
             .route("/v1/instances", get(instances))
-            .route("/v1/instances/{instance}/units/{unit}/status", get(relay_status))
-            .route("/v1/instances/{instance}/units/{unit}/command", post(relay_command))
+            .route(
+                "/v1/instances/{instance}/units/{unit}/status",
+                get(relay_status),
+            )
+            .route(
+                "/v1/instances/{instance}/units/{unit}/command",
+                post(relay_command),
+            )
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(self)
     }
@@ -105,9 +111,12 @@ impl Service {
     async fn relay(&self, unit: &UnitConfig, request: reqwest::RequestBuilder) -> Response {
         match request.send().await {
             Ok(response) => {
-                let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+                let status = StatusCode::from_u16(response.status().as_u16())
+                    .unwrap_or(StatusCode::BAD_GATEWAY);
                 match response.bytes().await {
-                    Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+                    Ok(body) => {
+                        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+                    }
                     Err(err) => unreachable_unit(unit, &err),
                 }
             }

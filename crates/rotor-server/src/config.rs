@@ -74,7 +74,9 @@ impl std::fmt::Display for ConfigError {
         match self {
             Self::Read(err) => write!(f, "cannot read the configuration: {err}"),
             Self::Parse(err) => write!(f, "invalid configuration: {err}"),
-            Self::Duplicate(id) => write!(f, "invalid configuration: id {id} appears more than once"),
+            Self::Duplicate(id) => {
+                write!(f, "invalid configuration: id {id} appears more than once")
+            }
         }
     }
 }
@@ -85,7 +87,8 @@ impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(ConfigError::Read)?;
-        let config: Self = toml::from_str(&text).map_err(|err| ConfigError::Parse(err.to_string()))?;
+        let config: Self =
+            toml::from_str(&text).map_err(|err| ConfigError::Parse(err.to_string()))?;
         config.check()?;
         Ok(config)
     }

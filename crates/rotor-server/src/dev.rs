@@ -105,14 +105,26 @@ fn instance_id(dir: &Path) -> Result<Uuid, DevError> {
 }
 
 fn spawn_unit(program: &Path, dir: &Path, kind: UnitKind) -> Result<(Child, PathBuf), DevError> {
-    std::fs::create_dir_all(dir).map_err(|err| DevError(format!("cannot create {}: {err}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|err| DevError(format!("cannot create {}: {err}", dir.display())))?;
     let info = dir.join("serve.json");
     let _ = std::fs::remove_file(&info);
-    let log = std::fs::File::create(dir.join("unit.log"))
-        .map_err(|err| DevError(format!("cannot create the unit log in {}: {err}", dir.display())))?;
+    let log = std::fs::File::create(dir.join("unit.log")).map_err(|err| {
+        DevError(format!(
+            "cannot create the unit log in {}: {err}",
+            dir.display()
+        ))
+    })?;
     let mut command = Command::new(program);
     command
-        .args(["unit", "serve", "--listen", "127.0.0.1:0", "--exit-with-parent", "--dir"])
+        .args([
+            "unit",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--exit-with-parent",
+            "--dir",
+        ])
         .arg(dir)
         .arg("--info-file")
         .arg(&info)
@@ -138,10 +150,17 @@ fn wait_for_info(child: &mut Child, info: &Path, dir: &Path) -> Result<ServeInfo
         }
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(dir.join("unit.log")).unwrap_or_default();
-            return Err(DevError(format!("unit in {} exited ({status}): {}", dir.display(), log.trim())));
+            return Err(DevError(format!(
+                "unit in {} exited ({status}): {}",
+                dir.display(),
+                log.trim()
+            )));
         }
         if Instant::now() > deadline {
-            return Err(DevError(format!("unit in {} did not start in time", dir.display())));
+            return Err(DevError(format!(
+                "unit in {} did not start in time",
+                dir.display()
+            )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -153,7 +172,8 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
         Some(dir) => (dir.clone(), false),
         None => (temporary_dir(), true),
     };
-    std::fs::create_dir_all(&dir).map_err(|err| DevError(format!("cannot create {}: {err}", dir.display())))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|err| DevError(format!("cannot create {}: {err}", dir.display())))?;
     let mut units = DevUnits {
         children: Vec::new(),
         dir: dir.clone(),
@@ -164,8 +184,9 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
             units: Vec::new(),
         },
     };
-    let kinds = std::iter::repeat_n(UnitKind::Operational, options.units)
-        .chain(std::iter::repeat_n(UnitKind::Recovery, options.recovery_units));
+    let kinds = std::iter::repeat_n(UnitKind::Operational, options.units).chain(
+        std::iter::repeat_n(UnitKind::Recovery, options.recovery_units),
+    );
     let mut started = Vec::new();
     for (index, kind) in kinds.enumerate() {
         let prefix = match kind {

@@ -5,7 +5,9 @@ use rotor_crypto::{PublicKey, fill_random};
 use uuid::Uuid;
 
 use crate::error::UnitError;
-use crate::wire::{CommandRequest, ErrorBody, Outcome, SignedCommand, SignedResponse, UnitResult, UnitStatus};
+use crate::wire::{
+    CommandRequest, ErrorBody, Outcome, SignedCommand, SignedResponse, UnitResult, UnitStatus,
+};
 
 /// Why a unit request did not produce a verified answer.
 #[derive(Debug)]
@@ -74,10 +76,19 @@ impl UnitClient {
         self.unit
     }
 
-    async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<SignedResponse, ClientError> {
-        let response = request.send().await.map_err(|err| ClientError::Unreachable(err.to_string()))?;
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<SignedResponse, ClientError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|err| ClientError::Unreachable(err.to_string()))?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|err| ClientError::Unreachable(err.to_string()))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| ClientError::Unreachable(err.to_string()))?;
         serde_json::from_slice(&body).map_err(|_| ClientError::Relay {
             status,
             body: String::from_utf8_lossy(&body).chars().take(500).collect(),
@@ -90,7 +101,11 @@ impl UnitClient {
         let challenge = challenge();
         let url = format!("{}/status?challenge={}", self.base, hex::encode(&challenge));
         let signed = self.exchange(self.http.get(url)).await?;
-        let claimed = match signed.open_unverified().map_err(|_| ClientError::NotAuthentic)?.result {
+        let claimed = match signed
+            .open_unverified()
+            .map_err(|_| ClientError::NotAuthentic)?
+            .result
+        {
             UnitResult::Status(status) => status.identity,
             UnitResult::Rejected(body) => return Err(ClientError::Rejected(body)),
             UnitResult::Applied { .. } => return Err(ClientError::NotAuthentic),

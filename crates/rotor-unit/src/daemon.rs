@@ -84,18 +84,30 @@ impl Unit {
 
 fn parse_challenge(text: Option<&String>) -> Result<Vec<u8>, UnitError> {
     let text = text.ok_or_else(|| UnitError::BadRequest("missing challenge".to_owned()))?;
-    let bytes = hex::decode(text).map_err(|_| UnitError::BadRequest("challenge is not hex".to_owned()))?;
+    let bytes =
+        hex::decode(text).map_err(|_| UnitError::BadRequest("challenge is not hex".to_owned()))?;
     if bytes.is_empty() || bytes.len() > MAX_CHALLENGE {
-        return Err(UnitError::BadRequest(format!("challenge must be 1 to {MAX_CHALLENGE} bytes")));
+        return Err(UnitError::BadRequest(format!(
+            "challenge must be 1 to {MAX_CHALLENGE} bytes"
+        )));
     }
     Ok(bytes)
 }
 
-async fn status(State(unit): State<Unit>, Query(query): Query<HashMap<String, String>>) -> Response {
+async fn status(
+    State(unit): State<Unit>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     match parse_challenge(query.get("challenge")) {
         Ok(challenge) => {
-            let status = unit.inner.lock().await.state.status(unit.identity.public_key());
-            unit.respond(challenge, Ok(UnitResult::Status(status))).await
+            let status = unit
+                .inner
+                .lock()
+                .await
+                .state
+                .status(unit.identity.public_key());
+            unit.respond(challenge, Ok(UnitResult::Status(status)))
+                .await
         }
         Err(err) => unit.respond(Vec::new(), Err(err)).await,
     }

@@ -146,7 +146,9 @@ impl UnitError {
     /// The HTTP status a unit answers with.
     pub fn http_status(&self) -> u16 {
         match self {
-            Self::BadRequest(_) | Self::BadPublicKey | Self::AdminName(_) | Self::PartCount(_) => 400,
+            Self::BadRequest(_) | Self::BadPublicKey | Self::AdminName(_) | Self::PartCount(_) => {
+                400
+            }
             Self::WrongUnit { .. }
             | Self::DuplicateSigner(_)
             | Self::NotAnAdmin(_)
@@ -179,7 +181,10 @@ impl std::fmt::Display for UnitError {
                 "transaction counter {got} is not this unit's next ({expected}): the command is a replay or stale; query the unit and sign again"
             ),
             Self::DuplicateSigner(ski) => {
-                write!(f, "admin {ski} signed more than once; each admin counts once")
+                write!(
+                    f,
+                    "admin {ski} signed more than once; each admin counts once"
+                )
             }
             Self::NotAnAdmin(ski) => write!(
                 f,
@@ -189,7 +194,11 @@ impl std::fmt::Display for UnitError {
                 f,
                 "signature by admin {ski} does not verify for this command"
             ),
-            Self::TooFewSignatures { action, required, got } => write!(
+            Self::TooFewSignatures {
+                action,
+                required,
+                got,
+            } => write!(
                 f,
                 "{action} needs {required} distinct admin signature(s), got {got}; select more signature keys with 'rotor sigkeys use'"
             ),
@@ -200,7 +209,9 @@ impl std::fmt::Display for UnitError {
             Self::AdminExists(ski) => write!(f, "admin {ski} is already installed"),
             Self::AdminLimit => write!(f, "this unit already has the maximum of 8 admins"),
             Self::AdminName(why) => write!(f, "invalid admin name: {why}"),
-            Self::BadPublicKey => write!(f, "the admin public key is not a valid point for its curve"),
+            Self::BadPublicKey => {
+                write!(f, "the admin public key is not a valid point for its curve")
+            }
             Self::UnknownAdmin(ski) => write!(f, "no admin {ski} is installed on this unit"),
             Self::BelowThreshold { left, threshold } => write!(
                 f,
@@ -209,15 +220,27 @@ impl std::fmt::Display for UnitError {
             Self::ThresholdRange { which, value } => {
                 write!(f, "{which} threshold {value} is out of range; use 1 to 8")
             }
-            Self::ThresholdAboveAdmins { which, value, admins } => write!(
+            Self::ThresholdAboveAdmins {
+                which,
+                value,
+                admins,
+            } => write!(
                 f,
                 "{which} threshold {value} exceeds the {admins} installed admin(s); add admins first"
             ),
-            Self::RegisterState { register, needs, found } => write!(
+            Self::RegisterState {
+                register,
+                needs,
+                found,
+            } => write!(
                 f,
                 "the {register} register is {found}, but this command needs it {needs}"
             ),
-            Self::VpMismatch { register, expected, found } => write!(
+            Self::VpMismatch {
+                register,
+                expected,
+                found,
+            } => write!(
                 f,
                 "the {register} register holds a key with VP {found}, not the expected {expected}; check 'rotor mk' on every unit"
             ),
@@ -225,7 +248,9 @@ impl std::fmt::Display for UnitError {
                 f,
                 "these key parts combine to the master key already in the current register; use new parts"
             ),
-            Self::PartCount(n) => write!(f, "a master key is loaded from 2 or 3 key parts, not {n}"),
+            Self::PartCount(n) => {
+                write!(f, "a master key is loaded from 2 or 3 key parts, not {n}")
+            }
             Self::NoImporter => write!(
                 f,
                 "no matching importer key is pending on this unit; create one and encrypt the key material to it"

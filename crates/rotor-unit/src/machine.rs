@@ -20,8 +20,9 @@ use uuid::Uuid;
 
 use crate::error::UnitError;
 use crate::wire::{
-    Action, AdminInfo, CurrentState, MAX_ADMIN_NAME, MAX_ADMINS, MAX_THRESHOLD, NewState, Outcome, PART_CONTEXT,
-    Register, RegisterInfo, SignedCommand, Ski, TRANSFER_CONTEXT, UnitKind, UnitStatus,
+    Action, AdminInfo, CurrentState, MAX_ADMIN_NAME, MAX_ADMINS, MAX_THRESHOLD, NewState, Outcome,
+    PART_CONTEXT, Register, RegisterInfo, SignedCommand, Ski, TRANSFER_CONTEXT, UnitKind,
+    UnitStatus,
 };
 
 /// Where fresh secrets come from. The daemon uses the OS CSPRNG; tests may use anything.
@@ -238,7 +239,11 @@ impl UnitState {
 
     /// Applies one signed command. On success returns the next state and what the command
     /// produced; on error `self` is untouched, so a refused command changes nothing.
-    pub fn apply(&self, signed: &SignedCommand, entropy: &mut dyn Entropy) -> Result<(Self, Outcome), UnitError> {
+    pub fn apply(
+        &self,
+        signed: &SignedCommand,
+        entropy: &mut dyn Entropy,
+    ) -> Result<(Self, Outcome), UnitError> {
         let action = &signed.command.action;
         let required = self.required_signatures(action)?;
         let signers = self.authorize(signed)?;
@@ -255,11 +260,18 @@ impl UnitState {
         Ok((next, outcome))
     }
 
-    fn transition(&mut self, action: &Action, entropy: &mut dyn Entropy) -> Result<Outcome, UnitError> {
+    fn transition(
+        &mut self,
+        action: &Action,
+        entropy: &mut dyn Entropy,
+    ) -> Result<Outcome, UnitError> {
         match action {
             Action::AddAdmin { name, public_key } => self.add_admin(name, public_key),
             Action::RemoveAdmin { ski } => self.remove_admin(*ski),
-            Action::SetThresholds { signature, revocation } => self.set_thresholds(*signature, *revocation),
+            Action::SetThresholds {
+                signature,
+                revocation,
+            } => self.set_thresholds(*signature, *revocation),
             Action::CreateImporter => {
                 let importer = entropy.importer();
                 let public_key = importer.public_sec1().map_err(|_| UnitError::Storage)?;
@@ -279,7 +291,11 @@ impl UnitState {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|_| UnitError::ImportFailed)?;
                 let key = combine_parts(&opened);
-                if self.current.as_ref().is_some_and(|current| current.ct_eq(&key)) {
+                if self
+                    .current
+                    .as_ref()
+                    .is_some_and(|current| current.ct_eq(&key))
+                {
                     return Err(UnitError::SameAsCurrent);
                 }
                 self.new = NewRegister::Uncommitted(key);
@@ -289,7 +305,9 @@ impl UnitState {
                 self.expect_new_empty()?;
                 let pending = self.take_importer(importer)?;
                 let context = envelope_context(TRANSFER_CONTEXT, self.unit);
-                let key = pending.open(key, &context).map_err(|_| UnitError::ImportFailed)?;
+                let key = pending
+                    .open(key, &context)
+                    .map_err(|_| UnitError::ImportFailed)?;
                 self.new = NewRegister::Uncommitted(key);
                 Ok(Outcome::Done)
             }
@@ -373,7 +391,8 @@ impl UnitState {
                     })?,
                 };
                 let context = envelope_context(TRANSFER_CONTEXT, *recipient_unit);
-                let envelope = seal_to(recipient_importer, &context, key).map_err(|_| UnitError::BadPublicKey)?;
+                let envelope = seal_to(recipient_importer, &context, key)
+                    .map_err(|_| UnitError::BadPublicKey)?;
                 Ok(Outcome::Exported {
                     vp: key.vp(),
                     key: envelope,
@@ -397,9 +416,12 @@ impl UnitState {
             )));
         }
         if name.chars().any(char::is_control) {
-            return Err(UnitError::AdminName("contains control characters".to_owned()));
+            return Err(UnitError::AdminName(
+                "contains control characters".to_owned(),
+            ));
         }
-        let public_key = PublicKey::parse(public_key.alg, &public_key.sec1).map_err(|_| UnitError::BadPublicKey)?;
+        let public_key = PublicKey::parse(public_key.alg, &public_key.sec1)
+            .map_err(|_| UnitError::BadPublicKey)?;
         let ski = Ski::of(&public_key);
         if self.admins.iter().any(|admin| admin.ski() == ski) {
             return Err(UnitError::AdminExists(ski.to_hex()));

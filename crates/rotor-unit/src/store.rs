@@ -58,7 +58,11 @@ pub enum StoreError {
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Io { action, path, source } => write!(f, "cannot {action} {}: {source}", path.display()),
+            Self::Io {
+                action,
+                path,
+                source,
+            } => write!(f, "cannot {action} {}: {source}", path.display()),
             Self::MissingSealKey(path) => write!(
                 f,
                 "{} is missing but the unit state exists; restore it from backup (without it the state cannot be opened)",
@@ -131,7 +135,8 @@ impl UnitStore {
     /// identity key and the state.
     pub fn open(dir: &Path, kind: UnitKind) -> Result<(Self, SigningKey, UnitState), StoreError> {
         fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error("restrict", dir))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_error("restrict", dir))?;
         let lock_path = dir.join(LOCK);
         let lock = OpenOptions::new()
             .write(true)
@@ -140,7 +145,8 @@ impl UnitStore {
             .mode(0o600)
             .open(&lock_path)
             .map_err(io_error("open", &lock_path))?;
-        lock.try_lock().map_err(|_| StoreError::Locked(dir.to_owned()))?;
+        lock.try_lock()
+            .map_err(|_| StoreError::Locked(dir.to_owned()))?;
 
         let key_path = dir.join(SEAL_KEY);
         let state_path = dir.join(STATE);
@@ -148,7 +154,8 @@ impl UnitStore {
         let seal_key = match fs::read(&key_path) {
             Ok(bytes) => {
                 let bytes = Zeroizing::new(bytes);
-                Secret32::from_slice(&bytes).ok_or_else(|| StoreError::BadSealKey(key_path.clone()))?
+                Secret32::from_slice(&bytes)
+                    .ok_or_else(|| StoreError::BadSealKey(key_path.clone()))?
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 if state_exists {
@@ -191,7 +198,8 @@ impl UnitStore {
         let body = bytes.strip_prefix(MAGIC).ok_or_else(corrupt)?;
         let plain = open_aes256gcm(&self.seal_key, MAGIC, body).map_err(|_| corrupt())?;
         let sealed: Sealed = postcard::from_bytes(&plain).map_err(|_| corrupt())?;
-        let identity = SigningKey::from_scalar(SigAlg::P256Sha256, &sealed.identity).map_err(|_| corrupt())?;
+        let identity =
+            SigningKey::from_scalar(SigAlg::P256Sha256, &sealed.identity).map_err(|_| corrupt())?;
         Ok((identity, sealed.state))
     }
 
@@ -201,7 +209,9 @@ impl UnitStore {
             identity: identity.to_scalar(),
             state: state.clone(),
         };
-        let plain = Zeroizing::new(postcard::to_stdvec(&sealed).map_err(|_| StoreError::Corrupt(self.dir.join(STATE)))?);
+        let plain = Zeroizing::new(
+            postcard::to_stdvec(&sealed).map_err(|_| StoreError::Corrupt(self.dir.join(STATE)))?,
+        );
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&seal_aes256gcm(&self.seal_key, MAGIC, &plain));
         write_atomically(&self.dir, &self.dir.join(STATE), &bytes)

@@ -440,7 +440,12 @@ impl SignedResponse {
 
     /// Checks the signature with `identity`, then that the payload answers `challenge` from
     /// `unit`, and returns it.
-    pub fn verify(&self, identity: &PublicKey, unit: Uuid, challenge: &[u8]) -> Result<ResponsePayload, UnitError> {
+    pub fn verify(
+        &self,
+        identity: &PublicKey,
+        unit: Uuid,
+        challenge: &[u8],
+    ) -> Result<ResponsePayload, UnitError> {
         identity
             .verify(&response_message(&self.payload), &self.signature)
             .map_err(|_| UnitError::ResponseNotAuthentic)?;
