@@ -66,7 +66,11 @@ impl std::fmt::Display for FileError {
                 "{} is not a valid rotor file ({why}); restore it from your backup",
                 path.display()
             ),
-            Self::WrongPassword(path) => write!(f, "wrong password for {}", path.display()),
+            Self::WrongPassword(path) => write!(
+                f,
+                "wrong password for {}, or the file was modified; if the password is right, restore the file from your backup",
+                path.display()
+            ),
             Self::NotFound { kind, number } => write!(f, "there is no {kind} number {number}"),
             Self::NoPassword => write!(
                 f,
@@ -421,10 +425,15 @@ impl Home {
     }
 
     fn next_path(&self, dir: &str, extension: &str) -> Result<(u32, PathBuf), FileError> {
-        let next = self
-            .numbered(dir, extension)?
-            .last()
-            .map_or(1, |(n, _)| n + 1);
+        let next = match self.numbered(dir, extension)?.last() {
+            None => 1,
+            Some((last, path)) => last.checked_add(1).ok_or_else(|| {
+                corrupt(
+                    path,
+                    "it has the highest possible number; renumber the files",
+                )
+            })?,
+        };
         Ok((
             next,
             self.root.join(dir).join(format!("{next}.{extension}")),
@@ -499,7 +508,7 @@ mod tests {
             file.unlock(path, "wrong horse"),
             Err(FileError::WrongPassword(_))
         ));
-        let mut renamed = file.clone();
+        let mut renamed = file;
         renamed.name = "mallory".to_owned();
         assert!(matches!(
             renamed.unlock(path, "correct horse"),
@@ -513,7 +522,7 @@ mod tests {
         let file = PartFile::seal("part one", &part, "correct horse").unwrap();
         let path = Path::new("1.part");
         assert!(file.unlock(path, "correct horse").unwrap().ct_eq(&part));
-        let mut other = file.clone();
+        let mut other = file;
         other.vp = Secret32::random().vp();
         assert!(other.unlock(path, "correct horse").is_err());
     }

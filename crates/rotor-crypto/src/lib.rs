@@ -248,8 +248,8 @@ pub fn argon2id(
     salt: &[u8],
     params: Argon2Params,
 ) -> Result<Secret32, BadKdfParams> {
-    // Refuse parameters that would let a tampered file make us allocate without bound.
-    if params.m_cost > 4 * 1024 * 1024 || params.t_cost > 64 || params.p_cost > 16 {
+    // Refuse parameters that would let a tampered file make us allocate more than 1 GiB.
+    if params.m_cost > 1024 * 1024 || params.t_cost > 64 || params.p_cost > 16 {
         return Err(BadKdfParams);
     }
     let argon_params =
