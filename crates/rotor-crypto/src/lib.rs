@@ -149,6 +149,43 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// HKDF-SHA-256 (RFC 5869) with no salt: a 256-bit key derived from `ikm` for the purpose `info`.
+pub fn hkdf_sha256(ikm: &[u8], info: &[u8]) -> Secret32 {
+    let mut okm = [0u8; KEY_LEN];
+    // 32 bytes is far below HKDF-SHA-256's output limit.
+    let _ = Hkdf::<Sha256>::new(None, ikm).expand(info, &mut okm);
+    let key = Secret32(okm);
+    okm.zeroize();
+    key
+}
+
+/// Equality of two byte strings in time independent of their contents.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// HMAC-SHA-256 (RFC 2104, FIPS 198-1) of `message` under `key`.
+pub fn hmac_sha256(key: &Secret32, message: &[u8]) -> [u8; 32] {
+    use hmac::{KeyInit as _, Mac};
+    let mut out = [0u8; 32];
+    // A 32-byte key is always a valid HMAC key.
+    if let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(key.expose()) {
+        mac.update(message);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+    }
+    out
+}
+
+/// Checks an HMAC-SHA-256 tag in constant time.
+pub fn verify_hmac_sha256(key: &Secret32, message: &[u8], tag: &[u8]) -> Result<(), Opaque> {
+    let expected = hmac_sha256(key, message);
+    if tag.len() == expected.len() && bool::from(expected.ct_eq(tag)) {
+        Ok(())
+    } else {
+        Err(Opaque)
+    }
+}
+
 /// Combines 2 or 3 master key parts by XOR, the way IBM documents clear key parts; reusing the
 /// same parts rebuilds the same key.
 pub fn combine_parts(parts: &[Secret32]) -> Secret32 {
@@ -646,6 +683,27 @@ mod tests {
             ..params
         };
         assert!(argon2id(b"pw", b"saltsaltsaltsalt", huge).is_err());
+    }
+
+    #[test]
+    fn hmac_sha256_matches_an_independent_computation_and_verifies() {
+        let key = Secret32::from_bytes([0x0b; 32]);
+        let tag = hmac_sha256(&key, b"message");
+        // Python: hmac.new(b"\x0b" * 32, b"message", hashlib.sha256).hexdigest()
+        assert_eq!(
+            hex::encode(tag),
+            "407fd1b6a9c339e2b5c55ea07814c6f1b4b07158f3d9df6407a4dd8014e5efe6"
+        );
+        assert!(verify_hmac_sha256(&key, b"message", &tag).is_ok());
+        assert_eq!(verify_hmac_sha256(&key, b"messagE", &tag), Err(Opaque));
+        assert_eq!(
+            verify_hmac_sha256(&key, b"message", &tag[..31]),
+            Err(Opaque)
+        );
+        assert_eq!(
+            verify_hmac_sha256(&Secret32::random(), b"message", &tag),
+            Err(Opaque)
+        );
     }
 
     proptest! {

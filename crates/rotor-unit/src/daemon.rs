@@ -12,15 +12,19 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::Path;
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rotor_crypto::SigningKey;
+use rotor_crypto::{Secret32, SigningKey};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 use crate::error::UnitError;
+use crate::keyapi::{self, RootKeyCache};
+use crate::keys::KeyError;
 use crate::machine::{OsEntropy, UnitState};
 use crate::store::UnitStore;
 use crate::wire::{CommandRequest, ResponsePayload, SignedResponse, UnitResult};
@@ -38,6 +42,8 @@ struct Inner {
 pub struct Unit {
     identity: Arc<SigningKey>,
     inner: Arc<Mutex<Inner>>,
+    service_token: Option<Arc<Vec<u8>>>,
+    cache: Arc<RootKeyCache>,
 }
 
 impl Unit {
@@ -46,6 +52,43 @@ impl Unit {
         Self {
             identity: Arc::new(identity),
             inner: Arc::new(Mutex::new(Inner { store, state })),
+            service_token: None,
+            cache: Arc::default(),
+        }
+    }
+
+    /// Enables key operations for callers presenting `token` (the service).
+    pub fn with_service_token(mut self, token: Vec<u8>) -> Self {
+        self.service_token = Some(Arc::new(token));
+        self
+    }
+
+    /// Runs a key operation under the current master key.
+    async fn key_op<Req, Resp>(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        op: fn(&Secret32, &RootKeyCache, &Req) -> Result<Resp, KeyError>,
+    ) -> Response
+    where
+        Req: for<'de> serde::Deserialize<'de>,
+        Resp: serde::Serialize,
+    {
+        if let Err(reply) =
+            keyapi::authorized(headers, self.service_token.as_deref().map(Vec::as_slice))
+        {
+            return reply.into_response();
+        }
+        let request: Req = match keyapi::decode(body) {
+            Ok(request) => request,
+            Err(reply) => return reply.into_response(),
+        };
+        let Some(master) = self.inner.lock().await.state.current.clone() else {
+            return keyapi::key_error(&KeyError::NoMasterKey).into_response();
+        };
+        match op(&master, &self.cache, &request) {
+            Ok(result) => axum::Json(result).into_response(),
+            Err(err) => keyapi::key_error(&err).into_response(),
         }
     }
 
@@ -54,6 +97,7 @@ impl Unit {
         Router::new()
             .route("/v1/status", get(status))
             .route("/v1/command", post(command))
+            .route("/v1/keys/{op}", post(key_operation))
             .with_state(self)
     }
 
@@ -110,6 +154,38 @@ async fn status(
                 .await
         }
         Err(err) => unit.respond(Vec::new(), Err(err)).await,
+    }
+}
+
+async fn key_operation(
+    State(unit): State<Unit>,
+    Path(op): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match op.as_str() {
+        "generate" => {
+            unit.key_op(&headers, &body, |master, _, request| {
+                keyapi::generate(master, request)
+            })
+            .await
+        }
+        "import" => {
+            unit.key_op(&headers, &body, |master, _, request| {
+                keyapi::import(master, request)
+            })
+            .await
+        }
+        "export" => unit.key_op(&headers, &body, keyapi::export).await,
+        "wrap" => unit.key_op(&headers, &body, keyapi::wrap).await,
+        "unwrap" => unit.key_op(&headers, &body, keyapi::unwrap).await,
+        "rewrap" => unit.key_op(&headers, &body, keyapi::rewrap).await,
+        other => keyapi::error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no key operation '{other}'"),
+        )
+        .into_response(),
     }
 }
 

@@ -1,0 +1,269 @@
+//! rotor's key storage: per instance, keys with their metadata, every version's wrapped blob
+//! (tagged with the VP of the master key that wraps it), aliases, key rings and instance
+//! policies. The storage never sees key material in the clear.
+//!
+//! [`KeyStore`] is the seam; [`SqliteStore`] implements it on an embedded SQLite database in WAL
+//! mode with `synchronous = FULL`, so every acknowledged change is durable.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod sqlite;
+
+use rotor_crypto::Vp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use sqlite::SqliteStore;
+
+/// Key states as the Key Protect API numbers them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum KeyState {
+    /// Usable.
+    Active = 1,
+    /// Disabled: no cryptographic use until enabled again.
+    Suspended = 2,
+    /// Not usable.
+    Deactivated = 3,
+    /// Deleted.
+    Destroyed = 5,
+}
+
+impl From<KeyState> for u8 {
+    fn from(state: KeyState) -> Self {
+        state as Self
+    }
+}
+
+impl TryFrom<u8> for KeyState {
+    type Error = String;
+
+    fn try_from(value: u8) -> Result<Self, Self::Error> {
+        match value {
+            1 => Ok(Self::Active),
+            2 => Ok(Self::Suspended),
+            3 => Ok(Self::Deactivated),
+            5 => Ok(Self::Destroyed),
+            other => Err(format!("unknown key state {other}")),
+        }
+    }
+}
+
+/// Who deleted a key and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deletion {
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    /// The deleting identity.
+    pub by: String,
+}
+
+/// A pending authorization for deleting a key under dual authorization.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionAuthorization {
+    /// Who set the key for deletion.
+    pub by: String,
+    /// Until when (ms) the authorization holds.
+    pub until: i64,
+}
+
+/// A key's policies.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPolicies {
+    /// Automatic rotation interval in months, when set.
+    #[serde(default)]
+    pub rotation_interval_month: Option<u8>,
+    /// Whether rotation by policy is enabled.
+    #[serde(default)]
+    pub rotation_enabled: Option<bool>,
+    /// Whether deletion needs two identities.
+    #[serde(default)]
+    pub dual_auth_delete: Option<bool>,
+    /// When each policy was last changed (ms) and by whom.
+    #[serde(default)]
+    pub updated: Option<Deletion>,
+}
+
+/// Everything about a key except its versions' blobs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyMeta {
+    /// Owning instance.
+    pub instance: Uuid,
+    /// Key id.
+    pub id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Standard key (material may be read) or root key (never leaves a unit).
+    pub extractable: bool,
+    /// Imported rather than generated.
+    pub imported: bool,
+    /// State.
+    pub state: KeyState,
+    /// Key ring.
+    pub key_ring: String,
+    /// Aliases.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Creation time (ms).
+    pub created: i64,
+    /// Creating identity.
+    pub created_by: String,
+    /// Last change (ms).
+    pub updated: i64,
+    /// Last rotation (ms).
+    #[serde(default)]
+    pub last_rotated: Option<i64>,
+    /// Set when deleted.
+    #[serde(default)]
+    pub deletion: Option<Deletion>,
+    /// Set while a dual-authorization deletion is pending.
+    #[serde(default)]
+    pub deletion_authorization: Option<DeletionAuthorization>,
+    /// Policies.
+    #[serde(default)]
+    pub policies: KeyPolicies,
+    /// The newest version number.
+    pub newest_version: u32,
+    /// Free-form labels.
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+/// One version of a key: its wrapped material.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyVersion {
+    /// 1, 2, …
+    pub version: u32,
+    /// The public id of this version.
+    pub id: Uuid,
+    /// The material wrapped under a master key (see `rotor_unit::keys`).
+    pub blob: Vec<u8>,
+    /// The VP of that master key.
+    pub vp: Vp,
+    /// Creation time (ms).
+    pub created: i64,
+}
+
+/// A key ring.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRing {
+    /// Its id (name).
+    pub id: String,
+    /// Creation time (ms).
+    pub created: i64,
+    /// Creating identity.
+    pub created_by: String,
+}
+
+/// What to list.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    /// At most this many.
+    pub limit: u32,
+    /// Skip this many.
+    pub offset: u32,
+    /// Only these states (empty: all but destroyed).
+    pub states: Vec<KeyState>,
+    /// Only standard (true) or root (false) keys.
+    pub extractable: Option<bool>,
+    /// Only this key ring.
+    pub key_ring: Option<String>,
+}
+
+/// A storage failure.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed; nothing was changed.
+    Database(String),
+    /// A stored record does not parse.
+    Corrupt(String),
+    /// The name is taken (alias or key ring).
+    Conflict(String),
+    /// No such record.
+    NotFound(String),
+    /// The change was refused by the caller's check; nothing was changed.
+    Refused(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Database(why) => write!(f, "key storage failed: {why}"),
+            Self::Corrupt(why) => {
+                write!(f, "key storage holds a record that does not parse: {why}")
+            }
+            Self::Conflict(why) | Self::NotFound(why) | Self::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        Self::Database(err.to_string())
+    }
+}
+
+/// Key storage. Every method is one transaction: it is durable when it returns `Ok`, and a
+/// failed call changes nothing.
+pub trait KeyStore: Send + Sync {
+    /// Adds a key with its first version.
+    fn create_key(&self, key: &KeyMeta, first: &KeyVersion) -> Result<(), StoreError>;
+    /// A key by id or alias.
+    fn key(&self, instance: Uuid, id_or_alias: &str) -> Result<Option<KeyMeta>, StoreError>;
+    /// Keys matching a filter, and how many match in all.
+    fn list(&self, instance: Uuid, filter: &ListFilter) -> Result<(Vec<KeyMeta>, u64), StoreError>;
+    /// Reads a key, lets `change` edit it, and stores the result, atomically. Returns the new
+    /// metadata. If `change` fails, nothing is stored.
+    fn update(
+        &self,
+        instance: Uuid,
+        id: Uuid,
+        change: &mut dyn FnMut(&mut KeyMeta) -> Result<(), StoreError>,
+    ) -> Result<KeyMeta, StoreError>;
+    /// Adds a version (a rotation) and updates the metadata in one transaction; refused if the
+    /// key's newest version changed meanwhile.
+    fn add_version(
+        &self,
+        key: &KeyMeta,
+        expected_newest: u32,
+        version: &KeyVersion,
+    ) -> Result<(), StoreError>;
+    /// All versions of a key, oldest first.
+    fn versions(&self, instance: Uuid, id: Uuid) -> Result<Vec<KeyVersion>, StoreError>;
+    /// One version.
+    fn version(
+        &self,
+        instance: Uuid,
+        id: Uuid,
+        version: u32,
+    ) -> Result<Option<KeyVersion>, StoreError>;
+    /// Removes a key, its versions and aliases for good.
+    fn purge(&self, instance: Uuid, id: Uuid) -> Result<(), StoreError>;
+    /// Adds an alias to a key; fails if the alias is taken in the instance.
+    fn add_alias(&self, instance: Uuid, id: Uuid, alias: &str) -> Result<KeyMeta, StoreError>;
+    /// Removes an alias from a key.
+    fn remove_alias(&self, instance: Uuid, id: Uuid, alias: &str) -> Result<KeyMeta, StoreError>;
+    /// Key rings of an instance (`default` always exists).
+    fn key_rings(&self, instance: Uuid) -> Result<Vec<KeyRing>, StoreError>;
+    /// Creates a key ring.
+    fn create_key_ring(&self, instance: Uuid, ring: &KeyRing) -> Result<(), StoreError>;
+    /// Deletes an empty key ring (keys purged or moved first).
+    fn delete_key_ring(&self, instance: Uuid, id: &str) -> Result<(), StoreError>;
+    /// The instance's policies document.
+    fn instance_policies(&self, instance: Uuid) -> Result<serde_json::Value, StoreError>;
+    /// Replaces the instance's policies document.
+    fn set_instance_policies(
+        &self,
+        instance: Uuid,
+        policies: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+    /// How many key versions sit under each master key VP, over all instances.
+    fn count_by_vp(&self) -> Result<Vec<(Vp, u64)>, StoreError>;
+}

@@ -1,0 +1,677 @@
+//! [`KeyStore`] on SQLite: WAL journal, `synchronous = FULL`, one connection behind a mutex
+//! (SQLite has one writer anyway), schema migrations numbered in `MIGRATIONS`.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rotor_crypto::Vp;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use uuid::Uuid;
+
+use crate::{KeyMeta, KeyRing, KeyStore, KeyVersion, ListFilter, StoreError};
+
+/// Schema versions, applied in order, each once.
+const MIGRATIONS: &[&str] = &[
+    // 1: keys, versions, aliases, key rings, instance policies.
+    "CREATE TABLE keys (
+        instance TEXT NOT NULL,
+        id TEXT NOT NULL,
+        state INTEGER NOT NULL,
+        extractable INTEGER NOT NULL,
+        key_ring TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (instance, id)
+    );
+    CREATE INDEX keys_by_creation ON keys (instance, created, id);
+    CREATE TABLE key_versions (
+        instance TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        blob BLOB NOT NULL,
+        vp BLOB NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (instance, key_id, version)
+    );
+    CREATE INDEX key_versions_by_vp ON key_versions (vp);
+    CREATE TABLE aliases (
+        instance TEXT NOT NULL,
+        alias TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        PRIMARY KEY (instance, alias)
+    );
+    CREATE TABLE key_rings (
+        instance TEXT NOT NULL,
+        id TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        PRIMARY KEY (instance, id)
+    );
+    CREATE TABLE instance_policies (
+        instance TEXT PRIMARY KEY,
+        doc TEXT NOT NULL
+    );",
+];
+
+/// The embedded key storage.
+#[derive(Debug)]
+pub struct SqliteStore {
+    connection: Mutex<Connection>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn parse_doc(doc: &str) -> Result<KeyMeta, StoreError> {
+    serde_json::from_str(doc).map_err(|err| StoreError::Corrupt(err.to_string()))
+}
+
+fn to_doc(key: &KeyMeta) -> Result<String, StoreError> {
+    serde_json::to_string(key).map_err(|err| StoreError::Corrupt(err.to_string()))
+}
+
+fn vp_of(bytes: &[u8]) -> Result<Vp, StoreError> {
+    bytes
+        .try_into()
+        .map(Vp)
+        .map_err(|_| StoreError::Corrupt("a stored VP is not 32 bytes".to_owned()))
+}
+
+/// version, id, blob, vp, created
+type VersionRow = (u32, String, Vec<u8>, Vec<u8>, i64);
+
+fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+fn to_version((version, id, blob, vp, created): VersionRow) -> Result<KeyVersion, StoreError> {
+    Ok(KeyVersion {
+        version,
+        id: Uuid::parse_str(&id).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+        blob,
+        vp: vp_of(&vp)?,
+        created,
+    })
+}
+
+fn load(tx: &Transaction<'_>, instance: Uuid, id: Uuid) -> Result<KeyMeta, StoreError> {
+    let doc: Option<String> = tx
+        .query_row(
+            "SELECT doc FROM keys WHERE instance = ?1 AND id = ?2",
+            params![instance.to_string(), id.to_string()],
+            |row| row.get(0),
+        )
+        .optional()?;
+    parse_doc(&doc.ok_or_else(|| StoreError::NotFound(format!("key {id} does not exist")))?)
+}
+
+fn save(tx: &Transaction<'_>, key: &KeyMeta) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE keys SET state = ?3, extractable = ?4, key_ring = ?5, doc = ?6 WHERE instance = ?1 AND id = ?2",
+        params![
+            key.instance.to_string(),
+            key.id.to_string(),
+            u8::from(key.state),
+            key.extractable,
+            key.key_ring,
+            to_doc(key)?
+        ],
+    )?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut connection = Connection::open(path)?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.busy_timeout(std::time::Duration::from_secs(10))?;
+        migrate(&mut connection)?;
+        Ok(Self {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.connection
+            .lock()
+            .map_err(|_| StoreError::Database("a previous operation panicked".to_owned()))
+    }
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    connection.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied INTEGER NOT NULL)")?;
+    let applied: u32 = connection.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |row| row.get(0),
+    )?;
+    let known = u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX);
+    if applied > known {
+        return Err(StoreError::Database(format!(
+            "the database has schema version {applied}, newer than this rotor ({known}); upgrade rotor"
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let tx = connection.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied) VALUES (?1, ?2)",
+            params![i64::try_from(index + 1).unwrap_or(i64::MAX), now_ms()],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl KeyStore for SqliteStore {
+    fn create_key(&self, key: &KeyMeta, first: &KeyVersion) -> Result<(), StoreError> {
+        let mut connection = self.lock()?;
+        let tx = connection.transaction()?;
+        tx.execute(
+            "INSERT INTO keys (instance, id, state, extractable, key_ring, created, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                key.instance.to_string(),
+                key.id.to_string(),
+                u8::from(key.state),
+                key.extractable,
+                key.key_ring,
+                key.created,
+                to_doc(key)?
+            ],
+        )?;
+        insert_version(&tx, key.instance, key.id, first)?;
+        for alias in &key.aliases {
+            insert_alias(&tx, key.instance, key.id, alias)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn key(&self, instance: Uuid, id_or_alias: &str) -> Result<Option<KeyMeta>, StoreError> {
+        let connection = self.lock()?;
+        let id = match Uuid::parse_str(id_or_alias) {
+            Ok(id) => Some(id.to_string()),
+            Err(_) => connection
+                .query_row(
+                    "SELECT key_id FROM aliases WHERE instance = ?1 AND alias = ?2",
+                    params![instance.to_string(), id_or_alias],
+                    |row| row.get(0),
+                )
+                .optional()?,
+        };
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let doc: Option<String> = connection
+            .query_row(
+                "SELECT doc FROM keys WHERE instance = ?1 AND id = ?2",
+                params![instance.to_string(), id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        doc.map(|doc| parse_doc(&doc)).transpose()
+    }
+
+    fn list(&self, instance: Uuid, filter: &ListFilter) -> Result<(Vec<KeyMeta>, u64), StoreError> {
+        let connection = self.lock()?;
+        let mut clauses = vec!["instance = ?1".to_owned()];
+        let states: Vec<String> = if filter.states.is_empty() {
+            vec!["1".into(), "2".into(), "3".into()]
+        } else {
+            filter
+                .states
+                .iter()
+                .map(|s| u8::from(*s).to_string())
+                .collect()
+        };
+        clauses.push(format!("state IN ({})", states.join(",")));
+        if let Some(extractable) = filter.extractable {
+            clauses.push(format!("extractable = {}", u8::from(extractable)));
+        }
+        let mut args = vec![instance.to_string()];
+        if let Some(ring) = &filter.key_ring {
+            args.push(ring.clone());
+            clauses.push("key_ring = ?2".to_owned());
+        }
+        let condition = clauses.join(" AND ");
+        let total: i64 = connection.query_row(
+            &format!("SELECT COUNT(*) FROM keys WHERE {condition}"),
+            rusqlite::params_from_iter(args.iter()),
+            |row| row.get(0),
+        )?;
+        let total = u64::try_from(total).unwrap_or(0);
+        let mut statement = connection.prepare(&format!(
+            "SELECT doc FROM keys WHERE {condition} ORDER BY created, id LIMIT {} OFFSET {}",
+            filter.limit, filter.offset
+        ))?;
+        let docs = statement
+            .query_map(rusqlite::params_from_iter(args.iter()), |row| {
+                row.get::<_, String>(0)
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = docs
+            .iter()
+            .map(|doc| parse_doc(doc))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((keys, total))
+    }
+
+    fn update(
+        &self,
+        instance: Uuid,
+        id: Uuid,
+        change: &mut dyn FnMut(&mut KeyMeta) -> Result<(), StoreError>,
+    ) -> Result<KeyMeta, StoreError> {
+        let mut connection = self.lock()?;
+        let tx = connection.transaction()?;
+        let mut key = load(&tx, instance, id)?;
+        change(&mut key)?;
+        key.updated = now_ms();
+        save(&tx, &key)?;
+        tx.commit()?;
+        Ok(key)
+    }
+
+    fn add_version(
+        &self,
+        key: &KeyMeta,
+        expected_newest: u32,
+        version: &KeyVersion,
+    ) -> Result<(), StoreError> {
+        let mut connection = self.lock()?;
+        let tx = connection.transaction()?;
+        let stored = load(&tx, key.instance, key.id)?;
+        if stored.newest_version != expected_newest {
+            return Err(StoreError::Conflict(format!(
+                "key {} was rotated meanwhile; try again",
+                key.id
+            )));
+        }
+        insert_version(&tx, key.instance, key.id, version)?;
+        save(&tx, key)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn versions(&self, instance: Uuid, id: Uuid) -> Result<Vec<KeyVersion>, StoreError> {
+        let connection = self.lock()?;
+        let mut statement = connection.prepare(
+            "SELECT version, id, blob, vp, created FROM key_versions WHERE instance = ?1 AND key_id = ?2 ORDER BY version",
+        )?;
+        let rows = statement
+            .query_map(params![instance.to_string(), id.to_string()], version_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(to_version).collect()
+    }
+
+    fn version(
+        &self,
+        instance: Uuid,
+        id: Uuid,
+        version: u32,
+    ) -> Result<Option<KeyVersion>, StoreError> {
+        let connection = self.lock()?;
+        let row = connection
+            .query_row(
+                "SELECT version, id, blob, vp, created FROM key_versions WHERE instance = ?1 AND key_id = ?2 AND version = ?3",
+                params![instance.to_string(), id.to_string(), version],
+                version_row,
+            )
+            .optional()?;
+        row.map(to_version).transpose()
+    }
+
+    fn purge(&self, instance: Uuid, id: Uuid) -> Result<(), StoreError> {
+        let mut connection = self.lock()?;
+        let tx = connection.transaction()?;
+        let (instance, id) = (instance.to_string(), id.to_string());
+        tx.execute(
+            "DELETE FROM key_versions WHERE instance = ?1 AND key_id = ?2",
+            params![instance, id],
+        )?;
+        tx.execute(
+            "DELETE FROM aliases WHERE instance = ?1 AND key_id = ?2",
+            params![instance, id],
+        )?;
+        let removed = tx.execute(
+            "DELETE FROM keys WHERE instance = ?1 AND id = ?2",
+            params![instance, id],
+        )?;
+        if removed == 0 {
+            return Err(StoreError::NotFound(format!("key {id} does not exist")));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn add_alias(&self, instance: Uuid, id: Uuid, alias: &str) -> Result<KeyMeta, StoreError> {
+        let mut connection = self.lock()?;
+        let tx = connection.transaction()?;
+        let mut key = load(&tx, instance, id)?;
+        insert_alias(&tx, instance, id, alias)?;
+        key.aliases.push(alias.to_owned());
+        key.updated = now_ms();
+        save(&tx, &key)?;
+        tx.commit()?;
+        Ok(key)
+    }
+
+    fn remove_alias(&self, instance: Uuid, id: Uuid, alias: &str) -> Result<KeyMeta, StoreError> {
+        let mut connection = self.lock()?;
+        let tx = connection.transaction()?;
+        let mut key = load(&tx, instance, id)?;
+        let removed = tx.execute(
+            "DELETE FROM aliases WHERE instance = ?1 AND alias = ?2 AND key_id = ?3",
+            params![instance.to_string(), alias, id.to_string()],
+        )?;
+        if removed == 0 {
+            return Err(StoreError::NotFound(format!(
+                "key {id} has no alias '{alias}'"
+            )));
+        }
+        key.aliases.retain(|a| a != alias);
+        key.updated = now_ms();
+        save(&tx, &key)?;
+        tx.commit()?;
+        Ok(key)
+    }
+
+    fn key_rings(&self, instance: Uuid) -> Result<Vec<KeyRing>, StoreError> {
+        let connection = self.lock()?;
+        let mut statement =
+            connection.prepare("SELECT id, created, created_by FROM key_rings WHERE instance = ?1 ORDER BY created, id")?;
+        let mut rings = vec![KeyRing {
+            id: "default".to_owned(),
+            created: 0,
+            created_by: "rotor".to_owned(),
+        }];
+        let stored = statement
+            .query_map(params![instance.to_string()], |row| {
+                Ok(KeyRing {
+                    id: row.get(0)?,
+                    created: row.get(1)?,
+                    created_by: row.get(2)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rings.extend(stored);
+        Ok(rings)
+    }
+
+    fn create_key_ring(&self, instance: Uuid, ring: &KeyRing) -> Result<(), StoreError> {
+        if ring.id == "default" {
+            return Err(StoreError::Conflict(
+                "key ring 'default' already exists".to_owned(),
+            ));
+        }
+        let connection = self.lock()?;
+        let inserted = connection.execute(
+            "INSERT OR IGNORE INTO key_rings (instance, id, created, created_by) VALUES (?1, ?2, ?3, ?4)",
+            params![instance.to_string(), ring.id, ring.created, ring.created_by],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict(format!(
+                "key ring '{}' already exists",
+                ring.id
+            )));
+        }
+        Ok(())
+    }
+
+    fn delete_key_ring(&self, instance: Uuid, id: &str) -> Result<(), StoreError> {
+        if id == "default" {
+            return Err(StoreError::Refused(
+                "the default key ring cannot be deleted".to_owned(),
+            ));
+        }
+        let mut connection = self.lock()?;
+        let tx = connection.transaction()?;
+        let keys: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM keys WHERE instance = ?1 AND key_ring = ?2",
+            params![instance.to_string(), id],
+            |row| row.get(0),
+        )?;
+        if keys > 0 {
+            return Err(StoreError::Refused(format!(
+                "key ring '{id}' still holds {keys} key(s); purge them or move them to another key ring first"
+            )));
+        }
+        let removed = tx.execute(
+            "DELETE FROM key_rings WHERE instance = ?1 AND id = ?2",
+            params![instance.to_string(), id],
+        )?;
+        if removed == 0 {
+            return Err(StoreError::NotFound(format!(
+                "key ring '{id}' does not exist"
+            )));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn instance_policies(&self, instance: Uuid) -> Result<serde_json::Value, StoreError> {
+        let connection = self.lock()?;
+        let doc: Option<String> = connection
+            .query_row(
+                "SELECT doc FROM instance_policies WHERE instance = ?1",
+                params![instance.to_string()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        match doc {
+            Some(doc) => {
+                serde_json::from_str(&doc).map_err(|err| StoreError::Corrupt(err.to_string()))
+            }
+            None => Ok(serde_json::json!({})),
+        }
+    }
+
+    fn set_instance_policies(
+        &self,
+        instance: Uuid,
+        policies: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let connection = self.lock()?;
+        connection.execute(
+            "INSERT INTO instance_policies (instance, doc) VALUES (?1, ?2)
+             ON CONFLICT (instance) DO UPDATE SET doc = excluded.doc",
+            params![instance.to_string(), policies.to_string()],
+        )?;
+        Ok(())
+    }
+
+    fn count_by_vp(&self) -> Result<Vec<(Vp, u64)>, StoreError> {
+        let connection = self.lock()?;
+        let mut statement =
+            connection.prepare("SELECT vp, COUNT(*) FROM key_versions GROUP BY vp ORDER BY vp")?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(vp, count)| Ok((vp_of(&vp)?, u64::try_from(count).unwrap_or(0))))
+            .collect()
+    }
+}
+
+fn insert_version(
+    tx: &Transaction<'_>,
+    instance: Uuid,
+    key: Uuid,
+    version: &KeyVersion,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO key_versions (instance, key_id, version, id, blob, vp, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            instance.to_string(),
+            key.to_string(),
+            version.version,
+            version.id.to_string(),
+            version.blob,
+            version.vp.0.to_vec(),
+            version.created
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_alias(
+    tx: &Transaction<'_>,
+    instance: Uuid,
+    key: Uuid,
+    alias: &str,
+) -> Result<(), StoreError> {
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO aliases (instance, alias, key_id) VALUES (?1, ?2, ?3)",
+        params![instance.to_string(), alias, key.to_string()],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::Conflict(format!(
+            "alias '{alias}' is already in use in this instance"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KeyPolicies, KeyState};
+
+    fn key(instance: Uuid, name: &str) -> KeyMeta {
+        KeyMeta {
+            instance,
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            description: String::new(),
+            extractable: false,
+            imported: false,
+            state: KeyState::Active,
+            key_ring: "default".to_owned(),
+            aliases: vec![format!("{name}-alias")],
+            created: now_ms(),
+            created_by: "test".to_owned(),
+            updated: now_ms(),
+            last_rotated: None,
+            deletion: None,
+            deletion_authorization: None,
+            policies: KeyPolicies::default(),
+            newest_version: 1,
+            labels: Vec::new(),
+        }
+    }
+
+    fn version(n: u32, vp: u8) -> KeyVersion {
+        KeyVersion {
+            version: n,
+            id: Uuid::new_v4(),
+            blob: vec![n as u8; 60],
+            vp: Vp([vp; 32]),
+            created: now_ms(),
+        }
+    }
+
+    #[test]
+    fn keys_versions_aliases_and_rings_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        let instance = Uuid::new_v4();
+        let first = key(instance, "first");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.create_key(&first, &version(1, 1)).unwrap();
+            let rotated = KeyMeta {
+                newest_version: 2,
+                ..first.clone()
+            };
+            store.add_version(&rotated, 1, &version(2, 2)).unwrap();
+            // A second rotation based on the stale version is refused.
+            assert!(matches!(
+                store.add_version(&rotated, 1, &version(3, 2)),
+                Err(StoreError::Conflict(_))
+            ));
+            store
+                .create_key_ring(
+                    instance,
+                    &KeyRing {
+                        id: "ring".to_owned(),
+                        created: 1,
+                        created_by: "t".to_owned(),
+                    },
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let by_alias = store.key(instance, "first-alias").unwrap().unwrap();
+        assert_eq!(by_alias.id, first.id);
+        assert_eq!(by_alias.newest_version, 2);
+        assert_eq!(store.versions(instance, first.id).unwrap().len(), 2);
+        assert_eq!(
+            store.count_by_vp().unwrap(),
+            vec![(Vp([1; 32]), 1), (Vp([2; 32]), 1)]
+        );
+        assert_eq!(store.key_rings(instance).unwrap().len(), 2);
+        // Another instance sees nothing.
+        assert!(
+            store
+                .key(Uuid::new_v4(), &first.id.to_string())
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn alias_conflicts_and_refused_updates_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("keys.db")).unwrap();
+        let instance = Uuid::new_v4();
+        let a = key(instance, "a");
+        let b = key(instance, "b");
+        store.create_key(&a, &version(1, 1)).unwrap();
+        store.create_key(&b, &version(1, 1)).unwrap();
+        assert!(matches!(
+            store.add_alias(instance, b.id, "a-alias"),
+            Err(StoreError::Conflict(_))
+        ));
+        let refused = store.update(instance, a.id, &mut |k| {
+            k.state = KeyState::Suspended;
+            Err(StoreError::Refused("no".to_owned()))
+        });
+        assert!(refused.is_err());
+        assert_eq!(
+            store
+                .key(instance, &a.id.to_string())
+                .unwrap()
+                .unwrap()
+                .state,
+            KeyState::Active
+        );
+        let (listed, total) = store
+            .list(
+                instance,
+                &ListFilter {
+                    limit: 1,
+                    ..ListFilter::default()
+                },
+            )
+            .unwrap();
+        assert_eq!((listed.len(), total), (1, 2));
+        store.purge(instance, a.id).unwrap();
+        assert!(store.key(instance, "a-alias").unwrap().is_none());
+        assert!(store.versions(instance, a.id).unwrap().is_empty());
+    }
+}

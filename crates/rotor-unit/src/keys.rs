@@ -1,0 +1,278 @@
+//! Root keys and the data encryption keys (DEKs) they wrap, as pure functions of the unit's
+//! master key. Nothing here does I/O; the daemon calls these with the current register.
+//!
+//! A **root key blob** is `vp ‖ nonce ‖ AES-256-GCM(master key, material)` with the key's
+//! [`Binding`] as associated data: every blob carries the VP of the master key that wraps it
+//! (so the service can count keys per master key), and a blob cannot be moved to another key,
+//! version or instance, nor turned from a root key into an extractable one.
+//!
+//! A **DEK ciphertext** is `"rk1" ‖ version ‖ nonce ‖ AES-256-GCM(K, DEK)` where
+//! `K = HKDF-SHA-256(root key material)` and the associated data binds the instance, key id,
+//! version and the caller's own additional authenticated data. The version in clear tells the
+//! service which root key version to hand to the unit; tampering with it fails authentication.
+
+use rotor_crypto::{Secret32, Vp, hkdf_sha256, open_aes256gcm, seal_aes256gcm};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+/// Magic of a DEK ciphertext.
+const DEK_MAGIC: &[u8; 3] = b"rk1";
+/// Largest key material a unit wraps (standard keys hold arbitrary secrets).
+pub const MAX_MATERIAL: usize = 7_500;
+/// Largest DEK plaintext a root key wraps.
+pub const MAX_DEK: usize = 7_500;
+
+/// What a root key blob is bound to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    /// The instance that owns the key.
+    pub instance: Uuid,
+    /// The key id.
+    pub key: Uuid,
+    /// The key version, from 1.
+    pub version: u32,
+    /// Standard (extractable) key: its material may leave the unit. Root keys never do.
+    pub extractable: bool,
+}
+
+impl Binding {
+    fn blob_aad(&self) -> Vec<u8> {
+        let mut aad = b"rotor root key v1\0".to_vec();
+        aad.extend_from_slice(self.instance.as_bytes());
+        aad.extend_from_slice(self.key.as_bytes());
+        aad.extend_from_slice(&self.version.to_be_bytes());
+        aad.push(u8::from(self.extractable));
+        aad
+    }
+
+    fn dek_aad(&self, caller_aad: &[String]) -> Vec<u8> {
+        let mut aad = b"rotor dek v1\0".to_vec();
+        aad.extend_from_slice(self.instance.as_bytes());
+        aad.extend_from_slice(self.key.as_bytes());
+        aad.extend_from_slice(&self.version.to_be_bytes());
+        for item in caller_aad {
+            aad.extend_from_slice(&u32::try_from(item.len()).unwrap_or(u32::MAX).to_be_bytes());
+            aad.extend_from_slice(item.as_bytes());
+        }
+        aad
+    }
+}
+
+/// A key operation that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The current register is empty.
+    NoMasterKey,
+    /// The blob is wrapped under another master key than the current one.
+    OtherMasterKey {
+        /// The VP the blob carries.
+        blob: Vp,
+        /// The current master key's VP.
+        current: Vp,
+    },
+    /// The blob or ciphertext does not authenticate; deliberately without detail.
+    Invalid,
+    /// Material or plaintext of an unusable size.
+    Size(String),
+    /// A root key's material may not leave the unit.
+    NotExtractable,
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoMasterKey => write!(
+                f,
+                "the unit's current master key register is empty; load and set a master key first"
+            ),
+            Self::OtherMasterKey { blob, current } => write!(
+                f,
+                "the key is wrapped under master key {blob}, but the unit's current master key is {current}"
+            ),
+            Self::Invalid => write!(f, "the ciphertext could not be unwrapped"),
+            Self::Size(why) => f.write_str(why),
+            Self::NotExtractable => write!(f, "root key material never leaves a crypto unit"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+/// The VP a blob is wrapped under.
+pub fn blob_vp(blob: &[u8]) -> Option<Vp> {
+    let vp: [u8; 32] = blob.get(..32)?.try_into().ok()?;
+    Some(Vp(vp))
+}
+
+/// Wraps key material under `master`.
+pub fn seal_key(
+    master: &Secret32,
+    binding: &Binding,
+    material: &[u8],
+) -> Result<Vec<u8>, KeyError> {
+    if material.is_empty() || material.len() > MAX_MATERIAL {
+        return Err(KeyError::Size(format!(
+            "key material must be 1 to {MAX_MATERIAL} bytes"
+        )));
+    }
+    let mut blob = master.vp().0.to_vec();
+    blob.extend_from_slice(&seal_aes256gcm(master, &binding.blob_aad(), material));
+    Ok(blob)
+}
+
+/// Unwraps a blob made by [`seal_key`] under the same master key and binding.
+pub fn open_key(
+    master: &Secret32,
+    binding: &Binding,
+    blob: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let vp = blob_vp(blob).ok_or(KeyError::Invalid)?;
+    let current = master.vp();
+    if !vp.matches(&current) {
+        return Err(KeyError::OtherMasterKey { blob: vp, current });
+    }
+    open_aes256gcm(
+        master,
+        &binding.blob_aad(),
+        blob.get(32..).unwrap_or_default(),
+    )
+    .map_err(|_| KeyError::Invalid)
+}
+
+fn dek_key(root: &[u8]) -> Secret32 {
+    hkdf_sha256(root, b"rotor dek wrapping key v1")
+}
+
+/// The root key version a DEK ciphertext was made with.
+pub fn ciphertext_version(ciphertext: &[u8]) -> Option<u32> {
+    if ciphertext.get(..3)? != DEK_MAGIC {
+        return None;
+    }
+    Some(u32::from_be_bytes(ciphertext.get(3..7)?.try_into().ok()?))
+}
+
+/// Wraps a DEK under a root key's material.
+pub fn wrap_dek(
+    root: &[u8],
+    binding: &Binding,
+    plaintext: &[u8],
+    aad: &[String],
+) -> Result<Vec<u8>, KeyError> {
+    if plaintext.is_empty() || plaintext.len() > MAX_DEK {
+        return Err(KeyError::Size(format!(
+            "plaintext must be 1 to {MAX_DEK} bytes"
+        )));
+    }
+    let mut out = DEK_MAGIC.to_vec();
+    out.extend_from_slice(&binding.version.to_be_bytes());
+    out.extend_from_slice(&seal_aes256gcm(
+        &dek_key(root),
+        &binding.dek_aad(aad),
+        plaintext,
+    ));
+    Ok(out)
+}
+
+/// Unwraps a DEK ciphertext made by [`wrap_dek`] with the same root key, binding and AAD.
+pub fn unwrap_dek(
+    root: &[u8],
+    binding: &Binding,
+    ciphertext: &[u8],
+    aad: &[String],
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    if ciphertext_version(ciphertext) != Some(binding.version) {
+        return Err(KeyError::Invalid);
+    }
+    open_aes256gcm(
+        &dek_key(root),
+        &binding.dek_aad(aad),
+        ciphertext.get(7..).unwrap_or_default(),
+    )
+    .map_err(|_| KeyError::Invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(version: u32) -> Binding {
+        Binding {
+            instance: Uuid::from_u128(1),
+            key: Uuid::from_u128(2),
+            version,
+            extractable: false,
+        }
+    }
+
+    #[test]
+    fn blobs_carry_their_master_key_vp_and_their_binding() {
+        let master = Secret32::random();
+        let blob = seal_key(&master, &binding(1), &[7u8; 32]).unwrap();
+        assert_eq!(blob_vp(&blob), Some(master.vp()));
+        assert_eq!(
+            &open_key(&master, &binding(1), &blob).unwrap()[..],
+            &[7u8; 32]
+        );
+        assert_eq!(
+            open_key(&master, &binding(2), &blob),
+            Err(KeyError::Invalid)
+        );
+        let extractable = Binding {
+            extractable: true,
+            ..binding(1)
+        };
+        assert_eq!(
+            open_key(&master, &extractable, &blob),
+            Err(KeyError::Invalid)
+        );
+        let other = Secret32::random();
+        assert!(matches!(
+            open_key(&other, &binding(1), &blob),
+            Err(KeyError::OtherMasterKey { .. })
+        ));
+        assert_eq!(
+            open_key(&master, &binding(1), &blob[..40]),
+            Err(KeyError::Invalid)
+        );
+        assert!(seal_key(&master, &binding(1), &[]).is_err());
+    }
+
+    #[test]
+    fn dek_ciphertexts_bind_key_version_and_aad() {
+        let root = [9u8; 32];
+        let aad = vec!["tenant-a".to_owned()];
+        let ct = wrap_dek(&root, &binding(3), b"dek bytes", &aad).unwrap();
+        assert_eq!(ciphertext_version(&ct), Some(3));
+        assert_eq!(
+            &unwrap_dek(&root, &binding(3), &ct, &aad).unwrap()[..],
+            b"dek bytes"
+        );
+        assert_eq!(
+            unwrap_dek(&root, &binding(3), &ct, &[]),
+            Err(KeyError::Invalid)
+        );
+        assert_eq!(
+            unwrap_dek(&root, &binding(2), &ct, &aad),
+            Err(KeyError::Invalid)
+        );
+        assert_eq!(
+            unwrap_dek(&[8u8; 32], &binding(3), &ct, &aad),
+            Err(KeyError::Invalid)
+        );
+        let mut tampered = ct.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            unwrap_dek(&root, &binding(3), &tampered, &aad),
+            Err(KeyError::Invalid)
+        );
+        // Moving the AAD boundary does not produce the same associated data.
+        let split = vec!["tenant".to_owned(), "-a".to_owned()];
+        assert_eq!(
+            unwrap_dek(&root, &binding(3), &ct, &split),
+            Err(KeyError::Invalid)
+        );
+    }
+}
