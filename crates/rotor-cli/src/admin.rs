@@ -56,8 +56,15 @@ pub struct Ctx {
     /// Confirmations answered.
     pub yes: bool,
     endpoint: Option<String>,
+    api_key: Option<String>,
     http: reqwest::Client,
+    token: std::sync::OnceLock<String>,
     signers: std::sync::OnceLock<Vec<SigningKey>>,
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    access_token: String,
 }
 
 impl Ctx {
@@ -68,9 +75,56 @@ impl Ctx {
             json,
             yes,
             endpoint,
+            api_key: std::env::var("ROTOR_API_KEY").ok(),
             http: reqwest::Client::new(),
+            token: std::sync::OnceLock::new(),
             signers: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A bearer token for the service, from the API key given at login (or `ROTOR_API_KEY`).
+    pub async fn token(&self) -> Result<String> {
+        if let Some(token) = self.token.get() {
+            return Ok(token.clone());
+        }
+        let api_key = match &self.api_key {
+            Some(key) => key.clone(),
+            None => self.home.settings()?.api_key.ok_or_else(|| {
+                anyhow!("not logged in: run 'rotor login --endpoint URL --api-key KEY' or set ROTOR_API_KEY")
+            })?,
+        };
+        let url = format!("{}/identity/token", self.endpoint()?);
+        let form = format!(
+            "grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey={}",
+            form_escape(&api_key)
+        );
+        let response = self
+            .http
+            .post(&url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form)
+            .send()
+            .await
+            .map_err(|err| rotor_unit::client::ClientError::Unreachable(format!("{url}: {err}")))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| rotor_unit::client::ClientError::Unreachable(err.to_string()))?;
+        if !status.is_success() {
+            let message: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            bail!(
+                "the service refused the API key: {}",
+                message["errorMessage"].as_str().unwrap_or("unknown error")
+            );
+        }
+        let token: TokenBody =
+            serde_json::from_slice(&body).context("the token endpoint answered unexpectedly")?;
+        let _ = self.token.set(token.access_token.clone());
+        Ok(token.access_token)
     }
 
     /// Asks before a destructive step, unless `--yes`.
@@ -107,10 +161,14 @@ impl Ctx {
     /// Instances and units from the service.
     pub async fn instances(&self) -> Result<Vec<InstanceEntry>> {
         let url = format!("{}/v1/instances", self.endpoint()?);
-        let response =
-            self.http.get(&url).send().await.map_err(|err| {
-                rotor_unit::client::ClientError::Unreachable(format!("{url}: {err}"))
-            })?;
+        let token = self.token().await?;
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|err| rotor_unit::client::ClientError::Unreachable(format!("{url}: {err}")))?;
         let status = response.status();
         let body = response
             .bytes()
@@ -158,21 +216,22 @@ impl Ctx {
         Ok(targets)
     }
 
-    fn client(&self, target: &Target) -> Result<UnitClient> {
+    async fn client(&self, target: &Target) -> Result<UnitClient> {
         let base = format!(
             "{}/v1/instances/{}/units/{}",
             self.endpoint()?,
             target.instance,
             target.unit.id
         );
-        Ok(UnitClient::new(self.http.clone(), base, target.unit.id))
+        Ok(UnitClient::new(self.http.clone(), base, target.unit.id)
+            .with_bearer(self.token().await?))
     }
 
     /// A unit's verified status; its identity key is pinned on first contact.
     pub async fn status(&self, target: &Target) -> Result<(UnitStatus, PublicKey)> {
         let mut pins = self.home.pins()?;
         let pinned = pins.get(&target.unit.id).cloned();
-        let status = self.client(target)?.status(pinned.as_ref()).await?;
+        let status = self.client(target).await?.status(pinned.as_ref()).await?;
         if pinned.is_none() {
             pins.insert(target.unit.id, status.identity.clone());
             self.home.save_pins(&pins)?;
@@ -239,7 +298,8 @@ impl Ctx {
             action,
         };
         let name = command.action.name();
-        self.client(target)?
+        self.client(target)
+            .await?
             .command(identity, command.sign(&signers))
             .await
             .map_err(anyhow::Error::from)
@@ -284,13 +344,28 @@ impl Ctx {
     }
 }
 
+/// Escapes a value for an `application/x-www-form-urlencoded` body.
+fn form_escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 /// `rotor login`
-pub async fn login(ctx: &Ctx, endpoint: &str) -> Result<()> {
+pub async fn login(ctx: &Ctx, endpoint: &str, api_key: &str) -> Result<()> {
     let endpoint = endpoint.trim_end_matches('/').to_owned();
-    let probe = Ctx::new(ctx.home.clone(), ctx.json, ctx.yes, Some(endpoint.clone()));
+    let mut probe = Ctx::new(ctx.home.clone(), ctx.json, ctx.yes, Some(endpoint.clone()));
+    probe.api_key = Some(api_key.to_owned());
     let instances = probe.instances().await?;
     let mut settings = ctx.home.settings()?;
     settings.endpoint = Some(endpoint.clone());
+    settings.api_key = Some(api_key.to_owned());
     ctx.home.save_settings(&settings)?;
     if ctx.json {
         print_json(&json!({"endpoint": endpoint, "instances": instances.len()}));

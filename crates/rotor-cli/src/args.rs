@@ -9,8 +9,9 @@ use clap::{Args, Parser, Subcommand};
 /// who sign every change, and the key service around them.
 ///
 /// Workstation files live in ROTOR_HOME (default ~/.rotor). Every command runs without a
-/// terminal: --yes answers confirmations, ROTOR_PASSWORD answers every password prompt, --json
-/// prints machine-readable output.
+/// terminal: --yes answers confirmations, ROTOR_PASSWORD answers every password prompt,
+/// ROTOR_API_KEY and ROTOR_ENDPOINT name the service credentials, --json prints
+/// machine-readable output.
 ///
 /// Exit codes: 0 success, 1 error, 2 usage, 3 refused by a unit (nothing changed on it),
 /// 4 service or unit unreachable, 5 a unit's identity or response did not verify.
@@ -34,11 +35,16 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Commands {
-    /// Remember the service endpoint for later commands.
+    /// Log in to the service: checks the API key and remembers it (mode 0600) with the endpoint;
+    /// later commands exchange it for short-lived tokens as needed, so long ceremonies never
+    /// fail on an expired token.
     Login {
         /// The service's base URL, e.g. http://127.0.0.1:8080.
         #[arg(long)]
         endpoint: String,
+        /// An API key with the Manager or Crypto Unit Administrator role (or ROTOR_API_KEY).
+        #[arg(long, env = "ROTOR_API_KEY", hide_env_values = true)]
+        api_key: String,
     },
     /// List instances and their crypto units; select which units later commands act on.
     Units {
@@ -255,6 +261,9 @@ pub struct ServeArgs {
     /// Write the unit id, kind and address as JSON here once listening.
     #[arg(long)]
     pub info_file: Option<PathBuf>,
+    /// Enable key operations for the service, which must present the token in this file.
+    #[arg(long)]
+    pub service_token_file: Option<PathBuf>,
     /// Exit when the parent process exits (used by 'rotor dev').
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,
@@ -276,7 +285,14 @@ pub struct DevArgs {
     /// Where the service listens.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// Write the endpoint, instance id and units as JSON here.
+    /// Write the endpoint, instance id, API key and units as JSON here (mode 0600).
     #[arg(long)]
     pub info_file: Option<PathBuf>,
+    /// Leave the units in imprint mode instead of initializing them (admins, thresholds 2/2, a
+    /// master key from three parts).
+    #[arg(long)]
+    pub imprint: bool,
+    /// How long after deletion a key may be purged.
+    #[arg(long, default_value_t = 4 * 3600)]
+    pub purge_after_seconds: u64,
 }

@@ -19,7 +19,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let home = workstation::Home::from_env()?;
     let ctx = admin::Ctx::new(home, cli.json, cli.yes, cli.endpoint);
     match cli.command {
-        Commands::Login { endpoint } => admin::login(&ctx, &endpoint).await,
+        Commands::Login { endpoint, api_key } => admin::login(&ctx, &endpoint, &api_key).await,
         Commands::Units { command } => admin::units(&ctx, command).await,
         Commands::Admins { command } => admin::admins(&ctx, command).await,
         Commands::Thresholds { command } => admin::thresholds(&ctx, command).await,

@@ -52,7 +52,20 @@ pub async fn unit_serve(args: ServeArgs) -> Result<()> {
             }
         });
     }
-    Unit::new(store, identity, state).serve(listener).await?;
+    let mut unit = Unit::new(store, identity, state);
+    if let Some(path) = &args.service_token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let token = token.trim();
+        if token.len() < 16 {
+            bail!(
+                "the service token in {} is too short (at least 16 characters)",
+                path.display()
+            );
+        }
+        unit = unit.with_service_token(token.as_bytes().to_vec());
+    }
+    unit.serve(listener).await?;
     Ok(())
 }
 
@@ -92,6 +105,7 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
         dir: args.dir.clone(),
         listen: args.listen,
         unit_program: std::env::current_exe().context("cannot find the rotor binary")?,
+        purge_after_seconds: args.purge_after_seconds,
     };
     if options.units + options.recovery_units == 0 {
         bail!("a dev instance needs at least one unit");
@@ -101,14 +115,17 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let endpoint = format!("http://{}", listener.local_addr()?);
-    let config = rotor_server::dev::config(&units, listener.local_addr()?);
+    let config =
+        rotor_server::dev::config(&units, listener.local_addr()?, args.purge_after_seconds);
     let info = DevInfo {
         endpoint,
         instance: units.instance.id,
         dir: units.dir().to_owned(),
         units: units.instance.units.clone(),
+        api_key: units.api_key.clone(),
     };
-    let server = tokio::spawn(rotor_server::serve(config, listener));
+    let service = rotor_server::Service::open(config)?;
+    let server = tokio::spawn(async move { axum::serve(listener, service.router()).await });
     Ok(DevInstance {
         info,
         _units: units,
@@ -133,9 +150,22 @@ async fn shutdown_signal() {
 pub async fn dev(args: DevArgs, json_output: bool) -> Result<()> {
     let instance = start_dev(&args).await?;
     let info = &instance.info;
+    if !args.imprint && !initialized(info).await? {
+        initialize(info, true).await?;
+    }
     if let Some(path) = &args.info_file {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(info)?)
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut file| {
+                file.write_all(&serde_json::to_vec_pretty(info).unwrap_or_default())
+            })
             .and_then(|()| std::fs::rename(&tmp, path))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -150,9 +180,18 @@ pub async fn dev(args: DevArgs, json_output: bool) -> Result<()> {
         );
         println!("endpoint: {}", info.endpoint);
         println!("instance: {}", info.instance);
+        println!("api key:  {} (Manager)", info.api_key);
+        if args.imprint {
+            println!("The units are in imprint mode.");
+        } else {
+            println!(
+                "Initialized: admins and key parts in {} (password: {DEV_PASSWORD}).",
+                info.dir.join("workstation").display()
+            );
+        }
         println!(
-            "Try: rotor login --endpoint {} && rotor units",
-            info.endpoint
+            "Try: rotor login --endpoint {} --api-key {} && rotor units",
+            info.endpoint, info.api_key
         );
         println!("Stop with Ctrl-C.");
     }
@@ -160,16 +199,20 @@ pub async fn dev(args: DevArgs, json_output: bool) -> Result<()> {
     Ok(())
 }
 
-/// Runs this binary with `args` against the demo workstation, echoing the command.
-async fn step(home: &Path, endpoint: &str, args: &[&str], quiet: bool) -> Result<String> {
+/// The password of the dev workstation's signature keys and key parts.
+const DEV_PASSWORD: &str = "rotor dev password, not for production";
+
+/// Runs this binary with `args` against the dev workstation, echoing the command.
+async fn step(info: &DevInfo, args: &[&str], quiet: bool) -> Result<String> {
     if !quiet {
         println!("\n$ rotor {}", args.join(" "));
     }
     let output = tokio::process::Command::new(std::env::current_exe()?)
         .args(args)
-        .env("ROTOR_HOME", home)
-        .env("ROTOR_ENDPOINT", endpoint)
-        .env("ROTOR_PASSWORD", "demo password, not for production")
+        .env("ROTOR_HOME", info.dir.join("workstation"))
+        .env("ROTOR_ENDPOINT", &info.endpoint)
+        .env("ROTOR_API_KEY", &info.api_key)
+        .env("ROTOR_PASSWORD", DEV_PASSWORD)
         .stdin(Stdio::null())
         .output()
         .await?;
@@ -187,28 +230,19 @@ async fn step(home: &Path, endpoint: &str, args: &[&str], quiet: bool) -> Result
     Ok(stdout)
 }
 
-/// `rotor demo`: a fresh local instance initialized by a full key-part ceremony.
-pub async fn demo(json_output: bool) -> Result<()> {
-    let args = DevArgs {
-        units: 3,
-        recovery_units: 0,
-        dir: None,
-        listen: "127.0.0.1:0".parse()?,
-        info_file: None,
-    };
-    let instance = start_dev(&args).await?;
-    let home = instance.info.dir.join("workstation");
-    let endpoint = instance.info.endpoint.clone();
-    let quiet = json_output;
-    if !quiet {
-        println!(
-            "Started {} crypto units and the service at {endpoint}.",
-            instance.info.units.len()
-        );
-        println!(
-            "Ceremony: 3 admins, thresholds 2/2, a master key from 3 parts, commit, set immediate."
-        );
-    }
+/// Whether the dev instance's units already hold a master key (a restarted `rotor dev --dir`).
+async fn initialized(info: &DevInfo) -> Result<bool> {
+    step(info, &["units", "select", "--all"], true).await?;
+    let registers: serde_json::Value =
+        serde_json::from_str(&step(info, &["mk", "--json"], true).await?)?;
+    Ok(registers["units"]
+        .as_array()
+        .is_some_and(|units| units.iter().all(|u| u["current"]["state"] == "Valid")))
+}
+
+/// The key-part ceremony on every unit of a dev instance: three admins, thresholds 2/2, a master
+/// key from three parts, commit, set immediate. Returns the master key's VP.
+async fn initialize(info: &DevInfo, quiet: bool) -> Result<String> {
     let steps: &[&[&str]] = &[
         &["units"],
         &["units", "select", "--all"],
@@ -224,38 +258,65 @@ pub async fn demo(json_output: bool) -> Result<()> {
         &["mk", "load", "1", "2", "3"],
         &["mk", "commit"],
         &["mk", "setimm", "--yes"],
-        &["units", "compare"],
     ];
     for args in steps {
-        step(&home, &endpoint, args, quiet).await?;
+        step(info, args, quiet).await?;
     }
     let registers: serde_json::Value =
-        serde_json::from_str(&step(&home, &endpoint, &["mk", "--json"], true).await?)?;
+        serde_json::from_str(&step(info, &["mk", "--json"], true).await?)?;
     let units = registers["units"].as_array().cloned().unwrap_or_default();
     let vps: std::collections::BTreeSet<String> = units
         .iter()
         .filter(|u| u["current"]["state"] == "Valid")
         .filter_map(|u| u["current"]["vp"].as_str().map(str::to_owned))
         .collect();
-    let all_valid = !units.is_empty()
-        && vps.len() == 1
-        && units.iter().all(|u| u["current"]["state"] == "Valid");
+    match vps.iter().next() {
+        Some(vp) if vps.len() == 1 && units.iter().all(|u| u["current"]["state"] == "Valid") => {
+            Ok(vp.clone())
+        }
+        _ => bail!("the ceremony did not leave every unit with the same valid master key"),
+    }
+}
+
+/// `rotor demo`: a fresh local instance initialized by a full key-part ceremony.
+pub async fn demo(json_output: bool) -> Result<()> {
+    let args = DevArgs {
+        units: 3,
+        recovery_units: 0,
+        dir: None,
+        listen: "127.0.0.1:0".parse()?,
+        info_file: None,
+        imprint: true,
+        purge_after_seconds: 4 * 3600,
+    };
+    let instance = start_dev(&args).await?;
+    let info = &instance.info;
+    if !json_output {
+        println!(
+            "Started {} crypto units and the service at {}.",
+            info.units.len(),
+            info.endpoint
+        );
+        println!(
+            "Ceremony: 3 admins, thresholds 2/2, a master key from 3 parts, commit, set immediate."
+        );
+    }
+    let vp = initialize(info, json_output).await?;
+    if !json_output {
+        step(info, &["units", "compare"], false).await?;
+    }
     let summary = json!({
-        "units": units.len(),
-        "all_valid": all_valid,
-        "current_vp": vps.iter().next(),
+        "units": info.units.len(),
+        "all_valid": true,
+        "current_vp": vp,
     });
     if json_output {
         print_json(&summary);
     } else {
         println!(
-            "\nDone: {} crypto units, all current registers Valid with one VP: {}",
-            units.len(),
-            if all_valid { "yes" } else { "NO" }
+            "\nDone: {} crypto units, all current registers Valid with one master key (VP {vp}).",
+            info.units.len()
         );
-    }
-    if !all_valid {
-        bail!("the ceremony did not leave every unit with the same valid master key");
     }
     Ok(())
 }

@@ -326,6 +326,9 @@ pub struct Settings {
     /// The service endpoint.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// The API key exchanged for tokens (this file is mode 0600).
+    #[serde(default)]
+    pub api_key: Option<String>,
     /// Selected units.
     #[serde(default)]
     pub selected_units: Vec<Uuid>,

@@ -18,6 +18,8 @@
     clippy::zombie_processes
 )]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -176,13 +178,22 @@ fn serve_refused(dir: &Path) -> String {
 struct Dev {
     _guard: Guard,
     info: DevInfo,
+    token: String,
 }
 
 fn start_dev(root: &Path) -> Dev {
     let info_file = root.join("dev.json");
     let log = root.join("dev.log");
     let child = rotor()
-        .args(["dev", "--units", "1", "--recovery-units", "0", "--dir"])
+        .args([
+            "dev",
+            "--imprint",
+            "--units",
+            "1",
+            "--recovery-units",
+            "0",
+            "--dir",
+        ])
         .arg(root.join("dev"))
         .arg("--info-file")
         .arg(&info_file)
@@ -194,10 +205,17 @@ fn start_dev(root: &Path) -> Dev {
         .expect("start rotor dev");
     let mut guard = Guard(child);
     let info = wait_for::<DevInfo>(&mut guard.0, &info_file, &log);
+    let token = access_token(&info);
     Dev {
         _guard: guard,
         info,
+        token,
     }
+}
+
+/// A bearer token for the dev instance's API key.
+fn access_token(info: &DevInfo) -> String {
+    support::access_token(&info.endpoint, &info.api_key)
 }
 
 impl Dev {
@@ -209,11 +227,18 @@ impl Dev {
     }
 
     fn relay(&self) -> UnitClient {
-        UnitClient::new(
-            reqwest::Client::new(),
-            self.unit_base(),
-            self.info.units[0].id,
-        )
+        UnitClient::new(self.http(), self.unit_base(), self.info.units[0].id)
+    }
+
+    /// A client that presents the instance's token on every request.
+    fn http(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {}", self.token);
+        headers.insert(reqwest::header::AUTHORIZATION, value.parse().unwrap());
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
     }
 }
 
@@ -279,6 +304,7 @@ fn truncate(path: &Path, len: usize) {
 struct Ws {
     home: PathBuf,
     endpoint: Option<String>,
+    api_key: Option<String>,
 }
 
 impl Ws {
@@ -293,6 +319,10 @@ impl Ws {
         if let Some(endpoint) = &self.endpoint {
             command.arg("--endpoint").arg(endpoint);
         }
+        match &self.api_key {
+            Some(key) => command.env("ROTOR_API_KEY", key),
+            None => command.env_remove("ROTOR_API_KEY"),
+        };
         command.output().expect("run rotor")
     }
 
@@ -506,6 +536,7 @@ fn corrupt_sigkey_files_are_listed_as_unreadable_and_refused() {
     let ws = Ws {
         home: root.path().join("home"),
         endpoint: None,
+        api_key: None,
     };
     for i in 1..=8 {
         ws.ok(&["sigkeys", "new", "--name", &format!("key {i}")]);
@@ -603,6 +634,7 @@ fn bad_part_values_are_refused_and_corrupt_parts_listed_as_unreadable() {
     let ws = Ws {
         home: root.path().join("home"),
         endpoint: None,
+        api_key: None,
     };
     let hex64 = "ab".repeat(32);
     for value in [
@@ -665,6 +697,7 @@ fn a_file_numbered_at_the_limit_gives_an_error_not_a_panic() {
     let ws = Ws {
         home: root.path().join("home"),
         endpoint: None,
+        api_key: None,
     };
     ws.ok(&["sigkeys", "new", "--name", "alice"]);
     ws.ok(&["parts", "new"]);
@@ -709,6 +742,7 @@ fn a_modified_file_is_not_blamed_only_on_the_password() {
     let ws = Ws {
         home: root.path().join("home"),
         endpoint: Some("http://127.0.0.1:9".to_owned()),
+        api_key: None,
     };
     ws.ok(&["parts", "new", "--description", "custodian A"]);
     ws.ok(&["parts", "new", "--description", "custodian B"]);
@@ -744,6 +778,7 @@ fn wrong_passwords_and_corrupt_files_change_nothing_on_a_unit() {
     let ws = Ws {
         home: root.path().join("home"),
         endpoint: Some(dev.info.endpoint.clone()),
+        api_key: Some(dev.info.api_key.clone()),
     };
     ws.ok(&["units", "select", "--all"]);
     ws.ok(&["sigkeys", "new", "--name", "alice"]);
@@ -1164,7 +1199,7 @@ async fn malformed_requests_to_the_service_get_4xx_and_change_nothing() {
     let dev = tokio::task::block_in_place(|| start_dev(root.path()));
     let relay = dev.relay();
     let before = relay.status(None).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = dev.http();
     let endpoint = &dev.info.endpoint;
     let instance = dev.info.instance;
     let unit = dev.info.units[0].id;
@@ -1172,12 +1207,23 @@ async fn malformed_requests_to_the_service_get_4xx_and_change_nothing() {
 
     // Unknown or malformed ids: the service's own 404, for status and command alike.
     let stranger = Uuid::new_v4();
+    // An instance the token does not cover is refused before anything else, so a caller cannot
+    // learn which instances exist.
+    for request in [
+        http.get(format!(
+            "{endpoint}/v1/instances/{stranger}/units/{unit}/status?challenge=00"
+        )),
+        http.post(format!(
+            "{endpoint}/v1/instances/{stranger}/units/{unit}/command"
+        ))
+        .json(&valid_request(&before)),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 403);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["errorCode"], "instance_not_allowed", "{body}");
+    }
     for (what, path, message) in [
-        (
-            "unknown instance",
-            format!("{stranger}/units/{unit}"),
-            "no instance",
-        ),
         (
             "unknown unit",
             format!("{instance}/units/{stranger}"),
@@ -1256,7 +1302,7 @@ async fn malformed_requests_to_the_service_get_4xx_and_change_nothing() {
     // Bodies: exactly 1 MiB is relayed (and refused by the unit); one byte more is not relayed.
     // (Their own client: a connection the server gave up on must not be reused.)
     let max = rotor_server::api::MAX_BODY;
-    let http = reqwest::Client::new();
+    let http = dev.http();
     let response = http
         .post(format!("{base}/command"))
         .body(vec![b' '; max])
@@ -1317,7 +1363,8 @@ async fn malformed_requests_to_the_service_get_4xx_and_change_nothing() {
     // After all that the unit is unchanged and the service still relays a valid command.
     let after = relay.status(Some(&before.identity)).await.unwrap();
     assert_eq!(after, before, "a malformed request changed the unit");
-    let response = reqwest::Client::new()
+    let response = dev
+        .http()
         .post(format!("{base}/command"))
         .json(&valid_request(&before))
         .send()

@@ -10,6 +10,8 @@
     clippy::zombie_processes
 )]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -40,6 +42,7 @@ fn start_dev(dir: &Path, units: usize) -> Dev {
     let child = Command::new(env!("CARGO_BIN_EXE_rotor"))
         .args([
             "dev",
+            "--imprint",
             "--recovery-units",
             "0",
             "--units",
@@ -68,6 +71,7 @@ fn start_dev(dir: &Path, units: usize) -> Dev {
 struct Workstation {
     home: PathBuf,
     endpoint: String,
+    api_key: String,
 }
 
 impl Workstation {
@@ -76,6 +80,7 @@ impl Workstation {
             .args(args)
             .env("ROTOR_HOME", &self.home)
             .env("ROTOR_ENDPOINT", &self.endpoint)
+            .env("ROTOR_API_KEY", &self.api_key)
             .env("ROTOR_PASSWORD", PASSWORD)
             .stdin(Stdio::null())
             .output()
@@ -133,6 +138,7 @@ fn relay(dev: &Dev, index: usize) -> UnitClient {
         ),
         unit.id,
     )
+    .with_bearer(support::access_token(&dev.info.endpoint, &dev.info.api_key))
 }
 
 async fn status(client: &UnitClient) -> UnitStatus {
@@ -163,6 +169,7 @@ async fn key_part_ceremony_and_every_rejection() {
     let ws = Workstation {
         home: dir.path().join("home"),
         endpoint: dev.info.endpoint.clone(),
+        api_key: dev.info.api_key.clone(),
     };
 
     // Imprint → 3 admins → thresholds 2/2 → 3 parts → commit with 2 signatures → set immediate.

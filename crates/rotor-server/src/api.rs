@@ -5,7 +5,11 @@
 //! - `POST /v1/instances/{instance}/units/{unit}/command`: relayed to the unit.
 //!
 //! The service relays admin traffic byte for byte. It cannot forge a command (units check the
-//! admins' signatures) nor a response (the CLI checks the unit's signature).
+//! admins' signatures) nor a response (the CLI checks the unit's signature). These routes need a
+//! bearer token with the Manager or Crypto Unit Administrator role for the instance.
+//!
+//! The same listener serves the Key Protect API ([`crate::kp`]), the token endpoint
+//! ([`crate::iam`]) and `/openapi.json`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +17,15 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::config::{Config, UnitConfig};
+use crate::iam::{Iam, Role, load_or_create_secret, unix_now};
+use crate::kp::{InstanceUnits, KpState};
 
 /// The largest request body the service accepts.
 pub const MAX_BODY: usize = 1 << 20;
@@ -29,7 +35,21 @@ pub const MAX_BODY: usize = 1 << 20;
 pub struct Service {
     config: Arc<Config>,
     http: reqwest::Client,
+    iam: Arc<Iam>,
+    kp: KpState,
 }
+
+/// Why the service could not start.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
 
 /// An error the service itself answers with.
 #[derive(Debug, Serialize)]
@@ -63,16 +83,80 @@ struct InstanceView<'a> {
 }
 
 impl Service {
-    /// A service for `config`.
-    pub fn new(config: Config) -> Self {
+    /// Opens the keystore and token key in the data directory and connects to the units.
+    pub fn open(config: Config) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|err| {
+            StartError(format!(
+                "cannot create {}: {err}",
+                config.data_dir.display()
+            ))
+        })?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
             .build()
             .unwrap_or_default();
-        Self {
+        let secret = load_or_create_secret(&config.data_dir.join("iam.key"))
+            .map_err(|err| StartError(err.to_string()))?;
+        let iam = Arc::new(Iam::new(secret, &config.iam));
+        let store = rotor_store::SqliteStore::open(&config.data_dir.join("keys.db"))
+            .map_err(|err| StartError(format!("cannot open the keystore: {err}")))?;
+        let token = match &config.units_token_file {
+            Some(path) => Some(Arc::new(
+                std::fs::read_to_string(path)
+                    .map_err(|err| StartError(format!("cannot read {}: {err}", path.display())))?
+                    .trim()
+                    .to_owned(),
+            )),
+            None => None,
+        };
+        let instances = config
+            .instances
+            .iter()
+            .map(|instance| {
+                let units = match &token {
+                    Some(token) => instance
+                        .units
+                        .iter()
+                        .filter(|unit| unit.kind == rotor_unit::wire::UnitKind::Operational)
+                        .map(|unit| {
+                            rotor_unit::keyapi::KeyClient::new(
+                                http.clone(),
+                                unit.address,
+                                Arc::clone(token),
+                            )
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
+                (instance.id, InstanceUnits::new(units))
+            })
+            .collect();
+        let kp = KpState {
+            store: Arc::new(store),
+            iam: Arc::clone(&iam),
+            instances: Arc::new(instances),
+            purge_after_seconds: config.purge_after_seconds,
+        };
+        Ok(Self {
             config: Arc::new(config),
             http,
-        }
+            iam,
+            kp,
+        })
+    }
+
+    fn admin(
+        &self,
+        headers: &HeaderMap,
+        instance: Option<Uuid>,
+    ) -> Result<crate::iam::Claims, crate::iam::IamError> {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let claims = self.iam.verify(authorization, unix_now())?;
+        claims.allows(instance, Role::CryptoUnitAdministrator)?;
+        Ok(claims)
     }
 
     /// The configuration served.
@@ -82,8 +166,14 @@ impl Service {
 
     /// All routes.
     pub fn router(self) -> Router {
+        let kp = crate::kp::router(self.kp.clone());
+        let iam = crate::iam::router(Arc::clone(&self.iam));
         Router::new()
             .route("/health", get(|| async { "ok" }))
+            .route(
+                "/openapi.json",
+                get(|| async { axum::Json(crate::openapi::document()) }),
+            )
             .route("/v1/instances", get(instances))
             .route(
                 "/v1/instances/{instance}/units/{unit}/status",
@@ -93,8 +183,10 @@ impl Service {
                 "/v1/instances/{instance}/units/{unit}/command",
                 post(relay_command),
             )
-            .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(self)
+            .merge(kp)
+            .merge(iam)
+            .layer(DefaultBodyLimit::max(MAX_BODY))
     }
 
     fn unit(&self, instance: &str, unit: &str) -> Result<&UnitConfig, ApiError> {
@@ -138,11 +230,16 @@ fn unreachable_unit(unit: &UnitConfig, err: &reqwest::Error) -> Response {
     .into_response()
 }
 
-async fn instances(State(service): State<Service>) -> Response {
+async fn instances(State(service): State<Service>, headers: HeaderMap) -> Response {
+    let claims = match service.admin(&headers, None) {
+        Ok(claims) => claims,
+        Err(err) => return err.into_response(),
+    };
     let view: Vec<InstanceView<'_>> = service
         .config
         .instances
         .iter()
+        .filter(|instance| claims.covers(instance.id))
         .map(|instance| InstanceView {
             id: instance.id,
             name: &instance.name,
@@ -154,9 +251,13 @@ async fn instances(State(service): State<Service>) -> Response {
 
 async fn relay_status(
     State(service): State<Service>,
+    headers: HeaderMap,
     Path((instance, unit)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
+    if let Err(err) = service.admin(&headers, Uuid::parse_str(&instance).ok()) {
+        return err.into_response();
+    }
     let unit = match service.unit(&instance, &unit) {
         Ok(unit) => unit,
         Err(err) => return err.into_response(),
@@ -171,9 +272,13 @@ async fn relay_status(
 
 async fn relay_command(
     State(service): State<Service>,
+    headers: HeaderMap,
     Path((instance, unit)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
+    if let Err(err) = service.admin(&headers, Uuid::parse_str(&instance).ok()) {
+        return err.into_response();
+    }
     let unit = match service.unit(&instance, &unit) {
         Ok(unit) => unit,
         Err(err) => return err.into_response(),

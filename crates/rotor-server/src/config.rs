@@ -2,6 +2,18 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
+//! data_dir = "/var/lib/rotor"             # keystore (keys.db) and token signing key (iam.key)
+//! units_token_file = "/etc/rotor/units.token"   # the token units accept for key operations
+//! purge_after_seconds = 14400             # a deleted key can be purged after 4 hours
+//!
+//! [iam]
+//! token_ttl_seconds = 3600
+//!
+//! [[iam.api_keys]]
+//! name = "ops"
+//! key_sha256 = "…"                        # SHA-256 of the API key, hex; the key is not stored
+//! role = "Manager"                        # Reader, Writer, Manager, Crypto Unit Administrator
+//! instances = ["*"]
 //!
 //! [[instances]]
 //! id = "6f1c…"          # UUID of the instance
@@ -15,11 +27,17 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rotor_unit::wire::UnitKind;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::iam::IamConfig;
+
+fn default_purge_after() -> u64 {
+    4 * 3600
+}
 
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +45,17 @@ use uuid::Uuid;
 pub struct Config {
     /// Where the service listens.
     pub listen: SocketAddr,
+    /// Keystore and token signing key live here.
+    pub data_dir: PathBuf,
+    /// API keys and token lifetime.
+    #[serde(default)]
+    pub iam: IamConfig,
+    /// The token units accept for key operations (units started with the same file).
+    #[serde(default)]
+    pub units_token_file: Option<PathBuf>,
+    /// How long after deletion a key may be purged.
+    #[serde(default = "default_purge_after")]
+    pub purge_after_seconds: u64,
     /// The instances it serves.
     #[serde(default)]
     pub instances: Vec<InstanceConfig>,
@@ -67,6 +96,8 @@ pub enum ConfigError {
     Parse(String),
     /// The same id appears twice.
     Duplicate(Uuid),
+    /// The IAM section is unusable.
+    Iam(String),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -77,6 +108,7 @@ impl std::fmt::Display for ConfigError {
             Self::Duplicate(id) => {
                 write!(f, "invalid configuration: id {id} appears more than once")
             }
+            Self::Iam(why) => write!(f, "invalid configuration: {why}"),
         }
     }
 }
@@ -95,6 +127,9 @@ impl Config {
 
     /// Rejects duplicate instance or unit ids.
     pub fn check(&self) -> Result<(), ConfigError> {
+        self.iam
+            .check()
+            .map_err(|err| ConfigError::Iam(err.to_string()))?;
         let mut seen = HashSet::new();
         for instance in &self.instances {
             if !seen.insert(instance.id) {

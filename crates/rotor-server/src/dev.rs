@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::{Config, InstanceConfig, UnitConfig};
+use crate::iam::{ApiKeyConfig, IamConfig, Role};
 
 /// How long a unit may take to start.
 const UNIT_START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -28,6 +29,8 @@ pub struct DevOptions {
     pub listen: SocketAddr,
     /// The program that runs `unit serve` (the `rotor` binary itself).
     pub unit_program: PathBuf,
+    /// How long after deletion a key may be purged.
+    pub purge_after_seconds: u64,
 }
 
 /// What `rotor dev` writes to `--info-file` and prints with `--json`.
@@ -41,6 +44,8 @@ pub struct DevInfo {
     pub dir: PathBuf,
     /// The units.
     pub units: Vec<UnitConfig>,
+    /// An API key with the Manager role for the instance.
+    pub api_key: String,
 }
 
 /// A failure to start the dev instance.
@@ -63,6 +68,8 @@ pub struct DevUnits {
     temporary: bool,
     /// The instance these units form.
     pub instance: InstanceConfig,
+    /// The API key (Manager) of the instance.
+    pub api_key: String,
 }
 
 impl Drop for DevUnits {
@@ -88,6 +95,24 @@ fn temporary_dir() -> PathBuf {
     std::env::temp_dir().join(format!("rotor-dev-{}", Uuid::new_v4().simple()))
 }
 
+/// A secret kept in a file of the directory (created with mode 0600 on first use).
+fn kept_secret(path: &Path, make: impl FnOnce() -> String) -> Result<String, DevError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return Ok(text.trim().to_owned());
+    }
+    let value = make();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(value.as_bytes()))
+        .map_err(|err| DevError(format!("cannot write {}: {err}", path.display())))?;
+    Ok(value)
+}
+
 /// The instance id kept in the directory, so that a restarted `rotor dev --dir` is the same
 /// instance.
 fn instance_id(dir: &Path) -> Result<Uuid, DevError> {
@@ -104,7 +129,12 @@ fn instance_id(dir: &Path) -> Result<Uuid, DevError> {
     }
 }
 
-fn spawn_unit(program: &Path, dir: &Path, kind: UnitKind) -> Result<(Child, PathBuf), DevError> {
+fn spawn_unit(
+    program: &Path,
+    dir: &Path,
+    kind: UnitKind,
+    token_file: &Path,
+) -> Result<(Child, PathBuf), DevError> {
     std::fs::create_dir_all(dir)
         .map_err(|err| DevError(format!("cannot create {}: {err}", dir.display())))?;
     let info = dir.join("serve.json");
@@ -128,6 +158,8 @@ fn spawn_unit(program: &Path, dir: &Path, kind: UnitKind) -> Result<(Child, Path
         .arg(dir)
         .arg("--info-file")
         .arg(&info)
+        .arg("--service-token-file")
+        .arg(token_file)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -174,10 +206,17 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
     };
     std::fs::create_dir_all(&dir)
         .map_err(|err| DevError(format!("cannot create {}: {err}", dir.display())))?;
+    let token_file = dir.join("units.token");
+    kept_secret(&token_file, || {
+        let (token, _) = crate::iam::new_api_key();
+        token
+    })?;
+    let api_key = kept_secret(&dir.join("api-key"), || crate::iam::new_api_key().0)?;
     let mut units = DevUnits {
         children: Vec::new(),
         dir: dir.clone(),
         temporary,
+        api_key,
         instance: InstanceConfig {
             id: instance_id(&dir)?,
             name: "dev".to_owned(),
@@ -194,7 +233,7 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
             UnitKind::Recovery => "recovery",
         };
         let unit_dir = dir.join("units").join(format!("{prefix}-{index}"));
-        let (child, info) = spawn_unit(&options.unit_program, &unit_dir, kind)?;
+        let (child, info) = spawn_unit(&options.unit_program, &unit_dir, kind, &token_file)?;
         units.children.push(child);
         started.push((info, unit_dir));
     }
@@ -209,10 +248,23 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
     Ok(units)
 }
 
-/// The service configuration for a dev instance.
-pub fn config(units: &DevUnits, listen: SocketAddr) -> Config {
+/// The service configuration for a dev instance: its API key has the Manager role.
+pub fn config(units: &DevUnits, listen: SocketAddr, purge_after_seconds: u64) -> Config {
+    let key_sha256 = hex::encode(rotor_crypto::sha256(units.api_key.as_bytes()));
     Config {
         listen,
+        data_dir: units.dir.join("service"),
+        iam: IamConfig {
+            api_keys: vec![ApiKeyConfig {
+                name: "dev".to_owned(),
+                key_sha256,
+                role: Role::Manager,
+                instances: vec![units.instance.id.to_string()],
+            }],
+            ..IamConfig::default()
+        },
+        units_token_file: Some(units.dir.join("units.token")),
+        purge_after_seconds,
         instances: vec![units.instance.clone()],
     }
 }

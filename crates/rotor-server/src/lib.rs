@@ -1,5 +1,5 @@
 //! The rotor service: knows instances and their units, relays signed admin commands to units,
-//! and starts local dev instances.
+//! serves the Key Protect API v2 with IAM tokens, and starts local dev instances.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -7,11 +7,21 @@
 pub mod api;
 pub mod config;
 pub mod dev;
+pub mod iam;
+pub mod kp;
+mod openapi;
+mod time;
 
 pub use api::Service;
 pub use config::Config;
 
 /// Serves `config` on `listener` until the future is dropped or the listener fails.
-pub async fn serve(config: Config, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, Service::new(config).router()).await
+pub async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+) -> Result<(), api::StartError> {
+    let service = Service::open(config)?;
+    axum::serve(listener, service.router())
+        .await
+        .map_err(|err| api::StartError(err.to_string()))
 }

@@ -56,6 +56,7 @@ pub struct UnitClient {
     http: reqwest::Client,
     base: String,
     unit: Uuid,
+    bearer: Option<String>,
 }
 
 fn challenge() -> Vec<u8> {
@@ -68,7 +69,18 @@ impl UnitClient {
     /// `base` is the URL under which `/status` and `/command` are served: a unit's own
     /// `http://ADDR/v1`, or the service's `.../v1/instances/ID/units/ID`.
     pub fn new(http: reqwest::Client, base: String, unit: Uuid) -> Self {
-        Self { http, base, unit }
+        Self {
+            http,
+            base,
+            unit,
+            bearer: None,
+        }
+    }
+
+    /// Presents `token` to the service on every request.
+    pub fn with_bearer(mut self, token: String) -> Self {
+        self.bearer = Some(token);
+        self
     }
 
     /// The unit this client talks to.
@@ -80,6 +92,10 @@ impl UnitClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<SignedResponse, ClientError> {
+        let request = match &self.bearer {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         let response = request
             .send()
             .await
