@@ -295,4 +295,7 @@ pub struct DevArgs {
     /// How long after deletion a key may be purged.
     #[arg(long, default_value_t = 4 * 3600)]
     pub purge_after_seconds: u64,
+    /// How long access tokens live.
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl_seconds: u64,
 }

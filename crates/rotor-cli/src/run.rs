@@ -115,17 +115,27 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let endpoint = format!("http://{}", listener.local_addr()?);
-    let config =
-        rotor_server::dev::config(&units, listener.local_addr()?, args.purge_after_seconds);
+    let config = rotor_server::dev::config(
+        &units,
+        listener.local_addr()?,
+        args.purge_after_seconds,
+        args.token_ttl_seconds,
+    );
     let info = DevInfo {
         endpoint,
         instance: units.instance.id,
         dir: units.dir().to_owned(),
         units: units.instance.units.clone(),
-        api_key: units.api_key.clone(),
+        api_key: units.api_keys.get("manager").cloned().unwrap_or_default(),
+        api_keys: units.api_keys.clone(),
     };
     let service = rotor_server::Service::open(config)?;
-    let server = tokio::spawn(async move { axum::serve(listener, service.router()).await });
+    let background = service.start_background();
+    let server = tokio::spawn(async move {
+        let served = axum::serve(listener, service.router()).await;
+        background.abort();
+        served
+    });
     Ok(DevInstance {
         info,
         _units: units,
@@ -288,6 +298,7 @@ pub async fn demo(json_output: bool) -> Result<()> {
         info_file: None,
         imprint: true,
         purge_after_seconds: 4 * 3600,
+        token_ttl_seconds: 3600,
     };
     let instance = start_dev(&args).await?;
     let info = &instance.info;

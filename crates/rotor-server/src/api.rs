@@ -164,6 +164,12 @@ impl Service {
         &self.config
     }
 
+    /// Starts the service's background work: rotation of keys whose rotation policy is due.
+    /// Call once, inside the runtime.
+    pub fn start_background(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(crate::kp::rotate_by_policy(self.kp.clone()))
+    }
+
     /// All routes.
     pub fn router(self) -> Router {
         let kp = crate::kp::router(self.kp.clone());

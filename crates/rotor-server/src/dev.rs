@@ -1,5 +1,6 @@
 //! `rotor dev`: a whole local instance on loopback, with its units as real processes.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,6 +47,10 @@ pub struct DevInfo {
     pub units: Vec<UnitConfig>,
     /// An API key with the Manager role for the instance.
     pub api_key: String,
+    /// One API key per identity, by name: `reader` (Reader), `writer` (Writer), `manager`
+    /// (Manager, the same as `api_key`), `manager2` (a second Manager, for dual
+    /// authorization), `admin` (Crypto Unit Administrator).
+    pub api_keys: BTreeMap<String, String>,
 }
 
 /// A failure to start the dev instance.
@@ -68,8 +73,8 @@ pub struct DevUnits {
     temporary: bool,
     /// The instance these units form.
     pub instance: InstanceConfig,
-    /// The API key (Manager) of the instance.
-    pub api_key: String,
+    /// The API keys of the instance's identities, by name (see [`DevInfo::api_keys`]).
+    pub api_keys: BTreeMap<String, String>,
 }
 
 impl Drop for DevUnits {
@@ -211,12 +216,18 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
         let (token, _) = crate::iam::new_api_key();
         token
     })?;
-    let api_key = kept_secret(&dir.join("api-key"), || crate::iam::new_api_key().0)?;
+    let mut api_keys = BTreeMap::new();
+    for (name, _) in IDENTITIES {
+        let key = kept_secret(&dir.join(format!("api-key.{name}")), || {
+            crate::iam::new_api_key().0
+        })?;
+        api_keys.insert((*name).to_owned(), key);
+    }
     let mut units = DevUnits {
         children: Vec::new(),
         dir: dir.clone(),
         temporary,
-        api_key,
+        api_keys,
         instance: InstanceConfig {
             id: instance_id(&dir)?,
             name: "dev".to_owned(),
@@ -248,20 +259,40 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
     Ok(units)
 }
 
-/// The service configuration for a dev instance: its API key has the Manager role.
-pub fn config(units: &DevUnits, listen: SocketAddr, purge_after_seconds: u64) -> Config {
-    let key_sha256 = hex::encode(rotor_crypto::sha256(units.api_key.as_bytes()));
+/// The identities of a dev instance and their roles.
+const IDENTITIES: &[(&str, Role)] = &[
+    ("reader", Role::Reader),
+    ("writer", Role::Writer),
+    ("manager", Role::Manager),
+    ("manager2", Role::Manager),
+    ("admin", Role::CryptoUnitAdministrator),
+];
+
+/// The service configuration for a dev instance, with one API key per identity.
+pub fn config(
+    units: &DevUnits,
+    listen: SocketAddr,
+    purge_after_seconds: u64,
+    token_ttl_seconds: u64,
+) -> Config {
+    let api_keys = IDENTITIES
+        .iter()
+        .filter_map(|(name, role)| {
+            let key = units.api_keys.get(*name)?;
+            Some(ApiKeyConfig {
+                name: (*name).to_owned(),
+                key_sha256: hex::encode(rotor_crypto::sha256(key.as_bytes())),
+                role: *role,
+                instances: vec![units.instance.id.to_string()],
+            })
+        })
+        .collect();
     Config {
         listen,
         data_dir: units.dir.join("service"),
         iam: IamConfig {
-            api_keys: vec![ApiKeyConfig {
-                name: "dev".to_owned(),
-                key_sha256,
-                role: Role::Manager,
-                instances: vec![units.instance.id.to_string()],
-            }],
-            ..IamConfig::default()
+            api_keys,
+            token_ttl_seconds,
         },
         units_token_file: Some(units.dir.join("units.token")),
         purge_after_seconds,

@@ -1028,20 +1028,81 @@ async fn rotate(
         version,
         extractable: false,
     };
+    add_version(state, caller.instance, key, binding, payload).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// How often the rotation policy is checked.
+const POLICY_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
+/// A policy month, as Key Protect counts it.
+const MONTH_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Rotates every generated root key whose rotation policy is due, forever. Imported keys are
+/// skipped: their new material must come from their owner.
+pub async fn rotate_by_policy(state: KpState) {
+    loop {
+        tokio::time::sleep(POLICY_CHECK).await;
+        for instance in state.instances.keys() {
+            if let Err(err) = rotate_due(&state, *instance).await {
+                tracing::warn!(instance = %instance, error = ?err, "rotation by policy failed; retrying later");
+            }
+        }
+    }
+}
+
+/// Rotates the keys of `instance` whose rotation policy is due; returns how many.
+pub async fn rotate_due(state: &KpState, instance: Uuid) -> KpResult<usize> {
+    let filter = ListFilter {
+        limit: u32::MAX,
+        states: vec![KeyState::Active],
+        extractable: Some(false),
+        ..ListFilter::default()
+    };
+    let (keys, _) = blocking(|| state.store.list(instance, &filter))?;
+    let mut rotated = 0;
+    for key in keys {
+        let (Some(months), Some(true)) = (
+            key.policies.rotation_interval_month,
+            key.policies.rotation_enabled,
+        ) else {
+            continue;
+        };
+        let last = key.last_rotated.unwrap_or(key.created);
+        if key.imported || key.deletion.is_some() || now_ms() < last + i64::from(months) * MONTH_MS
+        {
+            continue;
+        }
+        let binding = Binding {
+            instance,
+            key: key.id,
+            version: key.newest_version + 1,
+            extractable: false,
+        };
+        add_version(state, instance, &key, binding, None).await?;
+        rotated += 1;
+    }
+    Ok(rotated)
+}
+
+/// Makes (or imports) the next version of a root key inside a unit and stores it.
+async fn add_version(
+    state: &KpState,
+    instance: Uuid,
+    key: &KeyMeta,
+    binding: Binding,
+    payload: Option<Vec<u8>>,
+) -> KpResult<()> {
+    let version = binding.version;
     let sealed: SealedKey = match payload {
         Some(material) => {
             state
-                .unit_call(
-                    caller.instance,
-                    "import",
-                    &ImportRequest { binding, material },
-                )
+                .unit_call(instance, "import", &ImportRequest { binding, material })
                 .await?
         }
         None => {
             state
                 .unit_call(
-                    caller.instance,
+                    instance,
                     "generate",
                     &GenerateRequest {
                         binding,
@@ -1069,7 +1130,7 @@ async fn rotate(
             .add_version(&updated, key.newest_version, &record)
     })?;
     tracing::info!(key = %key.id, version, "key rotated");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(())
 }
 
 async fn delete_key(

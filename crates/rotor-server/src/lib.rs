@@ -21,7 +21,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
 ) -> Result<(), api::StartError> {
     let service = Service::open(config)?;
-    axum::serve(listener, service.router())
-        .await
-        .map_err(|err| api::StartError(err.to_string()))
+    let background = service.start_background();
+    let served = axum::serve(listener, service.router()).await;
+    background.abort();
+    served.map_err(|err| api::StartError(err.to_string()))
 }

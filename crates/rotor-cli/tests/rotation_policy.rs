@@ -1,0 +1,222 @@
+//! A root key whose rotation policy is due gets a new version, made inside a real unit, and
+//! DEKs wrapped before still unwrap; a key whose policy is not due, an imported key and a key
+//! without a policy are left alone.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::zombie_processes
+)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rotor_server::dev::DevInfo;
+use rotor_server::iam::{Iam, IamConfig};
+use rotor_server::kp::{InstanceUnits, KpState, rotate_due};
+use rotor_store::{KeyStore, SqliteStore};
+use rotor_unit::keyapi::KeyClient;
+use serde_json::{Value, json};
+
+struct Dev(Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn call(
+    http: &reqwest::Client,
+    info: &DevInfo,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let response = http
+        .request(method, format!("{}{path}", info.endpoint))
+        .bearer_auth(token)
+        .header("bluemix-instance", info.instance.to_string())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn key_body(name: &str, extra: Value) -> Value {
+    let mut resource =
+        json!({"type": "application/vnd.ibm.kms.key+json", "name": name, "extractable": false});
+    if let (Some(target), Some(fields)) = (resource.as_object_mut(), extra.as_object()) {
+        target.extend(fields.clone());
+    }
+    json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1}, "resources": [resource]})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn due_rotation_policies_rotate_inside_a_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let info_file = dir.path().join("dev.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_rotor"))
+        .args(["dev", "--units", "2", "--recovery-units", "0", "--dir"])
+        .arg(dir.path().join("state"))
+        .arg("--info-file")
+        .arg(&info_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _dev = Dev(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let info: DevInfo = loop {
+        if let Ok(text) = std::fs::read_to_string(&info_file)
+            && let Ok(info) = serde_json::from_str(&text)
+        {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "rotor dev did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let http = reqwest::Client::new();
+    let token = support::access_token(&info.endpoint, &info.api_key);
+    let post = reqwest::Method::POST;
+
+    let policy = json!({"rotation": {"enabled": true, "interval_month": 1}});
+    let (status, due) = call(
+        &http,
+        &info,
+        &token,
+        post.clone(),
+        "/api/v2/keys",
+        key_body("due", policy.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{due}");
+    let due_id = due["resources"][0]["id"].as_str().unwrap().to_owned();
+    let (_, fresh) = call(
+        &http,
+        &info,
+        &token,
+        post.clone(),
+        "/api/v2/keys",
+        key_body("fresh", policy.clone()),
+    )
+    .await;
+    let fresh_id = fresh["resources"][0]["id"].as_str().unwrap().to_owned();
+    let (_, plain) = call(
+        &http,
+        &info,
+        &token,
+        post.clone(),
+        "/api/v2/keys",
+        key_body("no-policy", json!({})),
+    )
+    .await;
+    let plain_id = plain["resources"][0]["id"].as_str().unwrap().to_owned();
+    let (status, wrapped) = call(
+        &http,
+        &info,
+        &token,
+        post.clone(),
+        &format!("/api/v2/keys/{due_id}/actions/wrap"),
+        json!({"plaintext": "c2VjcmV0IGRlaw==", "aad": ["policy"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{wrapped}");
+
+    // Back-date two keys by 31 days in the keystore the service uses.
+    let store = SqliteStore::open(&info.dir.join("service").join("keys.db")).unwrap();
+    let month_and_a_day = 31 * 24 * 3600 * 1000;
+    for id in [&due_id, &plain_id] {
+        store
+            .update(info.instance, id.parse().unwrap(), &mut |key| {
+                key.created -= month_and_a_day;
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    // The policy check, against the instance's real units.
+    let units_token = Arc::new(
+        std::fs::read_to_string(info.dir.join("units.token"))
+            .unwrap()
+            .trim()
+            .to_owned(),
+    );
+    let units = info
+        .units
+        .iter()
+        .map(|unit| KeyClient::new(http.clone(), unit.address, Arc::clone(&units_token)))
+        .collect();
+    let state = KpState {
+        store: Arc::new(store),
+        iam: Arc::new(Iam::new(
+            rotor_crypto::Secret32::random(),
+            &IamConfig::default(),
+        )),
+        instances: Arc::new(HashMap::from([(info.instance, InstanceUnits::new(units))])),
+        purge_after_seconds: 0,
+    };
+    assert_eq!(rotate_due(&state, info.instance).await.unwrap(), 1);
+    // Rotated now, so not due again.
+    assert_eq!(rotate_due(&state, info.instance).await.unwrap(), 0);
+
+    let get = reqwest::Method::GET;
+    let versions = |id: String| {
+        let (http, info, token, get) = (http.clone(), info.clone(), token.clone(), get.clone());
+        async move {
+            let (_, body) = call(
+                &http,
+                &info,
+                &token,
+                get,
+                &format!("/api/v2/keys/{id}/versions"),
+                Value::Null,
+            )
+            .await;
+            body["resources"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(versions(due_id.clone()).await, 2);
+    assert_eq!(versions(fresh_id).await, 1);
+    assert_eq!(versions(plain_id).await, 1);
+    let (_, metadata) = call(
+        &http,
+        &info,
+        &token,
+        get.clone(),
+        &format!("/api/v2/keys/{due_id}/metadata"),
+        Value::Null,
+    )
+    .await;
+    assert!(
+        metadata["resources"][0]["lastRotateDate"].is_string(),
+        "{metadata}"
+    );
+
+    // The DEK wrapped before the rotation still unwraps, under the old version.
+    let (status, unwrapped) = call(
+        &http,
+        &info,
+        &token,
+        post,
+        &format!("/api/v2/keys/{due_id}/actions/unwrap"),
+        json!({"ciphertext": wrapped["ciphertext"], "aad": ["policy"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{unwrapped}");
+    assert_eq!(unwrapped["plaintext"], "c2VjcmV0IGRlaw==");
+    assert!(
+        unwrapped["rewrappedKeyVersion"]["id"].is_string(),
+        "{unwrapped}"
+    );
+}
