@@ -149,6 +149,78 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// The OAEP hash (and MGF1 hash) of an RSA-OAEP ciphertext (RFC 8017 §7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OaepHash {
+    /// SHA-1, as Key Protect's `RSAES_OAEP_SHA_1`.
+    Sha1,
+    /// SHA-256, as Key Protect's `RSAES_OAEP_SHA_256`.
+    Sha256,
+}
+
+/// A fresh RSA-4096 key pair for RSA-OAEP: the public key as X.509 `SubjectPublicKeyInfo` DER
+/// and the private key as PKCS#8 DER. Done by aws-lc, whose RSA decryption is constant-time.
+pub fn rsa_oaep_generate() -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), Opaque> {
+    use aws_lc_rs::encoding::AsDer;
+    let key = aws_lc_rs::rsa::PrivateDecryptingKey::generate(aws_lc_rs::rsa::KeySize::Rsa4096)
+        .map_err(|_| Opaque)?;
+    let public = key
+        .public_key()
+        .as_der()
+        .map_err(|_| Opaque)?
+        .as_ref()
+        .to_vec();
+    let private = Zeroizing::new(key.as_der().map_err(|_| Opaque)?.as_ref().to_vec());
+    Ok((public, private))
+}
+
+/// RSAES-OAEP decryption (RFC 8017 §7.1.2) with a PKCS#8 private key; every failure is the same
+/// [`Opaque`] error, so the padding check is no oracle.
+pub fn rsa_oaep_decrypt(
+    private_pkcs8: &[u8],
+    hash: OaepHash,
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Opaque> {
+    use aws_lc_rs::rsa::{
+        OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, PrivateDecryptingKey,
+    };
+    let key = PrivateDecryptingKey::from_pkcs8(private_pkcs8).map_err(|_| Opaque)?;
+    let key = OaepPrivateDecryptingKey::new(key).map_err(|_| Opaque)?;
+    let algorithm = match hash {
+        OaepHash::Sha1 => &OAEP_SHA1_MGF1SHA1,
+        OaepHash::Sha256 => &OAEP_SHA256_MGF1SHA256,
+    };
+    let mut plaintext = Zeroizing::new(vec![0u8; key.min_output_size()]);
+    let length = key
+        .decrypt(algorithm, ciphertext, &mut plaintext, None)
+        .map_err(|_| Opaque)?
+        .len();
+    plaintext.truncate(length);
+    Ok(plaintext)
+}
+
+/// AES-GCM (NIST SP 800-38D) decryption under a 128- or 256-bit key given as bytes, with a
+/// separate 96-bit IV and no associated data: how Key Protect clients prove they hold imported
+/// key material (its `encryptedNonce`).
+pub fn open_aes_gcm_with_key(
+    key: &[u8],
+    iv: &[u8],
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Opaque> {
+    let nonce: [u8; NONCE_LEN] = iv.try_into().map_err(|_| Opaque)?;
+    let nonce = Nonce::from(nonce);
+    let plain = match key.len() {
+        16 => aes_gcm::Aes128Gcm::new_from_slice(key)
+            .map_err(|_| Opaque)?
+            .decrypt(&nonce, ciphertext),
+        32 => Aes256Gcm::new_from_slice(key)
+            .map_err(|_| Opaque)?
+            .decrypt(&nonce, ciphertext),
+        _ => return Err(Opaque),
+    };
+    plain.map(Zeroizing::new).map_err(|_| Opaque)
+}
+
 /// HKDF-SHA-256 (RFC 5869) with no salt: a 256-bit key derived from `ikm` for the purpose `info`.
 pub fn hkdf_sha256(ikm: &[u8], info: &[u8]) -> Secret32 {
     let mut okm = [0u8; KEY_LEN];
@@ -702,6 +774,74 @@ mod tests {
         );
         assert_eq!(
             verify_hmac_sha256(&Secret32::random(), b"message", &tag),
+            Err(Opaque)
+        );
+    }
+
+    #[test]
+    fn rsa_oaep_round_trips_and_rejects_tampering_and_the_wrong_hash() {
+        use aws_lc_rs::rsa::{
+            OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PublicEncryptingKey,
+        };
+        let (public, private) = rsa_oaep_generate().unwrap();
+        let encrypting =
+            OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(&public).unwrap()).unwrap();
+        let mut ciphertext = vec![0u8; encrypting.ciphertext_size()];
+        let ciphertext = encrypting
+            .encrypt(
+                &OAEP_SHA256_MGF1SHA256,
+                b"key material",
+                &mut ciphertext,
+                None,
+            )
+            .unwrap()
+            .to_vec();
+        assert_eq!(
+            &rsa_oaep_decrypt(&private, OaepHash::Sha256, &ciphertext).unwrap()[..],
+            b"key material"
+        );
+        assert_eq!(
+            rsa_oaep_decrypt(&private, OaepHash::Sha1, &ciphertext),
+            Err(Opaque)
+        );
+        let mut tampered = ciphertext.clone();
+        tampered[7] ^= 1;
+        assert_eq!(
+            rsa_oaep_decrypt(&private, OaepHash::Sha256, &tampered),
+            Err(Opaque)
+        );
+        assert_eq!(
+            rsa_oaep_decrypt(&private[..100], OaepHash::Sha256, &ciphertext),
+            Err(Opaque)
+        );
+    }
+
+    #[test]
+    fn aes_gcm_with_key_bytes_matches_the_aes_gcm_crate() {
+        for length in [16usize, 32] {
+            let key = vec![3u8; length];
+            let iv = [9u8; NONCE_LEN];
+            let sealed = match length {
+                16 => aes_gcm::Aes128Gcm::new_from_slice(&key)
+                    .unwrap()
+                    .encrypt(&Nonce::from(iv), &b"nonce"[..])
+                    .unwrap(),
+                _ => Aes256Gcm::new_from_slice(&key)
+                    .unwrap()
+                    .encrypt(&Nonce::from(iv), &b"nonce"[..])
+                    .unwrap(),
+            };
+            assert_eq!(
+                &open_aes_gcm_with_key(&key, &iv, &sealed).unwrap()[..],
+                b"nonce"
+            );
+            assert_eq!(
+                open_aes_gcm_with_key(&key, &[0u8; 12], &sealed),
+                Err(Opaque)
+            );
+        }
+        assert_eq!(
+            open_aes_gcm_with_key(&[1u8; 24], &[0u8; 12], &[0u8; 20]),
             Err(Opaque)
         );
     }

@@ -126,11 +126,13 @@ fn all_instances() -> Vec<String> {
 /// permits, as in Hyper Protect Crypto Services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {
-    /// Reads keys and their metadata.
+    /// Reads key metadata and uses root keys: wrap, unwrap, rewrap.
     Reader,
-    /// Also uses keys: wrap, unwrap, rewrap.
+    /// Also creates, imports, rotates, enables and disables keys, manages aliases, sets keys
+    /// for deletion, and reads standard keys' material.
     Writer,
-    /// Also creates, rotates and deletes keys, and runs crypto unit commands.
+    /// Also deletes, restores and purges keys, sets policies, manages key rings and import
+    /// tokens, and runs crypto unit commands.
     Manager,
     /// Runs crypto unit commands only.
     #[serde(rename = "Crypto Unit Administrator")]

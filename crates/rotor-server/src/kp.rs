@@ -23,8 +23,9 @@ use rotor_store::{
     StoreError,
 };
 use rotor_unit::keyapi::{
-    ExportRequest, GenerateRequest, ImportRequest, KeyCallError, KeyClient, KeyRef, Plaintext,
-    RewrapRequest, SealedKey, UnwrapRequest, WrapRequest, Wrapped,
+    ExportRequest, GenerateRequest, ImportRequest, ImportTokenKeys, ImportTokenRequest,
+    KeyCallError, KeyClient, KeyRef, Plaintext, RewrapRequest, SealedKey, SecureImportRequest,
+    UnwrapRequest, WrapRequest, Wrapped,
 };
 use rotor_unit::keys::{Binding, ciphertext_version};
 use serde::Deserialize;
@@ -208,6 +209,11 @@ impl KpState {
                 Ok(response) => return Ok(response),
                 Err(KeyCallError::Refused { status, body }) if status == 400 || status == 403 => {
                     return Err(match body.code.as_str() {
+                        "invalid_ciphertext" if op == "secure-import" => KpError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "IMPORT_VERIFICATION_ERR",
+                            "the encrypted key material, nonce or IV do not verify against the import token",
+                        ),
                         "invalid_ciphertext" => KpError::new(
                             StatusCode::UNPROCESSABLE_ENTITY,
                             "UNPROCESSABLE_CIPHERTEXT_ERR",
@@ -425,11 +431,15 @@ fn usable(key: &KeyMeta) -> KpResult<()> {
 }
 
 /// Whether deleting this key needs a second identity.
-fn dual_auth(state: &KpState, key: &KeyMeta) -> KpResult<bool> {
-    if let Some(enabled) = key.policies.dual_auth_delete {
-        return Ok(enabled);
-    }
-    let policies = blocking(|| state.store.instance_policies(key.instance))?;
+/// Whether deleting this key needs a second identity: its own policy, which it inherited from
+/// the instance policy in force when it was created unless it was created with an override.
+fn dual_auth(key: &KeyMeta) -> bool {
+    key.policies.dual_auth_delete.unwrap_or(false)
+}
+
+/// Whether the instance's dual-authorization policy is on.
+fn instance_dual_auth(state: &KpState, instance: Uuid) -> KpResult<bool> {
+    let policies = blocking(|| state.store.instance_policies(instance))?;
     Ok(policies["dualAuthDelete"]["enabled"]
         .as_bool()
         .unwrap_or(false))
@@ -515,7 +525,18 @@ async fn create_from(
         extractable,
     };
     let imported = payload.is_some();
+    let secure = resource.get("encryptedNonce").is_some_and(|v| !v.is_null());
     let sealed: SealedKey = match payload {
+        Some(encrypted_material) if secure => {
+            secure_import(
+                state,
+                caller.instance,
+                binding,
+                resource,
+                encrypted_material,
+            )
+            .await?
+        }
         Some(material) => {
             state
                 .unit_call(
@@ -524,6 +545,11 @@ async fn create_from(
                     &ImportRequest { binding, material },
                 )
                 .await?
+        }
+        None if secure => {
+            return Err(KpError::bad_request(
+                "a secure import needs the encrypted key material in 'payload'",
+            ));
         }
         None => {
             state
@@ -539,10 +565,13 @@ async fn create_from(
         }
     };
     let now = now_ms();
-    let mut policies = rotor_store::KeyPolicies::default();
-    if let Some(enabled) = resource["dualAuthDelete"]["enabled"].as_bool() {
-        policies.dual_auth_delete = Some(enabled);
-    }
+    let mut policies = rotor_store::KeyPolicies {
+        dual_auth_delete: match resource["dualAuthDelete"]["enabled"].as_bool() {
+            Some(enabled) => Some(enabled),
+            None => instance_dual_auth(state, caller.instance)?.then_some(true),
+        },
+        ..rotor_store::KeyPolicies::default()
+    };
     if let Some(months) = resource["rotation"]["interval_month"].as_u64() {
         policies.rotation_interval_month =
             u8::try_from(months).ok().filter(|m| (1..=12).contains(m));
@@ -589,6 +618,194 @@ async fn create_from(
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
+/// Imports key material encrypted to the instance's import token, inside a unit.
+async fn secure_import(
+    state: &KpState,
+    instance: Uuid,
+    binding: Binding,
+    resource: &Value,
+    encrypted_material: Vec<u8>,
+) -> KpResult<SealedKey> {
+    let iv = decode_b64("iv", resource)?
+        .ok_or_else(|| KpError::bad_request("a secure import needs 'iv'"))?;
+    let encrypted_nonce = decode_b64("encryptedNonce", resource)?.unwrap_or_default();
+    let algorithm = resource["encryptionAlgorithm"]
+        .as_str()
+        .unwrap_or("RSAES_OAEP_SHA_256")
+        .to_owned();
+    let token = blocking(|| state.store.update_import_token(instance, &mut |_| Ok(())))?
+        .ok_or_else(no_import_token)?;
+    let token: ImportToken =
+        serde_json::from_value(token).map_err(|_| unreadable_import_token())?;
+    if now_ms() >= token.expires {
+        return Err(import_token_expired());
+    }
+    let request = SecureImportRequest {
+        binding,
+        token: token.id,
+        sealed_private_key: B64.decode(&token.sealed_private_key).unwrap_or_default(),
+        algorithm,
+        encrypted_material,
+        nonce: B64.decode(&token.nonce).unwrap_or_default(),
+        encrypted_nonce,
+        iv,
+    };
+    state.unit_call(instance, "secure-import", &request).await
+}
+
+fn no_import_token() -> KpError {
+    KpError::new(
+        StatusCode::NOT_FOUND,
+        "IMPORT_TOKEN_NOT_FOUND_ERR",
+        "no import token: create one with POST /api/v2/import_token",
+    )
+}
+
+fn unreadable_import_token() -> KpError {
+    tracing::error!("the stored import token does not parse");
+    KpError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL_SERVER_ERR",
+        "the stored import token is unreadable",
+    )
+}
+
+fn import_token_expired() -> KpError {
+    KpError::conflict(
+        "IMPORT_TOKEN_EXPIRED_ERR",
+        "the import token has expired; create a new one",
+    )
+}
+
+/// An instance's import token as stored.
+#[derive(serde::Serialize, Deserialize)]
+struct ImportToken {
+    id: Uuid,
+    created: i64,
+    expires: i64,
+    max_retrievals: u32,
+    remaining: u32,
+    /// X.509 SubjectPublicKeyInfo DER, base64.
+    public_key: String,
+    /// The private key sealed under the master key (by a unit), base64.
+    sealed_private_key: String,
+    /// Random, base64.
+    nonce: String,
+}
+
+fn import_token_json(token: &ImportToken) -> Value {
+    json!({
+        "creationDate": rfc3339(token.created),
+        "expirationDate": rfc3339(token.expires),
+        "maxAllowedRetrievals": token.max_retrievals,
+        "remainingRetrievals": token.remaining,
+    })
+}
+
+async fn create_import_token(
+    State(state): State<KpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> KpResult<Response> {
+    let caller = state.caller(&headers, Role::Manager)?;
+    let value = if body.is_empty() {
+        json!({})
+    } else {
+        parse_json(&body)?
+    };
+    let expiration = match &value["expiration"] {
+        Value::Null => 600,
+        other => other
+            .as_u64()
+            .filter(|s| (300..=86_400).contains(s))
+            .ok_or_else(|| KpError::bad_request("'expiration' is 300 to 86400 seconds"))?,
+    };
+    let max_retrievals = match &value["maxAllowedRetrievals"] {
+        Value::Null => 1,
+        other => other
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| KpError::bad_request("'maxAllowedRetrievals' is 1 to 500"))?,
+    };
+    let id = Uuid::new_v4();
+    let request = ImportTokenRequest {
+        instance: caller.instance,
+        token: id,
+    };
+    let keys: ImportTokenKeys = state
+        .unit_call(caller.instance, "import-token", &request)
+        .await?;
+    let mut nonce = [0u8; 12];
+    rotor_crypto::fill_random(&mut nonce);
+    let created = now_ms();
+    let token = ImportToken {
+        id,
+        created,
+        expires: created + i64::try_from(expiration).unwrap_or(600) * 1000,
+        max_retrievals,
+        remaining: max_retrievals,
+        public_key: B64.encode(&keys.public_key),
+        sealed_private_key: B64.encode(&keys.sealed_private_key),
+        nonce: B64.encode(nonce),
+    };
+    let stored = serde_json::to_value(&token).map_err(|_| unreadable_import_token())?;
+    blocking(|| {
+        state
+            .store
+            .update_import_token(caller.instance, &mut |slot| {
+                *slot = Some(stored.clone());
+                Ok(())
+            })
+    })?;
+    Ok((StatusCode::CREATED, axum::Json(import_token_json(&token))).into_response())
+}
+
+async fn get_import_token(State(state): State<KpState>, headers: HeaderMap) -> KpResult<Response> {
+    let caller = state.caller(&headers, Role::Writer)?;
+    let mut refusal = None;
+    let stored = blocking(|| {
+        state
+            .store
+            .update_import_token(caller.instance, &mut |slot| {
+                let Some(value) = slot.as_mut() else {
+                    return Ok(());
+                };
+                let expires = value["expires"].as_i64().unwrap_or(0);
+                let remaining = value["remaining"].as_u64().unwrap_or(0);
+                if now_ms() >= expires {
+                    refusal = Some(import_token_expired());
+                    return Err(StoreError::Refused(String::new()));
+                }
+                if remaining == 0 {
+                    refusal = Some(KpError::conflict(
+                        "IMPORT_TOKEN_EXHAUSTED_ERR",
+                        "the import token was retrieved as often as allowed; create a new one",
+                    ));
+                    return Err(StoreError::Refused(String::new()));
+                }
+                value["remaining"] = json!(remaining - 1);
+                Ok(())
+            })
+    });
+    if let Some(refusal) = refusal {
+        return Err(refusal);
+    }
+    let token: ImportToken = serde_json::from_value(stored?.ok_or_else(no_import_token)?)
+        .map_err(|_| unreadable_import_token())?;
+    let der = B64.decode(&token.public_key).unwrap_or_default();
+    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for line in B64.encode(&der).as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PUBLIC KEY-----\n");
+    let mut body = import_token_json(&token);
+    body["payload"] = json!(B64.encode(pem.as_bytes()));
+    body["nonce"] = json!(token.nonce);
+    Ok(axum::Json(body).into_response())
+}
+
 #[derive(Deserialize)]
 struct ListQuery {
     limit: Option<String>,
@@ -599,7 +816,8 @@ struct ListQuery {
     total_count: Option<String>,
 }
 
-fn list_filter(query: &ListQuery, headers: &HeaderMap) -> KpResult<ListFilter> {
+/// The filter a query asks for, or `None` when it asks only for states no key can be in.
+fn list_filter(query: &ListQuery, headers: &HeaderMap) -> KpResult<Option<ListFilter>> {
     let number = |field: &str, value: &Option<String>, default: u32, max: u32| -> KpResult<u32> {
         match value {
             None => Ok(default),
@@ -613,16 +831,29 @@ fn list_filter(query: &ListQuery, headers: &HeaderMap) -> KpResult<ListFilter> {
         }
     };
     let mut states = Vec::new();
-    if let Some(text) = &query.state {
-        for part in text.split(',') {
-            let state = part
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .and_then(|n| KeyState::try_from(n).ok())
-                .ok_or_else(|| KpError::bad_request("'state' is a list of 1, 2, 3 and 5"))?;
-            states.push(state);
+    let mut asked = false;
+    for part in query.state.as_deref().unwrap_or_default().split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
         }
+        asked = true;
+        match part.parse::<u8>() {
+            // Pre-activation: rotor makes keys active at once, so no key is in it.
+            Ok(0) => {}
+            Ok(n) => states.push(
+                KeyState::try_from(n)
+                    .map_err(|_| KpError::bad_request("'state' is a list of 0, 1, 2, 3 and 5"))?,
+            ),
+            Err(_) => {
+                return Err(KpError::bad_request(
+                    "'state' is a list of 0, 1, 2, 3 and 5",
+                ));
+            }
+        }
+    }
+    if asked && states.is_empty() {
+        return Ok(None);
     }
     let extractable = match query.extractable.as_deref() {
         None => None,
@@ -630,7 +861,7 @@ fn list_filter(query: &ListQuery, headers: &HeaderMap) -> KpResult<ListFilter> {
         Some("false") => Some(false),
         Some(_) => return Err(KpError::bad_request("'extractable' must be true or false")),
     };
-    Ok(ListFilter {
+    Ok(Some(ListFilter {
         limit: number("limit", &query.limit, 200, 5000)?,
         offset: number("offset", &query.offset, 0, u32::MAX)?,
         states,
@@ -639,7 +870,7 @@ fn list_filter(query: &ListQuery, headers: &HeaderMap) -> KpResult<ListFilter> {
             .get("x-kms-key-ring")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-    })
+    }))
 }
 
 async fn list_keys(
@@ -648,8 +879,10 @@ async fn list_keys(
     Query(query): Query<ListQuery>,
 ) -> KpResult<Response> {
     let caller = state.caller(&headers, Role::Reader)?;
-    let filter = list_filter(&query, &headers)?;
-    let (keys, total) = blocking(|| state.store.list(caller.instance, &filter))?;
+    let (keys, total) = match list_filter(&query, &headers)? {
+        Some(filter) => blocking(|| state.store.list(caller.instance, &filter))?,
+        None => (Vec::new(), 0),
+    };
     let resources = keys
         .iter()
         .map(|key| key_json(key, None, None, state.purge_after_seconds))
@@ -667,11 +900,13 @@ async fn key_total(
     Query(query): Query<ListQuery>,
 ) -> KpResult<Response> {
     let caller = state.caller(&headers, Role::Reader)?;
-    let filter = ListFilter {
-        limit: 0,
-        ..list_filter(&query, &headers)?
+    let total = match list_filter(&query, &headers)? {
+        Some(filter) => {
+            let filter = ListFilter { limit: 0, ..filter };
+            blocking(|| state.store.list(caller.instance, &filter))?.1
+        }
+        None => 0,
     };
-    let (_, total) = blocking(|| state.store.list(caller.instance, &filter))?;
     let mut response = StatusCode::OK.into_response();
     if let Ok(value) = HeaderValue::from_str(&total.to_string()) {
         response.headers_mut().insert("key-total", value);
@@ -699,7 +934,9 @@ async fn get_key(
             .store
             .version(key.instance, key.id, key.newest_version)
     })?;
-    let payload = if key.extractable && key.state == KeyState::Active {
+    // A standard key's material is for Writers and above, as Key Protect's Reader cannot read it.
+    let may_read_material = caller.claims.role.permits(Role::Writer);
+    let payload = if key.extractable && key.state == KeyState::Active && may_read_material {
         let exported: Plaintext = state
             .unit_call(caller.instance, "export", &ExportRequest { key: newest })
             .await?;
@@ -833,7 +1070,7 @@ async fn run_action(
     let needed = match action {
         "wrap" | "unwrap" | "rewrap" => Role::Reader,
         "rotate" | "enable" | "disable" | "sync" => Role::Writer,
-        "setKeyForDeletion" | "unsetKeyForDeletion" => Role::Manager,
+        "setKeyForDeletion" | "unsetKeyForDeletion" => Role::Writer,
         other => return Err(KpError::bad_request(format!("unknown action '{other}'"))),
     };
     let caller = state.caller(headers, needed)?;
@@ -876,7 +1113,7 @@ async fn run_action(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         "setKeyForDeletion" | "unsetKeyForDeletion" => {
-            if !dual_auth(state, &key)? {
+            if !dual_auth(&key) {
                 return Err(KpError::conflict(
                     "NOT_DUAL_AUTH_ERR",
                     "this key does not need dual authorization to be deleted",
@@ -972,27 +1209,33 @@ async fn unwrap(
         let wrapped: Wrapped = state.unit_call(caller.instance, "rewrap", &request).await?;
         return Ok(axum::Json(json!({
             "ciphertext": B64.encode(&wrapped.ciphertext),
-            "keyVersion": {"id": newest_id},
-            "rewrappedKeyVersion": {"id": from_id},
+            "keyVersion": {"id": from_id},
+            "rewrappedKeyVersion": {"id": newest_id},
         }))
         .into_response());
     }
+    let unwrap_request = UnwrapRequest {
+        key: from.clone(),
+        ciphertext: ciphertext.clone(),
+        aad: aad.clone(),
+    };
     let plain: Plaintext = state
-        .unit_call(
-            caller.instance,
-            "unwrap",
-            &UnwrapRequest {
-                key: from,
-                ciphertext,
-                aad,
-            },
-        )
+        .unit_call(caller.instance, "unwrap", &unwrap_request)
         .await?;
     let mut body = json!({
         "plaintext": B64.encode(&plain.plaintext),
         "keyVersion": {"id": from_id},
     });
     if version != key.newest_version {
+        // As Key Protect does: hand back the DEK wrapped under the newest version too.
+        let request = RewrapRequest {
+            from,
+            to: state.key_version(key, key.newest_version)?,
+            ciphertext,
+            aad,
+        };
+        let wrapped: Wrapped = state.unit_call(caller.instance, "rewrap", &request).await?;
+        body["ciphertext"] = json!(B64.encode(&wrapped.ciphertext));
         body["rewrappedKeyVersion"] = json!({"id": newest_id});
     }
     Ok(axum::Json(body).into_response())
@@ -1147,7 +1390,7 @@ async fn delete_key(
             format!("key {} is already deleted", key.id),
         ));
     }
-    let needs_second = dual_auth(&state, &key)?;
+    let needs_second = dual_auth(&key);
     let sub = caller.claims.sub.as_str();
     let deleted = blocking(|| {
         state.store.update(key.instance, key.id, &mut |k| {
@@ -1416,6 +1659,11 @@ async fn put_key_policies(
                 k.policies.rotation_enabled = Some(enabled);
             }
             if let Some(enabled) = dual {
+                if !enabled && k.policies.dual_auth_delete == Some(true) {
+                    return Err(StoreError::Refused(
+                        "dual authorization for deletion cannot be turned off for a key once it is on".to_owned(),
+                    ));
+                }
                 k.policies.dual_auth_delete = Some(enabled);
             }
             k.policies.updated = Some(Deletion {
@@ -1551,6 +1799,10 @@ pub fn router(state: KpState) -> Router {
         .route(
             "/api/v2/instance/policies",
             get(get_instance_policies).put(put_instance_policies),
+        )
+        .route(
+            "/api/v2/import_token",
+            post(create_import_token).get(get_import_token),
         )
         .with_state(state)
 }

@@ -150,6 +150,18 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
         "Manager",
     ),
     (
+        "post",
+        "/api/v2/import_token",
+        "Create the instance's import token (RSA-4096, made in a unit)",
+        "Manager",
+    ),
+    (
+        "get",
+        "/api/v2/import_token",
+        "Retrieve the import token's public key and nonce",
+        "Writer",
+    ),
+    (
         "get",
         "/v1/instances",
         "Instances and their crypto units",

@@ -264,6 +264,13 @@ pub trait KeyStore: Send + Sync {
         instance: Uuid,
         policies: &serde_json::Value,
     ) -> Result<(), StoreError>;
+    /// Reads the instance's import token, lets `change` edit (or remove) it, and stores the
+    /// result, atomically; returns what was stored. If `change` fails, nothing is stored.
+    fn update_import_token(
+        &self,
+        instance: Uuid,
+        change: &mut dyn FnMut(&mut Option<serde_json::Value>) -> Result<(), StoreError>,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
     /// How many key versions sit under each master key VP, over all instances.
     fn count_by_vp(&self) -> Result<Vec<(Vp, u64)>, StoreError>;
 }

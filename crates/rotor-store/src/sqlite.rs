@@ -53,6 +53,11 @@ const MIGRATIONS: &[&str] = &[
         instance TEXT PRIMARY KEY,
         doc TEXT NOT NULL
     );",
+    // 2: the import token of each instance.
+    "CREATE TABLE import_tokens (
+        instance TEXT PRIMARY KEY,
+        doc TEXT NOT NULL
+    );",
 ];
 
 /// The embedded key storage.
@@ -491,6 +496,41 @@ impl KeyStore for SqliteStore {
             params![instance.to_string(), policies.to_string()],
         )?;
         Ok(())
+    }
+
+    fn update_import_token(
+        &self,
+        instance: Uuid,
+        change: &mut dyn FnMut(&mut Option<serde_json::Value>) -> Result<(), StoreError>,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let mut connection = self.lock()?;
+        let tx = connection.transaction()?;
+        let doc: Option<String> = tx
+            .query_row(
+                "SELECT doc FROM import_tokens WHERE instance = ?1",
+                params![instance.to_string()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let mut token = doc
+            .map(|doc| {
+                serde_json::from_str(&doc).map_err(|err| StoreError::Corrupt(err.to_string()))
+            })
+            .transpose()?;
+        change(&mut token)?;
+        match &token {
+            Some(value) => tx.execute(
+                "INSERT INTO import_tokens (instance, doc) VALUES (?1, ?2)
+                 ON CONFLICT (instance) DO UPDATE SET doc = excluded.doc",
+                params![instance.to_string(), value.to_string()],
+            )?,
+            None => tx.execute(
+                "DELETE FROM import_tokens WHERE instance = ?1",
+                params![instance.to_string()],
+            )?,
+        };
+        tx.commit()?;
+        Ok(token)
     }
 
     fn count_by_vp(&self) -> Result<Vec<(Vp, u64)>, StoreError> {

@@ -177,6 +177,18 @@ async fn key_operation(
             .await
         }
         "export" => unit.key_op(&headers, &body, keyapi::export).await,
+        "import-token" => {
+            unit.key_op(&headers, &body, |master, _, request| {
+                keyapi::import_token(master, request)
+            })
+            .await
+        }
+        "secure-import" => {
+            unit.key_op(&headers, &body, |master, _, request| {
+                keyapi::secure_import(master, request)
+            })
+            .await
+        }
         "wrap" => unit.key_op(&headers, &body, keyapi::wrap).await,
         "unwrap" => unit.key_op(&headers, &body, keyapi::unwrap).await,
         "rewrap" => unit.key_op(&headers, &body, keyapi::rewrap).await,

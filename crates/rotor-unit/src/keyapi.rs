@@ -151,6 +151,54 @@ pub struct RewrapRequest {
     pub aad: Vec<String>,
 }
 
+/// `POST /v1/keys/import-token`: a fresh RSA key pair for secure import.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportTokenRequest {
+    /// The instance.
+    pub instance: uuid::Uuid,
+    /// The token's id.
+    pub token: uuid::Uuid,
+}
+
+/// The public key to hand out and the private key, sealed under the master key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImportTokenKeys {
+    /// X.509 `SubjectPublicKeyInfo` DER.
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    /// The PKCS#8 private key wrapped under the master key.
+    #[serde(with = "b64")]
+    pub sealed_private_key: Vec<u8>,
+}
+
+/// `POST /v1/keys/secure-import`: key material encrypted to an import token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureImportRequest {
+    /// The new key version's binding.
+    pub binding: Binding,
+    /// The import token's id.
+    pub token: uuid::Uuid,
+    /// Its sealed private key.
+    #[serde(with = "b64")]
+    pub sealed_private_key: Vec<u8>,
+    /// `RSAES_OAEP_SHA_256` or `RSAES_OAEP_SHA_1`.
+    pub algorithm: String,
+    /// The key material, RSA-OAEP encrypted to the token's public key.
+    #[serde(with = "b64")]
+    pub encrypted_material: Vec<u8>,
+    /// The token's nonce.
+    #[serde(with = "b64")]
+    pub nonce: Vec<u8>,
+    /// The nonce, AES-GCM encrypted under the key material: proof the importer holds it.
+    #[serde(with = "b64")]
+    pub encrypted_nonce: Vec<u8>,
+    /// The AES-GCM IV of `encrypted_nonce`.
+    #[serde(with = "b64")]
+    pub iv: Vec<u8>,
+}
+
 /// The error body of a key operation.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KeyErrorBody {
@@ -327,6 +375,58 @@ pub(crate) fn import(master: &Secret32, request: &ImportRequest) -> Result<Seale
         vp: master.vp(),
         material: None,
     })
+}
+
+pub(crate) fn import_token(
+    master: &Secret32,
+    request: &ImportTokenRequest,
+) -> Result<ImportTokenKeys, KeyError> {
+    let (public_key, private) = rotor_crypto::rsa_oaep_generate().map_err(|_| KeyError::Invalid)?;
+    Ok(ImportTokenKeys {
+        public_key,
+        sealed_private_key: crate::keys::seal_import_key(
+            master,
+            request.instance,
+            request.token,
+            &private,
+        ),
+    })
+}
+
+pub(crate) fn secure_import(
+    master: &Secret32,
+    request: &SecureImportRequest,
+) -> Result<SealedKey, KeyError> {
+    let hash = match request.algorithm.as_str() {
+        "RSAES_OAEP_SHA_256" => rotor_crypto::OaepHash::Sha256,
+        "RSAES_OAEP_SHA_1" => rotor_crypto::OaepHash::Sha1,
+        other => {
+            return Err(KeyError::Size(format!(
+                "encryption algorithm '{other}' is not RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1"
+            )));
+        }
+    };
+    let private = crate::keys::open_import_key(
+        master,
+        request.binding.instance,
+        request.token,
+        &request.sealed_private_key,
+    )?;
+    let material = rotor_crypto::rsa_oaep_decrypt(&private, hash, &request.encrypted_material)
+        .map_err(|_| KeyError::Invalid)?;
+    let nonce =
+        rotor_crypto::open_aes_gcm_with_key(&material, &request.iv, &request.encrypted_nonce)
+            .map_err(|_| KeyError::Invalid)?;
+    if !constant_time_eq(&nonce, &request.nonce) {
+        return Err(KeyError::Invalid);
+    }
+    import(
+        master,
+        &ImportRequest {
+            binding: request.binding.clone(),
+            material: material.to_vec(),
+        },
+    )
 }
 
 pub(crate) fn export(

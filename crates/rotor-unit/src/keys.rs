@@ -142,6 +142,45 @@ pub fn open_key(
     .map_err(|_| KeyError::Invalid)
 }
 
+fn import_key_aad(instance: Uuid, token: Uuid) -> Vec<u8> {
+    let mut aad = b"rotor import token v1\0".to_vec();
+    aad.extend_from_slice(instance.as_bytes());
+    aad.extend_from_slice(token.as_bytes());
+    aad
+}
+
+/// Wraps an import token's RSA private key (PKCS#8) under `master`, bound to its instance and
+/// token id; same layout as a root key blob.
+pub fn seal_import_key(master: &Secret32, instance: Uuid, token: Uuid, pkcs8: &[u8]) -> Vec<u8> {
+    let mut blob = master.vp().0.to_vec();
+    blob.extend_from_slice(&seal_aes256gcm(
+        master,
+        &import_key_aad(instance, token),
+        pkcs8,
+    ));
+    blob
+}
+
+/// Unwraps a blob made by [`seal_import_key`].
+pub fn open_import_key(
+    master: &Secret32,
+    instance: Uuid,
+    token: Uuid,
+    blob: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let vp = blob_vp(blob).ok_or(KeyError::Invalid)?;
+    let current = master.vp();
+    if !vp.matches(&current) {
+        return Err(KeyError::OtherMasterKey { blob: vp, current });
+    }
+    open_aes256gcm(
+        master,
+        &import_key_aad(instance, token),
+        blob.get(32..).unwrap_or_default(),
+    )
+    .map_err(|_| KeyError::Invalid)
+}
+
 fn dek_key(root: &[u8]) -> Secret32 {
     hkdf_sha256(root, b"rotor dek wrapping key v1")
 }

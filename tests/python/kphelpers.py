@@ -1,0 +1,87 @@
+"""Helpers shared by the Key Protect SDK suite (imported by conftest.py and the tests)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: A tag that makes every name created by this run unique.
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+def b64e(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def b64d(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def body(obj) -> io.BytesIO:
+    """A request body the way the SDK expects it: a file-like object holding JSON."""
+    return io.BytesIO(json.dumps(obj).encode())
+
+
+class Secrets:
+    """Every secret the tests saw (DEK plaintexts, key material), to search for leaks later."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[str, bytes]] = []
+
+    def add(self, what: str, data: bytes) -> bytes:
+        assert isinstance(data, bytes) and len(data) >= 8, f"{what}: too short to search for"
+        self._items.append((what, data))
+        return data
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def secret_forms(data: bytes) -> list[tuple[str, bytes]]:
+    """The encodings in which a secret could show up in a log or a database file."""
+    std = base64.b64encode(data).rstrip(b"=")
+    url = base64.urlsafe_b64encode(data).rstrip(b"=")
+    forms = [
+        ("raw", data),
+        ("base64", std),
+        ("base64url", url),
+        ("hex", data.hex().encode()),
+        ("HEX", data.hex().upper().encode()),
+        # Rust's Debug output of a byte slice or Vec<u8>: [1, 2, 3]
+        ("rust-debug", ("[" + ", ".join(str(b) for b in data) + "]").encode()),
+        ("decimal-list", ",".join(str(b) for b in data).encode()),
+    ]
+    seen, out = set(), []
+    for name, form in forms:
+        if form not in seen:
+            seen.add(form)
+            out.append((name, form))
+    return out
+
+
+def find_leaks(secrets: Iterable[tuple[str, bytes]], files: Iterable[Path]) -> list[str]:
+    leaks = []
+    blobs = []
+    for path in files:
+        try:
+            blobs.append((path, path.read_bytes()))
+        except FileNotFoundError:
+            continue
+    for what, data in secrets:
+        for form_name, form in secret_forms(data):
+            for path, blob in blobs:
+                if form in blob:
+                    leaks.append(f"{what} ({form_name}) found in {path}")
+    return leaks
