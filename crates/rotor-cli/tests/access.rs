@@ -1,0 +1,151 @@
+//! Key operations on an instance whose units hold no master key fail with an error that says so,
+//! and change nothing; the admin (unit) routes refuse tokens without the Manager or Crypto Unit
+//! Administrator role.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::zombie_processes
+)]
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rotor_server::dev::DevInfo;
+use serde_json::{Value, json};
+
+struct Dev(Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_imprint_dev(dir: &std::path::Path) -> (Dev, DevInfo) {
+    let info_file = dir.join("dev.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_rotor"))
+        .args([
+            "dev",
+            "--imprint",
+            "--units",
+            "2",
+            "--recovery-units",
+            "0",
+            "--dir",
+        ])
+        .arg(dir.join("state"))
+        .arg("--info-file")
+        .arg(&info_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dev = Dev(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&info_file)
+            && let Ok(info) = serde_json::from_str(&text)
+        {
+            return (dev, info);
+        }
+        assert!(Instant::now() < deadline, "rotor dev did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_master_key_is_a_clear_error_and_admin_routes_need_their_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_dev, info) = start_imprint_dev(dir.path()).await;
+    let http = reqwest::Client::new();
+    let manager = support::access_token(&info.endpoint, &info.api_keys["manager"]);
+    let count = || async {
+        let response = http
+            .head(format!("{}/api/v2/keys", info.endpoint))
+            .bearer_auth(&manager)
+            .header("bluemix-instance", info.instance.to_string())
+            .send()
+            .await
+            .unwrap();
+        response.headers()["key-total"].to_str().unwrap().to_owned()
+    };
+    assert_eq!(count().await, "0");
+
+    // The units are in imprint mode: no master key, so no key can be made.
+    let body = json!({
+        "metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+        "resources": [{"type": "application/vnd.ibm.kms.key+json", "name": "no-master-key", "extractable": false}],
+    });
+    let response = http
+        .post(format!("{}/api/v2/keys", info.endpoint))
+        .bearer_auth(&manager)
+        .header("bluemix-instance", info.instance.to_string())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 409);
+    let error: Value = response.json().await.unwrap();
+    let reason = &error["resources"][0]["reasons"][0];
+    assert_eq!(reason["code"], "NO_MASTER_KEY_ERR", "{error}");
+    assert!(
+        reason["message"]
+            .as_str()
+            .unwrap()
+            .contains("usable current master key"),
+        "{error}"
+    );
+    assert_eq!(count().await, "0");
+
+    // Unit administration: Manager and Crypto Unit Administrator may, Reader and Writer may not.
+    for (identity, allowed) in [
+        ("manager", true),
+        ("admin", true),
+        ("reader", false),
+        ("writer", false),
+    ] {
+        let token = support::access_token(&info.endpoint, &info.api_keys[identity]);
+        let listed = http
+            .get(format!("{}/v1/instances", info.endpoint))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        let unit = &info.units[0];
+        let status = http
+            .get(format!(
+                "{}/v1/instances/{}/units/{}/status?challenge=00",
+                info.endpoint, info.instance, unit.id
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        let expected = if allowed { 200 } else { 403 };
+        assert_eq!(
+            listed.status().as_u16(),
+            expected,
+            "{identity} listing instances"
+        );
+        assert_eq!(
+            status.status().as_u16(),
+            expected,
+            "{identity} querying a unit"
+        );
+        if !allowed {
+            let body: Value = status.json().await.unwrap();
+            assert_eq!(body["errorCode"], "role_insufficient", "{identity}: {body}");
+        }
+    }
+    let anonymous = http
+        .get(format!("{}/v1/instances", info.endpoint))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+}
