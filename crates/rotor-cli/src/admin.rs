@@ -98,22 +98,15 @@ impl Ctx {
             "grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey={}",
             form_escape(&api_key)
         );
-        let response = self
+        let request = self
             .http
             .post(&url)
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
-            .body(form)
-            .send()
-            .await
-            .map_err(|err| rotor_unit::client::ClientError::Unreachable(format!("{url}: {err}")))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| rotor_unit::client::ClientError::Unreachable(err.to_string()))?;
+            .body(form);
+        let (status, body) = send(&url, request).await?;
         if !status.is_success() {
             let message: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             bail!(
@@ -162,18 +155,7 @@ impl Ctx {
     pub async fn instances(&self) -> Result<Vec<InstanceEntry>> {
         let url = format!("{}/v1/instances", self.endpoint()?);
         let token = self.token().await?;
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|err| rotor_unit::client::ClientError::Unreachable(format!("{url}: {err}")))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| rotor_unit::client::ClientError::Unreachable(err.to_string()))?;
+        let (status, body) = send(&url, self.http.get(&url).bearer_auth(token)).await?;
         if !status.is_success() {
             return Err(rotor_unit::client::ClientError::Relay {
                 status: status.as_u16(),
@@ -342,6 +324,18 @@ impl Ctx {
         }
         Ok(())
     }
+}
+
+/// Sends a request to the service; a failure to exchange it is [`ClientError::Unreachable`].
+async fn send(
+    url: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<(reqwest::StatusCode, axum::body::Bytes)> {
+    let unreachable =
+        |err: reqwest::Error| rotor_unit::client::ClientError::Unreachable(format!("{url}: {err}"));
+    let response = request.send().await.map_err(unreachable)?;
+    let status = response.status();
+    Ok((status, response.bytes().await.map_err(unreachable)?))
 }
 
 /// Escapes a value for an `application/x-www-form-urlencoded` body.

@@ -11,57 +11,17 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use rotor_server::dev::DevInfo;
 use serde_json::{Value, json};
-
-struct Dev(Child);
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start_imprint_dev(dir: &std::path::Path) -> (Dev, DevInfo) {
-    let info_file = dir.join("dev.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_rotor"))
-        .args([
-            "dev",
-            "--imprint",
-            "--units",
-            "2",
-            "--recovery-units",
-            "0",
-            "--dir",
-        ])
-        .arg(dir.join("state"))
-        .arg("--info-file")
-        .arg(&info_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let dev = Dev(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&info_file)
-            && let Ok(info) = serde_json::from_str(&text)
-        {
-            return (dev, info);
-        }
-        assert!(Instant::now() < deadline, "rotor dev did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_master_key_is_a_clear_error_and_admin_routes_need_their_role() {
     let dir = tempfile::tempdir().unwrap();
-    let (_dev, info) = start_imprint_dev(dir.path()).await;
+    let (_dev, info) = tokio::task::block_in_place(|| {
+        support::start_dev(
+            dir.path(),
+            &["--imprint", "--units", "2", "--recovery-units", "0"],
+        )
+    });
     let http = reqwest::Client::new();
     let manager = support::access_token(&info.endpoint, &info.api_keys["manager"]);
     let count = || async {

@@ -12,9 +12,8 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 
 use rotor_crypto::{SigAlg, SigningKey, combine_parts};
 use rotor_server::dev::DevInfo;
@@ -24,49 +23,6 @@ use rotor_unit::wire::{
 };
 
 const PASSWORD: &str = "ceremony test password";
-
-struct Dev {
-    child: Child,
-    info: DevInfo,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_dev(dir: &Path, units: usize) -> Dev {
-    let info_file = dir.join("dev.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_rotor"))
-        .args([
-            "dev",
-            "--imprint",
-            "--recovery-units",
-            "0",
-            "--units",
-            &units.to_string(),
-            "--dir",
-        ])
-        .arg(dir.join("state"))
-        .arg("--info-file")
-        .arg(&info_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start rotor dev");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&info_file)
-            && let Ok(info) = serde_json::from_str::<DevInfo>(&text)
-        {
-            return Dev { child, info };
-        }
-        assert!(Instant::now() < deadline, "rotor dev did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 struct Workstation {
     home: PathBuf,
@@ -128,17 +84,17 @@ impl Workstation {
     }
 }
 
-fn relay(dev: &Dev, index: usize) -> UnitClient {
-    let unit = &dev.info.units[index];
+fn relay(info: &DevInfo, index: usize) -> UnitClient {
+    let unit = &info.units[index];
     UnitClient::new(
         reqwest::Client::new(),
         format!(
             "{}/v1/instances/{}/units/{}",
-            dev.info.endpoint, dev.info.instance, unit.id
+            info.endpoint, info.instance, unit.id
         ),
         unit.id,
     )
-    .with_bearer(support::access_token(&dev.info.endpoint, &dev.info.api_key))
+    .with_bearer(support::access_token(&info.endpoint, &info.api_key))
 }
 
 async fn status(client: &UnitClient) -> UnitStatus {
@@ -165,11 +121,14 @@ async fn refused(client: &UnitClient, signed: SignedCommand, code: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn key_part_ceremony_and_every_rejection() {
     let dir = tempfile::tempdir().unwrap();
-    let dev = start_dev(dir.path(), 3);
+    let (_dev, info) = support::start_dev(
+        dir.path(),
+        &["--imprint", "--recovery-units", "0", "--units", "3"],
+    );
     let ws = Workstation {
         home: dir.path().join("home"),
-        endpoint: dev.info.endpoint.clone(),
-        api_key: dev.info.api_key.clone(),
+        endpoint: info.endpoint.clone(),
+        api_key: info.api_key.clone(),
     };
 
     // Imprint → 3 admins → thresholds 2/2 → 3 parts → commit with 2 signatures → set immediate.
@@ -247,8 +206,8 @@ async fn key_part_ceremony_and_every_rejection() {
     let alice = ws.sigkey(1);
     let bob = ws.sigkey(2);
     let stranger = SigningKey::generate(SigAlg::P256Sha256);
-    let unit1 = relay(&dev, 0);
-    let unit2 = relay(&dev, 1);
+    let unit1 = relay(&info, 0);
+    let unit2 = relay(&info, 1);
     let s1 = status(&unit1).await;
     assert!(!s1.imprint);
     assert_eq!(s1.current.state, CurrentState::Valid);
@@ -371,9 +330,9 @@ async fn key_part_ceremony_and_every_rejection() {
     let mut pins: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&pins_path).unwrap()).unwrap();
     let impostor = SigningKey::generate(SigAlg::P256Sha256).public_key();
-    pins[dev.info.units[0].id.to_string()] = serde_json::to_value(impostor).unwrap();
+    pins[info.units[0].id.to_string()] = serde_json::to_value(impostor).unwrap();
     std::fs::write(&pins_path, pins.to_string()).unwrap();
     ws.fails(&["mk"], 5, "different identity key");
-    ws.ok(&["units", "forget", &dev.info.units[0].id.to_string()]);
+    ws.ok(&["units", "forget", &info.units[0].id.to_string()]);
     ws.ok(&["mk"]);
 }

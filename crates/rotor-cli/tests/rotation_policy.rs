@@ -12,9 +12,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use rotor_server::dev::DevInfo;
 use rotor_server::iam::{Iam, IamConfig};
@@ -22,15 +20,6 @@ use rotor_server::kp::{InstanceUnits, KpState, rotate_due};
 use rotor_store::{KeyStore, SqliteStore};
 use rotor_unit::keyapi::KeyClient;
 use serde_json::{Value, json};
-
-struct Dev(Child);
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn call(
     http: &reqwest::Client,
@@ -65,27 +54,9 @@ fn key_body(name: &str, extra: Value) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn due_rotation_policies_rotate_inside_a_unit() {
     let dir = tempfile::tempdir().unwrap();
-    let info_file = dir.path().join("dev.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_rotor"))
-        .args(["dev", "--units", "2", "--recovery-units", "0", "--dir"])
-        .arg(dir.path().join("state"))
-        .arg("--info-file")
-        .arg(&info_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _dev = Dev(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let info: DevInfo = loop {
-        if let Ok(text) = std::fs::read_to_string(&info_file)
-            && let Ok(info) = serde_json::from_str(&text)
-        {
-            break info;
-        }
-        assert!(Instant::now() < deadline, "rotor dev did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (_dev, info) = tokio::task::block_in_place(|| {
+        support::start_dev(dir.path(), &["--units", "2", "--recovery-units", "0"])
+    });
     let http = reqwest::Client::new();
     let token = support::access_token(&info.endpoint, &info.api_key);
     let post = reqwest::Method::POST;

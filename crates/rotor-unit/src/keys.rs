@@ -118,9 +118,7 @@ pub fn seal_key(
             "key material must be 1 to {MAX_MATERIAL} bytes"
         )));
     }
-    let mut blob = master.vp().0.to_vec();
-    blob.extend_from_slice(&seal_aes256gcm(master, &binding.blob_aad(), material));
-    Ok(blob)
+    Ok(seal_under_master(master, &binding.blob_aad(), material))
 }
 
 /// Unwraps a blob made by [`seal_key`] under the same master key and binding.
@@ -129,17 +127,28 @@ pub fn open_key(
     binding: &Binding,
     blob: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    open_under_master(master, &binding.blob_aad(), blob)
+}
+
+/// `vp ‖ AES-256-GCM(master, secret)`: the layout of every blob a unit wraps.
+fn seal_under_master(master: &Secret32, aad: &[u8], secret: &[u8]) -> Vec<u8> {
+    let mut blob = master.vp().0.to_vec();
+    blob.extend_from_slice(&seal_aes256gcm(master, aad, secret));
+    blob
+}
+
+/// Opens a blob of [`seal_under_master`]; a blob under another master key says which.
+fn open_under_master(
+    master: &Secret32,
+    aad: &[u8],
+    blob: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     let vp = blob_vp(blob).ok_or(KeyError::Invalid)?;
     let current = master.vp();
     if !vp.matches(&current) {
         return Err(KeyError::OtherMasterKey { blob: vp, current });
     }
-    open_aes256gcm(
-        master,
-        &binding.blob_aad(),
-        blob.get(32..).unwrap_or_default(),
-    )
-    .map_err(|_| KeyError::Invalid)
+    open_aes256gcm(master, aad, blob.get(32..).unwrap_or_default()).map_err(|_| KeyError::Invalid)
 }
 
 fn import_key_aad(instance: Uuid, token: Uuid) -> Vec<u8> {
@@ -152,13 +161,7 @@ fn import_key_aad(instance: Uuid, token: Uuid) -> Vec<u8> {
 /// Wraps an import token's RSA private key (PKCS#8) under `master`, bound to its instance and
 /// token id; same layout as a root key blob.
 pub fn seal_import_key(master: &Secret32, instance: Uuid, token: Uuid, pkcs8: &[u8]) -> Vec<u8> {
-    let mut blob = master.vp().0.to_vec();
-    blob.extend_from_slice(&seal_aes256gcm(
-        master,
-        &import_key_aad(instance, token),
-        pkcs8,
-    ));
-    blob
+    seal_under_master(master, &import_key_aad(instance, token), pkcs8)
 }
 
 /// Unwraps a blob made by [`seal_import_key`].
@@ -168,17 +171,7 @@ pub fn open_import_key(
     token: Uuid,
     blob: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    let vp = blob_vp(blob).ok_or(KeyError::Invalid)?;
-    let current = master.vp();
-    if !vp.matches(&current) {
-        return Err(KeyError::OtherMasterKey { blob: vp, current });
-    }
-    open_aes256gcm(
-        master,
-        &import_key_aad(instance, token),
-        blob.get(32..).unwrap_or_default(),
-    )
-    .map_err(|_| KeyError::Invalid)
+    open_under_master(master, &import_key_aad(instance, token), blob)
 }
 
 fn dek_key(root: &[u8]) -> Secret32 {

@@ -33,3 +33,46 @@ pub(crate) fn access_token(endpoint: &str, api_key: &str) -> String {
     .join()
     .unwrap()
 }
+
+/// A `rotor dev` process, killed when dropped.
+pub(crate) struct DevProcess(std::process::Child);
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `rotor dev ARGS --dir DIR/state --info-file DIR/dev.json` and waits for its info file.
+pub(crate) fn start_dev(
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (DevProcess, rotor_server::dev::DevInfo) {
+    let info_file = dir.join("dev.json");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
+        .arg("dev")
+        .args(args)
+        .arg("--dir")
+        .arg(dir.join("state"))
+        .arg("--info-file")
+        .arg(&info_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start rotor dev");
+    let dev = DevProcess(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&info_file)
+            && let Ok(info) = serde_json::from_str(&text)
+        {
+            return (dev, info);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rotor dev did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
