@@ -82,6 +82,13 @@ pub enum Commands {
         #[command(subcommand)]
         command: Option<PartsCommand>,
     },
+    /// Flows with recovery units: initialize an instance with a random master key, or recover
+    /// units that lost theirs.
+    Auto {
+        /// What to do.
+        #[command(subcommand)]
+        command: AutoCommand,
+    },
     /// Run a crypto unit.
     Unit {
         /// What to do.
@@ -237,6 +244,29 @@ pub enum PartsCommand {
         /// Key part number.
         number: u32,
     },
+}
+
+/// `rotor auto …`
+#[derive(Debug, Subcommand)]
+pub enum AutoCommand {
+    /// Initialize every unit of one instance from imprint mode: install the admins, set the
+    /// thresholds (signed by the selected signature keys), generate a random master key in a
+    /// recovery unit and copy it, encrypted, to every other unit. Select all units of the
+    /// instance first. Running it again after a failure continues where it stopped.
+    Init {
+        /// Signature keys whose admins to install, as 'rotor sigkeys' numbers them.
+        #[arg(long, required = true, num_args = 1..)]
+        admins: Vec<u32>,
+        /// Signatures most commands need (1 to 8).
+        #[arg(long)]
+        signature: u8,
+        /// Signatures removing an admin needs (1 to 8).
+        #[arg(long)]
+        revocation: u8,
+    },
+    /// Copy a recovery unit's current master key to the selected units whose current register is
+    /// empty (after an accidental clear or zeroize, or a replaced unit).
+    Recover,
 }
 
 /// `rotor unit …`

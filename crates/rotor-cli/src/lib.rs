@@ -5,13 +5,14 @@
 
 pub mod admin;
 pub mod args;
+pub mod auto;
 pub mod local;
 pub mod output;
 pub mod run;
 pub mod workstation;
 
 use anyhow::Result;
-use args::{Cli, Commands, UnitCommand};
+use args::{AutoCommand, Cli, Commands, UnitCommand};
 use rotor_unit::client::ClientError;
 
 /// Runs one parsed command line.
@@ -24,6 +25,17 @@ pub async fn run(cli: Cli) -> Result<()> {
         Commands::Admins { command } => admin::admins(&ctx, command).await,
         Commands::Thresholds { command } => admin::thresholds(&ctx, command).await,
         Commands::Mk { command } => admin::mk(&ctx, command).await,
+        Commands::Auto {
+            command:
+                AutoCommand::Init {
+                    admins,
+                    signature,
+                    revocation,
+                },
+        } => auto::init(&ctx, &admins, signature, revocation).await,
+        Commands::Auto {
+            command: AutoCommand::Recover,
+        } => auto::recover(&ctx).await,
         Commands::Sigkeys { command } => local::sigkeys(&ctx, command),
         Commands::Parts { command } => local::parts(&ctx, command),
         Commands::Unit {

@@ -12,8 +12,7 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use support::Workstation;
 
 use rotor_crypto::{SigAlg, SigningKey, combine_parts};
 use rotor_server::dev::DevInfo;
@@ -22,56 +21,18 @@ use rotor_unit::wire::{
     Action, Command as UnitCommand, CurrentState, NewState, SignedCommand, UnitStatus,
 };
 
-const PASSWORD: &str = "ceremony test password";
-
-struct Workstation {
-    home: PathBuf,
-    endpoint: String,
-    api_key: String,
+/// Unlocks workstation files the CLI made, for building commands by hand.
+trait Files {
+    fn sigkey(&self, number: u32) -> SigningKey;
+    fn part(&self, number: u32) -> rotor_crypto::Secret32;
 }
 
-impl Workstation {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_rotor"))
-            .args(args)
-            .env("ROTOR_HOME", &self.home)
-            .env("ROTOR_ENDPOINT", &self.endpoint)
-            .env("ROTOR_API_KEY", &self.api_key)
-            .env("ROTOR_PASSWORD", PASSWORD)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run rotor")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "rotor {args:?} failed: {stderr}");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str], code: i32, message: &str) {
-        let output = self.run(args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(code), "rotor {args:?}: {stderr}");
-        assert!(
-            stderr.contains(message),
-            "rotor {args:?}: expected '{message}' in: {stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{stderr}");
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut full = args.to_vec();
-        full.push("--json");
-        serde_json::from_str(&self.ok(&full)).expect("json output")
-    }
-
+impl Files for Workstation {
     fn sigkey(&self, number: u32) -> SigningKey {
         let path = self.home.join("sigkeys").join(format!("{number}.sigkey"));
         rotor_cli::workstation::SigkeyFile::read(&path)
             .unwrap()
-            .unlock(&path, PASSWORD)
+            .unlock(&path, support::PASSWORD)
             .unwrap()
     }
 
@@ -79,7 +40,7 @@ impl Workstation {
         let path = self.home.join("parts").join(format!("{number}.part"));
         rotor_cli::workstation::PartFile::read(&path)
             .unwrap()
-            .unlock(&path, PASSWORD)
+            .unlock(&path, support::PASSWORD)
             .unwrap()
     }
 }
@@ -127,8 +88,7 @@ async fn key_part_ceremony_and_every_rejection() {
     );
     let ws = Workstation {
         home: dir.path().join("home"),
-        endpoint: info.endpoint.clone(),
-        api_key: info.api_key.clone(),
+        info: info.clone(),
     };
 
     // Imprint → 3 admins → thresholds 2/2 → 3 parts → commit with 2 signatures → set immediate.

@@ -76,3 +76,53 @@ pub(crate) fn start_dev(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The password of workstation files in tests.
+pub(crate) const PASSWORD: &str = "integration test password";
+
+/// A workstation directory used through the `rotor` binary against a dev instance.
+pub(crate) struct Workstation {
+    pub(crate) home: std::path::PathBuf,
+    pub(crate) info: rotor_server::dev::DevInfo,
+}
+
+impl Workstation {
+    pub(crate) fn run(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
+            .args(args)
+            .env("ROTOR_HOME", &self.home)
+            .env("ROTOR_ENDPOINT", &self.info.endpoint)
+            .env("ROTOR_API_KEY", &self.info.api_key)
+            .env("ROTOR_PASSWORD", PASSWORD)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run rotor")
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "rotor {args:?} failed: {stderr}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs a command that must fail with `code` and say `message`.
+    pub(crate) fn fails(&self, args: &[&str], code: i32, message: &str) {
+        let output = self.run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "rotor {args:?}: {stderr}");
+        assert!(
+            stderr.contains(message),
+            "rotor {args:?}: expected '{message}' in: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+
+    /// Runs a command with `--json` and parses its output.
+    pub(crate) fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = args.to_vec();
+        full.push("--json");
+        serde_json::from_str(&self.ok(&full)).expect("json output")
+    }
+}

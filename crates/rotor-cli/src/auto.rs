@@ -1,0 +1,269 @@
+//! The recovery-unit flows: `rotor auto init` (a random master key made in a recovery unit and
+//! copied to every other unit) and `rotor auto recover` (a recovery unit's current master key
+//! copied to units that lost theirs).
+//!
+//! A master key moves between units only encrypted: the target makes a fresh importer key, the
+//! recovery unit exports its register to it (threshold-signed), the target imports it into its
+//! new register, commits it (threshold-signed) and sets it immediate. Every step is chosen from
+//! the units' real state, so running a command again after a failure continues where it stopped.
+
+use anyhow::{Result, bail};
+use rotor_crypto::Vp;
+use rotor_unit::wire::{
+    Action, CurrentState, NewState, Outcome, Register, Ski, UnitKind, UnitStatus,
+};
+use serde_json::json;
+
+use crate::admin::{Ctx, Target};
+use crate::output::print_json;
+use crate::workstation::SigkeyFile;
+
+/// The selected units, which must be every unit of exactly one instance.
+async fn whole_instance(ctx: &Ctx) -> Result<Vec<Target>> {
+    let selected = ctx.selected().await?;
+    let instance = selected[0].instance;
+    if selected.iter().any(|t| t.instance != instance) {
+        bail!(
+            "the selected crypto units belong to several instances; select all units of one instance"
+        );
+    }
+    let missing: Vec<String> = ctx
+        .all_units()
+        .await?
+        .into_iter()
+        .filter(|t| t.instance == instance && !selected.iter().any(|s| s.unit.id == t.unit.id))
+        .map(|t| t.number.to_string())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "not all crypto units of instance {instance} are selected (missing: {}); run 'rotor units select {}'",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    Ok(selected)
+}
+
+fn say(ctx: &Ctx, line: &str) {
+    if !ctx.json {
+        println!("{line}");
+    }
+}
+
+/// Copies the `register` of `source` into the current register of `target`.
+async fn transfer(ctx: &Ctx, source: &Target, register: Register, target: &Target) -> Result<Vp> {
+    let (outcome, _) = ctx.act(target, Action::CreateImporter).await?;
+    let Outcome::Importer { public_key } = outcome else {
+        bail!(
+            "crypto unit {} did not return an importer key",
+            target.number
+        );
+    };
+    let export = Action::Export {
+        register,
+        recipient_unit: target.unit.id,
+        recipient_importer: public_key.clone(),
+    };
+    let (outcome, _) = ctx.act(source, export).await?;
+    let Outcome::Exported { vp, key } = outcome else {
+        bail!(
+            "crypto unit {} did not export its master key",
+            source.number
+        );
+    };
+    ctx.act(
+        target,
+        Action::ImportNew {
+            importer: public_key,
+            key,
+        },
+    )
+    .await?;
+    ctx.act(target, Action::Commit { vp }).await?;
+    ctx.act(target, Action::SetImmediate { vp }).await?;
+    Ok(vp)
+}
+
+/// The first recovery unit among `units`.
+fn recovery_unit(units: &[(Target, UnitStatus)]) -> Result<&(Target, UnitStatus)> {
+    units
+        .iter()
+        .find(|(t, _)| t.unit.kind == UnitKind::Recovery)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the instance has no recovery crypto unit; use 'rotor mk load' with key parts"
+            )
+        })
+}
+
+async fn statuses(ctx: &Ctx, targets: &[Target]) -> Result<Vec<(Target, UnitStatus)>> {
+    let mut out = Vec::new();
+    for target in targets {
+        out.push((target.clone(), ctx.status(target).await?.0));
+    }
+    Ok(out)
+}
+
+/// `rotor auto init`
+pub async fn init(ctx: &Ctx, admins: &[u32], signature: u8, revocation: u8) -> Result<()> {
+    let targets = whole_instance(ctx).await?;
+    let mut files = Vec::new();
+    for number in admins {
+        files.push(SigkeyFile::read(&ctx.home.sigkey_path(*number)?)?);
+    }
+    let units = statuses(ctx, &targets).await?;
+    recovery_unit(&units)?;
+    // A unit that left imprint mode must already have exactly this configuration (a rerun).
+    for (target, status) in &units {
+        let installed: Vec<Ski> = status.admins.iter().map(|a| a.ski).collect();
+        let wanted = files
+            .iter()
+            .all(|f| installed.contains(&Ski::of(&f.public_key)));
+        if !status.imprint
+            && (!wanted
+                || status.signature_threshold != signature
+                || status.revocation_threshold != revocation)
+        {
+            bail!(
+                "crypto unit {} already left imprint mode with other admins or thresholds; compare with 'rotor units compare' (zeroize only if its key storage is expendable)",
+                target.number
+            );
+        }
+    }
+
+    for (index, file) in files.iter().enumerate() {
+        say(
+            ctx,
+            &format!(
+                "Installing {} of {} administrators....",
+                index + 1,
+                files.len()
+            ),
+        );
+        let ski = Ski::of(&file.public_key);
+        for (target, _) in &units {
+            let (status, _) = ctx.status(target).await?;
+            if status.imprint && !status.admins.iter().any(|a| a.ski == ski) {
+                let action = Action::AddAdmin {
+                    name: file.name.clone(),
+                    public_key: file.public_key.clone(),
+                };
+                ctx.act(target, action).await?;
+            }
+        }
+    }
+    say(ctx, "Setting signature thresholds....");
+    for (target, _) in &units {
+        if ctx.status(target).await?.0.imprint {
+            ctx.act(
+                target,
+                Action::SetThresholds {
+                    signature,
+                    revocation,
+                },
+            )
+            .await?;
+        }
+    }
+
+    let units = statuses(ctx, &targets).await?;
+    let (source, source_status) = recovery_unit(&units)?;
+    if source_status.current.state == CurrentState::Empty {
+        say(ctx, "Generating a random master key value....");
+        ctx.act(source, Action::GenerateRandom).await?;
+    }
+    let (source_status, _) = ctx.status(source).await?;
+    let vp = source_status.current.vp;
+    let others: Vec<&(Target, UnitStatus)> = units
+        .iter()
+        .filter(|(t, _)| t.unit.id != source.unit.id)
+        .collect();
+    for (index, (target, status)) in others.iter().enumerate() {
+        say(
+            ctx,
+            &format!(
+                "Transferring the master key value to {} of {} crypto units....",
+                index + 1,
+                others.len()
+            ),
+        );
+        if status.current.state == CurrentState::Valid && status.current.vp.matches(&vp) {
+            continue;
+        }
+        prepare_target(ctx, target, status).await?;
+        transfer(ctx, source, Register::Current, target).await?;
+    }
+    if ctx.json {
+        print_json(&json!({"units": units.len(), "vp": vp}));
+    } else {
+        println!("OK");
+        println!("The selected service instance has been initialized (master key VP {vp}).");
+        println!("Check it with 'rotor units compare'.");
+    }
+    Ok(())
+}
+
+/// A target must have an empty current register and an empty new register (or one left over
+/// from an interrupted transfer, which is cleared).
+async fn prepare_target(ctx: &Ctx, target: &Target, status: &UnitStatus) -> Result<()> {
+    if status.current.state == CurrentState::Valid {
+        bail!(
+            "crypto unit {} holds another master key (VP {}); it would be overwritten. Clear it only if no key depends on it",
+            target.number,
+            status.current.vp
+        );
+    }
+    if status.new.state != NewState::Empty {
+        ctx.act(target, Action::ClearNew).await?;
+    }
+    Ok(())
+}
+
+/// `rotor auto recover`
+pub async fn recover(ctx: &Ctx) -> Result<()> {
+    let targets = ctx.selected().await?;
+    let units = statuses(ctx, &targets).await?;
+    let (source, source_status) = recovery_unit(&units)?;
+    if source_status.current.state != CurrentState::Valid {
+        bail!(
+            "recovery crypto unit {} has no current master key to copy",
+            source.number
+        );
+    }
+    let vp = source_status.current.vp;
+    let mut recovered = Vec::new();
+    for (target, status) in &units {
+        if target.unit.id == source.unit.id
+            || (status.current.state == CurrentState::Valid && status.current.vp.matches(&vp))
+        {
+            continue;
+        }
+        if status.imprint {
+            bail!(
+                "crypto unit {} is in imprint mode; install the same admins and thresholds first (or use 'rotor auto init')",
+                target.number
+            );
+        }
+        prepare_target(ctx, target, status).await?;
+        say(
+            ctx,
+            &format!(
+                "Recovering the master key of crypto unit {}....",
+                target.number
+            ),
+        );
+        transfer(ctx, source, Register::Current, target).await?;
+        recovered.push(target.number);
+    }
+    if ctx.json {
+        print_json(&json!({"recovered": recovered, "vp": vp}));
+    } else if recovered.is_empty() {
+        println!("Every selected crypto unit already holds the master key (VP {vp}).");
+    } else {
+        println!(
+            "OK: master key VP {vp} recovered on {} crypto unit(s).",
+            recovered.len()
+        );
+    }
+    Ok(())
+}
