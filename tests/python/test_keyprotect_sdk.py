@@ -1420,6 +1420,11 @@ def test_bad_input_never_yields_5xx_and_changes_nothing(kp, rotor, raw, victim):
                     if reasons and reasons[0].get("status") != response.status_code:
                         failures.append(f"{what}: reason status {reasons[0].get('status')} != HTTP "
                                         f"{response.status_code}")
+        if path.startswith("/api/v2") and response.status_code in (400, 413, 422):
+            is_json = response.headers.get("Content-Type", "").startswith("application/json")
+            if not is_json or "resources" not in response.json():
+                failures.append(f"{what}: {response.status_code} without a Key Protect error body: "
+                                f"{response.text[:200]}")
         after = snapshot(kp, rotor, victim)
         if after != before:
             changed = {name: (before[name], after[name]) for name in before if before[name] != after[name]}

@@ -1805,4 +1805,36 @@ pub fn router(state: KpState) -> Router {
             post(create_import_token).get(get_import_token),
         )
         .with_state(state)
+        .layer(axum::middleware::map_response(json_rejections))
+}
+
+/// Rejections made by the HTTP layer before a handler runs (an oversized body, a malformed
+/// query) come as plain text; Key Protect clients expect its JSON error shape.
+async fn json_rejections(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if !status.is_client_error() || is_json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .ok()
+        .filter(|text| !text.is_empty())
+        .unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("Bad Request")
+                .to_owned()
+        });
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "BODY_TOO_LARGE_ERR"
+    } else {
+        "BAD_REQUEST_ERR"
+    };
+    KpError::new(status, code, text).into_response()
 }
