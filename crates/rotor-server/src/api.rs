@@ -85,12 +85,18 @@ struct InstanceView<'a> {
 impl Service {
     /// Opens the keystore and token key in the data directory and connects to the units.
     pub fn open(config: Config) -> Result<Self, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|err| {
-            StartError(format!(
-                "cannot create {}: {err}",
-                config.data_dir.display()
-            ))
-        })?;
+        // The keystore and the token signing key live here: readable by the service only.
+        std::fs::create_dir_all(&config.data_dir)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|err| {
+                StartError(format!(
+                    "cannot prepare {}: {err}",
+                    config.data_dir.display()
+                ))
+            })?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
