@@ -102,6 +102,12 @@ async fn no_master_key_is_a_clear_error_and_admin_routes_need_their_role() {
             assert_eq!(body["errorCode"], "role_insufficient", "{identity}: {body}");
         }
     }
+    // The keystore and token signing key are private to the service.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode =
+        |path: std::path::PathBuf| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(info.dir.join("service")), 0o700);
+    assert_eq!(mode(info.dir.join("service").join("iam.key")), 0o600);
     let anonymous = http
         .get(format!("{}/v1/instances", info.endpoint))
         .send()
