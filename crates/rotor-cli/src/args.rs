@@ -213,6 +213,16 @@ pub enum SigkeysCommand {
         #[arg(long, default_value = "p256")]
         curve: String,
     },
+    /// Import a signature key file of the HPCS TKE CLI (`N.sigkey`, P-521). Its password is asked
+    /// first; the new rotor file is then protected by a new password (ROTOR_PASSWORD answers
+    /// both).
+    Import {
+        /// The HPCS `.sigkey` file.
+        file: PathBuf,
+        /// The admin name (1 to 30 characters) the key is installed under.
+        #[arg(long)]
+        name: String,
+    },
     /// Select the signature keys that sign later commands.
     Use {
         /// Signature key numbers.

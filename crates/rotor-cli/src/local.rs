@@ -14,10 +14,7 @@ pub fn sigkeys(ctx: &Ctx, command: Option<SigkeysCommand>) -> Result<()> {
     match command {
         None => list_sigkeys(ctx),
         Some(SigkeysCommand::New { name, curve }) => {
-            let length = name.chars().count();
-            if length == 0 || length > 30 || name.chars().any(char::is_control) {
-                bail!("an admin name has 1 to 30 printable characters");
-            }
+            check_admin_name(&name)?;
             let Some(alg) = SigAlg::from_name(&curve) else {
                 bail!("unknown curve '{curve}'; use p256 or p521");
             };
@@ -35,6 +32,25 @@ pub fn sigkeys(ctx: &Ctx, command: Option<SigkeysCommand>) -> Result<()> {
                     "Created signature key {number} for '{name}' ({}), SKI {}",
                     alg.name(),
                     hex::encode(ski)
+                );
+            }
+            Ok(())
+        }
+        Some(SigkeysCommand::Import { file, name }) => {
+            check_admin_name(&name)?;
+            let password =
+                crate::workstation::read_password(&format!("Password of {}: ", file.display()))?;
+            let key = crate::workstation::import_hpcs_sigkey(&file, &password)?;
+            let password = new_password(&format!("signature key '{name}'"))?;
+            let sealed = SigkeyFile::seal(&name, &key, &password)?;
+            let number = ctx.home.add_sigkey(&sealed)?;
+            let ski = hex::encode(sealed.public_key.ski());
+            if ctx.json {
+                print_json(&json!({"number": number, "name": name, "curve": "p521", "ski": ski}));
+            } else {
+                println!(
+                    "Imported {} as signature key {number} for '{name}' (p521), SKI {ski}",
+                    file.display()
                 );
             }
             Ok(())
@@ -67,6 +83,14 @@ pub fn sigkeys(ctx: &Ctx, command: Option<SigkeysCommand>) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn check_admin_name(name: &str) -> Result<()> {
+    let length = name.chars().count();
+    if length == 0 || length > 30 || name.chars().any(char::is_control) {
+        bail!("an admin name has 1 to 30 printable characters");
+    }
+    Ok(())
 }
 
 fn list_sigkeys(ctx: &Ctx) -> Result<()> {

@@ -261,6 +261,56 @@ impl SigkeyFile {
     }
 }
 
+/// An HPCS TKE signature key file (`N.sigkey`): JSON with `keyType` `p521ec`, `ski` (SHA-256 of
+/// the uncompressed public point), `seaSalt` and `enckey` (`nonce ‖ AES-256-GCM` of a PEM private
+/// key under PBKDF2-HMAC-SHA-256(password, salt, 4096 rounds)).
+#[derive(Debug, Deserialize)]
+struct HpcsSigkey {
+    #[serde(rename = "keyType")]
+    key_type: String,
+    ski: String,
+    #[serde(rename = "seaSalt")]
+    salt: String,
+    enckey: String,
+}
+
+/// PBKDF2 rounds of HPCS TKE signature key files.
+const HPCS_SIGKEY_ROUNDS: u32 = 4096;
+
+/// Reads an HPCS TKE signature key file and decrypts its P-521 key with `password`; the key must
+/// match the file's SKI.
+pub fn import_hpcs_sigkey(path: &Path, password: &str) -> Result<SigningKey, FileError> {
+    let text = fs::read(path).map_err(io_err(path))?;
+    let file: HpcsSigkey = serde_json::from_slice(&text)
+        .map_err(|err| corrupt(path, format!("not an HPCS signature key file: {err}")))?;
+    if file.key_type != "p521ec" {
+        return Err(corrupt(
+            path,
+            format!(
+                "key type '{}' is not supported; only P-521 ('p521ec') keys are",
+                file.key_type
+            ),
+        ));
+    }
+    let salt = hex::decode(&file.salt).map_err(|_| corrupt(path, "seaSalt is not hex"))?;
+    let sealed = hex::decode(&file.enckey).map_err(|_| corrupt(path, "enckey is not hex"))?;
+    let key = rotor_crypto::pbkdf2_sha256(password.as_bytes(), &salt, HPCS_SIGKEY_ROUNDS);
+    let pem = rotor_crypto::open_aes256gcm(&key, &[], &sealed)
+        .map_err(|_| FileError::WrongPassword(path.to_owned()))?;
+    let pem =
+        std::str::from_utf8(&pem).map_err(|_| corrupt(path, "the private key is not PEM text"))?;
+    let signing = SigningKey::p521_from_pem(pem)
+        .map_err(|_| corrupt(path, "the private key is not a P-521 key"))?;
+    let ski = hex::encode(signing.public_key().ski());
+    if !ski.eq_ignore_ascii_case(file.ski.trim()) {
+        return Err(corrupt(
+            path,
+            "the private key does not match the file's subject key identifier",
+        ));
+    }
+    Ok(signing)
+}
+
 /// A key part file's public part.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -149,6 +149,16 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// PBKDF2-HMAC-SHA-256 (RFC 8018 §5.2) to a 256-bit key, as HPCS TKE signature key files use
+/// (4096 rounds there).
+pub fn pbkdf2_sha256(password: &[u8], salt: &[u8], rounds: u32) -> Secret32 {
+    let mut out = [0u8; KEY_LEN];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, rounds, &mut out);
+    let key = Secret32(out);
+    out.zeroize();
+    key
+}
+
 /// The OAEP hash (and MGF1 hash) of an RSA-OAEP ciphertext (RFC 8017 §7.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OaepHash {
@@ -516,6 +526,16 @@ impl SigningKey {
         })
     }
 
+    /// A P-521 key from PEM: PKCS#8 (`PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`), as HPCS TKE
+    /// signature key files hold it.
+    pub fn p521_from_pem(pem: &str) -> Result<Self, Opaque> {
+        use p521::pkcs8::DecodePrivateKey;
+        let secret = p521::SecretKey::from_pkcs8_pem(pem)
+            .or_else(|_| p521::SecretKey::from_sec1_pem(pem))
+            .map_err(|_| Opaque)?;
+        Self::from_scalar(SigAlg::P521Sha512, &secret.to_bytes())
+    }
+
     /// The algorithm.
     pub fn alg(&self) -> SigAlg {
         match self {
@@ -843,6 +863,16 @@ mod tests {
         assert_eq!(
             open_aes_gcm_with_key(&[1u8; 24], &[0u8; 12], &[0u8; 20]),
             Err(Opaque)
+        );
+    }
+
+    #[test]
+    fn pbkdf2_matches_an_independent_computation() {
+        let key = pbkdf2_sha256(b"password", b"salt", 4096);
+        // Python: hashlib.pbkdf2_hmac("sha256", b"password", b"salt", 4096, 32).hex()
+        assert_eq!(
+            hex::encode(key.expose()),
+            "c5e478d59288c841aa530db6845c4c8d962893a001ce4e11a4963873aa98134a"
         );
     }
 
