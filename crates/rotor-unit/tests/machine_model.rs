@@ -1156,6 +1156,13 @@ fn build(
     let message = command.signing_bytes();
     let mut signed = command.sign(&signing_keys);
     let mut facts: Vec<(usize, bool)> = signer_indices.iter().map(|&i| (i, true)).collect();
+    // The honest bytes of each signature, kept in step with insertions, so that a signature
+    // counts as corrupted only if it ends up different (two flips of one byte cancel out).
+    let mut honest: Vec<Vec<u8>> = signed
+        .signatures
+        .iter()
+        .map(|s| s.signature.clone())
+        .collect();
 
     // Signature-level tampering.
     for tamper in &step.tampers {
@@ -1167,6 +1174,7 @@ fn build(
                 let copy = signed.signatures[which].clone();
                 signed.signatures.insert(at, copy);
                 facts.insert(at, facts[which]);
+                honest.insert(at, honest[which].clone());
             }
             Tamper::NonAdmin { at } => {
                 let at = usize::from(*at) % (len + 1);
@@ -1178,16 +1186,19 @@ fn build(
                     },
                 );
                 facts.insert(at, (NON_ADMIN, true));
+                honest.insert(at, signed.signatures[at].signature.clone());
             }
             Tamper::Corrupt { which, byte } if len > 0 => {
                 let which = usize::from(*which) % len;
                 let signature = &mut signed.signatures[which].signature;
                 let at = usize::from(*byte) % signature.len();
                 signature[at] ^= 0x01;
-                facts[which].1 = false;
             }
             _ => {}
         }
+    }
+    for ((fact, signature), honest) in facts.iter_mut().zip(&signed.signatures).zip(&honest) {
+        fact.1 = fact.1 && signature.signature == *honest;
     }
 
     Ok(Built {
