@@ -10,9 +10,11 @@ use rotor_crypto::{PublicKey, Secret32, SigningKey, Vp, seal_to};
 use rotor_server::config::UnitConfig;
 use rotor_unit::client::UnitClient;
 use rotor_unit::machine::envelope_context;
-use rotor_unit::wire::{Action, Command, NewState, Outcome, PART_CONTEXT, Ski, UnitStatus};
+use rotor_unit::wire::{
+    Action, Command, CurrentState, NewState, Outcome, PART_CONTEXT, Ski, UnitStatus,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::args::{AdminsCommand, MkCommand, ThresholdsCommand, UnitsCommand};
@@ -108,7 +110,7 @@ impl Ctx {
             .body(form);
         let (status, body) = send(&url, request).await?;
         if !status.is_success() {
-            let message: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let message: Value = serde_json::from_slice(&body).unwrap_or_default();
             bail!(
                 "the service refused the API key: {}",
                 message["errorMessage"].as_str().unwrap_or("unknown error")
@@ -817,14 +819,74 @@ pub async fn mk(ctx: &Ctx, command: Option<MkCommand>) -> Result<()> {
     }
 }
 
+/// How many key versions of an instance sit under one master key.
+#[derive(Debug, Serialize, Deserialize)]
+struct MasterKeyCount {
+    vp: Vp,
+    key_versions: u64,
+}
+
+#[derive(Deserialize)]
+struct KeystoreBody {
+    master_keys: Vec<MasterKeyCount>,
+}
+
+/// Key storage per master key for each instance of the selected units, with the register that
+/// holds each master key on those units (`None`: no selected unit holds it).
+async fn key_storage(ctx: &Ctx, units: &[(Target, UnitStatus)]) -> Result<Vec<Value>> {
+    let mut instances: Vec<Uuid> = units.iter().map(|(t, _)| t.instance).collect();
+    instances.dedup();
+    let mut out = Vec::new();
+    for instance in instances {
+        let url = format!("{}/v1/instances/{instance}/keystore", ctx.endpoint()?);
+        let (status, body) = send(&url, ctx.http.get(&url).bearer_auth(ctx.token().await?)).await?;
+        if !status.is_success() {
+            return Err(rotor_unit::client::ClientError::Relay {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+            }
+            .into());
+        }
+        let body: KeystoreBody =
+            serde_json::from_slice(&body).context("unexpected key storage answer")?;
+        for count in body.master_keys {
+            let of_instance = units.iter().filter(|(t, _)| t.instance == instance);
+            let held_in = of_instance
+                .clone()
+                .any(|(_, s)| {
+                    s.current.state == CurrentState::Valid && s.current.vp.matches(&count.vp)
+                })
+                .then_some("current")
+                .or_else(|| {
+                    of_instance
+                        .clone()
+                        .any(|(_, s)| s.new.state != NewState::Empty && s.new.vp.matches(&count.vp))
+                        .then_some("new")
+                });
+            out.push(json!({"instance": instance, "vp": count.vp, "key_versions": count.key_versions, "held_in": held_in}));
+        }
+    }
+    Ok(out)
+}
+
 async fn show_registers(ctx: &Ctx) -> Result<()> {
     let units = statuses(ctx).await?;
+    let storage = key_storage(ctx, &units).await?;
+    let orphaned: Vec<&Value> = storage.iter().filter(|s| s["held_in"].is_null()).collect();
+    for entry in &orphaned {
+        eprintln!(
+            "warning: {} key version(s) of instance {} are wrapped under master key VP {}, which no selected crypto unit holds; they stay unusable until that master key is loaded again",
+            entry["key_versions"],
+            entry["instance"].as_str().unwrap_or_default(),
+            entry["vp"].as_str().unwrap_or_default()
+        );
+    }
     if ctx.json {
         let view: Vec<_> = units
             .iter()
             .map(|(t, s)| json!({"number": t.number, "id": t.unit.id, "current": s.current, "new": s.new}))
             .collect();
-        print_json(&json!({ "units": view }));
+        print_json(&json!({ "units": view, "key_storage": storage }));
         return Ok(());
     }
     let mut rows = Vec::new();
@@ -854,6 +916,25 @@ async fn show_registers(ctx: &Ctx) -> Result<()> {
             &rows
         )
     );
+    if !storage.is_empty() {
+        let rows: Vec<Vec<String>> = storage
+            .iter()
+            .map(|s| {
+                vec![
+                    s["vp"].as_str().unwrap_or_default().to_owned(),
+                    s["key_versions"].to_string(),
+                    s["held_in"]
+                        .as_str()
+                        .map_or("NO SELECTED UNIT".to_owned(), |r| format!("{r} register")),
+                ]
+            })
+            .collect();
+        println!("\nKEY STORAGE");
+        print!(
+            "{}",
+            table(&["VERIFICATION PATTERN", "KEY VERSIONS", "HELD IN"], &rows)
+        );
+    }
     Ok(())
 }
 

@@ -155,6 +155,12 @@ async fn auto_init_and_recover_with_a_recovery_unit() {
     let (status, key) = kp(&info, "/api/v2/keys", create).await;
     assert_eq!(status, 201, "{key}");
     let id = key["resources"][0]["id"].as_str().unwrap().to_owned();
+    // Key storage is counted per master key and matched to the register holding it.
+    let storage = ws.json(&["mk"])["key_storage"].clone();
+    assert_eq!(
+        storage,
+        json!([{"instance": info.instance, "vp": vps[0], "key_versions": 1, "held_in": "current"}])
+    );
     let (status, wrapped) = kp(
         &info,
         &format!("/api/v2/keys/{id}/actions/wrap"),
@@ -170,6 +176,16 @@ async fn auto_init_and_recover_with_a_recovery_unit() {
     ws.ok(&["parts", "new"]);
     ws.ok(&["parts", "new"]);
     ws.ok(&["mk", "load", "1", "2"]);
+    // Seen from unit 1 alone, the stored key sits under a master key no selected unit holds.
+    let output = ws.run(&["mk", "--json"]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("which no selected crypto unit holds"),
+        "{stderr}"
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["key_storage"][0]["held_in"], Value::Null);
     ws.ok(&["units", "select", "--all"]);
     let lost = registers(&ws);
     assert_eq!(lost[0]["current"]["state"], "Empty");

@@ -195,6 +195,7 @@ impl Service {
                 "/v1/instances/{instance}/units/{unit}/command",
                 post(relay_command),
             )
+            .route("/v1/instances/{instance}/keystore", get(keystore))
             .with_state(self)
             .merge(kp)
             .merge(iam)
@@ -280,6 +281,43 @@ async fn relay_status(
         query.unwrap_or_default()
     );
     service.relay(unit, service.http.get(url)).await
+}
+
+/// How many key versions of the instance sit under each master key (by VP).
+async fn keystore(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path(instance): Path<String>,
+) -> Response {
+    let Some(id) = Uuid::parse_str(&instance)
+        .ok()
+        .filter(|id| service.config.instances.iter().any(|i| i.id == *id))
+    else {
+        return not_found("instance", &instance).into_response();
+    };
+    if let Err(err) = service.admin(&headers, Some(id)) {
+        return err.into_response();
+    }
+    let store = Arc::clone(&service.kp.store);
+    match tokio::task::block_in_place(|| store.count_by_vp(id)) {
+        Ok(counts) => {
+            let master_keys: Vec<_> = counts
+                .iter()
+                .map(|(vp, versions)| serde_json::json!({"vp": vp, "key_versions": versions}))
+                .collect();
+            axum::Json(serde_json::json!({"instance": id, "master_keys": master_keys}))
+                .into_response()
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "key storage failed");
+            ApiError {
+                code: "storage",
+                message: "key storage failed".to_owned(),
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+            }
+            .into_response()
+        }
+    }
 }
 
 async fn relay_command(

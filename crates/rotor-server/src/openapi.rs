@@ -169,6 +169,12 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "get",
+        "/v1/instances/{instance}/keystore",
+        "Key versions per master key VP",
+        "Crypto Unit Administrator",
+    ),
+    (
+        "get",
         "/v1/instances/{instance}/units/{unit}/status",
         "Relay: a unit's signed status",
         "Crypto Unit Administrator",

@@ -271,6 +271,6 @@ pub trait KeyStore: Send + Sync {
         instance: Uuid,
         change: &mut dyn FnMut(&mut Option<serde_json::Value>) -> Result<(), StoreError>,
     ) -> Result<Option<serde_json::Value>, StoreError>;
-    /// How many key versions sit under each master key VP, over all instances.
-    fn count_by_vp(&self) -> Result<Vec<(Vp, u64)>, StoreError>;
+    /// How many key versions of an instance sit under each master key VP.
+    fn count_by_vp(&self, instance: Uuid) -> Result<Vec<(Vp, u64)>, StoreError>;
 }

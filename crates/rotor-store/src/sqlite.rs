@@ -533,12 +533,13 @@ impl KeyStore for SqliteStore {
         Ok(token)
     }
 
-    fn count_by_vp(&self) -> Result<Vec<(Vp, u64)>, StoreError> {
+    fn count_by_vp(&self, instance: Uuid) -> Result<Vec<(Vp, u64)>, StoreError> {
         let connection = self.lock()?;
-        let mut statement =
-            connection.prepare("SELECT vp, COUNT(*) FROM key_versions GROUP BY vp ORDER BY vp")?;
+        let mut statement = connection.prepare(
+            "SELECT vp, COUNT(*) FROM key_versions WHERE instance = ?1 GROUP BY vp ORDER BY vp",
+        )?;
         let rows = statement
-            .query_map([], |row| {
+            .query_map(params![instance.to_string()], |row| {
                 Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -661,9 +662,10 @@ mod tests {
         assert_eq!(by_alias.newest_version, 2);
         assert_eq!(store.versions(instance, first.id).unwrap().len(), 2);
         assert_eq!(
-            store.count_by_vp().unwrap(),
+            store.count_by_vp(instance).unwrap(),
             vec![(Vp([1; 32]), 1), (Vp([2; 32]), 1)]
         );
+        assert!(store.count_by_vp(Uuid::new_v4()).unwrap().is_empty());
         assert_eq!(store.key_rings(instance).unwrap().len(), 2);
         // Another instance sees nothing.
         assert!(
