@@ -14,6 +14,20 @@ mod support;
 use serde_json::{Value, json};
 use support::Workstation;
 
+/// Initialize with the admins of signature keys 1, 2 and 3 and thresholds 2/2.
+const INIT: &[&str] = &[
+    "auto",
+    "init",
+    "--admins",
+    "1",
+    "2",
+    "3",
+    "--signature",
+    "2",
+    "--revocation",
+    "2",
+];
+
 fn registers(ws: &Workstation) -> Vec<Value> {
     ws.json(&["mk"])["units"].as_array().unwrap().clone()
 }
@@ -31,16 +45,7 @@ fn current_vps(ws: &Workstation) -> Vec<String> {
 
 async fn kp(info: &rotor_server::dev::DevInfo, path: &str, body: Value) -> (u16, Value) {
     let token = support::access_token(&info.endpoint, &info.api_key);
-    let response = reqwest::Client::new()
-        .post(format!("{}{path}", info.endpoint))
-        .bearer_auth(token)
-        .header("bluemix-instance", info.instance.to_string())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    support::kp_call(info, &token, reqwest::Method::POST, path, body).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -62,35 +67,9 @@ async fn auto_init_and_recover_with_a_recovery_unit() {
     ws.ok(&["sigkeys", "use", "1", "2"]);
     // Every unit of the instance must be selected.
     ws.ok(&["units", "select", "1", "2"]);
-    ws.fails(
-        &[
-            "auto",
-            "init",
-            "--admins",
-            "1",
-            "2",
-            "3",
-            "--signature",
-            "2",
-            "--revocation",
-            "2",
-        ],
-        1,
-        "not all crypto units",
-    );
+    ws.fails(INIT, 1, "not all crypto units");
     ws.ok(&["units", "select", "--all"]);
-    let out = ws.ok(&[
-        "auto",
-        "init",
-        "--admins",
-        "1",
-        "2",
-        "3",
-        "--signature",
-        "2",
-        "--revocation",
-        "2",
-    ]);
+    let out = ws.ok(INIT);
     assert!(
         out.contains("Generating a random master key value"),
         "{out}"
@@ -115,18 +94,7 @@ async fn auto_init_and_recover_with_a_recovery_unit() {
             .collect()
     };
     let before = counters(&ws);
-    ws.ok(&[
-        "auto",
-        "init",
-        "--admins",
-        "1",
-        "2",
-        "3",
-        "--signature",
-        "2",
-        "--revocation",
-        "2",
-    ]);
+    ws.ok(INIT);
     assert_eq!(current_vps(&ws), vps);
     assert_eq!(counters(&ws), before);
     // Other thresholds than the ones installed: refused, nothing changed.

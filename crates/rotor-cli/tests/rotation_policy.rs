@@ -14,33 +14,11 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rotor_server::dev::DevInfo;
 use rotor_server::iam::{Iam, IamConfig};
 use rotor_server::kp::{InstanceUnits, KpState, rotate_due};
 use rotor_store::{KeyStore, SqliteStore};
 use rotor_unit::keyapi::KeyClient;
 use serde_json::{Value, json};
-
-async fn call(
-    http: &reqwest::Client,
-    info: &DevInfo,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Value,
-) -> (u16, Value) {
-    let response = http
-        .request(method, format!("{}{path}", info.endpoint))
-        .bearer_auth(token)
-        .header("bluemix-instance", info.instance.to_string())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 fn key_body(name: &str, extra: Value) -> Value {
     let mut resource =
@@ -62,8 +40,7 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
     let post = reqwest::Method::POST;
 
     let policy = json!({"rotation": {"enabled": true, "interval_month": 1}});
-    let (status, due) = call(
-        &http,
+    let (status, due) = support::kp_call(
         &info,
         &token,
         post.clone(),
@@ -73,8 +50,7 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
     .await;
     assert_eq!(status, 201, "{due}");
     let due_id = due["resources"][0]["id"].as_str().unwrap().to_owned();
-    let (_, fresh) = call(
-        &http,
+    let (_, fresh) = support::kp_call(
         &info,
         &token,
         post.clone(),
@@ -83,8 +59,7 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
     )
     .await;
     let fresh_id = fresh["resources"][0]["id"].as_str().unwrap().to_owned();
-    let (_, plain) = call(
-        &http,
+    let (_, plain) = support::kp_call(
         &info,
         &token,
         post.clone(),
@@ -93,8 +68,7 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
     )
     .await;
     let plain_id = plain["resources"][0]["id"].as_str().unwrap().to_owned();
-    let (status, wrapped) = call(
-        &http,
+    let (status, wrapped) = support::kp_call(
         &info,
         &token,
         post.clone(),
@@ -143,10 +117,9 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
 
     let get = reqwest::Method::GET;
     let versions = |id: String| {
-        let (http, info, token, get) = (http.clone(), info.clone(), token.clone(), get.clone());
+        let (info, token, get) = (info.clone(), token.clone(), get.clone());
         async move {
-            let (_, body) = call(
-                &http,
+            let (_, body) = support::kp_call(
                 &info,
                 &token,
                 get,
@@ -160,8 +133,7 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
     assert_eq!(versions(due_id.clone()).await, 2);
     assert_eq!(versions(fresh_id).await, 1);
     assert_eq!(versions(plain_id).await, 1);
-    let (_, metadata) = call(
-        &http,
+    let (_, metadata) = support::kp_call(
         &info,
         &token,
         get.clone(),
@@ -175,8 +147,7 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
     );
 
     // The DEK wrapped before the rotation still unwraps, under the old version.
-    let (status, unwrapped) = call(
-        &http,
+    let (status, unwrapped) = support::kp_call(
         &info,
         &token,
         post,

@@ -1205,6 +1205,7 @@ async fn unwrap(
             to: state.key_version(key, key.newest_version)?,
             ciphertext,
             aad,
+            reveal_plaintext: false,
         };
         let wrapped: Wrapped = state.unit_call(caller.instance, "rewrap", &request).await?;
         return Ok(axum::Json(json!({
@@ -1214,31 +1215,36 @@ async fn unwrap(
         }))
         .into_response());
     }
-    let unwrap_request = UnwrapRequest {
-        key: from.clone(),
-        ciphertext: ciphertext.clone(),
-        aad: aad.clone(),
-    };
-    let plain: Plaintext = state
-        .unit_call(caller.instance, "unwrap", &unwrap_request)
-        .await?;
-    let mut body = json!({
-        "plaintext": B64.encode(&plain.plaintext),
-        "keyVersion": {"id": from_id},
-    });
-    if version != key.newest_version {
-        // As Key Protect does: hand back the DEK wrapped under the newest version too.
-        let request = RewrapRequest {
-            from,
-            to: state.key_version(key, key.newest_version)?,
+    if version == key.newest_version {
+        let request = UnwrapRequest {
+            key: from,
             ciphertext,
             aad,
         };
-        let wrapped: Wrapped = state.unit_call(caller.instance, "rewrap", &request).await?;
-        body["ciphertext"] = json!(B64.encode(&wrapped.ciphertext));
-        body["rewrappedKeyVersion"] = json!({"id": newest_id});
+        let plain: Plaintext = state.unit_call(caller.instance, "unwrap", &request).await?;
+        return Ok(axum::Json(json!({
+            "plaintext": B64.encode(&plain.plaintext),
+            "keyVersion": {"id": from_id},
+        }))
+        .into_response());
     }
-    Ok(axum::Json(body).into_response())
+    // An older version: as Key Protect does, hand back the DEK wrapped under the newest version
+    // too, in one pass through the unit.
+    let request = RewrapRequest {
+        from,
+        to: state.key_version(key, key.newest_version)?,
+        ciphertext,
+        aad,
+        reveal_plaintext: true,
+    };
+    let wrapped: Wrapped = state.unit_call(caller.instance, "rewrap", &request).await?;
+    Ok(axum::Json(json!({
+        "plaintext": B64.encode(wrapped.plaintext.unwrap_or_default()),
+        "ciphertext": B64.encode(&wrapped.ciphertext),
+        "keyVersion": {"id": from_id},
+        "rewrappedKeyVersion": {"id": newest_id},
+    }))
+    .into_response())
 }
 
 async fn rotate(

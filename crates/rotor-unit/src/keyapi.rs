@@ -149,6 +149,10 @@ pub struct RewrapRequest {
     /// Additional authenticated data.
     #[serde(default)]
     pub aad: Vec<String>,
+    /// Also return the DEK (an unwrap of an older version, answered with the DEK and its
+    /// ciphertext under the newest version in one pass).
+    #[serde(default)]
+    pub reveal_plaintext: bool,
 }
 
 /// `POST /v1/keys/import-token`: a fresh RSA key pair for secure import.
@@ -500,7 +504,7 @@ pub(crate) fn rewrap(
     let ciphertext = wrap_dek(&to, &request.to.binding, &plaintext, &request.aad)?;
     Ok(Wrapped {
         ciphertext,
-        plaintext: None,
+        plaintext: request.reveal_plaintext.then(|| plaintext.to_vec()),
     })
 }
 

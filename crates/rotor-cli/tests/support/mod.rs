@@ -126,3 +126,28 @@ impl Workstation {
         serde_json::from_str(&self.ok(&full)).expect("json output")
     }
 }
+
+/// A Key Protect request to the dev instance with `token`; the status and the JSON body (or
+/// null).
+pub(crate) async fn kp_call(
+    info: &rotor_server::dev::DevInfo,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .request(method, format!("{}{path}", info.endpoint))
+        .bearer_auth(token)
+        .header("bluemix-instance", info.instance.to_string())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
