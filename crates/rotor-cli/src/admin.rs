@@ -122,6 +122,11 @@ impl Ctx {
         Ok(token.access_token)
     }
 
+    /// The HTTP client for the service.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// Asks before a destructive step, unless `--yes`.
     pub fn confirm(&self, question: &str) -> Result<()> {
         if self.yes {
@@ -802,6 +807,10 @@ pub async fn mk(ctx: &Ctx, command: Option<MkCommand>) -> Result<()> {
             })
             .await
         }
+        Some(MkCommand::Rotate { abort: false }) => {
+            crate::rotate::rotate(ctx, crate::rotate::Flow::Parts).await
+        }
+        Some(MkCommand::Rotate { abort: true }) => crate::rotate::abort(ctx).await,
         Some(MkCommand::ClearNew) => {
             ctx.confirm("Clear the new master key register of the selected units?")?;
             ctx.each_selected("new register cleared", |_, _| Ok(Some(Action::ClearNew)))
@@ -881,12 +890,16 @@ async fn show_registers(ctx: &Ctx) -> Result<()> {
             entry["vp"].as_str().unwrap_or_default()
         );
     }
+    let rotation = match units.first() {
+        Some((target, _)) => crate::rotate::journal(ctx, target.instance).await?,
+        None => None,
+    };
     if ctx.json {
         let view: Vec<_> = units
             .iter()
-            .map(|(t, s)| json!({"number": t.number, "id": t.unit.id, "current": s.current, "new": s.new}))
+            .map(|(t, s)| json!({"number": t.number, "id": t.unit.id, "current": s.current, "new": s.new, "rotation": s.rotation}))
             .collect();
-        print_json(&json!({ "units": view, "key_storage": storage }));
+        print_json(&json!({ "units": view, "key_storage": storage, "rotation": rotation }));
         return Ok(());
     }
     let mut rows = Vec::new();
@@ -916,6 +929,30 @@ async fn show_registers(ctx: &Ctx) -> Result<()> {
             &rows
         )
     );
+    if let Some(rotation) = &rotation {
+        println!("\nMASTER KEY ROTATION");
+        println!(
+            "{} → {}: {}",
+            rotation["from"].as_str().unwrap_or_default(),
+            rotation["to"].as_str().unwrap_or_default(),
+            rotation["phase"].as_str().unwrap_or_default()
+        );
+        if rotation["remaining"].as_u64().unwrap_or(0) > 0 || rotation["running"] == true {
+            println!(
+                "{} of {} rewrapped, {} left, {:.0} keys/s, about {} s to go",
+                rotation["done"],
+                rotation["total"],
+                rotation["remaining"],
+                rotation["rate"].as_f64().unwrap_or(0.0),
+                rotation["seconds_left"]
+                    .as_f64()
+                    .map_or_else(|| "?".to_owned(), |s| format!("{s:.0}"))
+            );
+        }
+        if let Some(waiting) = rotation["waiting"].as_str() {
+            println!("waiting: {waiting}");
+        }
+    }
     if !storage.is_empty() {
         let rows: Vec<Vec<String>> = storage
             .iter()

@@ -103,8 +103,11 @@ pub enum Commands {
     },
     /// Start a local instance: unit processes and the service on loopback.
     Dev(DevArgs),
-    /// Run the main demonstration end to end on a fresh local instance.
-    Demo,
+    /// Run the main demonstration end to end on a fresh local instance: 2 operational and 1
+    /// recovery unit as processes, the key-part ceremony, N root keys each wrapping a DEK, a
+    /// master key rotation ('rotor auto rotate') under a concurrent unwrap load, then every DEK
+    /// unwrapped and compared. With --json the last line is a JSON summary.
+    Demo(DemoArgs),
 }
 
 /// `rotor units …`
@@ -194,6 +197,16 @@ pub enum MkCommand {
         #[arg(long)]
         vp: Option<String>,
     },
+    /// Rotate the master key: pin the committed new register of every unit of the instance,
+    /// let the service rewrap all key storage to it (online: key operations keep working), then
+    /// promote every unit. Pre-checks every unit first. Running it again after any failure
+    /// continues from the real state; units already promoted count as done.
+    Rotate {
+        /// Abort the open rotation instead (threshold-signed on every unit): key storage is
+        /// rewrapped back to the current master key. Impossible once a unit is promoted.
+        #[arg(long)]
+        abort: bool,
+    },
     /// Clear the new register of every selected unit.
     ClearNew,
     /// Clear the current register of every selected unit; keys wrapped under it become
@@ -277,6 +290,11 @@ pub enum AutoCommand {
     /// Copy a recovery unit's current master key to the selected units whose current register is
     /// empty (after an accidental clear or zeroize, or a replaced unit).
     Recover,
+    /// Rotate the master key of the instance: a random key made in a recovery unit, exported
+    /// encrypted to every other unit, committed and pinned everywhere, all key storage rewrapped
+    /// by the service (online), then every unit promoted. Select all units of the instance.
+    /// Running it again after any failure continues from the real state.
+    Rotate,
 }
 
 /// `rotor unit …`
@@ -307,6 +325,14 @@ pub struct ServeArgs {
     /// Exit when the parent process exits (used by 'rotor dev').
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,
+}
+
+/// `rotor demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Root keys to create (each wraps one DEK) and rotate.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: usize,
 }
 
 /// `rotor dev`

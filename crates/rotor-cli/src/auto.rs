@@ -19,7 +19,7 @@ use crate::output::print_json;
 use crate::workstation::SigkeyFile;
 
 /// The selected units, which must be every unit of exactly one instance.
-async fn whole_instance(ctx: &Ctx) -> Result<Vec<Target>> {
+pub(crate) async fn whole_instance(ctx: &Ctx) -> Result<Vec<Target>> {
     let selected = ctx.selected().await?;
     let instance = selected[0].instance;
     if selected.iter().any(|t| t.instance != instance) {

@@ -6,8 +6,10 @@
 pub mod admin;
 pub mod args;
 pub mod auto;
+pub mod demo;
 pub mod local;
 pub mod output;
+pub mod rotate;
 pub mod run;
 pub mod workstation;
 
@@ -36,6 +38,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Commands::Auto {
             command: AutoCommand::Recover,
         } => auto::recover(&ctx).await,
+        Commands::Auto {
+            command: AutoCommand::Rotate,
+        } => rotate::rotate(&ctx, rotate::Flow::Auto).await,
         Commands::Sigkeys { command } => local::sigkeys(&ctx, command),
         Commands::Parts { command } => local::parts(&ctx, command),
         Commands::Unit {
@@ -43,7 +48,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => run::unit_serve(args).await,
         Commands::Server { config } => run::server(&config).await,
         Commands::Dev(args) => run::dev(args, cli.json).await,
-        Commands::Demo => run::demo(cli.json).await,
+        Commands::Demo(args) => demo::demo(args, cli.json).await,
     }
 }
 

@@ -9,7 +9,6 @@ use rotor_server::dev::{DevInfo, DevOptions, DevUnits, start_units};
 use rotor_unit::daemon::{ServeInfo, Unit};
 use rotor_unit::store::UnitStore;
 use rotor_unit::wire::UnitKind;
-use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::args::{DevArgs, ServeArgs};
@@ -213,7 +212,7 @@ pub async fn dev(args: DevArgs, json_output: bool) -> Result<()> {
 const DEV_PASSWORD: &str = "rotor dev password, not for production";
 
 /// Runs this binary with `args` against the dev workstation, echoing the command.
-async fn step(info: &DevInfo, args: &[&str], quiet: bool) -> Result<String> {
+pub(crate) async fn step(info: &DevInfo, args: &[&str], quiet: bool) -> Result<String> {
     if !quiet {
         println!("\n$ rotor {}", args.join(" "));
     }
@@ -252,7 +251,7 @@ async fn initialized(info: &DevInfo) -> Result<bool> {
 
 /// The key-part ceremony on every unit of a dev instance: three admins, thresholds 2/2, a master
 /// key from three parts, commit, set immediate. Returns the master key's VP.
-async fn initialize(info: &DevInfo, quiet: bool) -> Result<String> {
+pub(crate) async fn initialize(info: &DevInfo, quiet: bool) -> Result<String> {
     let steps: &[&[&str]] = &[
         &["units"],
         &["units", "select", "--all"],
@@ -286,48 +285,4 @@ async fn initialize(info: &DevInfo, quiet: bool) -> Result<String> {
         }
         _ => bail!("the ceremony did not leave every unit with the same valid master key"),
     }
-}
-
-/// `rotor demo`: a fresh local instance initialized by a full key-part ceremony.
-pub async fn demo(json_output: bool) -> Result<()> {
-    let args = DevArgs {
-        units: 3,
-        recovery_units: 0,
-        dir: None,
-        listen: "127.0.0.1:0".parse()?,
-        info_file: None,
-        imprint: true,
-        purge_after_seconds: 4 * 3600,
-        token_ttl_seconds: 3600,
-    };
-    let instance = start_dev(&args).await?;
-    let info = &instance.info;
-    if !json_output {
-        println!(
-            "Started {} crypto units and the service at {}.",
-            info.units.len(),
-            info.endpoint
-        );
-        println!(
-            "Ceremony: 3 admins, thresholds 2/2, a master key from 3 parts, commit, set immediate."
-        );
-    }
-    let vp = initialize(info, json_output).await?;
-    if !json_output {
-        step(info, &["units", "compare"], false).await?;
-    }
-    let summary = json!({
-        "units": info.units.len(),
-        "all_valid": true,
-        "current_vp": vp,
-    });
-    if json_output {
-        print_json(&summary);
-    } else {
-        println!(
-            "\nDone: {} crypto units, all current registers Valid with one master key (VP {vp}).",
-            info.units.len()
-        );
-    }
-    Ok(())
 }

@@ -60,6 +60,7 @@ async fn auto_init_and_recover_with_a_recovery_unit() {
     let ws = Workstation {
         home: dir.path().join("home"),
         info: info.clone(),
+        password: support::PASSWORD,
     };
     for name in ["alice", "bob", "carol"] {
         ws.ok(&["sigkeys", "new", "--name", name]);

@@ -89,6 +89,7 @@ async fn key_part_ceremony_and_every_rejection() {
     let ws = Workstation {
         home: dir.path().join("home"),
         info: info.clone(),
+        password: support::PASSWORD,
     };
 
     // Imprint → 3 admins → thresholds 2/2 → 3 parts → commit with 2 signatures → set immediate.

@@ -110,6 +110,7 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
         )),
         instances: Arc::new(HashMap::from([(info.instance, InstanceUnits::new(units))])),
         purge_after_seconds: 0,
+        gate: Arc::default(),
     };
     assert_eq!(rotate_due(&state, info.instance).await.unwrap(), 1);
     // Rotated now, so not due again.

@@ -2,7 +2,11 @@
 //!
 //! - `GET /v1/instances`: instances and their units;
 //! - `GET /v1/instances/{instance}/units/{unit}/status?challenge=HEX`: relayed to the unit;
-//! - `POST /v1/instances/{instance}/units/{unit}/command`: relayed to the unit.
+//! - `POST /v1/instances/{instance}/units/{unit}/command`: relayed to the unit;
+//! - `GET /v1/instances/{instance}/keystore`: key versions per master key VP;
+//! - `GET|POST /v1/instances/{instance}/rotation`, `POST .../rotation/abort`,
+//!   `POST .../rotation/complete`: the master key rotation ([`crate::rotation`]);
+//! - `POST /v1/instances/{instance}/keys/batch`: bulk creation of root keys (Writer role).
 //!
 //! The service relays admin traffic byte for byte. It cannot forge a command (units check the
 //! admins' signatures) nor a response (the CLI checks the unit's signature). These routes need a
@@ -26,6 +30,7 @@ use uuid::Uuid;
 use crate::config::{Config, UnitConfig};
 use crate::iam::{Iam, Role, load_or_create_secret, unix_now};
 use crate::kp::{InstanceUnits, KpState};
+use crate::rotation::{RotationError, RotationUnit, Rotations};
 
 /// The largest request body the service accepts.
 pub const MAX_BODY: usize = 1 << 20;
@@ -37,6 +42,7 @@ pub struct Service {
     http: reqwest::Client,
     iam: Arc<Iam>,
     kp: KpState,
+    rotations: Rotations,
 }
 
 /// Why the service could not start.
@@ -138,17 +144,45 @@ impl Service {
                 (instance.id, InstanceUnits::new(units))
             })
             .collect();
+        let rotation_units = config
+            .instances
+            .iter()
+            .map(|instance| {
+                let units = match &token {
+                    Some(token) => instance
+                        .units
+                        .iter()
+                        .map(|unit| RotationUnit {
+                            id: unit.id,
+                            client: rotor_unit::keyapi::KeyClient::new(
+                                http.clone(),
+                                unit.address,
+                                Arc::clone(token),
+                            ),
+                            operational: unit.kind == rotor_unit::wire::UnitKind::Operational,
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
+                (instance.id, units)
+            })
+            .collect();
+        let store: Arc<dyn rotor_store::KeyStore> = Arc::new(store);
+        let gate = Arc::default();
+        let rotations = Rotations::new(Arc::clone(&store), rotation_units, Arc::clone(&gate));
         let kp = KpState {
-            store: Arc::new(store),
+            store,
             iam: Arc::clone(&iam),
             instances: Arc::new(instances),
             purge_after_seconds: config.purge_after_seconds,
+            gate,
         };
         Ok(Self {
             config: Arc::new(config),
             http,
             iam,
             kp,
+            rotations,
         })
     }
 
@@ -170,9 +204,10 @@ impl Service {
         &self.config
     }
 
-    /// Starts the service's background work: rotation of keys whose rotation policy is due.
-    /// Call once, inside the runtime.
+    /// Starts the service's background work: master key rotations left under way, and rotation
+    /// of keys whose rotation policy is due. Call once, inside the runtime.
     pub fn start_background(&self) -> tokio::task::JoinHandle<()> {
+        self.rotations.resume_all();
         tokio::spawn(crate::kp::rotate_by_policy(self.kp.clone()))
     }
 
@@ -196,6 +231,19 @@ impl Service {
                 post(relay_command),
             )
             .route("/v1/instances/{instance}/keystore", get(keystore))
+            .route(
+                "/v1/instances/{instance}/rotation",
+                get(rotation_status).post(rotation_begin),
+            )
+            .route(
+                "/v1/instances/{instance}/rotation/abort",
+                post(rotation_abort),
+            )
+            .route(
+                "/v1/instances/{instance}/rotation/complete",
+                post(rotation_complete),
+            )
+            .route("/v1/instances/{instance}/keys/batch", post(keys_batch))
             .with_state(self)
             .merge(kp)
             .merge(iam)
@@ -340,4 +388,194 @@ async fn relay_command(
         .header(header::CONTENT_TYPE, "application/json")
         .body(body);
     service.relay(unit, request).await
+}
+
+fn rotation_error(err: &RotationError) -> Response {
+    ApiError {
+        code: err.code(),
+        message: err.to_string(),
+        status: StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::CONFLICT),
+    }
+    .into_response()
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    ApiError {
+        code: "bad_request",
+        message: message.into(),
+        status: StatusCode::BAD_REQUEST,
+    }
+    .into_response()
+}
+
+impl Service {
+    /// The instance named in the path, if the caller administers it.
+    fn admin_instance(&self, headers: &HeaderMap, instance: &str) -> Result<Uuid, Response> {
+        let id = Uuid::parse_str(instance)
+            .ok()
+            .filter(|id| self.config.instances.iter().any(|i| i.id == *id))
+            .ok_or_else(|| not_found("instance", instance).into_response())?;
+        self.admin(headers, Some(id))
+            .map_err(IntoResponse::into_response)?;
+        Ok(id)
+    }
+}
+
+/// The rotation journal with live progress; `{"rotation": null}` if there never was one.
+async fn rotation_status(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path(instance): Path<String>,
+) -> Response {
+    let id = match service.admin_instance(&headers, &instance) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    match service.rotations.view(id) {
+        Ok(view) => axum::Json(serde_json::json!({ "rotation": view })).into_response(),
+        Err(err) => rotation_error(&err),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BeginRotation {
+    from_vp: rotor_crypto::Vp,
+    to_vp: rotor_crypto::Vp,
+}
+
+/// Starts (or continues) reencryption from `from_vp` to `to_vp`.
+async fn rotation_begin(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path(instance): Path<String>,
+    body: Bytes,
+) -> Response {
+    let id = match service.admin_instance(&headers, &instance) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let request: BeginRotation = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            return bad_request(format!(
+                "expected {{\"from_vp\": HEX, \"to_vp\": HEX}}: {err}"
+            ));
+        }
+    };
+    match service
+        .rotations
+        .begin(id, request.from_vp, request.to_vp)
+        .await
+    {
+        Ok(journal) => axum::Json(serde_json::json!({ "rotation": journal })).into_response(),
+        Err(err) => rotation_error(&err),
+    }
+}
+
+/// Rewraps key storage back to the old master key, once every unit accepted the abort.
+async fn rotation_abort(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path(instance): Path<String>,
+) -> Response {
+    let id = match service.admin_instance(&headers, &instance) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    match service.rotations.abort(id).await {
+        Ok(journal) => axum::Json(serde_json::json!({ "rotation": journal })).into_response(),
+        Err(err) => rotation_error(&err),
+    }
+}
+
+/// Closes the rotation once every unit is promoted.
+async fn rotation_complete(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path(instance): Path<String>,
+) -> Response {
+    let id = match service.admin_instance(&headers, &instance) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    match service.rotations.complete(id).await {
+        Ok(journal) => axum::Json(serde_json::json!({ "rotation": journal })).into_response(),
+        Err(err) => rotation_error(&err),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchKey {
+    name: String,
+    #[serde(with = "rotor_unit::keyapi::b64")]
+    dek: Vec<u8>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchCreate {
+    keys: Vec<BatchKey>,
+}
+
+/// Creates up to 10,000 root keys, each wrapping the DEK given for it:
+/// `{"keys": [{"name": ..., "dek": BASE64}]}` → `{"keys": [{"id": ..., "ciphertext": BASE64}]}`.
+/// The ciphertexts unwrap through the Key Protect API like any other (no AAD).
+async fn keys_batch(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path(instance): Path<String>,
+    body: Bytes,
+) -> Response {
+    use base64::Engine as _;
+    let Some(id) = Uuid::parse_str(&instance)
+        .ok()
+        .filter(|id| service.config.instances.iter().any(|i| i.id == *id))
+    else {
+        return not_found("instance", &instance).into_response();
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let claims = match service
+        .iam
+        .verify(authorization, unix_now())
+        .and_then(|claims| claims.allows(Some(id), Role::Writer).map(|()| claims))
+    {
+        Ok(claims) => claims,
+        Err(err) => return err.into_response(),
+    };
+    let request: BatchCreate = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            return bad_request(format!(
+                "expected {{\"keys\": [{{\"name\": ..., \"dek\": BASE64}}]}}: {err}"
+            ));
+        }
+    };
+    let keys = request
+        .keys
+        .into_iter()
+        .map(|key| (key.name, zeroize::Zeroizing::new(key.dek)))
+        .collect();
+    match crate::kp::create_keys_batch(&service.kp, id, &claims.sub, keys).await {
+        Ok(created) => {
+            let keys: Vec<_> = created
+                .into_iter()
+                .map(|(id, ciphertext)| {
+                    serde_json::json!({
+                        "id": id,
+                        "ciphertext": base64::engine::general_purpose::STANDARD.encode(ciphertext),
+                    })
+                })
+                .collect();
+            (
+                StatusCode::CREATED,
+                axum::Json(serde_json::json!({ "keys": keys })),
+            )
+                .into_response()
+        }
+        Err(err) => err.into_response(),
+    }
 }

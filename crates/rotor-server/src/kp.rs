@@ -23,14 +23,15 @@ use rotor_store::{
     StoreError,
 };
 use rotor_unit::keyapi::{
-    ExportRequest, GenerateRequest, ImportRequest, ImportTokenKeys, ImportTokenRequest,
-    KeyCallError, KeyClient, KeyRef, Plaintext, RewrapRequest, SealedKey, SecureImportRequest,
-    UnwrapRequest, WrapRequest, Wrapped,
+    ExportRequest, GenerateBatch, GenerateItem, GenerateRequest, GeneratedBatch, ImportRequest,
+    ImportTokenKeys, ImportTokenRequest, KeyCallError, KeyClient, KeyRef, Plaintext, RewrapRequest,
+    SealedKey, SecureImportRequest, UnwrapRequest, WrapRequest, Wrapped,
 };
 use rotor_unit::keys::{Binding, ciphertext_version};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 use crate::iam::{Claims, Iam, IamError, Role, unix_now};
 use crate::time::rfc3339;
@@ -71,6 +72,9 @@ pub struct KpState {
     pub instances: Arc<std::collections::HashMap<Uuid, InstanceUnits>>,
     /// How long after deletion a key may be purged, in seconds (Key Protect: 4 hours).
     pub purge_after_seconds: u64,
+    /// Held for reading while a new blob is wrapped and stored; a rotation takes it for
+    /// writing to count what is left under the old master key (see [`crate::rotation`]).
+    pub gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// A Key Protect error: status, IBM-style code, message.
@@ -235,6 +239,50 @@ impl KpState {
                 "no crypto unit of this instance could serve the request: none has a usable current master key or none is reachable (last: {why})"
             ),
         ))
+    }
+
+    /// A batch operation (postcard bodies) on the first unit that serves it.
+    async fn unit_call_batch<Req: serde::Serialize, Resp: for<'de> Deserialize<'de>>(
+        &self,
+        instance: Uuid,
+        op: &str,
+        request: &Req,
+    ) -> KpResult<Resp> {
+        let units = self
+            .instances
+            .get(&instance)
+            .ok_or_else(|| KpError::not_found("unknown instance"))?;
+        let mut last = String::from("this instance has no operational crypto unit");
+        for unit in &units.units {
+            match unit.call_batch(op, request).await {
+                Ok(answer) => return Ok(answer),
+                Err(KeyCallError::Refused { status: 400, body }) => {
+                    return Err(KpError::bad_request(body.message));
+                }
+                Err(err) => last = err.to_string(),
+            }
+        }
+        Err(KpError::conflict(
+            "NO_MASTER_KEY_ERR",
+            format!("no crypto unit of this instance could serve the request (last: {last})"),
+        ))
+    }
+
+    /// [`Self::unit_call`] with a request built from stored blobs; when no unit can serve it,
+    /// the request is built again and tried once more, since a rotation may have rewrapped a
+    /// blob between the read and a unit's promotion.
+    async fn unit_call_fresh<Req: serde::Serialize, Resp: for<'de> Deserialize<'de>>(
+        &self,
+        instance: Uuid,
+        op: &str,
+        build: impl Fn() -> KpResult<Req>,
+    ) -> KpResult<Resp> {
+        match self.unit_call(instance, op, &build()?).await {
+            Err(err) if err.code == "NO_MASTER_KEY_ERR" => {
+                self.unit_call(instance, op, &build()?).await
+            }
+            other => other,
+        }
     }
 
     fn find_key(&self, caller: &Caller, id: &str) -> KpResult<KeyMeta> {
@@ -526,6 +574,7 @@ async fn create_from(
     };
     let imported = payload.is_some();
     let secure = resource.get("encryptedNonce").is_some_and(|v| !v.is_null());
+    let _gate = state.gate.read().await;
     let sealed: SealedKey = match payload {
         Some(encrypted_material) if secure => {
             secure_import(
@@ -617,6 +666,95 @@ async fn create_from(
     );
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
+
+/// Creates root keys in bulk: one unit round trip makes every key and wraps the given DEK
+/// under it, and one keystore transaction stores them all. Returns, in order, each key's id and
+/// its DEK ciphertext (no AAD).
+pub async fn create_keys_batch(
+    state: &KpState,
+    instance: Uuid,
+    created_by: &str,
+    keys: Vec<(String, Zeroizing<Vec<u8>>)>,
+) -> KpResult<Vec<(Uuid, Vec<u8>)>> {
+    if keys.is_empty() || keys.len() > MAX_BATCH_CREATE {
+        return Err(KpError::bad_request(format!(
+            "a batch creates 1 to {MAX_BATCH_CREATE} keys"
+        )));
+    }
+    for (name, dek) in &keys {
+        check_name(name)?;
+        if dek.is_empty() || dek.len() > 7_500 {
+            return Err(KpError::bad_request("each 'dek' is 1 to 7500 bytes"));
+        }
+    }
+    let dual_auth = instance_dual_auth(state, instance)?.then_some(true);
+    let items: Vec<GenerateItem> = keys
+        .iter()
+        .map(|(_, dek)| GenerateItem {
+            binding: Binding {
+                instance,
+                key: Uuid::new_v4(),
+                version: 1,
+                extractable: false,
+            },
+            dek: dek.clone(),
+        })
+        .collect();
+    let ids: Vec<Uuid> = items.iter().map(|item| item.binding.key).collect();
+    let _gate = state.gate.read().await;
+    let generated: GeneratedBatch = state
+        .unit_call_batch(instance, "generate-batch", &GenerateBatch { items })
+        .await?;
+    if generated.keys.len() != ids.len() {
+        return Err(KpError::conflict(
+            "NO_MASTER_KEY_ERR",
+            "the crypto unit answered a batch with the wrong number of keys",
+        ));
+    }
+    let now = now_ms();
+    let mut records = Vec::with_capacity(ids.len());
+    let mut answer = Vec::with_capacity(ids.len());
+    for (((name, _), id), (blob, ciphertext)) in keys.into_iter().zip(ids).zip(generated.keys) {
+        let key = KeyMeta {
+            instance,
+            id,
+            name,
+            description: String::new(),
+            extractable: false,
+            imported: false,
+            state: KeyState::Active,
+            key_ring: "default".to_owned(),
+            aliases: Vec::new(),
+            created: now,
+            created_by: created_by.to_owned(),
+            updated: now,
+            last_rotated: None,
+            deletion: None,
+            deletion_authorization: None,
+            policies: rotor_store::KeyPolicies {
+                dual_auth_delete: dual_auth,
+                ..rotor_store::KeyPolicies::default()
+            },
+            newest_version: 1,
+            labels: Vec::new(),
+        };
+        let version = KeyVersion {
+            version: 1,
+            id: Uuid::new_v4(),
+            blob,
+            vp: generated.vp,
+            created: now,
+        };
+        records.push((key, version));
+        answer.push((id, ciphertext));
+    }
+    blocking(|| state.store.create_keys(&records))?;
+    tracing::info!(%instance, count = answer.len(), "keys created in a batch");
+    Ok(answer)
+}
+
+/// The most keys one batch creates.
+pub const MAX_BATCH_CREATE: usize = 10_000;
 
 /// Imports key material encrypted to the instance's import token, inside a unit.
 async fn secure_import(
@@ -733,6 +871,7 @@ async fn create_import_token(
         instance: caller.instance,
         token: id,
     };
+    let _gate = state.gate.read().await;
     let keys: ImportTokenKeys = state
         .unit_call(caller.instance, "import-token", &request)
         .await?;
@@ -1148,10 +1287,14 @@ async fn wrap(
             "only root keys wrap data encryption keys",
         ));
     }
-    let request = WrapRequest {
-        key: state.key_version(key, key.newest_version)?,
-        plaintext: decode_b64("plaintext", value)?,
-        aad: aad_of(value)?,
+    let plaintext = decode_b64("plaintext", value)?;
+    let aad = aad_of(value)?;
+    let request = || {
+        Ok(WrapRequest {
+            key: state.key_version(key, key.newest_version)?,
+            plaintext: plaintext.clone(),
+            aad: aad.clone(),
+        })
     };
     let version_id = blocking(|| {
         state
@@ -1159,7 +1302,9 @@ async fn wrap(
             .version(key.instance, key.id, key.newest_version)
     })?
     .map(|v| v.id);
-    let wrapped: Wrapped = state.unit_call(caller.instance, "wrap", &request).await?;
+    let wrapped: Wrapped = state
+        .unit_call_fresh(caller.instance, "wrap", request)
+        .await?;
     let mut body = json!({
         "ciphertext": B64.encode(&wrapped.ciphertext),
         "keyVersion": {"id": version_id},
@@ -1191,7 +1336,6 @@ async fn unwrap(
     let version = ciphertext_version(&ciphertext)
         .filter(|v| *v >= 1 && *v <= key.newest_version)
         .ok_or_else(unprocessable)?;
-    let from = state.key_version(key, version)?;
     let from_id = blocking(|| state.store.version(key.instance, key.id, version))?.map(|v| v.id);
     let newest_id = blocking(|| {
         state
@@ -1199,15 +1343,19 @@ async fn unwrap(
             .version(key.instance, key.id, key.newest_version)
     })?
     .map(|v| v.id);
-    if rewrap {
-        let request = RewrapRequest {
-            from,
+    let rewrap_request = |reveal_plaintext| {
+        Ok(RewrapRequest {
+            from: state.key_version(key, version)?,
             to: state.key_version(key, key.newest_version)?,
-            ciphertext,
-            aad,
-            reveal_plaintext: false,
-        };
-        let wrapped: Wrapped = state.unit_call(caller.instance, "rewrap", &request).await?;
+            ciphertext: ciphertext.clone(),
+            aad: aad.clone(),
+            reveal_plaintext,
+        })
+    };
+    if rewrap {
+        let wrapped: Wrapped = state
+            .unit_call_fresh(caller.instance, "rewrap", || rewrap_request(false))
+            .await?;
         return Ok(axum::Json(json!({
             "ciphertext": B64.encode(&wrapped.ciphertext),
             "keyVersion": {"id": from_id},
@@ -1216,12 +1364,16 @@ async fn unwrap(
         .into_response());
     }
     if version == key.newest_version {
-        let request = UnwrapRequest {
-            key: from,
-            ciphertext,
-            aad,
+        let request = || {
+            Ok(UnwrapRequest {
+                key: state.key_version(key, version)?,
+                ciphertext: ciphertext.clone(),
+                aad: aad.clone(),
+            })
         };
-        let plain: Plaintext = state.unit_call(caller.instance, "unwrap", &request).await?;
+        let plain: Plaintext = state
+            .unit_call_fresh(caller.instance, "unwrap", request)
+            .await?;
         return Ok(axum::Json(json!({
             "plaintext": B64.encode(&plain.plaintext),
             "keyVersion": {"id": from_id},
@@ -1230,14 +1382,9 @@ async fn unwrap(
     }
     // An older version: as Key Protect does, hand back the DEK wrapped under the newest version
     // too, in one pass through the unit.
-    let request = RewrapRequest {
-        from,
-        to: state.key_version(key, key.newest_version)?,
-        ciphertext,
-        aad,
-        reveal_plaintext: true,
-    };
-    let wrapped: Wrapped = state.unit_call(caller.instance, "rewrap", &request).await?;
+    let wrapped: Wrapped = state
+        .unit_call_fresh(caller.instance, "rewrap", || rewrap_request(true))
+        .await?;
     Ok(axum::Json(json!({
         "plaintext": B64.encode(wrapped.plaintext.unwrap_or_default()),
         "ciphertext": B64.encode(&wrapped.ciphertext),
@@ -1342,6 +1489,7 @@ async fn add_version(
     payload: Option<Vec<u8>>,
 ) -> KpResult<()> {
     let version = binding.version;
+    let _gate = state.gate.read().await;
     let sealed: SealedKey = match payload {
         Some(material) => {
             state

@@ -10,6 +10,7 @@ pub mod dev;
 pub mod iam;
 pub mod kp;
 mod openapi;
+pub mod rotation;
 mod time;
 
 pub use api::Service;

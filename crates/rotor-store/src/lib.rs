@@ -273,4 +273,56 @@ pub trait KeyStore: Send + Sync {
     ) -> Result<Option<serde_json::Value>, StoreError>;
     /// How many key versions of an instance sit under each master key VP.
     fn count_by_vp(&self, instance: Uuid) -> Result<Vec<(Vp, u64)>, StoreError>;
+    /// How many key versions of an instance sit under the master key `vp`.
+    fn count_under(&self, instance: Uuid, vp: &Vp) -> Result<u64, StoreError>;
+    /// Creates many keys (each with its first version) in one transaction.
+    fn create_keys(&self, keys: &[(KeyMeta, KeyVersion)]) -> Result<(), StoreError>;
+    /// Up to `limit` key version blobs of `instance` under `vp`, in storage order after
+    /// position `after` (0 to start).
+    fn blobs_under(
+        &self,
+        instance: Uuid,
+        vp: &Vp,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredBlob>, StoreError>;
+    /// Replaces each blob that still holds exactly the bytes it was read with, in one
+    /// transaction; returns how many were replaced (the others changed meanwhile).
+    fn replace_blobs(&self, replacements: &[BlobReplacement]) -> Result<u64, StoreError>;
+    /// The instance's master key rotation journal, if it ever had one.
+    fn rotation_journal(&self, instance: Uuid) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Replaces the instance's rotation journal.
+    fn put_rotation_journal(
+        &self,
+        instance: Uuid,
+        journal: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+}
+
+/// A stored key version blob, as a rotation reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// Its position in storage (increasing).
+    pub position: i64,
+    /// The key.
+    pub key: Uuid,
+    /// The version.
+    pub version: u32,
+    /// Whether the key is a standard (extractable) key.
+    pub extractable: bool,
+    /// The wrapped material.
+    pub blob: Vec<u8>,
+}
+
+/// A rewrapped blob to store in place of the one read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobReplacement {
+    /// [`StoredBlob::position`].
+    pub position: i64,
+    /// The bytes that were read; the replacement applies only if they are still stored.
+    pub old: Vec<u8>,
+    /// The new blob.
+    pub new: Vec<u8>,
+    /// The master key it is wrapped under.
+    pub vp: Vp,
 }

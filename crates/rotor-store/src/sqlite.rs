@@ -9,7 +9,9 @@ use rotor_crypto::Vp;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use uuid::Uuid;
 
-use crate::{KeyMeta, KeyRing, KeyStore, KeyVersion, ListFilter, StoreError};
+use crate::{
+    BlobReplacement, KeyMeta, KeyRing, KeyStore, KeyVersion, ListFilter, StoreError, StoredBlob,
+};
 
 /// Schema versions, applied in order, each once.
 const MIGRATIONS: &[&str] = &[
@@ -58,12 +60,38 @@ const MIGRATIONS: &[&str] = &[
         instance TEXT PRIMARY KEY,
         doc TEXT NOT NULL
     );",
+    // 3: the master key rotation journal of each instance.
+    "CREATE TABLE rotations (
+        instance TEXT PRIMARY KEY,
+        doc TEXT NOT NULL
+    );",
+    // 4: each version knows whether its key is extractable (part of a blob's binding), so a
+    // rotation reads blobs and bindings sequentially, without a lookup per key.
+    "ALTER TABLE key_versions ADD COLUMN extractable INTEGER NOT NULL DEFAULT 0;
+    UPDATE key_versions SET extractable = (
+        SELECT k.extractable FROM keys k WHERE k.instance = key_versions.instance AND k.id = key_versions.key_id
+    );",
 ];
 
 /// The embedded key storage.
 #[derive(Debug)]
 pub struct SqliteStore {
     connection: Mutex<Connection>,
+    /// A second connection for the long reads of a rotation: in WAL mode it reads while the
+    /// first one writes.
+    reader: Mutex<Connection>,
+}
+
+/// Page cache per connection, in KiB (SQLite's default is 2 MiB).
+const CACHE_KIB: i64 = 65_536;
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open(path)?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(connection)
 }
 
 fn now_ms() -> i64 {
@@ -139,18 +167,22 @@ fn save(tx: &Transaction<'_>, key: &KeyMeta) -> Result<(), StoreError> {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut connection = Connection::open(path)?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mut connection = connect(path)?;
         migrate(&mut connection)?;
         Ok(Self {
             connection: Mutex::new(connection),
+            reader: Mutex::new(connect(path)?),
         })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.connection
+            .lock()
+            .map_err(|_| StoreError::Database("a previous operation panicked".to_owned()))
+    }
+
+    fn lock_reader(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.reader
             .lock()
             .map_err(|_| StoreError::Database("a previous operation panicked".to_owned()))
     }
@@ -197,7 +229,7 @@ impl KeyStore for SqliteStore {
                 to_doc(key)?
             ],
         )?;
-        insert_version(&tx, key.instance, key.id, first)?;
+        insert_version(&tx, key, first)?;
         for alias in &key.aliases {
             insert_alias(&tx, key.instance, key.id, alias)?;
         }
@@ -305,7 +337,7 @@ impl KeyStore for SqliteStore {
                 key.id
             )));
         }
-        insert_version(&tx, key.instance, key.id, version)?;
+        insert_version(&tx, key, version)?;
         save(&tx, key)?;
         tx.commit()?;
         Ok(())
@@ -547,26 +579,156 @@ impl KeyStore for SqliteStore {
             .map(|(vp, count)| Ok((vp_of(&vp)?, u64::try_from(count).unwrap_or(0))))
             .collect()
     }
+
+    fn count_under(&self, instance: Uuid, vp: &Vp) -> Result<u64, StoreError> {
+        let connection = self.lock_reader()?;
+        let count: i64 = connection
+            .prepare_cached(
+                "SELECT COUNT(*) FROM key_versions INDEXED BY key_versions_by_vp WHERE instance = ?1 AND vp = ?2",
+            )?
+            .query_row(params![instance.to_string(), vp.0.to_vec()], |row| row.get(0))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    fn create_keys(&self, keys: &[(KeyMeta, KeyVersion)]) -> Result<(), StoreError> {
+        let mut connection = self.lock()?;
+        let tx = connection.transaction()?;
+        {
+            let mut insert_key = tx.prepare_cached(
+                "INSERT INTO keys (instance, id, state, extractable, key_ring, created, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for (key, first) in keys {
+                insert_key.execute(params![
+                    key.instance.to_string(),
+                    key.id.to_string(),
+                    u8::from(key.state),
+                    key.extractable,
+                    key.key_ring,
+                    key.created,
+                    to_doc(key)?
+                ])?;
+                insert_version(&tx, key, first)?;
+                for alias in &key.aliases {
+                    insert_alias(&tx, key.instance, key.id, alias)?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn blobs_under(
+        &self,
+        instance: Uuid,
+        vp: &Vp,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredBlob>, StoreError> {
+        let connection = self.lock_reader()?;
+        let mut statement = connection.prepare_cached(
+            "SELECT rowid, key_id, version, extractable, blob
+             FROM key_versions INDEXED BY key_versions_by_vp
+             WHERE vp = ?1 AND instance = ?2 AND rowid > ?3
+             ORDER BY rowid LIMIT ?4",
+        )?;
+        let rows = statement
+            .query_map(
+                params![vp.0.to_vec(), instance.to_string(), after, limit],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, u32>(2)?,
+                        row.get::<_, bool>(3)?,
+                        row.get::<_, Vec<u8>>(4)?,
+                    ))
+                },
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(position, key, version, extractable, blob)| {
+                Ok(StoredBlob {
+                    position,
+                    key: Uuid::parse_str(&key)
+                        .map_err(|err| StoreError::Corrupt(err.to_string()))?,
+                    version,
+                    extractable,
+                    blob,
+                })
+            })
+            .collect()
+    }
+
+    fn replace_blobs(&self, replacements: &[BlobReplacement]) -> Result<u64, StoreError> {
+        let mut connection = self.lock()?;
+        let tx = connection.transaction()?;
+        let mut replaced = 0u64;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE key_versions SET blob = ?1, vp = ?2 WHERE rowid = ?3 AND blob = ?4",
+            )?;
+            for item in replacements {
+                let changed = update.execute(params![
+                    item.new,
+                    item.vp.0.to_vec(),
+                    item.position,
+                    item.old
+                ])?;
+                replaced += u64::try_from(changed).unwrap_or(0);
+            }
+        }
+        tx.commit()?;
+        Ok(replaced)
+    }
+
+    fn rotation_journal(&self, instance: Uuid) -> Result<Option<serde_json::Value>, StoreError> {
+        let connection = self.lock()?;
+        let doc: Option<String> = connection
+            .query_row(
+                "SELECT doc FROM rotations WHERE instance = ?1",
+                params![instance.to_string()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        doc.map(|doc| {
+            serde_json::from_str(&doc).map_err(|err| StoreError::Corrupt(err.to_string()))
+        })
+        .transpose()
+    }
+
+    fn put_rotation_journal(
+        &self,
+        instance: Uuid,
+        journal: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let connection = self.lock()?;
+        connection.execute(
+            "INSERT INTO rotations (instance, doc) VALUES (?1, ?2)
+             ON CONFLICT (instance) DO UPDATE SET doc = excluded.doc",
+            params![instance.to_string(), journal.to_string()],
+        )?;
+        Ok(())
+    }
 }
 
 fn insert_version(
     tx: &Transaction<'_>,
-    instance: Uuid,
-    key: Uuid,
+    key: &KeyMeta,
     version: &KeyVersion,
 ) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO key_versions (instance, key_id, version, id, blob, vp, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            instance.to_string(),
-            key.to_string(),
+    tx.prepare_cached(
+        "INSERT INTO key_versions (instance, key_id, version, id, blob, vp, created, extractable) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+            key.instance.to_string(),
+            key.id.to_string(),
             version.version,
             version.id.to_string(),
             version.blob,
             version.vp.0.to_vec(),
-            version.created
-        ],
-    )?;
+            version.created,
+            key.extractable
+        ])?;
     Ok(())
 }
 

@@ -18,13 +18,13 @@ use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rotor_crypto::{Secret32, SigningKey};
+use rotor_crypto::SigningKey;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 use crate::error::UnitError;
 use crate::keyapi::{self, RootKeyCache};
-use crate::keys::KeyError;
+use crate::keys::{KeyError, Masters};
 use crate::machine::{OsEntropy, UnitState};
 use crate::store::UnitStore;
 use crate::wire::{CommandRequest, ResponsePayload, SignedResponse, UnitResult};
@@ -63,12 +63,13 @@ impl Unit {
         self
     }
 
-    /// Runs a key operation under the current master key.
+    /// Runs a key operation with the unit's master keys; JSON or, for batches, postcard.
     async fn key_op<Req, Resp>(
         &self,
         headers: &HeaderMap,
         body: &[u8],
-        op: fn(&Secret32, &RootKeyCache, &Req) -> Result<Resp, KeyError>,
+        batch: bool,
+        op: fn(&Masters, &RootKeyCache, &Req) -> Result<Resp, KeyError>,
     ) -> Response
     where
         Req: for<'de> serde::Deserialize<'de>,
@@ -79,17 +80,65 @@ impl Unit {
         {
             return reply.into_response();
         }
-        let request: Req = match keyapi::decode(body) {
+        let decoded = if batch {
+            keyapi::decode_batch(body)
+        } else {
+            keyapi::decode(body)
+        };
+        let request: Req = match decoded {
             Ok(request) => request,
             Err(reply) => return reply.into_response(),
         };
-        let Some(master) = self.inner.lock().await.state.current.clone() else {
+        let Some(masters) = self.inner.lock().await.state.masters() else {
             return keyapi::key_error(&KeyError::NoMasterKey).into_response();
         };
-        match op(&master, &self.cache, &request) {
+        match op(&masters, &self.cache, &request) {
+            Ok(result) if batch => match postcard::to_stdvec(&result) {
+                Ok(bytes) => {
+                    ([(header::CONTENT_TYPE, keyapi::BATCH_CONTENT_TYPE)], bytes).into_response()
+                }
+                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            },
             Ok(result) => axum::Json(result).into_response(),
             Err(err) => keyapi::key_error(&err).into_response(),
         }
+    }
+
+    /// The service reports the reencryption finished; the unit records it durably.
+    async fn finish_reencryption(&self, headers: &HeaderMap, body: &[u8]) -> Response {
+        if let Err(reply) =
+            keyapi::authorized(headers, self.service_token.as_deref().map(Vec::as_slice))
+        {
+            return reply.into_response();
+        }
+        let request: keyapi::FinishReencryption = match keyapi::decode(body) {
+            Ok(request) => request,
+            Err(reply) => return reply.into_response(),
+        };
+        let mut inner = self.inner.lock().await;
+        let next = match inner.state.finish_reencryption(&request.to) {
+            Ok(next) => next,
+            Err(err) => {
+                return keyapi::error_response(StatusCode::CONFLICT, err.code(), err.to_string())
+                    .into_response();
+            }
+        };
+        if next.rotation != inner.state.rotation {
+            let saved = tokio::task::block_in_place(|| inner.store.save(&self.identity, &next));
+            if let Err(err) = saved {
+                tracing::error!(error = %err, "state not saved; reencryption not recorded");
+                let err = UnitError::Storage;
+                return keyapi::error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    err.code(),
+                    err.to_string(),
+                )
+                .into_response();
+            }
+            tracing::info!(rotation = next.rotation.label(), "reencryption finished");
+            inner.state = next;
+        }
+        axum::Json(inner.state.status(self.identity.public_key())).into_response()
     }
 
     /// The routes of a unit.
@@ -165,33 +214,42 @@ async fn key_operation(
 ) -> Response {
     match op.as_str() {
         "generate" => {
-            unit.key_op(&headers, &body, |master, _, request| {
-                keyapi::generate(master, request)
+            unit.key_op(&headers, &body, false, |masters, _, request| {
+                keyapi::generate(masters, request)
             })
             .await
         }
         "import" => {
-            unit.key_op(&headers, &body, |master, _, request| {
-                keyapi::import(master, request)
+            unit.key_op(&headers, &body, false, |masters, _, request| {
+                keyapi::import(masters, request)
             })
             .await
         }
-        "export" => unit.key_op(&headers, &body, keyapi::export).await,
+        "export" => unit.key_op(&headers, &body, false, keyapi::export).await,
         "import-token" => {
-            unit.key_op(&headers, &body, |master, _, request| {
-                keyapi::import_token(master, request)
+            unit.key_op(&headers, &body, false, |masters, _, request| {
+                keyapi::import_token(masters, request)
             })
             .await
         }
         "secure-import" => {
-            unit.key_op(&headers, &body, |master, _, request| {
-                keyapi::secure_import(master, request)
+            unit.key_op(&headers, &body, false, |masters, _, request| {
+                keyapi::secure_import(masters, request)
             })
             .await
         }
-        "wrap" => unit.key_op(&headers, &body, keyapi::wrap).await,
-        "unwrap" => unit.key_op(&headers, &body, keyapi::unwrap).await,
-        "rewrap" => unit.key_op(&headers, &body, keyapi::rewrap).await,
+        "wrap" => unit.key_op(&headers, &body, false, keyapi::wrap).await,
+        "unwrap" => unit.key_op(&headers, &body, false, keyapi::unwrap).await,
+        "rewrap" => unit.key_op(&headers, &body, false, keyapi::rewrap).await,
+        "rewrap-batch" => {
+            unit.key_op(&headers, &body, true, keyapi::rewrap_batch)
+                .await
+        }
+        "generate-batch" => {
+            unit.key_op(&headers, &body, true, keyapi::generate_batch)
+                .await
+        }
+        "finish-reencryption" => unit.finish_reencryption(&headers, &body).await,
         other => keyapi::error_response(
             StatusCode::NOT_FOUND,
             "not_found",

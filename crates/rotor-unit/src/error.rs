@@ -5,7 +5,7 @@
 use rotor_crypto::Vp;
 use uuid::Uuid;
 
-use crate::wire::{ErrorBody, Register};
+use crate::wire::{ErrorBody, Register, RotationLock};
 
 /// A refused request. A refused command changes nothing on the unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +109,15 @@ pub enum UnitError {
     ResponseNotAuthentic,
     /// The unit could not make its state durable; nothing was acknowledged.
     Storage,
+    /// A master key rotation pins the registers; the command would clear or replace them.
+    RotationInProgress {
+        /// The command.
+        action: &'static str,
+        /// The rotation's state on this unit.
+        lock: RotationLock,
+    },
+    /// No master key rotation is under way on this unit.
+    NoRotation,
 }
 
 impl UnitError {
@@ -140,6 +149,8 @@ impl UnitError {
             Self::BadRequest(_) => "bad_request",
             Self::ResponseNotAuthentic => "response_not_authentic",
             Self::Storage => "storage",
+            Self::RotationInProgress { .. } => "rotation_in_progress",
+            Self::NoRotation => "no_rotation",
         }
     }
 
@@ -267,6 +278,25 @@ impl std::fmt::Display for UnitError {
             Self::Storage => write!(
                 f,
                 "the unit could not store its state durably; the command was not applied"
+            ),
+            Self::RotationInProgress { action, lock } => match lock {
+                RotationLock::Reencrypted => write!(
+                    f,
+                    "{action} is refused: key storage is already reencrypted to the new register, so keys depend on it; finish with 'rotor mk rotate' (or 'rotor auto rotate'), which promotes every unit"
+                ),
+                _ => write!(
+                    f,
+                    "{action} is refused: a master key rotation is {} key storage and pins both registers; run 'rotor mk rotate' (or 'rotor auto rotate') again to finish it, or 'rotor mk rotate --abort' to rewrap back to the current master key",
+                    if *lock == RotationLock::Aborting {
+                        "rewrapping back"
+                    } else {
+                        "reencrypting"
+                    }
+                ),
+            },
+            Self::NoRotation => write!(
+                f,
+                "no master key rotation is under way on this unit; there is nothing to abort or finish"
             ),
         }
     }

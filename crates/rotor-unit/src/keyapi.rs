@@ -11,11 +11,13 @@ use std::sync::{Arc, Mutex};
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rotor_crypto::{Secret32, Vp, constant_time_eq, fill_random, sha256};
+use rotor_crypto::{Vp, constant_time_eq, fill_random, sha256};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::keys::{Binding, KeyError, open_key, seal_key, unwrap_dek, wrap_dek};
+use crate::keys::{
+    Binding, BlobBinding, KeyError, Masters, open_key, seal_key, unwrap_dek, wrap_dek,
+};
 
 /// Base64 (RFC 4648 §4) for byte fields, as the Key Protect API uses.
 pub mod b64 {
@@ -203,6 +205,74 @@ pub struct SecureImportRequest {
     pub iv: Vec<u8>,
 }
 
+/// `POST /v1/keys/rewrap-batch` (postcard body): stored blobs to rewrap to `to`, the master key
+/// the unit wraps new blobs under. One round trip carries thousands of blobs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RewrapBatch {
+    /// The target master key.
+    pub to: Vp,
+    /// The blobs.
+    pub items: Vec<BatchItem>,
+}
+
+/// One blob of a [`RewrapBatch`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BatchItem {
+    /// What it is bound to.
+    pub binding: BlobBinding,
+    /// The blob.
+    pub blob: Vec<u8>,
+}
+
+/// The answer to a [`RewrapBatch`]: per item, the rewrapped blob, or `None` if the blob does
+/// not authenticate (the service reports it; nothing else can be done with it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RewrapBatchResult {
+    /// In request order.
+    pub blobs: Vec<Option<Vec<u8>>>,
+}
+
+/// `POST /v1/keys/generate-batch` (postcard body): new 256-bit root keys (version 1), each
+/// wrapping one DEK, for bulk creation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GenerateBatch {
+    /// The keys to make.
+    pub items: Vec<GenerateItem>,
+}
+
+/// One key of a [`GenerateBatch`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GenerateItem {
+    /// The new key's binding.
+    pub binding: Binding,
+    /// The DEK to wrap under it (no AAD).
+    pub dek: Zeroizing<Vec<u8>>,
+}
+
+/// The answer to a [`GenerateBatch`], in request order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GeneratedBatch {
+    /// Master key the blobs are wrapped under.
+    pub vp: Vp,
+    /// Per key: the blob and the DEK ciphertext.
+    pub keys: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// `POST /v1/keys/finish-reencryption`: no blob is left under the master key the instance
+/// rotates away from; `to` is the one they are all under now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinishReencryption {
+    /// The master key all key storage is wrapped under.
+    pub to: Vp,
+}
+
+/// The most blobs or keys in one batch request.
+pub const MAX_BATCH: usize = 50_000;
+
+/// Content type of batch bodies (postcard).
+pub const BATCH_CONTENT_TYPE: &str = "application/x-postcard";
+
 /// The error body of a key operation.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KeyErrorBody {
@@ -258,15 +328,8 @@ impl RootKeyCache {
     }
 
     /// The material of `key`, unwrapped under `master` or taken from the cache.
-    pub fn open(&self, master: &Secret32, key: &KeyRef) -> Result<Material, KeyError> {
-        let blob_vp = crate::keys::blob_vp(&key.blob).ok_or(KeyError::Invalid)?;
-        let current = master.vp();
-        if !blob_vp.matches(&current) {
-            return Err(KeyError::OtherMasterKey {
-                blob: blob_vp,
-                current,
-            });
-        }
+    pub fn open(&self, masters: &Masters, key: &KeyRef) -> Result<Material, KeyError> {
+        let master = masters.for_blob(&key.blob)?;
         let id = Self::cache_key(key);
         if let Some(found) = self
             .keys
@@ -307,6 +370,7 @@ pub(crate) fn key_error(err: &KeyError) -> ErrorReply {
         KeyError::Invalid => (StatusCode::BAD_REQUEST, "invalid_ciphertext"),
         KeyError::Size(_) => (StatusCode::BAD_REQUEST, "bad_size"),
         KeyError::NotExtractable => (StatusCode::FORBIDDEN, "not_extractable"),
+        KeyError::WrongTarget { .. } => (StatusCode::CONFLICT, "wrong_target"),
     };
     error_response(status, code, err.to_string())
 }
@@ -349,9 +413,10 @@ pub(crate) fn authorized(headers: &HeaderMap, token: Option<&[u8]>) -> Result<()
 
 /// The operations, given the current master key.
 pub(crate) fn generate(
-    master: &Secret32,
+    masters: &Masters,
     request: &GenerateRequest,
 ) -> Result<SealedKey, KeyError> {
+    let master = masters.wrapping();
     if ![16, 24, 32].contains(&request.length) {
         return Err(KeyError::Size(
             "generated keys are 16, 24 or 32 bytes".to_owned(),
@@ -367,7 +432,8 @@ pub(crate) fn generate(
     })
 }
 
-pub(crate) fn import(master: &Secret32, request: &ImportRequest) -> Result<SealedKey, KeyError> {
+pub(crate) fn import(masters: &Masters, request: &ImportRequest) -> Result<SealedKey, KeyError> {
+    let master = masters.wrapping();
     if !request.binding.extractable && ![16, 24, 32].contains(&request.material.len()) {
         return Err(KeyError::Size(
             "root key material must be 16, 24 or 32 bytes".to_owned(),
@@ -382,9 +448,10 @@ pub(crate) fn import(master: &Secret32, request: &ImportRequest) -> Result<Seale
 }
 
 pub(crate) fn import_token(
-    master: &Secret32,
+    masters: &Masters,
     request: &ImportTokenRequest,
 ) -> Result<ImportTokenKeys, KeyError> {
+    let master = masters.wrapping();
     let (public_key, private) = rotor_crypto::rsa_oaep_generate().map_err(|_| KeyError::Invalid)?;
     Ok(ImportTokenKeys {
         public_key,
@@ -398,7 +465,7 @@ pub(crate) fn import_token(
 }
 
 pub(crate) fn secure_import(
-    master: &Secret32,
+    masters: &Masters,
     request: &SecureImportRequest,
 ) -> Result<SealedKey, KeyError> {
     let hash = match request.algorithm.as_str() {
@@ -411,7 +478,7 @@ pub(crate) fn secure_import(
         }
     };
     let private = crate::keys::open_import_key(
-        master,
+        masters.for_blob(&request.sealed_private_key)?,
         request.binding.instance,
         request.token,
         &request.sealed_private_key,
@@ -425,7 +492,7 @@ pub(crate) fn secure_import(
         return Err(KeyError::Invalid);
     }
     import(
-        master,
+        masters,
         &ImportRequest {
             binding: request.binding.clone(),
             material: material.to_vec(),
@@ -434,28 +501,28 @@ pub(crate) fn secure_import(
 }
 
 pub(crate) fn export(
-    master: &Secret32,
+    masters: &Masters,
     cache: &RootKeyCache,
     request: &ExportRequest,
 ) -> Result<Plaintext, KeyError> {
     if !request.key.binding.extractable {
         return Err(KeyError::NotExtractable);
     }
-    let material = cache.open(master, &request.key)?;
+    let material = cache.open(masters, &request.key)?;
     Ok(Plaintext {
         plaintext: material.to_vec(),
     })
 }
 
 pub(crate) fn wrap(
-    master: &Secret32,
+    masters: &Masters,
     cache: &RootKeyCache,
     request: &WrapRequest,
 ) -> Result<Wrapped, KeyError> {
     if request.key.binding.extractable {
         return Err(KeyError::Size("only root keys wrap other keys".to_owned()));
     }
-    let root = cache.open(master, &request.key)?;
+    let root = cache.open(masters, &request.key)?;
     let (dek, generated) = match &request.plaintext {
         Some(plaintext) => (Zeroizing::new(plaintext.clone()), false),
         None => {
@@ -472,11 +539,11 @@ pub(crate) fn wrap(
 }
 
 pub(crate) fn unwrap(
-    master: &Secret32,
+    masters: &Masters,
     cache: &RootKeyCache,
     request: &UnwrapRequest,
 ) -> Result<Plaintext, KeyError> {
-    let root = cache.open(master, &request.key)?;
+    let root = cache.open(masters, &request.key)?;
     let plaintext = unwrap_dek(
         &root,
         &request.key.binding,
@@ -489,12 +556,12 @@ pub(crate) fn unwrap(
 }
 
 pub(crate) fn rewrap(
-    master: &Secret32,
+    masters: &Masters,
     cache: &RootKeyCache,
     request: &RewrapRequest,
 ) -> Result<Wrapped, KeyError> {
-    let from = cache.open(master, &request.from)?;
-    let to = cache.open(master, &request.to)?;
+    let from = cache.open(masters, &request.from)?;
+    let to = cache.open(masters, &request.to)?;
     let plaintext = unwrap_dek(
         &from,
         &request.from.binding,
@@ -508,6 +575,69 @@ pub(crate) fn rewrap(
     })
 }
 
+pub(crate) fn rewrap_batch(
+    masters: &Masters,
+    _: &RootKeyCache,
+    request: &RewrapBatch,
+) -> Result<RewrapBatchResult, KeyError> {
+    let to = masters.wrapping();
+    if !to.vp().matches(&request.to) {
+        return Err(KeyError::WrongTarget {
+            requested: request.to,
+            wrapping: to.vp(),
+        });
+    }
+    if request.items.len() > MAX_BATCH {
+        return Err(KeyError::Size(format!(
+            "at most {MAX_BATCH} blobs per batch"
+        )));
+    }
+    // A blob under a master key this unit lacks fails the whole batch, so that the service
+    // sends it to a unit that holds both registers.
+    for item in &request.items {
+        masters.for_blob(&item.blob)?;
+    }
+    let blobs = request
+        .items
+        .iter()
+        .map(|item| crate::keys::rewrap_blob(masters, to, &item.binding, &item.blob).ok())
+        .collect();
+    Ok(RewrapBatchResult { blobs })
+}
+
+pub(crate) fn generate_batch(
+    masters: &Masters,
+    _: &RootKeyCache,
+    request: &GenerateBatch,
+) -> Result<GeneratedBatch, KeyError> {
+    if request.items.len() > MAX_BATCH {
+        return Err(KeyError::Size(format!(
+            "at most {MAX_BATCH} keys per batch"
+        )));
+    }
+    let master = masters.wrapping();
+    let keys = request
+        .items
+        .iter()
+        .map(|item| {
+            if item.binding.extractable {
+                return Err(KeyError::Size(
+                    "bulk creation makes root keys only".to_owned(),
+                ));
+            }
+            let mut material = Zeroizing::new(vec![0u8; 32]);
+            fill_random(&mut material);
+            let blob = seal_key(master, &item.binding, &material)?;
+            let ciphertext = wrap_dek(&material, &item.binding, &item.dek, &[])?;
+            Ok((blob, ciphertext))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(GeneratedBatch {
+        vp: master.vp(),
+        keys,
+    })
+}
+
 /// Decodes a request body, or answers 400.
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ErrorReply> {
     serde_json::from_slice(body).map_err(|err| {
@@ -515,6 +645,17 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Err
             StatusCode::BAD_REQUEST,
             "bad_request",
             format!("malformed request: {err}"),
+        )
+    })
+}
+
+/// Decodes a batch (postcard) body, or answers 400.
+pub(crate) fn decode_batch<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ErrorReply> {
+    postcard::from_bytes(body).map_err(|err| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("malformed batch: {err}"),
         )
     })
 }
@@ -563,17 +704,77 @@ impl KeyClient {
         }
     }
 
-    /// Calls operation `op` (generate, import, export, wrap, unwrap, rewrap).
+    /// The unit's public status. The service reads it over loopback to check the rotation
+    /// lock; it does not check the response signature (the CLI does, for admins).
+    pub async fn status(&self) -> Result<crate::wire::UnitStatus, KeyCallError> {
+        let mut challenge = [0u8; 16];
+        fill_random(&mut challenge);
+        let url = format!(
+            "{}?challenge={}",
+            self.base.replace("/v1/keys", "/v1/status"),
+            hex::encode(challenge)
+        );
+        let unreachable = |err: &dyn std::fmt::Display| KeyCallError::Unreachable(err.to_string());
+        let signed: crate::wire::SignedResponse = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|err| unreachable(&err))?
+            .json()
+            .await
+            .map_err(|err| unreachable(&err))?;
+        match signed
+            .open_unverified()
+            .map_err(|err| unreachable(&err))?
+            .result
+        {
+            crate::wire::UnitResult::Status(status) => Ok(status),
+            _ => Err(KeyCallError::Unreachable(
+                "the unit did not answer with its status".to_owned(),
+            )),
+        }
+    }
+
+    /// Calls operation `op` (generate, import, export, wrap, unwrap, rewrap, ...) with JSON.
     pub async fn call<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
         &self,
         op: &str,
         request: &Req,
     ) -> Result<Resp, KeyCallError> {
+        let body = serde_json::to_vec(request)
+            .map_err(|err| KeyCallError::Unreachable(format!("request: {err}")))?;
+        let answer = self.send(op, body, "application/json").await?;
+        serde_json::from_slice(&answer)
+            .map_err(|err| KeyCallError::Unreachable(format!("bad answer: {err}")))
+    }
+
+    /// Calls a batch operation (`rewrap-batch`, `generate-batch`): postcard bodies, which cost
+    /// far less than JSON for thousands of blobs.
+    pub async fn call_batch<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
+        &self,
+        op: &str,
+        request: &Req,
+    ) -> Result<Resp, KeyCallError> {
+        let body = postcard::to_stdvec(request)
+            .map_err(|err| KeyCallError::Unreachable(format!("request: {err}")))?;
+        let answer = self.send(op, body, BATCH_CONTENT_TYPE).await?;
+        postcard::from_bytes(&answer)
+            .map_err(|err| KeyCallError::Unreachable(format!("bad answer: {err}")))
+    }
+
+    async fn send(
+        &self,
+        op: &str,
+        body: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<axum::body::Bytes, KeyCallError> {
         let response = self
             .http
             .post(format!("{}/{op}", self.base))
             .bearer_auth(self.token.as_str())
-            .json(request)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body)
             .send()
             .await
             .map_err(|err| KeyCallError::Unreachable(err.to_string()))?;
@@ -583,8 +784,7 @@ impl KeyClient {
             .await
             .map_err(|err| KeyCallError::Unreachable(err.to_string()))?;
         if status.is_success() {
-            return serde_json::from_slice(&body)
-                .map_err(|err| KeyCallError::Unreachable(format!("bad answer: {err}")));
+            return Ok(body);
         }
         let body = serde_json::from_slice(&body).unwrap_or_else(|_| KeyErrorBody {
             code: "unit_error".to_owned(),

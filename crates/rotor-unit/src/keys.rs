@@ -79,6 +79,13 @@ pub enum KeyError {
     Size(String),
     /// A root key's material may not leave the unit.
     NotExtractable,
+    /// A rewrap toward a master key this unit does not wrap new blobs under.
+    WrongTarget {
+        /// The master key asked for.
+        requested: Vp,
+        /// The master key the unit wraps new blobs under.
+        wrapping: Vp,
+    },
 }
 
 impl std::fmt::Display for KeyError {
@@ -90,16 +97,61 @@ impl std::fmt::Display for KeyError {
             ),
             Self::OtherMasterKey { blob, current } => write!(
                 f,
-                "the key is wrapped under master key {blob}, but the unit's current master key is {current}"
+                "the key is wrapped under master key {blob}, which this unit holds in neither register (current: {current})"
             ),
             Self::Invalid => write!(f, "the ciphertext could not be unwrapped"),
             Self::Size(why) => f.write_str(why),
             Self::NotExtractable => write!(f, "root key material never leaves a crypto unit"),
+            Self::WrongTarget {
+                requested,
+                wrapping,
+            } => write!(
+                f,
+                "blobs can only be rewrapped to the master key this unit wraps new keys under ({wrapping}), not {requested}; pin the new register first"
+            ),
         }
     }
 }
 
 impl std::error::Error for KeyError {}
+
+/// The master keys a unit's key operations may use: the current register, the committed new
+/// register (during a rotation blobs sit under either), and which of them wraps new blobs.
+pub struct Masters {
+    /// The current register.
+    pub current: Secret32,
+    /// The new register, once committed.
+    pub new: Option<Secret32>,
+    /// A rotation pins the new register: new blobs go under it.
+    pub wrap_under_new: bool,
+}
+
+impl Masters {
+    /// The master key new blobs are wrapped under.
+    pub fn wrapping(&self) -> &Secret32 {
+        match &self.new {
+            Some(new) if self.wrap_under_new => new,
+            _ => &self.current,
+        }
+    }
+
+    /// The register holding the master key with this VP.
+    pub fn for_vp(&self, vp: &Vp) -> Result<&Secret32, KeyError> {
+        let current = self.current.vp();
+        if vp.matches(&current) {
+            return Ok(&self.current);
+        }
+        match &self.new {
+            Some(new) if vp.matches(&new.vp()) => Ok(new),
+            _ => Err(KeyError::OtherMasterKey { blob: *vp, current }),
+        }
+    }
+
+    /// The register holding the master key a blob is wrapped under.
+    pub fn for_blob(&self, blob: &[u8]) -> Result<&Secret32, KeyError> {
+        self.for_vp(&blob_vp(blob).ok_or(KeyError::Invalid)?)
+    }
+}
 
 /// The VP a blob is wrapped under.
 pub fn blob_vp(blob: &[u8]) -> Option<Vp> {
@@ -149,6 +201,42 @@ fn open_under_master(
         return Err(KeyError::OtherMasterKey { blob: vp, current });
     }
     open_aes256gcm(master, aad, blob.get(32..).unwrap_or_default()).map_err(|_| KeyError::Invalid)
+}
+
+/// What a stored blob is bound to, which a rewrap keeps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobBinding {
+    /// A root or standard key version.
+    Key(Binding),
+    /// An import token's private key.
+    ImportToken {
+        /// The instance.
+        instance: Uuid,
+        /// The token's id.
+        token: Uuid,
+    },
+}
+
+impl BlobBinding {
+    fn aad(&self) -> Vec<u8> {
+        match self {
+            Self::Key(binding) => binding.blob_aad(),
+            Self::ImportToken { instance, token } => import_key_aad(*instance, *token),
+        }
+    }
+}
+
+/// Rewraps a blob held under either register to `to`, keeping its binding: the GREP11
+/// `RewrapKeyBlob` of rotor.
+pub fn rewrap_blob(
+    masters: &Masters,
+    to: &Secret32,
+    binding: &BlobBinding,
+    blob: &[u8],
+) -> Result<Vec<u8>, KeyError> {
+    let aad = binding.aad();
+    let secret = open_under_master(masters.for_blob(blob)?, &aad, blob)?;
+    Ok(seal_under_master(to, &aad, &secret))
 }
 
 fn import_key_aad(instance: Uuid, token: Uuid) -> Vec<u8> {

@@ -9,8 +9,12 @@
 //! | remove admin | none | revocation threshold |
 //! | set thresholds | the *new* signature threshold (leaves imprint) | signature threshold |
 //! | create importer, load, import, set immediate, clear new/current, generate | refused | 1 |
-//! | commit, export | refused | signature threshold |
+//! | commit, export, pin new, abort rotation | refused | signature threshold |
 //! | zeroize | none | 1 |
+//!
+//! A master key rotation adds a lock HPCS lacks: once the new register is pinned, load, import,
+//! generate, clear new and clear current are refused, and set immediate waits until the
+//! service reports key storage reencrypted ([`UnitState::finish_reencryption`]).
 
 use std::collections::BTreeSet;
 
@@ -19,10 +23,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::UnitError;
+use crate::keys::Masters;
 use crate::wire::{
     Action, AdminInfo, CurrentState, MAX_ADMIN_NAME, MAX_ADMINS, MAX_THRESHOLD, NewState, Outcome,
-    PART_CONTEXT, Register, RegisterInfo, SignedCommand, Ski, TRANSFER_CONTEXT, UnitKind,
-    UnitStatus,
+    PART_CONTEXT, Register, RegisterInfo, RotationLock, SignedCommand, Ski, TRANSFER_CONTEXT,
+    UnitKind, UnitStatus,
 };
 
 /// Where fresh secrets come from. The daemon uses the OS CSPRNG; tests may use anything.
@@ -114,6 +119,8 @@ pub struct UnitState {
     pub new: NewRegister,
     /// The importer key waiting for key material, if any.
     pub importer: Option<ImporterKey>,
+    /// Where the unit stands in a master key rotation.
+    pub rotation: RotationLock,
 }
 
 impl UnitState {
@@ -129,7 +136,43 @@ impl UnitState {
             current: None,
             new: NewRegister::Empty,
             importer: None,
+            rotation: RotationLock::None,
         }
+    }
+
+    /// The master keys key operations may use, or `None` without a current master key.
+    pub fn masters(&self) -> Option<Masters> {
+        let current = self.current.clone()?;
+        let new = match &self.new {
+            NewRegister::Committed(key) => Some(key.clone()),
+            _ => None,
+        };
+        Some(Masters {
+            current,
+            new,
+            wrap_under_new: matches!(
+                self.rotation,
+                RotationLock::Reencrypting | RotationLock::Reencrypted
+            ),
+        })
+    }
+
+    /// The service reports that no key storage blob is left under the master key being
+    /// rotated away from: a reencrypting unit may now be promoted; an aborting one is released.
+    /// `to` names the master key everything is now wrapped under. Repeating it changes nothing.
+    pub fn finish_reencryption(&self, to: &Vp) -> Result<Self, UnitError> {
+        let new_vp = self.new.key().map(Secret32::vp);
+        let current_vp = self.current.as_ref().map(Secret32::vp);
+        let is = |vp: Option<Vp>| vp.is_some_and(|vp| vp.matches(to));
+        let mut next = self.clone();
+        match self.rotation {
+            RotationLock::Reencrypting if is(new_vp) => next.rotation = RotationLock::Reencrypted,
+            RotationLock::Aborting if is(current_vp) => next.rotation = RotationLock::None,
+            RotationLock::Reencrypted if is(new_vp) => {}
+            RotationLock::None if is(current_vp) => {}
+            _ => return Err(UnitError::NoRotation),
+        }
+        Ok(next)
     }
 
     /// Imprint mode: no thresholds set yet.
@@ -173,6 +216,7 @@ impl UnitState {
                 .as_ref()
                 .and_then(|importer| importer.public_sec1().ok())
                 .unwrap_or_default(),
+            rotation: self.rotation,
         }
     }
 
@@ -189,7 +233,9 @@ impl UnitState {
             Action::AddAdmin { .. }
             | Action::SetThresholds { .. }
             | Action::Commit { .. }
-            | Action::Export { .. } => self.signature_threshold,
+            | Action::Export { .. }
+            | Action::PinNew { .. }
+            | Action::AbortRotation { .. } => self.signature_threshold,
             Action::RemoveAdmin { .. } => self.revocation_threshold,
             Action::CreateImporter
             | Action::LoadNew { .. }
@@ -265,6 +311,27 @@ impl UnitState {
         action: &Action,
         entropy: &mut dyn Entropy,
     ) -> Result<Outcome, UnitError> {
+        let locked = self.rotation != RotationLock::None;
+        let in_progress = || UnitError::RotationInProgress {
+            action: action.name(),
+            lock: self.rotation,
+        };
+        match action {
+            Action::LoadNew { .. }
+            | Action::ImportNew { .. }
+            | Action::ClearNew
+            | Action::ClearCurrent
+            | Action::GenerateRandom
+            | Action::PinNew { .. }
+                if locked =>
+            {
+                return Err(in_progress());
+            }
+            Action::SetImmediate { .. } if locked && self.rotation != RotationLock::Reencrypted => {
+                return Err(in_progress());
+            }
+            _ => {}
+        }
         match action {
             Action::AddAdmin { name, public_key } => self.add_admin(name, public_key),
             Action::RemoveAdmin { ski } => self.remove_admin(*ski),
@@ -328,6 +395,7 @@ impl UnitState {
                     check_vp(Register::New, key, vp)?;
                     self.current = Some(key.clone());
                     self.new = NewRegister::Empty;
+                    self.rotation = RotationLock::None;
                     Ok(Outcome::Done)
                 }
                 other => Err(UnitError::RegisterState {
@@ -397,6 +465,40 @@ impl UnitState {
                     vp: key.vp(),
                     key: envelope,
                 })
+            }
+            Action::PinNew { vp } => {
+                if self.current.is_none() {
+                    return Err(UnitError::RegisterState {
+                        register: Register::Current,
+                        needs: "Valid",
+                        found: "Empty",
+                    });
+                }
+                match &self.new {
+                    NewRegister::Committed(key) => check_vp(Register::New, key, vp)?,
+                    other => {
+                        return Err(UnitError::RegisterState {
+                            register: Register::New,
+                            needs: "Full Committed",
+                            found: other.state().label(),
+                        });
+                    }
+                }
+                self.rotation = RotationLock::Reencrypting;
+                Ok(Outcome::Done)
+            }
+            Action::AbortRotation { vp } => {
+                if !matches!(
+                    self.rotation,
+                    RotationLock::Reencrypting | RotationLock::Reencrypted
+                ) {
+                    return Err(UnitError::NoRotation);
+                }
+                if let Some(key) = self.new.key() {
+                    check_vp(Register::New, key, vp)?;
+                }
+                self.rotation = RotationLock::Aborting;
+                Ok(Outcome::Done)
             }
             Action::Zeroize => {
                 *self = Self {

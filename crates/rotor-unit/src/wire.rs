@@ -204,8 +204,48 @@ pub enum Action {
         #[serde(with = "hex::serde")]
         recipient_importer: Vec<u8>,
     },
+    /// Pin the committed new register for a master key rotation: from now on the unit wraps
+    /// new keys under it, and nothing may clear or replace either register until the service
+    /// reports the reencryption finished (or admins abort it).
+    PinNew {
+        /// The VP the admins expect in the new register.
+        vp: Vp,
+    },
+    /// Abort the rotation of the pinned new register: the service rewraps key storage back
+    /// to the current master key, then releases the pin.
+    AbortRotation {
+        /// The VP of the pinned new register.
+        vp: Vp,
+    },
     /// Clear both registers and all admins: back to imprint mode.
     Zeroize,
+}
+
+/// Where a unit stands in a master key rotation of its instance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotationLock {
+    /// No rotation: the registers follow the ordinary rules.
+    #[default]
+    None,
+    /// Key storage is being rewrapped to the pinned new register; new keys are wrapped under it.
+    Reencrypting,
+    /// Key storage is entirely under the new register: the unit may only be promoted.
+    Reencrypted,
+    /// Admins aborted the rotation: key storage is being rewrapped back to the current register.
+    Aborting,
+}
+
+impl RotationLock {
+    /// For messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Reencrypting => "reencrypting",
+            Self::Reencrypted => "reencrypted",
+            Self::Aborting => "aborting",
+        }
+    }
 }
 
 impl Action {
@@ -224,6 +264,8 @@ impl Action {
             Self::ClearCurrent => "clear current register",
             Self::GenerateRandom => "generate random master key",
             Self::Export { .. } => "export master key",
+            Self::PinNew { .. } => "pin new register",
+            Self::AbortRotation { .. } => "abort rotation",
             Self::Zeroize => "zeroize",
         }
     }
@@ -346,6 +388,9 @@ pub struct UnitStatus {
     /// The pending importer public key, if one was made and not yet used.
     #[serde(default, with = "hex::serde")]
     pub importer: Vec<u8>,
+    /// Where the unit stands in a master key rotation.
+    #[serde(default)]
+    pub rotation: RotationLock,
 }
 
 /// What a successful command produced besides the new status.

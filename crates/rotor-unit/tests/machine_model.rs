@@ -5,6 +5,11 @@
 //! predicts acceptance (and the resulting state and outcome) or the exact rejection code, and
 //! the test checks that the machine agrees, that a rejected command leaves the state untouched
 //! and that, after every accepted one, the unit's status and registers are what the model says.
+//!
+//! The master key rotation lock is part of the model too: pin new and abort rotation are
+//! commands like any other, and between commands the service may report key storage
+//! reencrypted ([`UnitState::finish_reencryption`], a [`Step::Finish`] here). After every step
+//! the lock and the master keys key operations would use ([`UnitState::masters`]) must agree.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
@@ -20,7 +25,8 @@ use rotor_unit::UnitError;
 use rotor_unit::machine::{Entropy, NewRegister, UnitState, envelope_context};
 use rotor_unit::wire::{
     Action, AdminInfo, Command, CommandSignature, CurrentState, NewState, Outcome, PART_CONTEXT,
-    Register, RegisterInfo, SignedCommand, Ski, TRANSFER_CONTEXT, UnitKind, UnitStatus,
+    Register, RegisterInfo, RotationLock, SignedCommand, Ski, TRANSFER_CONTEXT, UnitKind,
+    UnitStatus,
 };
 use uuid::Uuid;
 
@@ -152,6 +158,18 @@ struct Model {
     new: ModelNew,
     /// The pending importer public key, learnt from the `CreateImporter` outcome.
     importer: Option<Vec<u8>>,
+    rotation: RotationLock,
+}
+
+/// The master keys key operations may use, as [`UnitState::masters`] reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ModelMasters {
+    current: [u8; 32],
+    /// The new register, only once committed.
+    new: Option<[u8; 32]>,
+    wrap_under_new: bool,
+    /// The key new blobs are wrapped under.
+    wrapping: [u8; 32],
 }
 
 /// What the model knows about one encrypted secret.
@@ -210,6 +228,12 @@ enum ModelAction {
         register: Register,
         recipient_ok: bool,
     },
+    PinNew {
+        vp: Vp,
+    },
+    AbortRotation {
+        vp: Vp,
+    },
     Zeroize,
 }
 
@@ -252,6 +276,7 @@ impl Model {
             current: None,
             new: ModelNew::Empty,
             importer: None,
+            rotation: RotationLock::None,
         }
     }
 
@@ -280,11 +305,74 @@ impl Model {
             };
         }
         Ok(match action {
-            A::AddAdmin { .. } | A::SetThresholds { .. } | A::Commit { .. } | A::Export { .. } => {
-                self.signature
-            }
+            A::AddAdmin { .. }
+            | A::SetThresholds { .. }
+            | A::Commit { .. }
+            | A::Export { .. }
+            | A::PinNew { .. }
+            | A::AbortRotation { .. } => self.signature,
             A::RemoveAdmin { .. } => self.revocation,
             _ => 1,
+        })
+    }
+
+    /// Whether the rotation lock refuses `action`. Nothing may clear or replace a register
+    /// (or pin again) while a rotation is under way; promotion waits for the reencryption.
+    fn locked_out(&self, action: &ModelAction) -> bool {
+        use ModelAction as A;
+        match action {
+            A::LoadNew { .. }
+            | A::ImportNew { .. }
+            | A::ClearNew
+            | A::ClearCurrent
+            | A::GenerateRandom { .. }
+            | A::PinNew { .. } => self.rotation != RotationLock::None,
+            A::SetImmediate { .. } => matches!(
+                self.rotation,
+                RotationLock::Reencrypting | RotationLock::Aborting
+            ),
+            _ => false,
+        }
+    }
+
+    /// The service reports key storage entirely under the master key with VP `to`.
+    fn finish(&self, to: &Vp) -> Result<Self, &'static str> {
+        let holds = |key: Option<[u8; 32]>| key.is_some_and(|key| vp_matches(&key, to));
+        let (from_register, to_lock) = match self.rotation {
+            RotationLock::None => (self.current, RotationLock::None),
+            RotationLock::Reencrypting => (self.new_key(), RotationLock::Reencrypted),
+            RotationLock::Reencrypted => (self.new_key(), RotationLock::Reencrypted),
+            RotationLock::Aborting => (self.current, RotationLock::None),
+        };
+        if !holds(from_register) {
+            return Err("no_rotation");
+        }
+        let mut next = self.clone();
+        next.rotation = to_lock;
+        Ok(next)
+    }
+
+    fn masters(&self) -> Option<ModelMasters> {
+        let current = self.current?;
+        let new = match self.new {
+            ModelNew::Full {
+                key,
+                committed: true,
+            } => Some(key),
+            _ => None,
+        };
+        let wrap_under_new = matches!(
+            self.rotation,
+            RotationLock::Reencrypting | RotationLock::Reencrypted
+        );
+        Some(ModelMasters {
+            current,
+            new,
+            wrap_under_new,
+            wrapping: match new {
+                Some(new) if wrap_under_new => new,
+                _ => current,
+            },
         })
     }
 
@@ -319,6 +407,9 @@ impl Model {
 
     fn transition(&mut self, action: &ModelAction) -> Result<Expect, &'static str> {
         use ModelAction as A;
+        if self.locked_out(action) {
+            return Err("rotation_in_progress");
+        }
         match action {
             A::AddAdmin {
                 key,
@@ -429,6 +520,7 @@ impl Model {
                     }
                     self.current = Some(key);
                     self.new = ModelNew::Empty;
+                    self.rotation = RotationLock::None;
                 }
                 _ => return Err("register_state"),
             },
@@ -476,6 +568,34 @@ impl Model {
                 }
                 return Ok(Expect::Exported { key });
             }
+            A::PinNew { vp } => {
+                if self.current.is_none() {
+                    return Err("register_state");
+                }
+                let ModelNew::Full {
+                    key,
+                    committed: true,
+                } = self.new
+                else {
+                    return Err("register_state");
+                };
+                if !vp_matches(&key, vp) {
+                    return Err("vp_mismatch");
+                }
+                self.rotation = RotationLock::Reencrypting;
+            }
+            A::AbortRotation { vp } => {
+                if !matches!(
+                    self.rotation,
+                    RotationLock::Reencrypting | RotationLock::Reencrypted
+                ) {
+                    return Err("no_rotation");
+                }
+                if !self.new_key().is_some_and(|key| vp_matches(&key, vp)) {
+                    return Err("vp_mismatch");
+                }
+                self.rotation = RotationLock::Aborting;
+            }
             A::Zeroize => {
                 self.admins.clear();
                 self.signature = 0;
@@ -483,6 +603,7 @@ impl Model {
                 self.current = None;
                 self.new = ModelNew::Empty;
                 self.importer = None;
+                self.rotation = RotationLock::None;
             }
         }
         Ok(Expect::Done)
@@ -535,6 +656,7 @@ impl Model {
                     .map_or(Vp::EMPTY, verification_pattern),
             },
             importer: self.importer.clone().unwrap_or_default(),
+            rotation: self.rotation,
         }
     }
 }
@@ -576,8 +698,10 @@ enum Parts {
     Corrupt(u8),
 }
 
+/// A VP named by a command or a finished reencryption.
 #[derive(Clone, Debug)]
 enum VpPick {
+    /// The VP of the new register.
     Right,
     /// Right in the 28 compared bytes, garbage in the last four (old HPCS style).
     OldStyle,
@@ -622,6 +746,8 @@ enum Act {
         register: Register,
         recipient_ok: bool,
     },
+    PinNew(VpPick),
+    AbortRotation(VpPick),
     Zeroize,
 }
 
@@ -654,11 +780,20 @@ enum Tamper {
     Counter(u8),
 }
 
+/// One signed admin command.
 #[derive(Clone, Debug)]
-struct Step {
+struct CommandStep {
     act: Act,
     signers: Signers,
     tampers: Vec<Tamper>,
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Command(CommandStep),
+    /// The service reports key storage reencrypted to the master key with the VP picked
+    /// ([`UnitState::finish_reencryption`]: unsigned, the counter stays).
+    Finish(VpPick),
 }
 
 #[derive(Clone, Debug)]
@@ -678,6 +813,15 @@ enum Setup {
         revocation: u8,
         parts: usize,
     },
+    /// `WithKey`, then load a second key, commit it and pin it: a rotation is reencrypting
+    /// (or, with `abort`, aborting).
+    Pinned {
+        admins: usize,
+        signature: u8,
+        revocation: u8,
+        parts: usize,
+        abort: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -691,28 +835,37 @@ struct Case {
 
 impl Case {
     fn all_steps(&self) -> Vec<Step> {
-        let quorum = |act| Step {
-            act,
-            signers: Signers::Quorum {
-                extra: 0,
-                rotate: 0,
-            },
-            tampers: Vec::new(),
+        let quorum = |act| {
+            Step::Command(CommandStep {
+                act,
+                signers: Signers::Quorum {
+                    extra: 0,
+                    rotate: 0,
+                },
+                tampers: Vec::new(),
+            })
         };
         let mut steps = Vec::new();
-        let (admins, signature, revocation, parts) = match self.setup {
-            Setup::None => (0, 0, 0, None),
+        let (admins, signature, revocation, parts, pin) = match self.setup {
+            Setup::None => (0, 0, 0, None, None),
             Setup::Admins {
                 admins,
                 signature,
                 revocation,
-            } => (admins, signature, revocation, None),
+            } => (admins, signature, revocation, None, None),
             Setup::WithKey {
                 admins,
                 signature,
                 revocation,
                 parts,
-            } => (admins, signature, revocation, Some(parts)),
+            } => (admins, signature, revocation, Some(parts), None),
+            Setup::Pinned {
+                admins,
+                signature,
+                revocation,
+                parts,
+                abort,
+            } => (admins, signature, revocation, Some(parts), Some(abort)),
         };
         if admins > 0 {
             for key in 0..admins {
@@ -737,6 +890,18 @@ impl Case {
             steps.push(quorum(Act::Commit(VpPick::Right)));
             steps.push(quorum(Act::SetImmediate(VpPick::Right)));
             steps.push(quorum(Act::CreateImporter));
+            if let Some(abort) = pin {
+                steps.push(quorum(Act::LoadNew {
+                    count,
+                    pending: true,
+                    parts: Parts::Fresh,
+                }));
+                steps.push(quorum(Act::Commit(VpPick::Right)));
+                steps.push(quorum(Act::PinNew(VpPick::Right)));
+                if abort {
+                    steps.push(quorum(Act::AbortRotation(VpPick::Right)));
+                }
+            }
         }
         steps.extend(self.steps.iter().cloned());
         steps
@@ -794,7 +959,31 @@ fn act_strategy() -> impl Strategy<Value = Act> {
         4 => Just(Act::GenerateRandom),
         4 => (prop_oneof![Just(Register::Current), Just(Register::New)], prop::bool::weighted(0.9))
             .prop_map(|(register, recipient_ok)| Act::Export { register, recipient_ok }),
+        4 => rotation_vp_strategy().prop_map(Act::PinNew),
+        3 => rotation_vp_strategy().prop_map(Act::AbortRotation),
         1 => Just(Act::Zeroize),
+    ]
+}
+
+/// The VP pin new and abort rotation name: wrong more often than for the register commands,
+/// since they only get that far once a committed new register is there.
+fn rotation_vp_strategy() -> impl Strategy<Value = VpPick> {
+    prop_oneof![
+        5 => Just(VpPick::Right),
+        1 => Just(VpPick::OldStyle),
+        2 => Just(VpPick::Wrong),
+        2 => Just(VpPick::OfCurrent),
+    ]
+}
+
+/// Which master key a finished reencryption names: the new register's about as often as the
+/// current one's (each is right in some lock state).
+fn finish_strategy() -> impl Strategy<Value = VpPick> {
+    prop_oneof![
+        4 => Just(VpPick::Right),
+        1 => Just(VpPick::OldStyle),
+        2 => Just(VpPick::Wrong),
+        4 => Just(VpPick::OfCurrent),
     ]
 }
 
@@ -816,11 +1005,17 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         3 => prop::collection::vec(tamper.clone(), 1),
         1 => prop::collection::vec(tamper, 2),
     ];
-    (act_strategy(), signers, tampers).prop_map(|(act, signers, tampers)| Step {
-        act,
-        signers,
-        tampers,
-    })
+    let command = (act_strategy(), signers, tampers).prop_map(|(act, signers, tampers)| {
+        Step::Command(CommandStep {
+            act,
+            signers,
+            tampers,
+        })
+    });
+    prop_oneof![
+        8 => command,
+        2 => finish_strategy().prop_map(Step::Finish),
+    ]
 }
 
 fn case_strategy() -> impl Strategy<Value = Case> {
@@ -835,12 +1030,20 @@ fn case_strategy() -> impl Strategy<Value = Case> {
             signature,
             revocation,
         }),
-        5 => (thresholds, 2usize..=3).prop_map(|((admins, signature, revocation), parts)| Setup::WithKey {
+        3 => (thresholds.clone(), 2usize..=3).prop_map(|((admins, signature, revocation), parts)| Setup::WithKey {
             admins,
             signature,
             revocation,
             parts,
         }),
+        4 => (thresholds, 2usize..=3, prop::bool::weighted(0.3))
+            .prop_map(|((admins, signature, revocation), parts, abort)| Setup::Pinned {
+                admins,
+                signature,
+                revocation,
+                parts,
+                abort,
+            }),
     ];
     (
         any::<u64>(),
@@ -913,8 +1116,29 @@ fn seal_material(
     ))
 }
 
+/// The VP `pick` names in the model's state.
+fn pick_vp(pick: &VpPick, model: &Model, salt: u64, index: u64) -> Vp {
+    let right = model
+        .new_key()
+        .as_ref()
+        .map_or(Vp::EMPTY, verification_pattern);
+    match pick {
+        VpPick::Right => right,
+        VpPick::OldStyle => {
+            let mut vp = right;
+            vp.0[VP_COMPARED_LEN..].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+            vp
+        }
+        VpPick::Wrong => verification_pattern(&derive(b"wrong vp", salt, index, 0)),
+        VpPick::OfCurrent => model
+            .current
+            .as_ref()
+            .map_or(Vp::EMPTY, verification_pattern),
+    }
+}
+
 fn build(
-    step: &Step,
+    step: &CommandStep,
     model: &Model,
     state: &UnitState,
     salt: u64,
@@ -1046,32 +1270,27 @@ fn build(
                 },
             )
         }
-        Act::Commit(pick) | Act::SetImmediate(pick) => {
-            let right = model
-                .new_key()
-                .as_ref()
-                .map_or(Vp::EMPTY, verification_pattern);
-            let vp = match pick {
-                VpPick::Right => right,
-                VpPick::OldStyle => {
-                    let mut vp = right;
-                    vp.0[VP_COMPARED_LEN..].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
-                    vp
-                }
-                VpPick::Wrong => verification_pattern(&derive(b"wrong vp", salt, index, 0)),
-                VpPick::OfCurrent => model
-                    .current
-                    .as_ref()
-                    .map_or(Vp::EMPTY, verification_pattern),
-            };
-            if matches!(step.act, Act::Commit(_)) {
-                (Action::Commit { vp }, ModelAction::Commit { vp })
-            } else {
-                (
-                    Action::SetImmediate { vp },
-                    ModelAction::SetImmediate { vp },
-                )
-            }
+        Act::Commit(pick) => {
+            let vp = pick_vp(pick, model, salt, index);
+            (Action::Commit { vp }, ModelAction::Commit { vp })
+        }
+        Act::SetImmediate(pick) => {
+            let vp = pick_vp(pick, model, salt, index);
+            (
+                Action::SetImmediate { vp },
+                ModelAction::SetImmediate { vp },
+            )
+        }
+        Act::PinNew(pick) => {
+            let vp = pick_vp(pick, model, salt, index);
+            (Action::PinNew { vp }, ModelAction::PinNew { vp })
+        }
+        Act::AbortRotation(pick) => {
+            let vp = pick_vp(pick, model, salt, index);
+            (
+                Action::AbortRotation { vp },
+                ModelAction::AbortRotation { vp },
+            )
         }
         Act::ClearNew => (Action::ClearNew, ModelAction::ClearNew),
         Act::ClearCurrent => (Action::ClearCurrent, ModelAction::ClearCurrent),
@@ -1274,95 +1493,183 @@ fn check_outcome(
     Ok(())
 }
 
-fn run_case(kind: UnitKind, case: &Case, stats: &mut Stats) -> Result<(), TestCaseError> {
+/// After every step the unit and the model agree on all that can be observed: the status
+/// (counter, registers' VPs, pending importer key and rotation lock included), the register
+/// contents and the master keys key operations would use.
+fn check_agrees(state: &UnitState, model: &Model) -> Result<(), TestCaseError> {
+    prop_assert_eq!(state.status(keys().identity.clone()), model.status());
+    let (current, new) = registers(state);
+    prop_assert_eq!(current, model.current);
+    prop_assert_eq!(&new, &model.new);
+    prop_assert_eq!(state.importer.is_some(), model.importer.is_some());
+    prop_assert_eq!(state.rotation, model.rotation);
+    let masters = state.masters().map(|masters| ModelMasters {
+        current: *masters.current.expose(),
+        new: masters.new.as_ref().map(|key| *key.expose()),
+        wrap_under_new: masters.wrap_under_new,
+        wrapping: *masters.wrapping().expose(),
+    });
+    prop_assert_eq!(masters, model.masters());
+    Ok(())
+}
+
+/// One signed command against both; on agreement, both move on.
+fn run_command(
+    step: &CommandStep,
+    state: &mut UnitState,
+    model: &mut Model,
+    salt: u64,
+    index: u64,
+    stats: &mut Stats,
+) -> Result<(), TestCaseError> {
     let identity = keys().identity.clone();
-    let mut state = UnitState::new(UNIT, kind);
-    let mut model = Model::new(kind);
-    prop_assert_eq!(state.status(identity.clone()), model.status());
-    for (index, step) in case.all_steps().iter().enumerate() {
-        let index = index as u64;
-        let built = build(step, &model, &state, case.salt, index)?;
-        let predicted = model.apply(&built.model);
-        let before = serde_json::to_string(&state).map_err(fail)?;
-        let before_status = state.status(identity.clone());
-        let mut entropy = TestEntropy {
-            salt: case.salt,
-            step: index,
-            drawn: 0,
-        };
-        let result = state.apply(&built.signed, &mut entropy);
-        let context = || format!("step {index}: {step:?}\nmodel before: {model:?}");
-        match (predicted, result) {
-            (Err(code), Err(error)) => {
-                prop_assert_eq!(code, error.code(), "{}\nmachine said: {}", context(), error);
-                // A refusal changes nothing: not the state, not the status, not the counter.
-                prop_assert_eq!(
-                    &serde_json::to_string(&state).map_err(fail)?,
-                    &before,
-                    "{}",
-                    context()
-                );
-                let after_status = state.status(identity.clone());
-                prop_assert_eq!(&after_status, &before_status, "{}", context());
-                prop_assert_eq!(after_status.counter, model.counter, "{}", context());
-                prop_assert_eq!(after_status, model.status(), "{}", context());
-                *stats.entry(code.to_owned()).or_default() += 1;
+    let built = build(step, model, state, salt, index)?;
+    let predicted = model.apply(&built.model);
+    let before = serde_json::to_string(&*state).map_err(fail)?;
+    let before_status = state.status(identity.clone());
+    let lock = model.rotation;
+    let mut entropy = TestEntropy {
+        salt,
+        step: index,
+        drawn: 0,
+    };
+    let result = state.apply(&built.signed, &mut entropy);
+    let context = || format!("step {index}: {step:?}\nmodel before: {model:?}");
+    match (predicted, result) {
+        (Err(code), Err(error)) => {
+            prop_assert_eq!(code, error.code(), "{}\nmachine said: {}", context(), error);
+            // A refusal changes nothing: not the state, not the status, not the counter.
+            prop_assert_eq!(
+                &serde_json::to_string(&*state).map_err(fail)?,
+                &before,
+                "{}",
+                context()
+            );
+            let after_status = state.status(identity);
+            prop_assert_eq!(&after_status, &before_status, "{}", context());
+            prop_assert_eq!(after_status.counter, model.counter, "{}", context());
+            *stats.entry(code.to_owned()).or_default() += 1;
+            if code == "rotation_in_progress" {
+                *stats.entry(format!("{code}:{}", lock.label())).or_default() += 1;
             }
-            (Ok((mut next_model, expect)), Ok((next_state, outcome))) => {
-                check_outcome(
-                    &expect,
-                    &outcome,
-                    built.recipient.as_ref(),
-                    model.importer.as_ref(),
-                )
-                .map_err(|error| fail(format!("{}\n{error}", context())))?;
-                if let Outcome::Importer { public_key } = &outcome {
-                    next_model.importer = Some(public_key.clone());
-                }
-                let status = next_state.status(identity.clone());
-                prop_assert_eq!(
-                    status.counter,
-                    built.signed.command.counter,
-                    "{}",
-                    context()
-                );
-                prop_assert_eq!(
-                    &status,
-                    &next_model.status(),
-                    "{}\noutcome: {:?}",
-                    context(),
-                    outcome
-                );
-                let (current, new) = registers(&next_state);
-                prop_assert_eq!(current, next_model.current, "{}", context());
-                prop_assert_eq!(&new, &next_model.new, "{}", context());
-                prop_assert!(next_state.importer.is_some() == next_model.importer.is_some());
-                *stats
-                    .entry(format!("ok:{}", built.signed.command.action.name()))
-                    .or_default() += 1;
-                state = next_state;
-                model = next_model;
-            }
-            (Err(code), Ok((_, outcome))) => {
-                prop_assert!(
-                    false,
-                    "{}\nmodel expected rejection {:?}, machine accepted with {:?}",
-                    context(),
-                    code,
-                    outcome
-                );
-            }
-            (Ok((_, expect)), Err(error)) => {
-                prop_assert!(
-                    false,
-                    "{}\nmodel expected acceptance ({:?}), machine refused: {} ({})",
-                    context(),
-                    expect,
-                    error.code(),
-                    error
-                );
+            if matches!(
+                built.model.action,
+                ModelAction::PinNew { .. } | ModelAction::AbortRotation { .. }
+            ) {
+                let name = built.signed.command.action.name();
+                *stats.entry(format!("{name} refused:{code}")).or_default() += 1;
             }
         }
+        (Ok((mut next_model, expect)), Ok((next_state, outcome))) => {
+            check_outcome(
+                &expect,
+                &outcome,
+                built.recipient.as_ref(),
+                model.importer.as_ref(),
+            )
+            .map_err(|error| fail(format!("{}\n{error}", context())))?;
+            if let Outcome::Importer { public_key } = &outcome {
+                next_model.importer = Some(public_key.clone());
+            }
+            prop_assert_eq!(
+                next_state.counter,
+                built.signed.command.counter,
+                "{}",
+                context()
+            );
+            let name = built.signed.command.action.name();
+            *stats.entry(format!("ok:{name}")).or_default() += 1;
+            if lock != RotationLock::None {
+                *stats
+                    .entry(format!("ok:{name}@{}", lock.label()))
+                    .or_default() += 1;
+            }
+            *state = next_state;
+            *model = next_model;
+        }
+        (Err(code), Ok((_, outcome))) => {
+            prop_assert!(
+                false,
+                "{}\nmodel expected rejection {:?}, machine accepted with {:?}",
+                context(),
+                code,
+                outcome
+            );
+        }
+        (Ok((_, expect)), Err(error)) => {
+            prop_assert!(
+                false,
+                "{}\nmodel expected acceptance ({:?}), machine refused: {} ({})",
+                context(),
+                expect,
+                error.code(),
+                error
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The service reports a reencryption finished: `finish:<from>-><to>` or `finish refused:<from>`.
+fn run_finish(
+    pick: &VpPick,
+    state: &mut UnitState,
+    model: &mut Model,
+    salt: u64,
+    index: u64,
+    stats: &mut Stats,
+) -> Result<(), TestCaseError> {
+    let to = pick_vp(pick, model, salt, index);
+    let from = model.rotation.label();
+    let context = || format!("step {index}: finish to {to} ({pick:?})\nmodel before: {model:?}");
+    match (model.finish(&to), state.finish_reencryption(&to)) {
+        (Err(code), Err(error)) => {
+            prop_assert_eq!(code, error.code(), "{}\nmachine said: {}", context(), error);
+            *stats.entry(format!("finish refused:{from}")).or_default() += 1;
+        }
+        (Ok(next_model), Ok(next_state)) => {
+            prop_assert_eq!(next_state.counter, state.counter, "{}", context());
+            *stats
+                .entry(format!("finish:{from}->{}", next_model.rotation.label()))
+                .or_default() += 1;
+            *state = next_state;
+            *model = next_model;
+        }
+        (Err(code), Ok(next_state)) => prop_assert!(
+            false,
+            "{}\nmodel expected rejection {:?}, machine moved to {:?}",
+            context(),
+            code,
+            next_state.rotation
+        ),
+        (Ok(next_model), Err(error)) => prop_assert!(
+            false,
+            "{}\nmodel expected {:?}, machine refused: {} ({})",
+            context(),
+            next_model.rotation,
+            error.code(),
+            error
+        ),
+    }
+    Ok(())
+}
+
+fn run_case(kind: UnitKind, case: &Case, stats: &mut Stats) -> Result<(), TestCaseError> {
+    let mut state = UnitState::new(UNIT, kind);
+    let mut model = Model::new(kind);
+    check_agrees(&state, &model)?;
+    for (index, step) in case.all_steps().iter().enumerate() {
+        let index = index as u64;
+        match step {
+            Step::Command(command) => {
+                run_command(command, &mut state, &mut model, case.salt, index, stats)?;
+            }
+            Step::Finish(pick) => {
+                run_finish(pick, &mut state, &mut model, case.salt, index, stats)?;
+            }
+        }
+        check_agrees(&state, &model)
+            .map_err(|error| fail(format!("step {index}: {step:?}\nmodel: {model:?}\n{error}")))?;
     }
     Ok(())
 }
@@ -1382,7 +1689,8 @@ proptest! {
 }
 
 /// The generator is only as good as what it reaches: on a fixed seed, every rejection code the
-/// machine can give a command and every action's success must come up.
+/// machine can give a command and every action's success must come up, and so must every
+/// rotation lock state, with the commands it refuses and each way out of it.
 #[test]
 fn generator_reaches_every_rule() {
     let mut runner = TestRunner::deterministic();
@@ -1420,6 +1728,8 @@ fn generator_reaches_every_rule() {
         "same_as_current",
         "vp_mismatch",
         "recovery_only",
+        "rotation_in_progress",
+        "no_rotation",
     ];
     let actions = [
         "add admin",
@@ -1434,13 +1744,35 @@ fn generator_reaches_every_rule() {
         "clear current register",
         "generate random master key",
         "export master key",
+        "pin new register",
+        "abort rotation",
         "zeroize",
+    ];
+    // The rotation lock in each of its states, and each way out of them.
+    let rotation = [
+        "rotation_in_progress:reencrypting",
+        "rotation_in_progress:reencrypted",
+        "rotation_in_progress:aborting",
+        "pin new register refused:vp_mismatch",
+        "abort rotation refused:vp_mismatch",
+        "ok:abort rotation@reencrypting",
+        "ok:abort rotation@reencrypted",
+        "ok:set immediate@reencrypted",
+        "finish:none->none",
+        "finish:reencrypting->reencrypted",
+        "finish:reencrypted->reencrypted",
+        "finish:aborting->none",
+        "finish refused:none",
+        "finish refused:reencrypting",
+        "finish refused:reencrypted",
+        "finish refused:aborting",
     ];
     println!("results over the fixed cases: {stats:?}");
     let missing: Vec<String> = codes
         .iter()
         .map(|code| (*code).to_owned())
         .chain(actions.iter().map(|action| format!("ok:{action}")))
+        .chain(rotation.iter().map(|key| (*key).to_owned()))
         .filter(|key| !stats.contains_key(key))
         .collect();
     assert!(

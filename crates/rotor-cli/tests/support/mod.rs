@@ -34,8 +34,14 @@ pub(crate) fn access_token(endpoint: &str, api_key: &str) -> String {
     .unwrap()
 }
 
-/// A `rotor dev` process, killed when dropped.
+/// A `rotor dev` (or other) process, killed when dropped.
 pub(crate) struct DevProcess(std::process::Child);
+
+impl From<std::process::Child> for DevProcess {
+    fn from(child: std::process::Child) -> Self {
+        Self(child)
+    }
+}
 
 impl Drop for DevProcess {
     fn drop(&mut self) {
@@ -80,20 +86,49 @@ pub(crate) fn start_dev(
 /// The password of workstation files in tests.
 pub(crate) const PASSWORD: &str = "integration test password";
 
+/// The password `rotor dev` gives its own workstation's files.
+pub(crate) const DEV_PASSWORD: &str = "rotor dev password, not for production";
+
 /// A workstation directory used through the `rotor` binary against a dev instance.
 pub(crate) struct Workstation {
     pub(crate) home: std::path::PathBuf,
     pub(crate) info: rotor_server::dev::DevInfo,
+    pub(crate) password: &'static str,
 }
 
 impl Workstation {
+    /// The workstation `rotor dev` initialized its instance with (admins 1, 2 and 3 with keys
+    /// 1 and 2 selected, thresholds 2/2, key parts 1 to 3).
+    pub(crate) fn of_dev(info: &rotor_server::dev::DevInfo) -> Self {
+        Self {
+            home: info.dir.join("workstation"),
+            info: info.clone(),
+            password: DEV_PASSWORD,
+        }
+    }
+
+    /// Starts a command without waiting for it.
+    pub(crate) fn spawn(&self, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
+            .args(args)
+            .env("ROTOR_HOME", &self.home)
+            .env("ROTOR_ENDPOINT", &self.info.endpoint)
+            .env("ROTOR_API_KEY", &self.info.api_key)
+            .env("ROTOR_PASSWORD", self.password)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start rotor")
+    }
+
     pub(crate) fn run(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
             .args(args)
             .env("ROTOR_HOME", &self.home)
             .env("ROTOR_ENDPOINT", &self.info.endpoint)
             .env("ROTOR_API_KEY", &self.info.api_key)
-            .env("ROTOR_PASSWORD", PASSWORD)
+            .env("ROTOR_PASSWORD", self.password)
             .stdin(std::process::Stdio::null())
             .output()
             .expect("run rotor")

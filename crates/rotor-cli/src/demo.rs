@@ -1,0 +1,361 @@
+//! `rotor demo`: the main job end to end on a fresh local instance (units as real processes,
+//! SQLite keystore). It runs the key-part ceremony, creates N root keys each wrapping a DEK,
+//! rotates the master key with `rotor auto rotate` while a concurrent load unwraps DEKs through
+//! the Key Protect API, and finally unwraps every DEK and compares it with its original.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use rotor_server::dev::DevInfo;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::args::{DemoArgs, DevArgs};
+use crate::output::print_json;
+use crate::run::{initialize, start_dev, step};
+
+/// Keys per bulk creation request.
+const CREATE_BATCH: usize = 5_000;
+/// Concurrent clients of the load during the rotation.
+const LOAD_CLIENTS: usize = 16;
+/// Concurrent clients of the final verification.
+const VERIFY_CLIENTS: usize = 32;
+
+/// One demo key: its id, its DEK ciphertext and the DEK.
+struct DemoKey {
+    id: Uuid,
+    ciphertext: String,
+    dek: Zeroizing<[u8; 32]>,
+}
+
+/// A Key Protect client of the dev instance.
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    endpoint: String,
+    instance: Uuid,
+    token: Arc<String>,
+}
+
+impl Client {
+    async fn new(info: &DevInfo) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(VERIFY_CLIENTS * 2)
+            .build()?;
+        let api_key = info
+            .api_keys
+            .get("writer")
+            .context("the dev instance has no writer API key")?;
+        let token: Value = http
+            .post(format!("{}/identity/token", info.endpoint))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey={api_key}"
+            ))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let token = token["access_token"]
+            .as_str()
+            .context("the token endpoint gave no token")?
+            .to_owned();
+        Ok(Self {
+            http,
+            endpoint: info.endpoint.clone(),
+            instance: info.instance,
+            token: Arc::new(token),
+        })
+    }
+
+    async fn create(&self, first: usize, count: usize) -> Result<Vec<DemoKey>> {
+        let mut deks = Vec::with_capacity(count);
+        let mut items = Vec::with_capacity(count);
+        for n in first..first + count {
+            let mut dek = Zeroizing::new([0u8; 32]);
+            rotor_crypto::fill_random(dek.as_mut());
+            items.push(json!({"name": format!("demo-{n:07}"), "dek": B64.encode(dek.as_ref())}));
+            deks.push(dek);
+        }
+        let response = self
+            .http
+            .post(format!(
+                "{}/v1/instances/{}/keys/batch",
+                self.endpoint, self.instance
+            ))
+            .bearer_auth(self.token.as_str())
+            .json(&json!({ "keys": items }))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("creating keys failed ({status}): {body}");
+        }
+        let created = body["keys"].as_array().cloned().unwrap_or_default();
+        if created.len() != count {
+            bail!("the service created {} keys, not {count}", created.len());
+        }
+        created
+            .into_iter()
+            .zip(deks)
+            .map(|(key, dek)| {
+                Ok(DemoKey {
+                    id: key["id"]
+                        .as_str()
+                        .and_then(|id| Uuid::parse_str(id).ok())
+                        .context("a created key has no id")?,
+                    ciphertext: key["ciphertext"]
+                        .as_str()
+                        .context("a created key has no ciphertext")?
+                        .to_owned(),
+                    dek,
+                })
+            })
+            .collect()
+    }
+
+    /// Unwraps the key's DEK through the Key Protect API; true if it is the original.
+    async fn unwrap_matches(&self, key: &DemoKey) -> bool {
+        let response = self
+            .http
+            .post(format!(
+                "{}/api/v2/keys/{}/actions/unwrap",
+                self.endpoint, key.id
+            ))
+            .bearer_auth(self.token.as_str())
+            .header("bluemix-instance", self.instance.to_string())
+            .json(&json!({ "ciphertext": key.ciphertext }))
+            .send()
+            .await;
+        let Ok(response) = response else {
+            return false;
+        };
+        if !response.status().is_success() {
+            return false;
+        }
+        let Ok(body) = response.json::<Value>().await else {
+            return false;
+        };
+        body["plaintext"]
+            .as_str()
+            .and_then(|text| B64.decode(text).ok())
+            .is_some_and(|plain| plain.as_slice() == key.dek.as_ref())
+    }
+}
+
+/// Counts of a load.
+#[derive(Default)]
+struct Tally {
+    requests: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Unwraps keys spread over the whole set from `clients` tasks until `stop` is set.
+fn start_load(
+    client: &Client,
+    keys: &Arc<Vec<DemoKey>>,
+    stop: &Arc<AtomicBool>,
+    tally: &Arc<Tally>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..LOAD_CLIENTS)
+        .map(|worker| {
+            let (client, keys, stop, tally) = (
+                client.clone(),
+                Arc::clone(keys),
+                Arc::clone(stop),
+                Arc::clone(tally),
+            );
+            tokio::spawn(async move {
+                // A stride coprime with most sizes walks the whole key set.
+                let mut index = worker * 7919;
+                while !stop.load(Ordering::Relaxed) {
+                    index = (index + 104_729) % keys.len();
+                    let ok = client.unwrap_matches(&keys[index]).await;
+                    tally.requests.fetch_add(1, Ordering::Relaxed);
+                    if !ok {
+                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Unwraps every key once; returns how many gave back their original DEK.
+async fn verify_all(client: &Client, keys: &Arc<Vec<DemoKey>>) -> u64 {
+    let next = Arc::new(AtomicU64::new(0));
+    let verified = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..VERIFY_CLIENTS)
+        .map(|_| {
+            let (client, keys, next, verified) = (
+                client.clone(),
+                Arc::clone(keys),
+                Arc::clone(&next),
+                Arc::clone(&verified),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let index =
+                        usize::try_from(next.fetch_add(1, Ordering::Relaxed)).unwrap_or(usize::MAX);
+                    let Some(key) = keys.get(index) else {
+                        return;
+                    };
+                    if client.unwrap_matches(key).await {
+                        verified.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+    verified.load(Ordering::Relaxed)
+}
+
+fn say(json_output: bool, line: &str) {
+    if !json_output {
+        println!("{line}");
+    }
+}
+
+/// `rotor demo`
+pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
+    if args.keys == 0 {
+        bail!("--keys must be at least 1");
+    }
+    let dev = DevArgs {
+        units: 2,
+        recovery_units: 1,
+        dir: None,
+        listen: "127.0.0.1:0".parse()?,
+        info_file: None,
+        imprint: true,
+        purge_after_seconds: 4 * 3600,
+        token_ttl_seconds: 3600,
+    };
+    let instance = start_dev(&dev).await?;
+    let info = &instance.info;
+    say(
+        json_output,
+        &format!(
+            "Started {} crypto units (2 operational, 1 recovery) as processes and the service at {}.\nCeremony: 3 admins, thresholds 2/2, a master key from 3 key parts, commit, set immediate.",
+            info.units.len(),
+            info.endpoint
+        ),
+    );
+    let old_vp = initialize(info, json_output).await?;
+
+    say(
+        json_output,
+        &format!(
+            "\nCreating {} root keys, each wrapping a random 32-byte DEK....",
+            args.keys
+        ),
+    );
+    let client = Client::new(info).await?;
+    let created_at = Instant::now();
+    let mut keys = Vec::with_capacity(args.keys);
+    let mut first = 0;
+    while first < args.keys {
+        let count = CREATE_BATCH.min(args.keys - first);
+        keys.extend(client.create(first, count).await?);
+        first += count;
+    }
+    let keys = Arc::new(keys);
+    say(
+        json_output,
+        &format!(
+            "Created {} keys in {:.1} s.",
+            keys.len(),
+            created_at.elapsed().as_secs_f64()
+        ),
+    );
+
+    say(
+        json_output,
+        &format!(
+            "\nRotating the master key with 'rotor auto rotate' while {LOAD_CLIENTS} clients unwrap DEKs through the Key Protect API....\n$ rotor auto rotate"
+        ),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let load = start_load(&client, &keys, &stop, &tally);
+    let rotation_started = Instant::now();
+    let rotated = step(info, &["auto", "rotate", "--json"], true).await;
+    let rotation_seconds = rotation_started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        let _ = task.await;
+    }
+    let rotated: Value = serde_json::from_str(
+        rotated?
+            .lines()
+            .last()
+            .context("'rotor auto rotate' printed nothing")?,
+    )?;
+    let journal: Value = serde_json::from_str(&step(info, &["mk", "--json"], true).await?)?;
+    let reencryption_seconds = journal["rotation"]["reencrypted"]
+        .as_i64()
+        .zip(journal["rotation"]["started"].as_i64())
+        .map(|(end, start)| (end - start) as f64 / 1000.0);
+    let new_vp = rotated["to_vp"].as_str().unwrap_or_default().to_owned();
+    let requests = tally.requests.load(Ordering::Relaxed);
+    let failed = tally.failed.load(Ordering::Relaxed);
+    #[allow(clippy::cast_precision_loss)] // a rate, shown rounded
+    let keys_per_second = keys.len() as f64 / rotation_seconds;
+    say(
+        json_output,
+        &format!(
+            "Rotated {} keys from master key {old_vp}\n                     to master key {new_vp}\nin {rotation_seconds:.2} s ({keys_per_second:.0} keys/s), the whole command included; {requests} unwrap requests during it, {failed} failed.",
+            keys.len()
+        ),
+    );
+
+    say(
+        json_output,
+        "\nVerifying that every DEK unwraps to its original....",
+    );
+    let verify_started = Instant::now();
+    let verified = verify_all(&client, &keys).await;
+    say(
+        json_output,
+        &format!(
+            "{verified} of {} DEKs unwrap to their original plaintext ({:.1} s).",
+            keys.len(),
+            verify_started.elapsed().as_secs_f64()
+        ),
+    );
+    let summary = json!({
+        "keys": keys.len(),
+        "units": info.units.len(),
+        "rotation_seconds": rotation_seconds,
+        "keys_per_second": keys_per_second,
+        "reencryption_seconds": reencryption_seconds,
+        "requests_during_rotation": requests,
+        "failed_requests": failed,
+        "verified_keys": verified,
+        "old_vp": old_vp,
+        "new_vp": new_vp,
+    });
+    if json_output {
+        print_json(&summary);
+    }
+    if failed > 0 || verified != keys.len() as u64 {
+        bail!(
+            "the demo failed: {failed} failed requests, {verified} of {} keys verified",
+            keys.len()
+        );
+    }
+    say(
+        json_output,
+        "\nDone: no request failed and every key verified.",
+    );
+    Ok(())
+}

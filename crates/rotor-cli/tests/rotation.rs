@@ -1,0 +1,454 @@
+//! Master key rotation against real processes: both HPCS flows end to end through the CLI, and
+//! each failure of the HPCS rotation reproduced by SIGKILL of the CLI, the service or a unit in
+//! its phase, then finished by running the same command once more. After every rotation each
+//! DEK must unwrap to its original plaintext and all key storage must sit under the new key.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::zombie_processes
+)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+use support::{DevProcess, Workstation};
+
+/// An instance of `rotor dev` with 2 operational units and 1 recovery unit, initialized by the
+/// key-part ceremony.
+fn start(dir: &Path) -> (DevProcess, rotor_server::dev::DevInfo) {
+    support::start_dev(dir, &["--units", "2", "--recovery-units", "1"])
+}
+
+/// A root key made for the test with the DEK it wraps.
+struct Seeded {
+    id: String,
+    ciphertext: String,
+    dek: Vec<u8>,
+    aad: Vec<String>,
+}
+
+async fn token(info: &rotor_server::dev::DevInfo) -> String {
+    let endpoint = info.endpoint.clone();
+    let key = info.api_keys["writer"].clone();
+    tokio::task::spawn_blocking(move || support::access_token(&endpoint, &key))
+        .await
+        .unwrap()
+}
+
+/// `count` root keys made in bulk, plus one made through the Key Protect API, wrapping a DEK
+/// with AAD, and rotated once so that its first-version ciphertext needs the old version.
+async fn seed(info: &rotor_server::dev::DevInfo, count: usize) -> std::sync::Arc<Vec<Seeded>> {
+    let token = token(info).await;
+    let http = reqwest::Client::new();
+    let mut seeded = Vec::new();
+    for chunk in 0..count.div_ceil(5_000) {
+        let n = 5_000.min(count - chunk * 5_000);
+        let deks: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!("dek {chunk} {i}").into_bytes())
+            .collect();
+        let items: Vec<Value> = deks
+            .iter()
+            .enumerate()
+            .map(|(i, dek)| json!({"name": format!("k{chunk}-{i}"), "dek": B64.encode(dek)}))
+            .collect();
+        let response = http
+            .post(format!(
+                "{}/v1/instances/{}/keys/batch",
+                info.endpoint, info.instance
+            ))
+            .bearer_auth(&token)
+            .json(&json!({ "keys": items }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        for (key, dek) in body["keys"].as_array().unwrap().iter().zip(deks) {
+            seeded.push(Seeded {
+                id: key["id"].as_str().unwrap().to_owned(),
+                ciphertext: key["ciphertext"].as_str().unwrap().to_owned(),
+                dek,
+                aad: Vec::new(),
+            });
+        }
+    }
+    let (status, created) = support::kp_call(
+        info,
+        &token,
+        reqwest::Method::POST,
+        "/api/v2/keys",
+        json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+               "resources": [{"type": "application/vnd.ibm.kms.key+json", "name": "api-made", "extractable": false}]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["resources"][0]["id"].as_str().unwrap().to_owned();
+    let aad = vec!["tenant-a".to_owned()];
+    let dek = b"a DEK with additional data".to_vec();
+    let (status, wrapped) = support::kp_call(
+        info,
+        &token,
+        reqwest::Method::POST,
+        &format!("/api/v2/keys/{id}/actions/wrap"),
+        json!({"plaintext": B64.encode(&dek), "aad": aad}),
+    )
+    .await;
+    assert_eq!(status, 200, "{wrapped}");
+    let (status, _) = support::kp_call(
+        info,
+        &token,
+        reqwest::Method::POST,
+        &format!("/api/v2/keys/{id}/actions/rotate"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    seeded.push(Seeded {
+        id,
+        ciphertext: wrapped["ciphertext"].as_str().unwrap().to_owned(),
+        dek,
+        aad,
+    });
+    std::sync::Arc::new(seeded)
+}
+
+/// Unwraps every seeded DEK through the Key Protect API, 16 at a time; panics on any mismatch.
+async fn verify(info: &rotor_server::dev::DevInfo, seeded: &std::sync::Arc<Vec<Seeded>>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let token = std::sync::Arc::new(token(info).await);
+    let next = std::sync::Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (info, token, next, seeded) =
+                (info.clone(), token.clone(), next.clone(), seeded.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                while let Some(key) = seeded.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let (status, body) = support::kp_call(
+                        &info,
+                        &token,
+                        reqwest::Method::POST,
+                        &format!("/api/v2/keys/{}/actions/unwrap", key.id),
+                        json!({"ciphertext": key.ciphertext, "aad": key.aad}),
+                    )
+                    .await;
+                    let plain = body["plaintext"].as_str().and_then(|p| B64.decode(p).ok());
+                    if status != 200 || plain.as_deref() != Some(key.dek.as_slice()) {
+                        failures.push(format!("{}: {status} {body}", key.id));
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for worker in workers {
+        failures.extend(worker.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} keys do not unwrap: {:?}",
+        failures.len(),
+        seeded.len(),
+        &failures[..failures.len().min(3)]
+    );
+}
+
+/// Every unit has `vp` current and an empty new register, and all key storage is under `vp`.
+fn assert_rotated_to(ws: &Workstation, vp: &str) {
+    let mk = ws.json(&["mk"]);
+    for unit in mk["units"].as_array().unwrap() {
+        assert_eq!(unit["current"]["vp"], vp, "{unit}");
+        assert_eq!(unit["new"]["state"], "Empty", "{unit}");
+        assert_eq!(unit["rotation"], "none", "{unit}");
+    }
+    let storage = mk["key_storage"].as_array().unwrap();
+    assert_eq!(storage.len(), 1, "{storage:?}");
+    assert_eq!(storage[0]["vp"], vp);
+    assert_eq!(mk["rotation"]["phase"], "completed");
+}
+
+fn current_vp(ws: &Workstation) -> String {
+    ws.json(&["mk"])["units"][0]["current"]["vp"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn journal(ws: &Workstation) -> Value {
+    ws.json(&["mk"])["rotation"].clone()
+}
+
+/// Polls the rotation journal through the admin API until `done` says so.
+async fn wait_journal(info: &rotor_server::dev::DevInfo, done: impl Fn(&Value) -> bool) -> Value {
+    let endpoint = info.endpoint.clone();
+    let key = info.api_key.clone();
+    let token = tokio::task::spawn_blocking(move || support::access_token(&endpoint, &key))
+        .await
+        .unwrap();
+    let url = format!("{}/v1/instances/{}/rotation", info.endpoint, info.instance);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let body: Value = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done(&body["rotation"]) {
+            return body["rotation"].clone();
+        }
+        assert!(Instant::now() < deadline, "journal never got there: {body}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The state directory of unit `index` (0, 1: operational; 2: recovery).
+fn unit_dir(info: &rotor_server::dev::DevInfo, index: usize) -> PathBuf {
+    let name = if index < 2 {
+        format!("operational-{index}")
+    } else {
+        format!("recovery-{index}")
+    };
+    info.dir.join("units").join(name)
+}
+
+/// SIGKILLs the unit process serving `dir`.
+fn kill_unit(dir: &Path) {
+    let wanted = dir.to_string_lossy().into_owned();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a == "serve") && args.iter().any(|a| *a == wanted) {
+            let pid: i32 = entry.file_name().to_string_lossy().parse().unwrap();
+            std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap();
+            while entry.path().exists() && !zombie(&entry.path()) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            return;
+        }
+    }
+    panic!("no unit process serves {wanted}");
+}
+
+fn zombie(proc_dir: &Path) -> bool {
+    std::fs::read_to_string(proc_dir.join("stat"))
+        .map(|stat| {
+            stat.split(") ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Unit `index`'s new register state, read straight from the unit.
+async fn new_register(info: &rotor_server::dev::DevInfo, index: usize) -> Option<String> {
+    let url = format!(
+        "http://{}/v1/status?challenge=00",
+        info.units[index].address
+    );
+    let signed: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+    let payload: Value = serde_json::from_str(signed["payload"].as_str()?).ok()?;
+    payload["result"]["status"]["new"]["state"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Restarts unit `index` on its old address, as an operator would after a crash.
+fn restart_unit(info: &rotor_server::dev::DevInfo, index: usize) -> DevProcess {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"));
+    command
+        .args(["unit", "serve", "--listen"])
+        .arg(info.units[index].address.to_string())
+        .arg("--dir")
+        .arg(unit_dir(info, index))
+        .arg("--service-token-file")
+        .arg(info.dir.join("units.token"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if index == 2 {
+        command.arg("--recovery");
+    }
+    let child = DevProcess::from(command.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(info.units[index].address).is_err() {
+        assert!(Instant::now() < deadline, "unit did not come back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_flows_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_dev, info) = tokio::task::block_in_place(|| start(dir.path()));
+    let ws = Workstation::of_dev(&info);
+    let seeded = seed(&info, 3_000).await;
+    let first = current_vp(&ws);
+
+    // Key parts: load, commit, rotate.
+    for custodian in ["D", "E", "F"] {
+        ws.ok(&["parts", "new", "--description", custodian]);
+    }
+    ws.ok(&["mk", "load", "4", "5", "6"]);
+    ws.ok(&["mk", "commit"]);
+    let out = ws.ok(&["mk", "rotate", "--yes"]);
+    assert!(out.contains("KMS CRK rewrap successful"), "{out}");
+    let second = current_vp(&ws);
+    assert_ne!(first, second);
+    assert_rotated_to(&ws, &second);
+    verify(&info, &seeded).await;
+    // Again: nothing to do.
+    let again = ws.json(&["mk", "rotate"]);
+    assert_eq!(again["already_done"], true, "{again}");
+
+    // Recovery units: a random key made in the recovery unit, exported to the others.
+    let rotated = ws.json(&["auto", "rotate"]);
+    let third = rotated["to_vp"].as_str().unwrap().to_owned();
+    assert_eq!(rotated["from_vp"], second.as_str());
+    assert_ne!(third, second);
+    assert_rotated_to(&ws, &third);
+    verify(&info, &seeded).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unit_killed_before_the_new_key_is_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_dev, info) = tokio::task::block_in_place(|| start(dir.path()));
+    let ws = Workstation::of_dev(&info);
+    let seeded = seed(&info, 1_000).await;
+
+    // Unit 2 dies as soon as the recovery unit has made the new key.
+    let cli = ws.spawn(&["auto", "rotate"]);
+    while new_register(&info, 2).await.as_deref() != Some("Full Uncommitted") {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    kill_unit(&unit_dir(&info, 1));
+    let output = cli.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(4), "the CLI cannot reach unit 2");
+    let _unit = restart_unit(&info, 1);
+    let mk = ws.json(&["mk"]);
+    let made = mk["units"][2]["new"]["vp"].as_str().unwrap().to_owned();
+    assert_eq!(mk["units"][0]["new"]["vp"], made.as_str(), "{mk}");
+    assert_eq!(mk["units"][1]["new"]["state"], "Empty", "{mk}");
+
+    // One resume: the same key (no second random key), everywhere, then reencryption.
+    let rotated = ws.json(&["auto", "rotate"]);
+    assert_eq!(rotated["to_vp"], made.as_str());
+    assert_rotated_to(&ws, &made);
+    verify(&info, &seeded).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_and_units_killed_during_reencryption() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_dev, info) = tokio::task::block_in_place(|| start(dir.path()));
+    let ws = Workstation::of_dev(&info);
+    let seeded = seed(&info, 60_000).await;
+
+    let mut cli = ws.spawn(&["auto", "rotate"]);
+    let during = wait_journal(&info, |j| {
+        j["phase"] == "reencrypting" && j["done"].as_u64() > Some(0)
+    })
+    .await;
+    kill_unit(&unit_dir(&info, 0));
+    kill_unit(&unit_dir(&info, 1));
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    let stalled = journal(&ws_only(&ws, "3"));
+    assert_eq!(stalled["phase"], "reencrypting", "{stalled}");
+    assert!(stalled["remaining"].as_u64().unwrap() > 0, "{stalled}");
+    let to = during["to"].as_str().unwrap().to_owned();
+
+    // The interlock, on the unit that is still up: nothing may clear or replace a register.
+    let recovery = ws_only(&ws, "3");
+    recovery.fails(&["mk", "clear-new", "--yes"], 3, "rotation_in_progress");
+    recovery.fails(&["mk", "clear-current", "--yes"], 3, "rotation_in_progress");
+    recovery.fails(&["mk", "load", "1", "2", "3"], 3, "rotation_in_progress");
+    recovery.fails(&["mk", "setimm", "--yes"], 3, "rotation_in_progress");
+    ws.ok(&["units", "select", "--all"]);
+
+    // The units come back; the service, which never stopped, finishes on its own.
+    let _unit0 = restart_unit(&info, 0);
+    let _unit1 = restart_unit(&info, 1);
+    wait_journal(&info, |j| j["phase"] == "reencrypted").await;
+    // Still pinned: key storage depends on the new register now.
+    ws.fails(&["mk", "clear-new", "--yes"], 3, "already reencrypted");
+
+    // One resume, and no new random key: the rotation in the journal is finished.
+    let rotated = ws.json(&["auto", "rotate"]);
+    assert_eq!(rotated["to_vp"], to.as_str());
+    assert_rotated_to(&ws, &to);
+    verify(&info, &seeded).await;
+}
+
+/// The same workstation with only unit `number` selected.
+fn ws_only(ws: &Workstation, number: &str) -> Workstation {
+    ws.ok(&["units", "select", number]);
+    Workstation {
+        home: ws.home.clone(),
+        info: ws.info.clone(),
+        password: ws.password,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_killed_during_reencryption_then_units_promoted_in_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, info) = tokio::task::block_in_place(|| start(dir.path()));
+    let ws = Workstation::of_dev(&info);
+    let seeded = seed(&info, 60_000).await;
+
+    for custodian in ["D", "E", "F"] {
+        ws.ok(&["parts", "new", "--description", custodian]);
+    }
+    ws.ok(&["mk", "load", "4", "5", "6"]);
+    ws.ok(&["mk", "commit"]);
+    let mut cli = ws.spawn(&["mk", "rotate", "--yes"]);
+    let during = wait_journal(&info, |j| {
+        j["phase"] == "reencrypting" && j["done"].as_u64() > Some(0)
+    })
+    .await;
+    let to = during["to"].as_str().unwrap().to_owned();
+    // The service and its units die at once (SIGKILL of `rotor dev`), and the CLI with them.
+    drop(dev);
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+
+    // Restarted, the service resumes the reencryption by itself.
+    std::fs::remove_file(dir.path().join("dev.json")).unwrap();
+    let (_dev, info) = tokio::task::block_in_place(|| start(dir.path()));
+    let ws = Workstation::of_dev(&info);
+    wait_journal(&info, |j| j["phase"] == "reencrypted").await;
+
+    // An operator promotes one unit by hand (the HPCS trap), and another unit dies.
+    ws.ok(&["units", "select", "1"]);
+    ws.ok(&["mk", "setimm", "--yes"]);
+    ws.ok(&["units", "select", "--all"]);
+    kill_unit(&unit_dir(&info, 1));
+    ws.fails(&["mk", "rotate", "--yes"], 4, "");
+    let _unit = restart_unit(&info, 1);
+
+    // One resume: unit 1 counts as done, the others are promoted.
+    ws.ok(&["mk", "rotate", "--yes"]);
+    assert_rotated_to(&ws, &to);
+    verify(&info, &seeded).await;
+}

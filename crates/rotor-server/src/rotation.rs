@@ -1,0 +1,881 @@
+//! Master key rotation of an instance's key storage.
+//!
+//! [`Journal`] is the durable record of one rotation (from-VP, to-VP, phase, progress) and a
+//! pure state machine; [`Rotations`] is the engine that drives it: it rewraps every blob still
+//! under the source master key in batches inside a unit, writes each one back only if it is
+//! unchanged meanwhile, and, when none is left, tells every unit that key storage is
+//! reencrypted so that admins may promote it. The engine resumes from the journal and the
+//! keystore alone, so a restarted service picks up where it stopped.
+//!
+//! Phases: `reencrypting` → `reencrypted` → `completed` (every unit promoted), or, when admins
+//! abort, `aborting` → `aborted` (everything back under the old master key).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rotor_crypto::Vp;
+use rotor_store::{BlobReplacement, KeyStore, StoreError, StoredBlob};
+use rotor_unit::keyapi::{
+    BatchItem, FinishReencryption, KeyCallError, KeyClient, RewrapBatch, RewrapBatchResult,
+};
+use rotor_unit::keys::{Binding, BlobBinding};
+use rotor_unit::wire::{NewState, RotationLock, UnitStatus};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{RwLock, mpsc};
+use uuid::Uuid;
+
+/// Blobs per unit round trip and per keystore transaction.
+const BATCH: u32 = 10_000;
+/// Batches in flight between the keystore and the units.
+const PIPELINE_DEPTH: usize = 4;
+/// Pause before retrying when no unit could serve a batch.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// How often progress is written to the journal.
+const JOURNAL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where a rotation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Blobs are being rewrapped from `from` to `to`.
+    Reencrypting,
+    /// Every blob is under `to`; units may be promoted.
+    Reencrypted,
+    /// Admins aborted: blobs are being rewrapped back from `to` to `from`.
+    Aborting,
+    /// The abort finished: everything is under `from` again.
+    Aborted,
+    /// Every unit was promoted to `to`.
+    Completed,
+}
+
+/// The durable record of one master key rotation of an instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    /// The master key key storage was under.
+    pub from: Vp,
+    /// The master key key storage moves to.
+    pub to: Vp,
+    /// Where it stands.
+    pub phase: Phase,
+    /// Blobs under the source master key when the current direction began.
+    pub total: u64,
+    /// Blobs rewrapped in the current direction.
+    pub done: u64,
+    /// Unix milliseconds.
+    pub started: i64,
+    /// Unix milliseconds of the last change.
+    pub updated: i64,
+    /// Unix milliseconds when it reached `reencrypted` or `aborted`.
+    #[serde(default)]
+    pub reencrypted: Option<i64>,
+    /// Why the engine is waiting, if it is.
+    #[serde(default)]
+    pub waiting: Option<String>,
+}
+
+/// What a request to rotate from one master key to another does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// No rotation is open: begin one.
+    New,
+    /// The same rotation is open: continue it.
+    Resume,
+}
+
+impl Journal {
+    /// A rotation that begins with `total` blobs under `from`.
+    pub fn begin(from: Vp, to: Vp, total: u64, now: i64) -> Self {
+        Self {
+            from,
+            to,
+            phase: Phase::Reencrypting,
+            total,
+            done: 0,
+            started: now,
+            updated: now,
+            reencrypted: None,
+            waiting: None,
+        }
+    }
+
+    /// Neither completed nor aborted: the registers stay pinned.
+    pub fn open(&self) -> bool {
+        !matches!(self.phase, Phase::Aborted | Phase::Completed)
+    }
+
+    /// The engine's direction (source, target), while it has blobs to move.
+    pub fn direction(&self) -> Option<(Vp, Vp)> {
+        match self.phase {
+            Phase::Reencrypting => Some((self.from, self.to)),
+            Phase::Aborting => Some((self.to, self.from)),
+            _ => None,
+        }
+    }
+
+    /// Decides what a request to rotate `from` → `to` does, given this journal on record.
+    pub fn start(existing: Option<&Self>, from: Vp, to: Vp) -> Result<Start, RotationError> {
+        match existing {
+            Some(journal) if journal.open() => {
+                if !(journal.from.matches(&from) && journal.to.matches(&to)) {
+                    return Err(RotationError::Conflict(format!(
+                        "a rotation from {} to {} is open on this instance; finish it (run the rotation again) or abort it first",
+                        journal.from, journal.to
+                    )));
+                }
+                if journal.phase == Phase::Aborting {
+                    return Err(RotationError::Conflict(
+                        "admins aborted this rotation; key storage is being rewrapped back to the old master key".to_owned(),
+                    ));
+                }
+                Ok(Start::Resume)
+            }
+            _ if from.matches(&to) => Err(RotationError::Conflict(
+                "the new master key is the current one; load a different new master key".to_owned(),
+            )),
+            _ => Ok(Start::New),
+        }
+    }
+
+    /// Records `count` more blobs moved.
+    pub fn record(&mut self, count: u64, now: i64) {
+        self.done = self.done.saturating_add(count);
+        self.updated = now;
+    }
+
+    /// No blob is left under the source master key and every unit knows it.
+    pub fn source_empty(&mut self, now: i64) {
+        self.phase = match self.phase {
+            Phase::Reencrypting => Phase::Reencrypted,
+            Phase::Aborting => Phase::Aborted,
+            other => other,
+        };
+        self.reencrypted = Some(now);
+        self.waiting = None;
+        self.updated = now;
+    }
+
+    /// Admins aborted: move everything back, starting from `total` blobs under `to`.
+    pub fn abort(&mut self, total: u64, now: i64) -> Result<(), RotationError> {
+        match self.phase {
+            Phase::Reencrypting | Phase::Reencrypted => {
+                self.phase = Phase::Aborting;
+                self.total = total;
+                self.done = 0;
+                self.reencrypted = None;
+                self.updated = now;
+                Ok(())
+            }
+            Phase::Aborting => Ok(()),
+            _ => Err(RotationError::Conflict(
+                "no rotation is open on this instance; there is nothing to abort".to_owned(),
+            )),
+        }
+    }
+
+    /// Every unit was promoted.
+    pub fn complete(&mut self, now: i64) -> Result<(), RotationError> {
+        match self.phase {
+            Phase::Reencrypted => {
+                self.phase = Phase::Completed;
+                self.updated = now;
+                Ok(())
+            }
+            Phase::Completed => Ok(()),
+            _ => Err(RotationError::Conflict(format!(
+                "the rotation is {}, not reencrypted; it cannot complete yet",
+                self.phase.label()
+            ))),
+        }
+    }
+}
+
+impl Phase {
+    /// For messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Reencrypting => "reencrypting",
+            Self::Reencrypted => "reencrypted",
+            Self::Aborting => "aborting",
+            Self::Aborted => "aborted",
+            Self::Completed => "completed",
+        }
+    }
+}
+
+/// Why a rotation request was refused.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RotationError {
+    /// The request does not fit the instance's state; nothing changed.
+    Conflict(String),
+    /// A unit did not answer; nothing changed.
+    Unreachable(String),
+    /// No such instance.
+    NotFound(String),
+    /// The keystore failed.
+    Storage(StoreError),
+}
+
+impl RotationError {
+    /// HTTP status.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Conflict(_) => 409,
+            Self::Unreachable(_) => 502,
+            Self::NotFound(_) => 404,
+            Self::Storage(_) => 500,
+        }
+    }
+
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Conflict(_) => "rotation_conflict",
+            Self::Unreachable(_) => "unit_unreachable",
+            Self::NotFound(_) => "not_found",
+            Self::Storage(_) => "storage",
+        }
+    }
+}
+
+impl std::fmt::Display for RotationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Conflict(why) | Self::Unreachable(why) | Self::NotFound(why) => f.write_str(why),
+            Self::Storage(_) => f.write_str("key storage failed"),
+        }
+    }
+}
+
+impl std::error::Error for RotationError {}
+
+impl From<StoreError> for RotationError {
+    fn from(err: StoreError) -> Self {
+        tracing::error!(error = %err, "key storage failed during a rotation");
+        Self::Storage(err)
+    }
+}
+
+/// One unit of an instance, as the engine reaches it.
+#[derive(Clone, Debug)]
+pub struct RotationUnit {
+    /// The unit's id.
+    pub id: Uuid,
+    /// Its key operations.
+    pub client: KeyClient,
+    /// Operational units rewrap batches; every unit is told when reencryption finishes.
+    pub operational: bool,
+}
+
+/// Progress of the engine's current run, kept in memory.
+#[derive(Clone, Debug, Default)]
+struct Live {
+    running: bool,
+    since: Option<Instant>,
+    moved: u64,
+}
+
+/// A rotation as `GET /v1/instances/{id}/rotation` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RotationView {
+    /// The journal.
+    #[serde(flatten)]
+    pub journal: Journal,
+    /// Blobs still under the source master key.
+    pub remaining: u64,
+    /// Blobs per second in this run of the engine.
+    pub rate: f64,
+    /// Estimated seconds left.
+    pub seconds_left: Option<f64>,
+    /// Whether the engine is working on it now.
+    pub running: bool,
+}
+
+/// The rotation engine of every instance.
+#[derive(Clone)]
+pub struct Rotations {
+    store: Arc<dyn KeyStore>,
+    units: Arc<HashMap<Uuid, Vec<RotationUnit>>>,
+    gate: Arc<RwLock<()>>,
+    live: Arc<Mutex<HashMap<Uuid, Live>>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(work)
+}
+
+impl Rotations {
+    /// The engine over `store` and the units of each instance. Key creation holds `gate` for
+    /// reading while it wraps and stores a new key, so the final count of a rotation (taken
+    /// with the gate held for writing) sees every key made before the units were pinned.
+    pub fn new(
+        store: Arc<dyn KeyStore>,
+        units: HashMap<Uuid, Vec<RotationUnit>>,
+        gate: Arc<RwLock<()>>,
+    ) -> Self {
+        Self {
+            store,
+            units: Arc::new(units),
+            gate,
+            live: Arc::default(),
+        }
+    }
+
+    fn units(&self, instance: Uuid) -> Result<&[RotationUnit], RotationError> {
+        self.units
+            .get(&instance)
+            .map(Vec::as_slice)
+            .ok_or_else(|| RotationError::NotFound(format!("no instance {instance}")))
+    }
+
+    /// The journal on record.
+    pub fn journal(&self, instance: Uuid) -> Result<Option<Journal>, RotationError> {
+        let Some(value) = blocking(|| self.store.rotation_journal(instance))? else {
+            return Ok(None);
+        };
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|err| RotationError::Storage(StoreError::Corrupt(err.to_string())))
+    }
+
+    fn save(&self, instance: Uuid, journal: &Journal) -> Result<(), RotationError> {
+        let value = serde_json::to_value(journal)
+            .map_err(|err| RotationError::Storage(StoreError::Corrupt(err.to_string())))?;
+        blocking(|| self.store.put_rotation_journal(instance, &value))?;
+        Ok(())
+    }
+
+    fn count_under(&self, instance: Uuid, vp: &Vp) -> Result<u64, RotationError> {
+        Ok(blocking(|| self.store.count_under(instance, vp))?)
+    }
+
+    async fn statuses(&self, instance: Uuid) -> Result<Vec<UnitStatus>, RotationError> {
+        let mut statuses = Vec::new();
+        for unit in self.units(instance)? {
+            let status = unit.client.status().await.map_err(|err| {
+                RotationError::Unreachable(format!(
+                    "unit {} did not answer ({err}); every unit of the instance must be reachable to start or change a rotation",
+                    unit.id
+                ))
+            })?;
+            statuses.push(status);
+        }
+        Ok(statuses)
+    }
+
+    /// Starts the rotation `from` → `to`, or continues the same one. Every unit must have the
+    /// new register pinned (or be promoted already).
+    pub async fn begin(&self, instance: Uuid, from: Vp, to: Vp) -> Result<Journal, RotationError> {
+        let existing = self.journal(instance)?;
+        let start = Journal::start(existing.as_ref(), from, to)?;
+        for status in self.statuses(instance).await? {
+            let promoted = status.current.vp.matches(&to);
+            let pinned = status.current.vp.matches(&from)
+                && status.new.state == NewState::FullCommitted
+                && status.new.vp.matches(&to)
+                && matches!(
+                    status.rotation,
+                    RotationLock::Reencrypting | RotationLock::Reencrypted
+                );
+            if !(promoted || pinned) {
+                return Err(RotationError::Conflict(format!(
+                    "unit {} is not ready: current {} ({}), new {} ({}), rotation {}; every unit needs current {from} and new {to} committed and pinned",
+                    status.unit,
+                    status.current.vp,
+                    status.current.state.label(),
+                    status.new.vp,
+                    status.new.state.label(),
+                    status.rotation.label()
+                )));
+            }
+        }
+        let journal = match (start, existing) {
+            (Start::Resume, Some(journal)) => journal,
+            _ => {
+                let journal =
+                    Journal::begin(from, to, self.count_under(instance, &from)?, now_ms());
+                self.save(instance, &journal)?;
+                tracing::info!(%instance, %from, %to, total = journal.total, "master key rotation started");
+                journal
+            }
+        };
+        self.spawn(instance);
+        Ok(journal)
+    }
+
+    /// Admins aborted the rotation on every unit: rewrap everything back.
+    pub async fn abort(&self, instance: Uuid) -> Result<Journal, RotationError> {
+        let mut journal = self.journal(instance)?.ok_or_else(|| {
+            RotationError::Conflict("no rotation is on record for this instance".to_owned())
+        })?;
+        for status in self.statuses(instance).await? {
+            let released =
+                status.rotation == RotationLock::None && status.current.vp.matches(&journal.from);
+            if status.rotation != RotationLock::Aborting && !released {
+                return Err(RotationError::Conflict(format!(
+                    "unit {} has not accepted the abort (rotation {}); sign the abort on every unit first",
+                    status.unit,
+                    status.rotation.label()
+                )));
+            }
+        }
+        if journal.phase != Phase::Aborting {
+            let total = self.count_under(instance, &journal.to)?;
+            journal.abort(total, now_ms())?;
+            self.save(instance, &journal)?;
+            tracing::info!(%instance, "master key rotation aborted by admins");
+        }
+        self.spawn(instance);
+        Ok(journal)
+    }
+
+    /// Every unit is promoted: the rotation is complete.
+    pub async fn complete(&self, instance: Uuid) -> Result<Journal, RotationError> {
+        let mut journal = self.journal(instance)?.ok_or_else(|| {
+            RotationError::Conflict("no rotation is on record for this instance".to_owned())
+        })?;
+        if journal.phase != Phase::Completed {
+            for status in self.statuses(instance).await? {
+                if !status.current.vp.matches(&journal.to) {
+                    return Err(RotationError::Conflict(format!(
+                        "unit {} still has current master key {}; promote it to {} first",
+                        status.unit, status.current.vp, journal.to
+                    )));
+                }
+            }
+            journal.complete(now_ms())?;
+            self.save(instance, &journal)?;
+            tracing::info!(%instance, to = %journal.to, "master key rotation completed");
+        }
+        Ok(journal)
+    }
+
+    /// The journal with live progress.
+    pub fn view(&self, instance: Uuid) -> Result<Option<RotationView>, RotationError> {
+        self.units(instance)?;
+        let Some(journal) = self.journal(instance)? else {
+            return Ok(None);
+        };
+        let remaining = match journal.direction() {
+            Some((source, _)) => self.count_under(instance, &source)?,
+            None => 0,
+        };
+        let live = self
+            .live
+            .lock()
+            .ok()
+            .and_then(|live| live.get(&instance).cloned())
+            .unwrap_or_default();
+        let elapsed = live
+            .since
+            .map_or(0.0, |since| since.elapsed().as_secs_f64());
+        #[allow(clippy::cast_precision_loss)] // a rate, shown rounded
+        let rate = if elapsed > 0.0 {
+            live.moved as f64 / elapsed
+        } else {
+            0.0
+        };
+        #[allow(clippy::cast_precision_loss)]
+        let seconds_left = (rate > 0.0).then(|| remaining as f64 / rate);
+        Ok(Some(RotationView {
+            journal,
+            remaining,
+            rate,
+            seconds_left,
+            running: live.running,
+        }))
+    }
+
+    /// Resumes every rotation the journal says is under way (at service start).
+    pub fn resume_all(&self) {
+        for instance in self.units.keys() {
+            match self.journal(*instance) {
+                Ok(Some(journal)) if journal.direction().is_some() => {
+                    tracing::info!(%instance, phase = journal.phase.label(), "resuming master key rotation");
+                    self.spawn(*instance);
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::error!(%instance, error = %err, "cannot read rotation journal")
+                }
+            }
+        }
+    }
+
+    /// Runs the engine for `instance` unless it runs already.
+    fn spawn(&self, instance: Uuid) {
+        {
+            let Ok(mut live) = self.live.lock() else {
+                return;
+            };
+            let entry = live.entry(instance).or_default();
+            if entry.running {
+                return;
+            }
+            *entry = Live {
+                running: true,
+                since: Some(Instant::now()),
+                moved: 0,
+            };
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = engine.run(instance).await {
+                tracing::error!(%instance, error = %err, "rotation engine stopped; it resumes when the rotation is run again or the service restarts");
+            }
+            if let Ok(mut live) = engine.live.lock()
+                && let Some(entry) = live.get_mut(&instance)
+            {
+                entry.running = false;
+            }
+        });
+    }
+
+    fn note_moved(&self, instance: Uuid, count: u64) {
+        if let Ok(mut live) = self.live.lock()
+            && let Some(entry) = live.get_mut(&instance)
+        {
+            entry.moved += count;
+        }
+    }
+
+    async fn run(&self, instance: Uuid) -> Result<(), RotationError> {
+        loop {
+            let Some(mut journal) = self.journal(instance)? else {
+                return Ok(());
+            };
+            let Some((source, target)) = journal.direction() else {
+                return Ok(());
+            };
+            let moved = self.pass(instance, &mut journal, &source, &target).await?;
+            moved_tokens(self, instance, &source, &target).await?;
+            // Key creation holds the gate while it wraps and stores; with the gate held here,
+            // every key made before the units were pinned is in the count.
+            let remaining = {
+                let _gate = self.gate.write().await;
+                self.count_under(instance, &source)?
+            };
+            if remaining > 0 {
+                if moved == 0 {
+                    journal.waiting = Some(format!(
+                        "{remaining} blob(s) under {source} could not be rewrapped; they do not authenticate or no unit holds both master keys"
+                    ));
+                    journal.updated = now_ms();
+                    self.save(instance, &journal)?;
+                    tokio::time::sleep(RETRY_PAUSE * 10).await;
+                }
+                continue;
+            }
+            match self.tell_units(instance, &target).await {
+                Ok(()) => {
+                    journal.source_empty(now_ms());
+                    self.save(instance, &journal)?;
+                    tracing::info!(%instance, phase = journal.phase.label(), "KMS CRK rewrap successful: no key is left under the old master key");
+                    return Ok(());
+                }
+                Err(why) => {
+                    journal.waiting = Some(why);
+                    journal.updated = now_ms();
+                    self.save(instance, &journal)?;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// Tells every unit that key storage is entirely under `target`.
+    async fn tell_units(&self, instance: Uuid, target: &Vp) -> Result<(), String> {
+        let request = FinishReencryption { to: *target };
+        for unit in self.units(instance).map_err(|err| err.to_string())? {
+            let answer: Result<UnitStatus, KeyCallError> =
+                unit.client.call("finish-reencryption", &request).await;
+            if let Err(err) = answer {
+                return Err(format!("waiting for unit {}: {err}", unit.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass over every blob under `source`: read, rewrap in a unit, write back if
+    /// unchanged; three stages in a pipeline. Returns how many blobs moved.
+    async fn pass(
+        &self,
+        instance: Uuid,
+        journal: &mut Journal,
+        source: &Vp,
+        target: &Vp,
+    ) -> Result<u64, RotationError> {
+        let units: Vec<KeyClient> = self
+            .units(instance)?
+            .iter()
+            .filter(|unit| unit.operational)
+            .map(|unit| unit.client.clone())
+            .collect();
+        if units.is_empty() {
+            return Err(RotationError::Conflict(
+                "the instance has no operational unit to rewrap key storage".to_owned(),
+            ));
+        }
+        let (read_tx, read_rx) = mpsc::channel::<Vec<StoredBlob>>(PIPELINE_DEPTH);
+        let (done_tx, mut done_rx) = mpsc::channel::<Vec<BlobReplacement>>(PIPELINE_DEPTH);
+
+        let store = Arc::clone(&self.store);
+        let source_vp = *source;
+        let pass_started = Instant::now();
+        let reader = tokio::task::spawn_blocking(move || -> Result<Duration, StoreError> {
+            let mut after = 0;
+            let mut reading = Duration::ZERO;
+            loop {
+                let started = Instant::now();
+                let batch = store.blobs_under(instance, &source_vp, after, BATCH)?;
+                reading += started.elapsed();
+                let Some(last) = batch.last() else {
+                    return Ok(reading);
+                };
+                after = last.position;
+                if read_tx.blocking_send(batch).is_err() {
+                    return Ok(reading);
+                }
+            }
+        });
+
+        let read_rx = Arc::new(tokio::sync::Mutex::new(read_rx));
+        let mut workers = Vec::new();
+        for first in 0..units.len().clamp(1, 4) {
+            let read_rx = Arc::clone(&read_rx);
+            let done_tx = done_tx.clone();
+            let units = units.clone();
+            let target = *target;
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let Some(batch) = read_rx.lock().await.recv().await else {
+                        return;
+                    };
+                    let replacements =
+                        rewrap_in_units(&units, first, instance, &target, batch).await;
+                    if done_tx.send(replacements).await.is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        drop(done_tx);
+
+        let mut moved = 0;
+        let mut last_saved = Instant::now();
+        let mut writing = Duration::ZERO;
+        while let Some(replacements) = done_rx.recv().await {
+            let store = Arc::clone(&self.store);
+            let started = Instant::now();
+            let replaced = blocking(|| store.replace_blobs(&replacements))?;
+            writing += started.elapsed();
+            moved += replaced;
+            self.note_moved(instance, replaced);
+            journal.record(replaced, now_ms());
+            if last_saved.elapsed() >= JOURNAL_INTERVAL {
+                journal.waiting = None;
+                self.save(instance, journal)?;
+                last_saved = Instant::now();
+            }
+        }
+        for worker in workers {
+            let _ = worker.await;
+        }
+        let reading = match reader.await {
+            Ok(result) => result?,
+            Err(err) => {
+                return Err(RotationError::Storage(StoreError::Database(
+                    err.to_string(),
+                )));
+            }
+        };
+        tracing::info!(
+            %instance,
+            moved,
+            seconds = pass_started.elapsed().as_secs_f64(),
+            reading = reading.as_secs_f64(),
+            writing = writing.as_secs_f64(),
+            "rewrap pass finished"
+        );
+        self.save(instance, journal)?;
+        Ok(moved)
+    }
+}
+
+/// Rewraps one batch in the first unit that can, starting with `first`; retries until one
+/// answers (a unit may be restarting). Blobs that do not authenticate are left as they are.
+async fn rewrap_in_units(
+    units: &[KeyClient],
+    first: usize,
+    instance: Uuid,
+    target: &Vp,
+    batch: Vec<StoredBlob>,
+) -> Vec<BlobReplacement> {
+    let request = RewrapBatch {
+        to: *target,
+        items: batch
+            .iter()
+            .map(|stored| BatchItem {
+                binding: BlobBinding::Key(Binding {
+                    instance,
+                    key: stored.key,
+                    version: stored.version,
+                    extractable: stored.extractable,
+                }),
+                blob: stored.blob.clone(),
+            })
+            .collect(),
+    };
+    loop {
+        for offset in 0..units.len() {
+            let unit = &units[(first + offset) % units.len()];
+            match unit
+                .call_batch::<_, RewrapBatchResult>("rewrap-batch", &request)
+                .await
+            {
+                Ok(result) => {
+                    return batch
+                        .into_iter()
+                        .zip(result.blobs)
+                        .filter_map(|(stored, new)| {
+                            Some(BlobReplacement {
+                                position: stored.position,
+                                old: stored.blob,
+                                new: new?,
+                                vp: *target,
+                            })
+                        })
+                        .collect();
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "a unit could not rewrap a batch; trying the next");
+                }
+            }
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// Rewraps the instance's import token private key, if it is under `source`.
+async fn moved_tokens(
+    engine: &Rotations,
+    instance: Uuid,
+    source: &Vp,
+    target: &Vp,
+) -> Result<(), RotationError> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    let Some(token) = blocking(|| engine.store.update_import_token(instance, &mut |_| Ok(())))?
+    else {
+        return Ok(());
+    };
+    let (Some(id), Some(sealed)) = (
+        token["id"].as_str().and_then(|id| Uuid::parse_str(id).ok()),
+        token["sealed_private_key"]
+            .as_str()
+            .and_then(|b64| STANDARD.decode(b64).ok()),
+    ) else {
+        return Ok(());
+    };
+    if !rotor_unit::keys::blob_vp(&sealed).is_some_and(|vp| vp.matches(source)) {
+        return Ok(());
+    }
+    let request = RewrapBatch {
+        to: *target,
+        items: vec![BatchItem {
+            binding: BlobBinding::ImportToken {
+                instance,
+                token: id,
+            },
+            blob: sealed.clone(),
+        }],
+    };
+    for unit in engine
+        .units(instance)?
+        .iter()
+        .filter(|unit| unit.operational)
+    {
+        let Ok(result) = unit
+            .client
+            .call_batch::<_, RewrapBatchResult>("rewrap-batch", &request)
+            .await
+        else {
+            continue;
+        };
+        let Some(Some(new)) = result.blobs.into_iter().next() else {
+            return Ok(());
+        };
+        let old = STANDARD.encode(&sealed);
+        blocking(|| {
+            engine.store.update_import_token(instance, &mut |slot| {
+                if let Some(value) = slot.as_mut()
+                    && value["sealed_private_key"].as_str() == Some(old.as_str())
+                {
+                    value["sealed_private_key"] = STANDARD.encode(&new).into();
+                }
+                Ok(())
+            })
+        })?;
+        return Ok(());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vp(byte: u8) -> Vp {
+        Vp([byte; 32])
+    }
+
+    #[test]
+    fn a_rotation_resumes_only_itself() {
+        assert_eq!(Journal::start(None, vp(1), vp(2)).unwrap(), Start::New);
+        assert!(Journal::start(None, vp(1), vp(1)).is_err());
+        let mut journal = Journal::begin(vp(1), vp(2), 10, 0);
+        assert_eq!(
+            Journal::start(Some(&journal), vp(1), vp(2)).unwrap(),
+            Start::Resume
+        );
+        assert!(Journal::start(Some(&journal), vp(1), vp(3)).is_err());
+        journal.record(10, 1);
+        journal.source_empty(2);
+        assert_eq!(journal.phase, Phase::Reencrypted);
+        assert_eq!(journal.direction(), None);
+        journal.complete(3).unwrap();
+        assert!(!journal.open());
+        assert_eq!(
+            Journal::start(Some(&journal), vp(2), vp(3)).unwrap(),
+            Start::New
+        );
+    }
+
+    #[test]
+    fn an_abort_reverses_the_direction_and_cannot_complete() {
+        let mut journal = Journal::begin(vp(1), vp(2), 10, 0);
+        journal.record(4, 1);
+        journal.abort(4, 2).unwrap();
+        assert_eq!(journal.direction(), Some((vp(2), vp(1))));
+        assert_eq!(journal.done, 0);
+        assert!(Journal::start(Some(&journal), vp(1), vp(2)).is_err());
+        assert!(journal.complete(3).is_err());
+        journal.source_empty(3);
+        assert_eq!(journal.phase, Phase::Aborted);
+        assert!(journal.abort(0, 4).is_err());
+        assert_eq!(
+            Journal::start(Some(&journal), vp(1), vp(2)).unwrap(),
+            Start::New
+        );
+    }
+}
