@@ -223,30 +223,44 @@ fn unit_dir(info: &rotor_server::dev::DevInfo, index: usize) -> PathBuf {
     info.dir.join("units").join(name)
 }
 
-/// SIGKILLs the unit process serving `dir`.
-fn kill_unit(dir: &Path) {
+/// The live unit process serving `dir`, as its `/proc` entry.
+fn unit_process(dir: &Path) -> Option<PathBuf> {
     let wanted = dir.to_string_lossy().into_owned();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.iter().any(|a| a == "serve") && args.iter().any(|a| *a == wanted) {
-            let pid: i32 = entry.file_name().to_string_lossy().parse().unwrap();
-            std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status()
-                .unwrap();
-            while entry.path().exists() && !zombie(&entry.path()) {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            return;
-        }
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|proc_dir| {
+            let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline")) else {
+                return false;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.iter().any(|a| a == "serve") && args.contains(&wanted) && !zombie(proc_dir)
+        })
+}
+
+/// SIGKILLs the unit process serving `dir` and waits until it is gone.
+fn kill_unit(dir: &Path) {
+    let proc_dir = unit_process(dir).expect("a unit process serves the directory");
+    let pid = proc_dir.file_name().unwrap().to_string_lossy().into_owned();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
+    wait_gone(dir);
+}
+
+/// Waits until no process serves the unit directory `dir` (units of a killed `rotor dev`
+/// notice within a quarter second).
+fn wait_gone(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while unit_process(dir).is_some() {
+        assert!(Instant::now() < deadline, "unit process did not exit");
+        std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("no unit process serves {wanted}");
 }
 
 fn zombie(proc_dir: &Path) -> bool {
@@ -402,6 +416,7 @@ async fn cli_and_units_killed_during_reencryption() {
 
 /// The same workstation with only unit `number` selected.
 fn ws_only(ws: &Workstation, number: &str) -> Workstation {
+    ws.ok(&["units", "deselect", "--all"]);
     ws.ok(&["units", "select", number]);
     Workstation {
         home: ws.home.clone(),
@@ -434,12 +449,16 @@ async fn service_killed_during_reencryption_then_units_promoted_in_part() {
     cli.wait().unwrap();
 
     // Restarted, the service resumes the reencryption by itself.
+    for index in 0..3 {
+        wait_gone(&unit_dir(&info, index));
+    }
     std::fs::remove_file(dir.path().join("dev.json")).unwrap();
     let (_dev, info) = tokio::task::block_in_place(|| start(dir.path()));
     let ws = Workstation::of_dev(&info);
     wait_journal(&info, |j| j["phase"] == "reencrypted").await;
 
     // An operator promotes one unit by hand (the HPCS trap), and another unit dies.
+    ws.ok(&["units", "deselect", "--all"]);
     ws.ok(&["units", "select", "1"]);
     ws.ok(&["mk", "setimm", "--yes"]);
     ws.ok(&["units", "select", "--all"]);
