@@ -86,7 +86,7 @@ pub struct KpError {
 }
 
 impl KpError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -94,7 +94,7 @@ impl KpError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BAD_BODY_ERR", message)
     }
 
@@ -151,21 +151,21 @@ impl From<StoreError> for KpError {
     }
 }
 
-type KpResult<T> = Result<T, KpError>;
+pub(crate) type KpResult<T> = Result<T, KpError>;
 
 /// Runs blocking storage work without stalling the runtime.
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(work)
 }
 
 /// The caller: instance from `Bluemix-Instance`, identity from the bearer token.
-struct Caller {
-    instance: Uuid,
+pub(crate) struct Caller {
+    pub(crate) instance: Uuid,
     claims: Claims,
 }
 
 impl KpState {
-    fn caller(&self, headers: &HeaderMap, needed: Role) -> KpResult<Caller> {
+    pub(crate) fn caller(&self, headers: &HeaderMap, needed: Role) -> KpResult<Caller> {
         let authorization = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
@@ -189,7 +189,7 @@ impl KpState {
     }
 
     /// Runs a key operation on the instance's units, trying each in turn.
-    async fn unit_call<Req: serde::Serialize, Resp: for<'de> Deserialize<'de>>(
+    pub(crate) async fn unit_call<Req: serde::Serialize, Resp: for<'de> Deserialize<'de>>(
         &self,
         instance: Uuid,
         op: &str,
@@ -211,6 +211,11 @@ impl KpState {
             let unit = &units.units[(start + offset) % units.units.len()];
             match unit.call(op, request).await {
                 Ok(response) => return Ok(response),
+                Err(KeyCallError::Refused { status: 409, body })
+                    if body.code == "no_new_master_key" =>
+                {
+                    return Err(KpError::conflict("NO_NEW_MASTER_KEY_ERR", body.message));
+                }
                 Err(KeyCallError::Refused { status, body }) if status == 400 || status == 403 => {
                     return Err(match body.code.as_str() {
                         "invalid_ciphertext" if op == "secure-import" => KpError::new(
@@ -379,7 +384,7 @@ fn collection(kind: &str, resources: Vec<Value>) -> Value {
     })
 }
 
-fn parse_json(body: &[u8]) -> KpResult<Value> {
+pub(crate) fn parse_json(body: &[u8]) -> KpResult<Value> {
     serde_json::from_slice(body)
         .map_err(|err| KpError::bad_request(format!("the body is not valid JSON: {err}")))
 }
@@ -399,7 +404,7 @@ fn single_resource(body: &[u8]) -> KpResult<Value> {
     }
 }
 
-fn decode_b64(field: &str, value: &Value) -> KpResult<Option<Vec<u8>>> {
+pub(crate) fn decode_b64(field: &str, value: &Value) -> KpResult<Option<Vec<u8>>> {
     match value.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => B64
@@ -412,7 +417,7 @@ fn decode_b64(field: &str, value: &Value) -> KpResult<Option<Vec<u8>>> {
     }
 }
 
-fn aad_of(value: &Value) -> KpResult<Vec<String>> {
+pub(crate) fn aad_of(value: &Value) -> KpResult<Vec<String>> {
     match value.get("aad") {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
@@ -1937,6 +1942,7 @@ pub fn router(state: KpState) -> Router {
         .route("/api/v2/keys/{id}/restore", post(restore_key))
         .route("/api/v2/keys/{id}/registrations", get(key_registrations))
         .route("/api/v2/keys/{id}/actions/{action}", post(key_action))
+        .route("/v1/blobs/{op}", post(crate::blobs::blob_operation))
         .route(
             "/api/v2/keys/{id}/policies",
             get(get_key_policies).put(put_key_policies),

@@ -300,6 +300,9 @@ pub struct Rotations {
     units: Arc<HashMap<Uuid, Vec<RotationUnit>>>,
     gate: Arc<RwLock<()>>,
     live: Arc<Mutex<HashMap<Uuid, Live>>>,
+    /// Held for every read-change-write of a journal, so the engine's progress never
+    /// overwrites a phase that an admin request changed meanwhile.
+    journal_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn now_ms() -> i64 {
@@ -328,6 +331,7 @@ impl Rotations {
             units: Arc::new(units),
             gate,
             live: Arc::default(),
+            journal_lock: Arc::default(),
         }
     }
 
@@ -355,6 +359,24 @@ impl Rotations {
         Ok(())
     }
 
+    /// Applies `change` to the journal on record and stores it if `change` says so; returns
+    /// whether it did.
+    async fn update(
+        &self,
+        instance: Uuid,
+        change: impl FnOnce(&mut Journal) -> bool,
+    ) -> Result<bool, RotationError> {
+        let _lock = self.journal_lock.lock().await;
+        let Some(mut journal) = self.journal(instance)? else {
+            return Ok(false);
+        };
+        if !change(&mut journal) {
+            return Ok(false);
+        }
+        self.save(instance, &journal)?;
+        Ok(true)
+    }
+
     fn count_under(&self, instance: Uuid, vp: &Vp) -> Result<u64, RotationError> {
         Ok(blocking(|| self.store.count_under(instance, vp))?)
     }
@@ -376,6 +398,7 @@ impl Rotations {
     /// Starts the rotation `from` → `to`, or continues the same one. Every unit must have the
     /// new register pinned (or be promoted already).
     pub async fn begin(&self, instance: Uuid, from: Vp, to: Vp) -> Result<Journal, RotationError> {
+        let lock = self.journal_lock.lock().await;
         let existing = self.journal(instance)?;
         let start = Journal::start(existing.as_ref(), from, to)?;
         for status in self.statuses(instance).await? {
@@ -409,12 +432,14 @@ impl Rotations {
                 journal
             }
         };
+        drop(lock);
         self.spawn(instance);
         Ok(journal)
     }
 
     /// Admins aborted the rotation on every unit: rewrap everything back.
     pub async fn abort(&self, instance: Uuid) -> Result<Journal, RotationError> {
+        let lock = self.journal_lock.lock().await;
         let mut journal = self.journal(instance)?.ok_or_else(|| {
             RotationError::Conflict("no rotation is on record for this instance".to_owned())
         })?;
@@ -435,12 +460,14 @@ impl Rotations {
             self.save(instance, &journal)?;
             tracing::info!(%instance, "master key rotation aborted by admins");
         }
+        drop(lock);
         self.spawn(instance);
         Ok(journal)
     }
 
     /// Every unit is promoted: the rotation is complete.
     pub async fn complete(&self, instance: Uuid) -> Result<Journal, RotationError> {
+        let _lock = self.journal_lock.lock().await;
         let mut journal = self.journal(instance)?.ok_or_else(|| {
             RotationError::Conflict("no rotation is on record for this instance".to_owned())
         })?;
@@ -551,13 +578,18 @@ impl Rotations {
 
     async fn run(&self, instance: Uuid) -> Result<(), RotationError> {
         loop {
-            let Some(mut journal) = self.journal(instance)? else {
+            let Some(journal) = self.journal(instance)? else {
                 return Ok(());
             };
             let Some((source, target)) = journal.direction() else {
                 return Ok(());
             };
-            let moved = self.pass(instance, &mut journal, &source, &target).await?;
+            let direction = Some((source, target));
+            let moved = self.pass(instance, direction).await?;
+            if self.journal(instance)?.and_then(|j| j.direction()) != direction {
+                // Admins aborted meanwhile: start over in the new direction.
+                continue;
+            }
             moved_tokens(self, instance, &source, &target).await?;
             // Key creation holds the gate while it wraps and stores; with the gate held here,
             // every key made before the units were pinned is in the count.
@@ -567,30 +599,55 @@ impl Rotations {
             };
             if remaining > 0 {
                 if moved == 0 {
-                    journal.waiting = Some(format!(
+                    let why = format!(
                         "{remaining} blob(s) under {source} could not be rewrapped; they do not authenticate or no unit holds both master keys"
-                    ));
-                    journal.updated = now_ms();
-                    self.save(instance, &journal)?;
+                    );
+                    self.note_waiting(instance, direction, why).await?;
                     tokio::time::sleep(RETRY_PAUSE * 10).await;
                 }
                 continue;
             }
             match self.tell_units(instance, &target).await {
                 Ok(()) => {
-                    journal.source_empty(now_ms());
-                    self.save(instance, &journal)?;
-                    tracing::info!(%instance, phase = journal.phase.label(), "KMS CRK rewrap successful: no key is left under the old master key");
-                    return Ok(());
+                    let finished = self
+                        .update(instance, |journal| {
+                            let current = journal.direction() == direction;
+                            if current {
+                                journal.source_empty(now_ms());
+                            }
+                            current
+                        })
+                        .await?;
+                    if finished {
+                        tracing::info!(%instance, "KMS CRK rewrap successful: no key is left under the old master key");
+                        return Ok(());
+                    }
                 }
                 Err(why) => {
-                    journal.waiting = Some(why);
-                    journal.updated = now_ms();
-                    self.save(instance, &journal)?;
+                    self.note_waiting(instance, direction, why).await?;
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
         }
+    }
+
+    /// Records why the engine waits, unless the journal changed direction meanwhile.
+    async fn note_waiting(
+        &self,
+        instance: Uuid,
+        direction: Option<(Vp, Vp)>,
+        why: String,
+    ) -> Result<(), RotationError> {
+        self.update(instance, |journal| {
+            let current = journal.direction() == direction;
+            if current {
+                journal.waiting = Some(why);
+                journal.updated = now_ms();
+            }
+            current
+        })
+        .await?;
+        Ok(())
     }
 
     /// Tells every unit that key storage is entirely under `target`.
@@ -611,10 +668,12 @@ impl Rotations {
     async fn pass(
         &self,
         instance: Uuid,
-        journal: &mut Journal,
-        source: &Vp,
-        target: &Vp,
+        direction: Option<(Vp, Vp)>,
     ) -> Result<u64, RotationError> {
+        let Some((source, target)) = direction else {
+            return Ok(0);
+        };
+        let (source, target) = (&source, &target);
         let units: Vec<KeyClient> = self
             .units(instance)?
             .iter()
@@ -672,6 +731,7 @@ impl Rotations {
         drop(done_tx);
 
         let mut moved = 0;
+        let mut unsaved = 0;
         let mut last_saved = Instant::now();
         let mut writing = Duration::ZERO;
         while let Some(replacements) = done_rx.recv().await {
@@ -680,14 +740,18 @@ impl Rotations {
             let replaced = blocking(|| store.replace_blobs(&replacements))?;
             writing += started.elapsed();
             moved += replaced;
+            unsaved += replaced;
             self.note_moved(instance, replaced);
-            journal.record(replaced, now_ms());
             if last_saved.elapsed() >= JOURNAL_INTERVAL {
-                journal.waiting = None;
-                self.save(instance, journal)?;
+                if !self.record(instance, direction, unsaved).await? {
+                    // The direction changed (an abort): stop this pass.
+                    break;
+                }
+                unsaved = 0;
                 last_saved = Instant::now();
             }
         }
+        drop(done_rx);
         for worker in workers {
             let _ = worker.await;
         }
@@ -707,8 +771,26 @@ impl Rotations {
             writing = writing.as_secs_f64(),
             "rewrap pass finished"
         );
-        self.save(instance, journal)?;
+        self.record(instance, direction, unsaved).await?;
         Ok(moved)
+    }
+
+    /// Adds `count` moved blobs to the journal if it still moves in `direction`.
+    async fn record(
+        &self,
+        instance: Uuid,
+        direction: Option<(Vp, Vp)>,
+        count: u64,
+    ) -> Result<bool, RotationError> {
+        self.update(instance, |journal| {
+            let current = journal.direction() == direction;
+            if current {
+                journal.record(count, now_ms());
+                journal.waiting = None;
+            }
+            current
+        })
+        .await
     }
 }
 
@@ -737,6 +819,7 @@ async fn rewrap_in_units(
             .collect(),
     };
     loop {
+        let mut wrong_target = 0;
         for offset in 0..units.len() {
             let unit = &units[(first + offset) % units.len()];
             match unit
@@ -757,10 +840,17 @@ async fn rewrap_in_units(
                         })
                         .collect();
                 }
+                Err(KeyCallError::Refused { body, .. }) if body.code == "wrong_target" => {
+                    wrong_target += 1;
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "a unit could not rewrap a batch; trying the next");
                 }
             }
+        }
+        if wrong_target == units.len() {
+            // Every unit wraps under another master key: the rotation changed direction.
+            return Vec::new();
         }
         tokio::time::sleep(RETRY_PAUSE).await;
     }

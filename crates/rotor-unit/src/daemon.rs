@@ -249,6 +249,10 @@ async fn key_operation(
             unit.key_op(&headers, &body, true, keyapi::generate_batch)
                 .await
         }
+        "rewrap-to-new" => {
+            unit.key_op(&headers, &body, false, keyapi::rewrap_to_new)
+                .await
+        }
         "finish-reencryption" => unit.finish_reencryption(&headers, &body).await,
         other => keyapi::error_response(
             StatusCode::NOT_FOUND,

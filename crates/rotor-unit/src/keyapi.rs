@@ -371,6 +371,7 @@ pub(crate) fn key_error(err: &KeyError) -> ErrorReply {
         KeyError::Size(_) => (StatusCode::BAD_REQUEST, "bad_size"),
         KeyError::NotExtractable => (StatusCode::FORBIDDEN, "not_extractable"),
         KeyError::WrongTarget { .. } => (StatusCode::CONFLICT, "wrong_target"),
+        KeyError::NoNewMasterKey => (StatusCode::CONFLICT, "no_new_master_key"),
     };
     error_response(status, code, err.to_string())
 }
@@ -572,6 +573,27 @@ pub(crate) fn rewrap(
     Ok(Wrapped {
         ciphertext,
         plaintext: request.reveal_plaintext.then(|| plaintext.to_vec()),
+    })
+}
+
+/// Rewraps one application-held blob to the committed new master key (GREP11's
+/// `RewrapKeyBlob`).
+pub(crate) fn rewrap_to_new(
+    masters: &Masters,
+    _: &RootKeyCache,
+    request: &KeyRef,
+) -> Result<SealedKey, KeyError> {
+    let new = masters.new.as_ref().ok_or(KeyError::NoNewMasterKey)?;
+    let blob = crate::keys::rewrap_blob(
+        masters,
+        new,
+        &BlobBinding::Key(request.binding.clone()),
+        &request.blob,
+    )?;
+    Ok(SealedKey {
+        blob,
+        vp: new.vp(),
+        material: None,
     })
 }
 

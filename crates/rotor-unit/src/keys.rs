@@ -79,6 +79,8 @@ pub enum KeyError {
     Size(String),
     /// A root key's material may not leave the unit.
     NotExtractable,
+    /// No committed new master key to rewrap to.
+    NoNewMasterKey,
     /// A rewrap toward a master key this unit does not wrap new blobs under.
     WrongTarget {
         /// The master key asked for.
@@ -102,6 +104,10 @@ impl std::fmt::Display for KeyError {
             Self::Invalid => write!(f, "the ciphertext could not be unwrapped"),
             Self::Size(why) => f.write_str(why),
             Self::NotExtractable => write!(f, "root key material never leaves a crypto unit"),
+            Self::NoNewMasterKey => write!(
+                f,
+                "the unit has no committed new master key to rewrap to: blobs can be rewrapped between the commit of a new master key and the end of its rotation"
+            ),
             Self::WrongTarget {
                 requested,
                 wrapping,
