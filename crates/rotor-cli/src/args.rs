@@ -333,6 +333,11 @@ pub struct DemoArgs {
     /// Root keys to create (each wraps one DEK) and rotate.
     #[arg(long, default_value_t = 10_000)]
     pub keys: usize,
+    /// Afterwards, measure the baseline of the benchmark in docs/BENCHMARKS.md: a bare SQLite
+    /// rewrite of the same rows (read, AES-256-GCM decrypt and encrypt, write back by rowid,
+    /// 10,000 rows per transaction) in one process, on the demo's throwaway keystore.
+    #[arg(long)]
+    pub baseline: bool,
 }
 
 /// `rotor dev`

@@ -332,7 +332,7 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
             verify_started.elapsed().as_secs_f64()
         ),
     );
-    let summary = json!({
+    let mut summary = json!({
         "keys": keys.len(),
         "units": info.units.len(),
         "rotation_seconds": rotation_seconds,
@@ -344,6 +344,28 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
         "old_vp": old_vp,
         "new_vp": new_vp,
     });
+    if args.baseline {
+        say(
+            json_output,
+            "\nBaseline: a bare SQLite rewrite of the same rows in one process....",
+        );
+        let keystore = info.dir.join("service").join("keys.db");
+        let (rows, seconds) =
+            tokio::task::spawn_blocking(move || crate::baseline::bare_rewrite(&keystore)).await??;
+        #[allow(clippy::cast_precision_loss)] // a rate, shown rounded
+        let rate = rows as f64 / seconds;
+        say(
+            json_output,
+            &format!(
+                "{rows} rows in {seconds:.2} s ({rate:.0} rows/s); the rotation ran at {:.2}x that rate.",
+                keys_per_second / rate
+            ),
+        );
+        summary["baseline_rows"] = json!(rows);
+        summary["baseline_seconds"] = json!(seconds);
+        summary["baseline_rows_per_second"] = json!(rate);
+        summary["ratio_to_baseline"] = json!(keys_per_second / rate);
+    }
     if json_output {
         print_json(&summary);
     }

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod args;
 pub mod auto;
+pub mod baseline;
 pub mod demo;
 pub mod local;
 pub mod output;

@@ -641,25 +641,23 @@ async fn wait_for(ctx: &Ctx, instance: uuid::Uuid, phases: &[&str]) -> Result<Va
             }
             return Ok(view);
         }
-        let line = progress_line(
+        let mut line = progress_line(
             total,
             done,
             remaining,
             view["rate"].as_f64(),
             view["seconds_left"].as_f64(),
         );
+        if let Some(waiting) = view["waiting"].as_str() {
+            line.push_str(&format!(" (waiting: {waiting})"));
+        }
         if bar {
-            eprint!("\r{line}");
+            // Carriage return and erase to the end of the line: the bar redraws in place.
+            eprint!("\r{line}\x1b[K");
             let _ = std::io::stderr().flush();
         } else if !ctx.json && last_line.elapsed() >= Duration::from_secs(5) {
             eprintln!("{line}");
             last_line = Instant::now();
-        }
-        if let Some(waiting) = view["waiting"].as_str() {
-            if !ctx.json && last_line.elapsed() >= Duration::from_secs(5) {
-                eprintln!("\nwaiting: {waiting}");
-                last_line = Instant::now();
-            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

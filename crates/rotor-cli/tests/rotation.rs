@@ -323,15 +323,25 @@ async fn both_flows_end_to_end() {
     let blob_call = |op: &'static str, body: Value| {
         let (info, token) = (info.clone(), token.clone());
         async move {
-            support::kp_call(&info, &token, reqwest::Method::POST, &format!("/v1/blobs/{op}"), body).await
+            support::kp_call(
+                &info,
+                &token,
+                reqwest::Method::POST,
+                &format!("/v1/blobs/{op}"),
+                body,
+            )
+            .await
         }
     };
     let (status, made) = blob_call("generate", json!({})).await;
     assert_eq!(status, 200, "{made}");
     assert_eq!(made["vp"], first.as_str());
     let old_blob = made["blob"].clone();
-    let (status, wrapped) =
-        blob_call("wrap", json!({"blob": old_blob, "plaintext": B64.encode(b"app DEK")})).await;
+    let (status, wrapped) = blob_call(
+        "wrap",
+        json!({"blob": old_blob, "plaintext": B64.encode(b"app DEK")}),
+    )
+    .await;
     assert_eq!(status, 200, "{wrapped}");
     let unwraps = |blob: Value| {
         let body = json!({"blob": blob, "ciphertext": wrapped["ciphertext"]});
@@ -344,7 +354,10 @@ async fn both_flows_end_to_end() {
     // No new master key committed yet: nothing to rewrap to.
     let (status, refused) = blob_call("rewrap", json!({"blob": old_blob})).await;
     assert_eq!(status, 409, "{refused}");
-    assert!(refused.to_string().contains("NO_NEW_MASTER_KEY_ERR"), "{refused}");
+    assert!(
+        refused.to_string().contains("NO_NEW_MASTER_KEY_ERR"),
+        "{refused}"
+    );
 
     // Key parts: load, commit, rotate.
     for custodian in ["D", "E", "F"] {
@@ -352,14 +365,23 @@ async fn both_flows_end_to_end() {
     }
     ws.ok(&["mk", "load", "4", "5", "6"]);
     ws.ok(&["mk", "commit"]);
-    let committed = ws.json(&["mk"])["units"][0]["new"]["vp"].as_str().unwrap().to_owned();
+    let committed = ws.json(&["mk"])["units"][0]["new"]["vp"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // Between commit and the end of the rotation the application rewraps its blob.
     let (status, rewrapped) = blob_call("rewrap", json!({"blob": old_blob})).await;
     assert_eq!(status, 200, "{rewrapped}");
     assert_eq!(rewrapped["vp"], committed.as_str());
     let new_blob = rewrapped["blob"].clone();
-    assert_eq!(unwraps(old_blob.clone()).await.as_deref(), Some(&b"app DEK"[..]));
-    assert_eq!(unwraps(new_blob.clone()).await.as_deref(), Some(&b"app DEK"[..]));
+    assert_eq!(
+        unwraps(old_blob.clone()).await.as_deref(),
+        Some(&b"app DEK"[..])
+    );
+    assert_eq!(
+        unwraps(new_blob.clone()).await.as_deref(),
+        Some(&b"app DEK"[..])
+    );
 
     let out = ws.ok(&["mk", "rotate", "--yes"]);
     assert!(out.contains("KMS CRK rewrap successful"), "{out}");
@@ -404,7 +426,10 @@ async fn a_unit_killed_before_the_new_key_is_everywhere() {
     let made = mk["units"][2]["new"]["vp"].as_str().unwrap().to_owned();
     // Unit 1 may or may not have received it before the CLI failed; unit 2 has not.
     let first = &mk["units"][0]["new"];
-    assert!(first["state"] == "Empty" || first["vp"] == made.as_str(), "{mk}");
+    assert!(
+        first["state"] == "Empty" || first["vp"] == made.as_str(),
+        "{mk}"
+    );
     assert_eq!(mk["units"][1]["new"]["state"], "Empty", "{mk}");
 
     // One resume: the same key (no second random key), everywhere, then reencryption.
@@ -472,7 +497,10 @@ async fn an_abort_rewraps_key_storage_back() {
     ws.ok(&["mk", "load", "4", "5", "6"]);
     ws.ok(&["mk", "commit"]);
     let mut cli = ws.spawn(&["mk", "rotate", "--yes"]);
-    let during = wait_journal(&info, |j| j["phase"] == "reencrypting" && j["done"].as_u64() > Some(0)).await;
+    let during = wait_journal(&info, |j| {
+        j["phase"] == "reencrypting" && j["done"].as_u64() > Some(0)
+    })
+    .await;
     cli.kill().unwrap();
     cli.wait().unwrap();
 

@@ -410,13 +410,13 @@ fn bad_request(message: impl Into<String>) -> Response {
 
 impl Service {
     /// The instance named in the path, if the caller administers it.
-    fn admin_instance(&self, headers: &HeaderMap, instance: &str) -> Result<Uuid, Response> {
+    fn admin_instance(&self, headers: &HeaderMap, instance: &str) -> Result<Uuid, Box<Response>> {
         let id = Uuid::parse_str(instance)
             .ok()
             .filter(|id| self.config.instances.iter().any(|i| i.id == *id))
-            .ok_or_else(|| not_found("instance", instance).into_response())?;
+            .ok_or_else(|| Box::new(not_found("instance", instance).into_response()))?;
         self.admin(headers, Some(id))
-            .map_err(IntoResponse::into_response)?;
+            .map_err(|err| Box::new(err.into_response()))?;
         Ok(id)
     }
 }
@@ -429,7 +429,7 @@ async fn rotation_status(
 ) -> Response {
     let id = match service.admin_instance(&headers, &instance) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match service.rotations.view(id) {
         Ok(view) => axum::Json(serde_json::json!({ "rotation": view })).into_response(),
@@ -453,7 +453,7 @@ async fn rotation_begin(
 ) -> Response {
     let id = match service.admin_instance(&headers, &instance) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let request: BeginRotation = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -481,7 +481,7 @@ async fn rotation_abort(
 ) -> Response {
     let id = match service.admin_instance(&headers, &instance) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match service.rotations.abort(id).await {
         Ok(journal) => axum::Json(serde_json::json!({ "rotation": journal })).into_response(),
@@ -497,7 +497,7 @@ async fn rotation_complete(
 ) -> Response {
     let id = match service.admin_instance(&headers, &instance) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match service.rotations.complete(id).await {
         Ok(journal) => axum::Json(serde_json::json!({ "rotation": journal })).into_response(),

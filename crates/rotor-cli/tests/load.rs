@@ -1,0 +1,27 @@
+//! The load test of the issue: `rotor demo` rotates the master key under 100,000 root keys while
+//! 16 clients unwrap DEKs through the Key Protect API; no request may fail and every DEK must
+//! unwrap to its original afterwards. (Speed is measured by the benchmark, not here.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[test]
+fn a_rotation_of_100000_keys_under_load_fails_no_request() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
+        .args(["demo", "--keys", "100000", "--json"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run rotor demo");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "rotor demo failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a summary line")).unwrap();
+    assert_eq!(summary["keys"], 100_000, "{summary}");
+    assert_eq!(summary["failed_requests"], 0, "{summary}");
+    assert_eq!(summary["verified_keys"], 100_000, "{summary}");
+    assert!(
+        summary["requests_during_rotation"].as_u64().unwrap() > 0,
+        "the load ran during the rotation: {summary}"
+    );
+    assert_ne!(summary["old_vp"], summary["new_vp"], "{summary}");
+}
