@@ -244,7 +244,7 @@ impl Ctx {
             return Ok(Vec::new());
         }
         if self.signers.get().is_none() {
-            let mut keys = Vec::new();
+            let mut locked = Vec::new();
             for number in &selected {
                 let path = self.home.sigkey_path(*number)?;
                 let file = SigkeyFile::read(&path)?;
@@ -252,8 +252,22 @@ impl Ctx {
                     "Password for signature key {number} ({}): ",
                     file.name
                 ))?;
-                keys.push(file.unlock(&path, &password)?);
+                locked.push((path, file, password));
             }
+            // Each unlock is a deliberately slow Argon2id; run them side by side.
+            let keys = std::thread::scope(|scope| {
+                let unlocking: Vec<_> = locked
+                    .iter()
+                    .map(|(path, file, password)| scope.spawn(move || file.unlock(path, password)))
+                    .collect();
+                unlocking
+                    .into_iter()
+                    .map(|handle| match handle.join() {
+                        Ok(unlocked) => Ok(unlocked?),
+                        Err(_) => Err(anyhow!("unlocking a signature key failed")),
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })?;
             let _ = self.signers.set(keys);
         }
         Ok(self

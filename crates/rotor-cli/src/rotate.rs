@@ -659,7 +659,7 @@ async fn wait_for(ctx: &Ctx, instance: uuid::Uuid, phases: &[&str]) -> Result<Va
             eprintln!("{line}");
             last_line = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -275,6 +275,9 @@ struct Live {
     running: bool,
     since: Option<Instant>,
     moved: u64,
+    /// Blobs moved in the current direction, the journal's count plus what this run moved
+    /// since (the journal itself is written once a second).
+    done: u64,
 }
 
 /// A rotation as `GET /v1/instances/{id}/rotation` shows it.
@@ -423,7 +426,15 @@ impl Rotations {
             }
         }
         let journal = match (start, existing) {
-            (Start::Resume, Some(journal)) => journal,
+            (Start::Resume, Some(journal)) => {
+                if journal.phase == Phase::Reencrypted {
+                    // A unit that missed the news (restored, or down at the time) hears it now.
+                    self.tell_units(instance, &to)
+                        .await
+                        .map_err(RotationError::Unreachable)?;
+                }
+                journal
+            }
             _ => {
                 let journal =
                     Journal::begin(from, to, self.count_under(instance, &from)?, now_ms());
@@ -490,12 +501,8 @@ impl Rotations {
     /// The journal with live progress.
     pub fn view(&self, instance: Uuid) -> Result<Option<RotationView>, RotationError> {
         self.units(instance)?;
-        let Some(journal) = self.journal(instance)? else {
+        let Some(mut journal) = self.journal(instance)? else {
             return Ok(None);
-        };
-        let remaining = match journal.direction() {
-            Some((source, _)) => self.count_under(instance, &source)?,
-            None => 0,
         };
         let live = self
             .live
@@ -503,11 +510,20 @@ impl Rotations {
             .ok()
             .and_then(|live| live.get(&instance).cloned())
             .unwrap_or_default();
+        // While the engine runs, its own count is current and costs no scan of the keystore.
+        let remaining = match journal.direction() {
+            Some(_) if live.running => {
+                journal.done = journal.done.max(live.done);
+                journal.total.saturating_sub(journal.done)
+            }
+            Some((source, _)) => self.count_under(instance, &source)?,
+            None => 0,
+        };
         let elapsed = live
             .since
             .map_or(0.0, |since| since.elapsed().as_secs_f64());
         #[allow(clippy::cast_precision_loss)] // a rate, shown rounded
-        let rate = if elapsed > 0.0 {
+        let rate = if elapsed > 0.0 && live.running {
             live.moved as f64 / elapsed
         } else {
             0.0
@@ -553,6 +569,7 @@ impl Rotations {
                 running: true,
                 since: Some(Instant::now()),
                 moved: 0,
+                done: 0,
             };
         }
         let engine = self.clone();
@@ -573,6 +590,15 @@ impl Rotations {
             && let Some(entry) = live.get_mut(&instance)
         {
             entry.moved += count;
+            entry.done += count;
+        }
+    }
+
+    fn note_done(&self, instance: Uuid, done: u64) {
+        if let Ok(mut live) = self.live.lock()
+            && let Some(entry) = live.get_mut(&instance)
+        {
+            entry.done = done;
         }
     }
 
@@ -585,6 +611,7 @@ impl Rotations {
                 return Ok(());
             };
             let direction = Some((source, target));
+            self.note_done(instance, journal.done);
             let moved = self.pass(instance, direction).await?;
             if self.journal(instance)?.and_then(|j| j.direction()) != direction {
                 // Admins aborted meanwhile: start over in the new direction.

@@ -267,8 +267,8 @@ pub struct FinishReencryption {
     pub to: Vp,
 }
 
-/// The most blobs or keys in one batch request.
-pub const MAX_BATCH: usize = 50_000;
+/// The most blobs or keys in one batch request (10,000 rewrap items take about 1.3 MB).
+pub const MAX_BATCH: usize = 10_000;
 
 /// Content type of batch bodies (postcard).
 pub const BATCH_CONTENT_TYPE: &str = "application/x-postcard";

@@ -20,7 +20,9 @@ use zeroize::Zeroizing;
 use crate::machine::UnitState;
 use crate::wire::UnitKind;
 
-const MAGIC: &[u8] = b"rotor-unit-state-v1\n";
+const MAGIC: &[u8] = b"rotor-unit-state-v2\n";
+/// The state before it had a rotation lock, its last field: read as unlocked.
+const MAGIC_V1: &[u8] = b"rotor-unit-state-v1\n";
 const SEAL_KEY: &str = "seal.key";
 const STATE: &str = "state.sealed";
 const LOCK: &str = "lock";
@@ -195,8 +197,20 @@ impl UnitStore {
             .and_then(|mut f| f.read_to_end(&mut bytes))
             .map_err(io_error("read", &path))?;
         let corrupt = || StoreError::Corrupt(path.clone());
-        let body = bytes.strip_prefix(MAGIC).ok_or_else(corrupt)?;
-        let plain = open_aes256gcm(&self.seal_key, MAGIC, body).map_err(|_| corrupt())?;
+        let plain = match (bytes.strip_prefix(MAGIC), bytes.strip_prefix(MAGIC_V1)) {
+            (Some(body), _) => {
+                open_aes256gcm(&self.seal_key, MAGIC, body).map_err(|_| corrupt())?
+            }
+            (None, Some(body)) => {
+                let mut plain =
+                    open_aes256gcm(&self.seal_key, MAGIC_V1, body).map_err(|_| corrupt())?;
+                // Postcard writes fields in order and an enum as its variant index: version 1
+                // plus `RotationLock::None` (index 0) is the same state in version 2.
+                plain.push(0);
+                plain
+            }
+            (None, None) => return Err(corrupt()),
+        };
         let sealed: Sealed = postcard::from_bytes(&plain).map_err(|_| corrupt())?;
         let identity =
             SigningKey::from_scalar(SigAlg::P256Sha256, &sealed.identity).map_err(|_| corrupt())?;
@@ -215,5 +229,32 @@ impl UnitStore {
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&seal_aes256gcm(&self.seal_key, MAGIC, &plain));
         write_atomically(&self.dir, &self.dir.join(STATE), &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_sealed_before_the_rotation_lock_opens_unlocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, identity, mut state) = UnitStore::open(dir.path(), UnitKind::Recovery).unwrap();
+        state.counter = 42;
+        state.current = Some(Secret32::random());
+        // Version 1 was version 2 without the last field, the lock (`None` is one zero byte).
+        let sealed = Sealed {
+            identity: identity.to_scalar(),
+            state: state.clone(),
+        };
+        let mut plain = postcard::to_stdvec(&sealed).unwrap();
+        assert_eq!(plain.pop(), Some(0));
+        let mut bytes = MAGIC_V1.to_vec();
+        bytes.extend_from_slice(&seal_aes256gcm(&store.seal_key, MAGIC_V1, &plain));
+        fs::write(dir.path().join(STATE), bytes).unwrap();
+        let (_, loaded) = store.load().unwrap();
+        assert_eq!(loaded.counter, 42);
+        assert_eq!(loaded.rotation, crate::wire::RotationLock::None);
+        assert!(loaded.current.unwrap().ct_eq(&state.current.unwrap()));
     }
 }
