@@ -185,6 +185,42 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
         "Relay: a signed admin command",
         "Crypto Unit Administrator",
     ),
+    (
+        "get",
+        "/v1/instances/{instance}/rotation",
+        "The master key rotation journal with live progress",
+        "Crypto Unit Administrator",
+    ),
+    (
+        "post",
+        "/v1/instances/{instance}/rotation",
+        "Start or resume reencryption {from_vp, to_vp}; every unit pinned",
+        "Crypto Unit Administrator",
+    ),
+    (
+        "post",
+        "/v1/instances/{instance}/rotation/abort",
+        "Rewrap key storage back, once every unit accepted the abort",
+        "Crypto Unit Administrator",
+    ),
+    (
+        "post",
+        "/v1/instances/{instance}/rotation/complete",
+        "Close the rotation once every unit is promoted",
+        "Crypto Unit Administrator",
+    ),
+    (
+        "post",
+        "/v1/instances/{instance}/keys/batch",
+        "Create up to 10,000 root keys, each wrapping a given DEK",
+        "Writer",
+    ),
+    (
+        "post",
+        "/v1/blobs/{op}",
+        "Application-held blobs: generate, wrap, unwrap, rewrap to the committed new master key",
+        "Writer",
+    ),
 ];
 
 /// The document.
@@ -197,7 +233,7 @@ pub(crate) fn document() -> Value {
                 parameters.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}));
             }
         }
-        if path.starts_with("/api/v2") {
+        if path.starts_with("/api/v2") || path.starts_with("/v1/blobs") {
             parameters.push(json!({"name": "bluemix-instance", "in": "header", "required": true, "schema": {"type": "string", "format": "uuid"}}));
         }
         let mut operation = json!({
