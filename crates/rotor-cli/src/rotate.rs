@@ -155,6 +155,20 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// The master key the rotation moves to, where the step names it.
+    fn target(&self) -> Option<Vp> {
+        match self {
+            Self::Distribute { vp, .. }
+            | Self::Commit { vp, .. }
+            | Self::Pin { vp, .. }
+            | Self::Promote { vp, .. } => Some(*vp),
+            Self::Reencrypt { to, .. } | Self::Done { to, .. } => Some(*to),
+            Self::Generate { .. } | Self::Complete => None,
+        }
+    }
+}
+
 /// Checks that hold before any rotation: one whole instance (checked by the caller), no unit in
 /// imprint mode, equal signature thresholds, enough common admins for them.
 fn precheck(units: &[UnitView]) -> Result<()> {
@@ -375,21 +389,39 @@ pub async fn rotate(ctx: &Ctx, flow: Flow) -> Result<()> {
     let mut reencryption: Option<Value> = None;
     let mut promoted = 0usize;
     let mut completed_now = false;
+    // The automatic flow cannot tell from the units whether a completed rotation is the one
+    // it was running when killed: the workstation remembers the one it started.
+    let mut unfinished = ctx.home.unfinished_rotations()?;
+    if flow == Flow::Auto {
+        unfinished.entry(instance).or_insert(None);
+        ctx.home.save_unfinished_rotations(&unfinished)?;
+    }
     loop {
         let (units, views) = read_units(ctx, &targets).await?;
         let journal = journal(ctx, instance).await?;
         let journal_view: Option<JournalView> = journal
             .as_ref()
             .and_then(|j| serde_json::from_value(j.clone()).ok());
-        // A completed rotation with nothing new to do: the auto flow would start another one,
-        // so a rerun right after completion reports instead (rerun the command to rotate again).
-        if completed_now {
+        let ours_completed = journal_view.as_ref().is_some_and(|j| {
+            j.phase == "completed"
+                && unfinished.get(&instance).copied().flatten() == Some(j.to)
+                && views.iter().all(|u| u.promoted(&j.to))
+        });
+        if completed_now || ours_completed {
             if let Some(j) = &journal_view {
                 finish_report(ctx, j, reencryption.as_ref(), promoted, started);
             }
+            unfinished.remove(&instance);
+            ctx.home.save_unfinished_rotations(&unfinished)?;
             return Ok(());
         }
         let step = plan(flow, &views, journal_view.as_ref())?;
+        if let (Flow::Auto, Some(to)) = (flow, step.target())
+            && unfinished.get(&instance).copied().flatten() != Some(to)
+        {
+            unfinished.insert(instance, Some(to));
+            ctx.home.save_unfinished_rotations(&unfinished)?;
+        }
         let unit = |number: usize| -> Result<&Target> {
             units
                 .iter()
@@ -455,6 +487,8 @@ pub async fn rotate(ctx: &Ctx, flow: Flow) -> Result<()> {
                 completed_now = true;
             }
             Step::Done { from, to } => {
+                unfinished.remove(&instance);
+                ctx.home.save_unfinished_rotations(&unfinished)?;
                 if ctx.json {
                     print_json(&json!({"from_vp": from, "to_vp": to, "already_done": true}));
                 } else {

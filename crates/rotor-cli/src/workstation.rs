@@ -446,6 +446,21 @@ impl Home {
         self.write_json("settings.json", settings)
     }
 
+    /// Per instance, the automatic rotation this workstation started and has not reported
+    /// finished: the new master key's VP once known (`null` before). Lets a rerun after a kill
+    /// at the very end report the finished rotation instead of starting another.
+    pub fn unfinished_rotations(&self) -> Result<BTreeMap<Uuid, Option<Vp>>, FileError> {
+        self.read_json("rotations.json")
+    }
+
+    /// Saves the unfinished automatic rotations.
+    pub fn save_unfinished_rotations(
+        &self,
+        rotations: &BTreeMap<Uuid, Option<Vp>>,
+    ) -> Result<(), FileError> {
+        self.write_json("rotations.json", rotations)
+    }
+
     /// Pinned unit identity keys.
     pub fn pins(&self) -> Result<BTreeMap<Uuid, PublicKey>, FileError> {
         self.read_json("pins.json")

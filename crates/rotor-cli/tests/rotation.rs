@@ -404,6 +404,20 @@ async fn both_flows_end_to_end() {
     assert_ne!(third, second);
     assert_rotated_to(&ws, &third);
     verify(&info, &seeded).await;
+
+    // Killed after the service recorded completion but before reporting, the command left its
+    // note on the workstation: running it again reports that rotation, no second one.
+    std::fs::write(
+        ws.home.join("rotations.json"),
+        json!({ info.instance.to_string(): third }).to_string(),
+    )
+    .unwrap();
+    let again = ws.json(&["auto", "rotate"]);
+    assert_eq!(again["to_vp"], third.as_str(), "{again}");
+    assert_eq!(current_vp(&ws), third);
+    // With the note gone, the same command is a new rotation.
+    let fourth = ws.json(&["auto", "rotate"]);
+    assert_ne!(fourth["to_vp"], third.as_str(), "{fourth}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
