@@ -9,9 +9,7 @@
 
 use anyhow::{Result, bail};
 use rotor_crypto::Vp;
-use rotor_unit::wire::{
-    Action, CurrentState, NewState, Outcome, Register, Ski, UnitKind, UnitStatus,
-};
+use rotor_unit::wire::{Action, CurrentState, NewState, Register, Ski, UnitKind, UnitStatus};
 use serde_json::json;
 
 use crate::admin::{Ctx, Target};
@@ -52,33 +50,7 @@ fn say(ctx: &Ctx, line: &str) {
 
 /// Copies the `register` of `source` into the current register of `target`.
 async fn transfer(ctx: &Ctx, source: &Target, register: Register, target: &Target) -> Result<Vp> {
-    let (outcome, _) = ctx.act(target, Action::CreateImporter).await?;
-    let Outcome::Importer { public_key } = outcome else {
-        bail!(
-            "crypto unit {} did not return an importer key",
-            target.number
-        );
-    };
-    let export = Action::Export {
-        register,
-        recipient_unit: target.unit.id,
-        recipient_importer: public_key.clone(),
-    };
-    let (outcome, _) = ctx.act(source, export).await?;
-    let Outcome::Exported { vp, key } = outcome else {
-        bail!(
-            "crypto unit {} did not export its master key",
-            source.number
-        );
-    };
-    ctx.act(
-        target,
-        Action::ImportNew {
-            importer: public_key,
-            key,
-        },
-    )
-    .await?;
+    let vp = crate::rotate::transfer_new(ctx, source, register, target).await?;
     ctx.act(target, Action::Commit { vp }).await?;
     ctx.act(target, Action::SetImmediate { vp }).await?;
     Ok(vp)

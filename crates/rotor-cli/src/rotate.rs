@@ -550,13 +550,13 @@ async fn read_units(
     Ok((units, views))
 }
 
-/// Copies a recovery unit's key into `target`'s new register (uncommitted).
-async fn transfer_new(
+/// Copies a recovery unit's key into `target`'s new register (uncommitted); returns its VP.
+pub(crate) async fn transfer_new(
     ctx: &Ctx,
     source: &Target,
     register: Register,
     target: &Target,
-) -> Result<()> {
+) -> Result<Vp> {
     let (outcome, _) = ctx.act(target, Action::CreateImporter).await?;
     let Outcome::Importer { public_key } = outcome else {
         bail!(
@@ -570,7 +570,7 @@ async fn transfer_new(
         recipient_importer: public_key.clone(),
     };
     let (outcome, _) = ctx.act(source, export).await?;
-    let Outcome::Exported { key, .. } = outcome else {
+    let Outcome::Exported { vp, key } = outcome else {
         bail!(
             "crypto unit {} did not export its master key",
             source.number
@@ -584,7 +584,7 @@ async fn transfer_new(
         },
     )
     .await?;
-    Ok(())
+    Ok(vp)
 }
 
 /// Calls a service route; a refusal becomes a [`ClientError::Rejected`] (exit code 3).

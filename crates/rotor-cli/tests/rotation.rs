@@ -360,11 +360,7 @@ async fn both_flows_end_to_end() {
     );
 
     // Key parts: load, commit, rotate.
-    for custodian in ["D", "E", "F"] {
-        ws.ok(&["parts", "new", "--description", custodian]);
-    }
-    ws.ok(&["mk", "load", "4", "5", "6"]);
-    ws.ok(&["mk", "commit"]);
+    load_new_parts(&ws);
     let committed = ws.json(&["mk"])["units"][0]["new"]["vp"]
         .as_str()
         .unwrap()
@@ -505,11 +501,7 @@ async fn an_abort_rewraps_key_storage_back() {
     let first = current_vp(&ws);
     ws.fails(&["mk", "rotate", "--abort", "--yes"], 1, "no rotation");
 
-    for custodian in ["D", "E", "F"] {
-        ws.ok(&["parts", "new", "--description", custodian]);
-    }
-    ws.ok(&["mk", "load", "4", "5", "6"]);
-    ws.ok(&["mk", "commit"]);
+    load_new_parts(&ws);
     let mut cli = ws.spawn(&["mk", "rotate", "--yes"]);
     let during = wait_journal(&info, |j| {
         j["phase"] == "reencrypting" && j["done"].as_u64() > Some(0)
@@ -535,6 +527,15 @@ async fn an_abort_rewraps_key_storage_back() {
     ws.ok(&["mk", "clear-new", "--yes"]);
 }
 
+/// Three new key parts (numbers 4 to 6) loaded and committed on every unit.
+fn load_new_parts(ws: &Workstation) {
+    for custodian in ["D", "E", "F"] {
+        ws.ok(&["parts", "new", "--description", custodian]);
+    }
+    ws.ok(&["mk", "load", "4", "5", "6"]);
+    ws.ok(&["mk", "commit"]);
+}
+
 /// The same workstation with only unit `number` selected.
 fn ws_only(ws: &Workstation, number: &str) -> Workstation {
     ws.ok(&["units", "deselect", "--all"]);
@@ -553,11 +554,7 @@ async fn service_killed_during_reencryption_then_units_promoted_in_part() {
     let ws = Workstation::of_dev(&info);
     let seeded = seed(&info, 60_000).await;
 
-    for custodian in ["D", "E", "F"] {
-        ws.ok(&["parts", "new", "--description", custodian]);
-    }
-    ws.ok(&["mk", "load", "4", "5", "6"]);
-    ws.ok(&["mk", "commit"]);
+    load_new_parts(&ws);
     let mut cli = ws.spawn(&["mk", "rotate", "--yes"]);
     let during = wait_journal(&info, |j| {
         j["phase"] == "reencrypting" && j["done"].as_u64() > Some(0)

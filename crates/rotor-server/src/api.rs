@@ -399,6 +399,14 @@ fn rotation_error(err: &RotationError) -> Response {
     .into_response()
 }
 
+/// `{"rotation": journal}`, or the refusal.
+fn journal_reply(result: Result<crate::rotation::Journal, RotationError>) -> Response {
+    match result {
+        Ok(journal) => axum::Json(serde_json::json!({ "rotation": journal })).into_response(),
+        Err(err) => rotation_error(&err),
+    }
+}
+
 fn bad_request(message: impl Into<String>) -> Response {
     ApiError {
         code: "bad_request",
@@ -463,14 +471,12 @@ async fn rotation_begin(
             ));
         }
     };
-    match service
-        .rotations
-        .begin(id, request.from_vp, request.to_vp)
-        .await
-    {
-        Ok(journal) => axum::Json(serde_json::json!({ "rotation": journal })).into_response(),
-        Err(err) => rotation_error(&err),
-    }
+    journal_reply(
+        service
+            .rotations
+            .begin(id, request.from_vp, request.to_vp)
+            .await,
+    )
 }
 
 /// Rewraps key storage back to the old master key, once every unit accepted the abort.
@@ -483,10 +489,7 @@ async fn rotation_abort(
         Ok(id) => id,
         Err(response) => return *response,
     };
-    match service.rotations.abort(id).await {
-        Ok(journal) => axum::Json(serde_json::json!({ "rotation": journal })).into_response(),
-        Err(err) => rotation_error(&err),
-    }
+    journal_reply(service.rotations.abort(id).await)
 }
 
 /// Closes the rotation once every unit is promoted.
@@ -499,10 +502,7 @@ async fn rotation_complete(
         Ok(id) => id,
         Err(response) => return *response,
     };
-    match service.rotations.complete(id).await {
-        Ok(journal) => axum::Json(serde_json::json!({ "rotation": journal })).into_response(),
-        Err(err) => rotation_error(&err),
-    }
+    journal_reply(service.rotations.complete(id).await)
 }
 
 #[derive(serde::Deserialize)]

@@ -219,25 +219,7 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 
 impl KeyStore for SqliteStore {
     fn create_key(&self, key: &KeyMeta, first: &KeyVersion) -> Result<(), StoreError> {
-        let mut connection = self.lock()?;
-        let tx = connection.transaction()?;
-        tx.execute(
-            "INSERT INTO keys (instance, id, state, extractable, key_ring, created, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                key.instance.to_string(),
-                key.id.to_string(),
-                u8::from(key.state),
-                key.extractable,
-                key.key_ring,
-                key.created,
-                to_doc(key)?
-            ],
-        )?;
-        insert_version(&tx, key, first)?;
-        for alias in &key.aliases {
-            insert_alias(&tx, key.instance, key.id, alias)?;
-        }
-        tx.commit()?;
+        self.create_keys(std::slice::from_ref(&(key.clone(), first.clone())))?;
         Ok(())
     }
 
@@ -601,6 +583,7 @@ impl KeyStore for SqliteStore {
             let mut insert_key = tx.prepare_cached(
                 "INSERT INTO keys (instance, id, state, extractable, key_ring, created, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
+            // One key or many: the same statements, one transaction.
             for (key, first) in keys {
                 insert_key.execute(params![
                     key.instance.to_string(),
