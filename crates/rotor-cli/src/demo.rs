@@ -120,32 +120,81 @@ impl Client {
             .collect()
     }
 
-    /// Unwraps the key's DEK through the Key Protect API; true if it is the original.
-    async fn unwrap_matches(&self, key: &DemoKey) -> bool {
+    /// A Key Protect request; the answer's body if it succeeded.
+    async fn kp(&self, path: &str, body: &Value) -> Option<Value> {
         let response = self
             .http
-            .post(format!(
-                "{}/api/v2/keys/{}/actions/unwrap",
-                self.endpoint, key.id
-            ))
+            .post(format!("{}{path}", self.endpoint))
             .bearer_auth(self.token.as_str())
             .header("bluemix-instance", self.instance.to_string())
-            .json(&json!({ "ciphertext": key.ciphertext }))
+            .json(body)
             .send()
-            .await;
-        let Ok(response) = response else {
-            return false;
-        };
+            .await
+            .ok()?;
         if !response.status().is_success() {
-            return false;
+            return None;
         }
-        let Ok(body) = response.json::<Value>().await else {
-            return false;
-        };
-        body["plaintext"]
-            .as_str()
-            .and_then(|text| B64.decode(text).ok())
+        // Rotate answers 204 without a body.
+        Some(response.json::<Value>().await.unwrap_or(Value::Null))
+    }
+
+    /// Unwraps the key's DEK through the Key Protect API; true if it is the original.
+    async fn unwrap_matches(&self, key: &DemoKey) -> bool {
+        let path = format!("/api/v2/keys/{}/actions/unwrap", key.id);
+        self.kp(&path, &json!({ "ciphertext": key.ciphertext }))
+            .await
+            .and_then(|body| body["plaintext"].as_str().and_then(|t| B64.decode(t).ok()))
             .is_some_and(|plain| plain.as_slice() == key.dek.as_ref())
+    }
+
+    /// Creates a root key through the Key Protect API and wraps a fresh DEK under it: three
+    /// requests (create, wrap, unwrap); returns how many succeeded, all of them only if the DEK
+    /// comes back.
+    async fn create_and_use(&self, name: &str) -> u64 {
+        let create = json!({
+            "metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+            "resources": [{"type": "application/vnd.ibm.kms.key+json", "name": name, "extractable": false}],
+        });
+        let Some(created) = self.kp("/api/v2/keys", &create).await else {
+            return 0;
+        };
+        let Some(id) = created["resources"][0]["id"]
+            .as_str()
+            .and_then(|id| Uuid::parse_str(id).ok())
+        else {
+            return 0;
+        };
+        let mut dek = Zeroizing::new([0u8; 32]);
+        rotor_crypto::fill_random(dek.as_mut());
+        let wrap = json!({ "plaintext": B64.encode(dek.as_ref()) });
+        let path = format!("/api/v2/keys/{id}/actions/wrap");
+        let Some(ciphertext) = self
+            .kp(&path, &wrap)
+            .await
+            .and_then(|body| body["ciphertext"].as_str().map(str::to_owned))
+        else {
+            return 1;
+        };
+        let key = DemoKey {
+            id,
+            ciphertext,
+            dek,
+        };
+        if self.unwrap_matches(&key).await {
+            3
+        } else {
+            2
+        }
+    }
+
+    /// Rotates a key through the Key Protect API, then unwraps its DEK, whose ciphertext now
+    /// names an older version: two requests; returns how many succeeded.
+    async fn rotate_and_unwrap(&self, key: &DemoKey) -> u64 {
+        let path = format!("/api/v2/keys/{}/actions/rotate", key.id);
+        if self.kp(&path, &json!({})).await.is_none() {
+            return 0;
+        }
+        if self.unwrap_matches(key).await { 2 } else { 1 }
     }
 }
 
@@ -154,9 +203,21 @@ impl Client {
 struct Tally {
     requests: AtomicU64,
     failed: AtomicU64,
+    created: AtomicU64,
+    rotated: AtomicU64,
 }
 
-/// Unwraps keys spread over the whole set from `clients` tasks until `stop` is set.
+impl Tally {
+    fn count(&self, requests: u64, succeeded: u64) {
+        self.requests.fetch_add(requests, Ordering::Relaxed);
+        self.failed
+            .fetch_add(requests - succeeded, Ordering::Relaxed);
+    }
+}
+
+/// Runs the load from `LOAD_CLIENTS` tasks until `stop` is set: most clients unwrap DEKs spread
+/// over the whole key set; one creates root keys and wraps and unwraps a DEK under each; one
+/// rotates existing keys and unwraps their DEKs from the older version.
 fn start_load(
     client: &Client,
     keys: &Arc<Vec<DemoKey>>,
@@ -174,12 +235,21 @@ fn start_load(
             tokio::spawn(async move {
                 // A stride coprime with most sizes walks the whole key set.
                 let mut index = worker * 7919;
+                let mut made = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     index = (index + 104_729) % keys.len();
-                    let ok = client.unwrap_matches(&keys[index]).await;
-                    tally.requests.fetch_add(1, Ordering::Relaxed);
-                    if !ok {
-                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                    match worker {
+                        0 => {
+                            made += 1;
+                            let name = format!("made-during-rotation-{made}");
+                            tally.count(3, client.create_and_use(&name).await);
+                            tally.created.fetch_add(1, Ordering::Relaxed);
+                        }
+                        1 => {
+                            tally.count(2, client.rotate_and_unwrap(&keys[index]).await);
+                            tally.rotated.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => tally.count(1, u64::from(client.unwrap_matches(&keys[index]).await)),
                     }
                 }
             })
@@ -281,7 +351,7 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
     say(
         json_output,
         &format!(
-            "\nRotating the master key with 'rotor auto rotate' while {LOAD_CLIENTS} clients unwrap DEKs through the Key Protect API....\n$ rotor auto rotate"
+            "\nRotating the master key with 'rotor auto rotate' while {LOAD_CLIENTS} clients use the Key Protect API\n(unwrap DEKs; create keys and use them; rotate keys and unwrap from the older version)....\n$ rotor auto rotate"
         ),
     );
     let stop = Arc::new(AtomicBool::new(false));
@@ -306,6 +376,16 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
         .zip(journal["rotation"]["started"].as_i64())
         .map(|(end, start)| (end - start) as f64 / 1000.0);
     let new_vp = rotated["to_vp"].as_str().unwrap_or_default().to_owned();
+    // Keys made during the rotation must be under the new master key like all the others.
+    let under_old: u64 = journal["key_storage"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry["vp"].as_str() != Some(new_vp.as_str()))
+        .filter_map(|entry| entry["key_versions"].as_u64())
+        .sum();
+    let created = tally.created.load(Ordering::Relaxed);
+    let rotated_keys = tally.rotated.load(Ordering::Relaxed);
     let requests = tally.requests.load(Ordering::Relaxed);
     let failed = tally.failed.load(Ordering::Relaxed);
     #[allow(clippy::cast_precision_loss)] // a rate, shown rounded
@@ -313,7 +393,7 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
     say(
         json_output,
         &format!(
-            "Rotated {} keys from master key {old_vp}\n                     to master key {new_vp}\nin {rotation_seconds:.2} s ({keys_per_second:.0} keys/s), the whole command included; {requests} unwrap requests during it, {failed} failed.",
+            "Rotated {} keys from master key {old_vp}\n                     to master key {new_vp}\nin {rotation_seconds:.2} s ({keys_per_second:.0} keys/s), the whole command included.\nDuring it: {requests} Key Protect requests ({created} keys created and used, {rotated_keys} keys rotated, the rest unwraps), {failed} failed; {under_old} key versions left under another master key.",
             keys.len()
         ),
     );
@@ -340,6 +420,9 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
         "reencryption_seconds": reencryption_seconds,
         "requests_during_rotation": requests,
         "failed_requests": failed,
+        "keys_created_during_rotation": created,
+        "keys_rotated_during_rotation": rotated_keys,
+        "key_versions_under_other_master_keys": under_old,
         "verified_keys": verified,
         "old_vp": old_vp,
         "new_vp": new_vp,
@@ -369,9 +452,9 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
     if json_output {
         print_json(&summary);
     }
-    if failed > 0 || verified != keys.len() as u64 {
+    if failed > 0 || verified != keys.len() as u64 || under_old > 0 {
         bail!(
-            "the demo failed: {failed} failed requests, {verified} of {} keys verified",
+            "the demo failed: {failed} failed requests, {verified} of {} keys verified, {under_old} key versions under another master key",
             keys.len()
         );
     }

@@ -1,6 +1,7 @@
-//! The load test of the issue: `rotor demo` rotates the master key under 100,000 root keys while
-//! 16 clients unwrap DEKs through the Key Protect API; no request may fail and every DEK must
-//! unwrap to its original afterwards. (Speed is measured by the benchmark, not here.)
+//! The load test: `rotor demo` rotates the master key under 100,000 root keys while 16 clients
+//! use the Key Protect API (unwrap, create and use keys, rotate keys); no request may fail, every
+//! DEK must unwrap to its original afterwards, and every key version must end under the new
+//! master key. (Speed is measured by the benchmark, not here.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,6 +23,19 @@ fn a_rotation_of_100000_keys_under_load_fails_no_request() {
     assert!(
         summary["requests_during_rotation"].as_u64().unwrap() > 0,
         "the load ran during the rotation: {summary}"
+    );
+    // Keys were created and rotated while it ran, and all of them ended under the new key.
+    assert!(
+        summary["keys_created_during_rotation"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert!(
+        summary["keys_rotated_during_rotation"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["key_versions_under_other_master_keys"], 0,
+        "{summary}"
     );
     assert_ne!(summary["old_vp"], summary["new_vp"], "{summary}");
 }
