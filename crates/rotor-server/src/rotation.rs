@@ -513,7 +513,8 @@ impl Rotations {
         // While the engine runs, its own count is current and costs no scan of the keystore.
         let remaining = match journal.direction() {
             Some(_) if live.running => {
-                journal.done = journal.done.max(live.done);
+                // Batches in flight when admins aborted may still land on the old count.
+                journal.done = journal.done.max(live.done).min(journal.total);
                 journal.total.saturating_sub(journal.done)
             }
             Some((source, _)) => self.count_under(instance, &source)?,
