@@ -163,19 +163,7 @@ pub async fn dev(args: DevArgs, json_output: bool) -> Result<()> {
         initialize(info, true).await?;
     }
     if let Some(path) = &args.info_file {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let tmp = path.with_extension("tmp");
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut file| {
-                file.write_all(&serde_json::to_vec_pretty(info).unwrap_or_default())
-            })
-            .and_then(|()| std::fs::rename(&tmp, path))
+        rotor_util::fs::write_durable(path, &serde_json::to_vec_pretty(info)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if json_output {

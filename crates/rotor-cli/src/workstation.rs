@@ -10,8 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rotor_crypto::{Argon2Params, PublicKey, Secret32, SigningKey, Vp, argon2id, fill_random};
@@ -99,19 +98,9 @@ fn corrupt(path: &Path, why: impl Into<String>) -> FileError {
     }
 }
 
-/// Writes a file with mode 0600 through a temporary file and a rename.
+/// Writes a file with mode 0600, durably and atomically.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    file.write_all(bytes).map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
+    rotor_util::fs::write_durable(path, bytes).map_err(io_err(path))
 }
 
 /// Reads a password: `ROTOR_PASSWORD` if set, else a prompt on the terminal.

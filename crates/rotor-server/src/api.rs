@@ -28,7 +28,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::config::{Config, UnitConfig};
-use crate::iam::{Iam, Role, load_or_create_secret, unix_now};
+use rotor_util::time::unix_now;
+
+use crate::iam::{Iam, Role, load_or_create_secret};
 use crate::kp::{InstanceUnits, KpState};
 use crate::rotation::{RotationError, RotationUnit, Rotations};
 
@@ -347,7 +349,7 @@ async fn keystore(
         return err.into_response();
     }
     let store = Arc::clone(&service.kp.store);
-    match tokio::task::block_in_place(|| store.count_by_vp(id)) {
+    match rotor_util::blocking(|| store.count_by_vp(id)) {
         Ok(counts) => {
             let master_keys: Vec<_> = counts
                 .iter()

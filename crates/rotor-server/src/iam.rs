@@ -34,7 +34,6 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -178,13 +177,7 @@ pub fn new_api_key() -> (String, String) {
     (key, hash)
 }
 
-/// Seconds since the Unix epoch, the `now` of [`Iam::issue`] and [`Iam::verify`].
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or(0)
-}
+pub use rotor_util::time::unix_now;
 
 /// Why a token was not issued, a request not authorized, or the IAM setup not usable.
 ///

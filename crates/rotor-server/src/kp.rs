@@ -33,8 +33,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::iam::{Claims, Iam, IamError, Role, unix_now};
-use crate::time::rfc3339;
+use rotor_util::time::{now_ms, rfc3339, unix_now};
+
+use crate::iam::{Claims, Iam, IamError, Role};
 
 const KEY_TYPE: &str = "application/vnd.ibm.kms.key+json";
 const ERROR_TYPE: &str = "application/vnd.ibm.kms.error+json";
@@ -153,10 +154,7 @@ impl From<StoreError> for KpError {
 
 pub(crate) type KpResult<T> = Result<T, KpError>;
 
-/// Runs blocking storage work without stalling the runtime.
-pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(work)
-}
+pub(crate) use rotor_util::blocking;
 
 /// The caller: instance from `Bluemix-Instance`, identity from the bearer token.
 pub(crate) struct Caller {
@@ -317,10 +315,6 @@ fn key_ref(key: &KeyMeta, version: &KeyVersion) -> KeyRef {
         },
         blob: version.blob.clone(),
     }
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(unix_now()).unwrap_or(0).saturating_mul(1000)
 }
 
 fn crn(instance: Uuid, kind: &str, id: &str) -> String {

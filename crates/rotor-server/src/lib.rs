@@ -12,7 +12,6 @@ pub mod iam;
 pub mod kp;
 mod openapi;
 pub mod rotation;
-mod time;
 
 pub use api::Service;
 pub use config::Config;

@@ -21,6 +21,8 @@ use rotor_unit::keyapi::{
 };
 use rotor_unit::keys::{Binding, BlobBinding};
 use rotor_unit::wire::{NewState, RotationLock, UnitStatus};
+use rotor_util::blocking;
+use rotor_util::time::now_ms;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, mpsc};
 use uuid::Uuid;
@@ -306,18 +308,6 @@ pub struct Rotations {
     /// Held for every read-change-write of a journal, so the engine's progress never
     /// overwrites a phase that an admin request changed meanwhile.
     journal_lock: Arc<tokio::sync::Mutex<()>>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-        })
-}
-
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(work)
 }
 
 impl Rotations {

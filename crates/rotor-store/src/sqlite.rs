@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rotor_crypto::Vp;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -98,11 +97,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     Ok(connection)
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use rotor_util::time::now_ms;
 
 fn parse_doc(doc: &str) -> Result<KeyMeta, StoreError> {
     serde_json::from_str(doc).map_err(|err| StoreError::Corrupt(err.to_string()))

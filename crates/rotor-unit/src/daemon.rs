@@ -124,7 +124,7 @@ impl Unit {
             }
         };
         if next.rotation != inner.state.rotation {
-            let saved = tokio::task::block_in_place(|| inner.store.save(&self.identity, &next));
+            let saved = rotor_util::blocking(|| inner.store.save(&self.identity, &next));
             if let Err(err) = saved {
                 tracing::error!(error = %err, "state not saved; reencryption not recorded");
                 let err = UnitError::Storage;
@@ -280,7 +280,7 @@ async fn command(State(unit): State<Unit>, body: Bytes) -> Response {
         let mut inner = unit.inner.lock().await;
         match inner.state.apply(&request.signed, &mut OsEntropy) {
             Ok((next, outcome)) => {
-                let saved = tokio::task::block_in_place(|| inner.store.save(&unit.identity, &next));
+                let saved = rotor_util::blocking(|| inner.store.save(&unit.identity, &next));
                 match saved {
                     Ok(()) => {
                         tracing::info!(
@@ -325,8 +325,6 @@ pub struct ServeInfo {
 impl ServeInfo {
     /// Writes the info file atomically, so a reader never sees half of it.
     pub fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).unwrap_or_default())?;
-        std::fs::rename(tmp, path)
+        rotor_util::fs::write_durable(path, &serde_json::to_vec_pretty(self).unwrap_or_default())
     }
 }

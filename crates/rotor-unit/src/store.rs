@@ -8,7 +8,7 @@
 //! - `lock`: held while a daemon serves the directory, so two cannot.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -112,24 +112,10 @@ fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) 
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file, fsyncs it, renames it into place and
-/// fsyncs the directory: afterwards the file holds either the old or the new bytes, durably.
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = path.with_extension("tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_error("create", &tmp))?;
-    file.write_all(bytes).map_err(io_error("write", &tmp))?;
-    file.sync_all().map_err(io_error("sync", &tmp))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(io_error("replace", path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("sync directory", dir))
+/// Replaces `path` durably (see [`rotor_util::fs::write_durable`]): afterwards the file holds
+/// either the old or the new bytes.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    rotor_util::fs::write_durable(path, bytes).map_err(io_error("replace", path))
 }
 
 impl UnitStore {
@@ -164,7 +150,7 @@ impl UnitStore {
                     return Err(StoreError::MissingSealKey(key_path));
                 }
                 let key = Secret32::random();
-                write_atomically(dir, &key_path, key.expose())?;
+                write_atomically(&key_path, key.expose())?;
                 key
             }
             Err(err) => return Err(io_error("read", &key_path)(err)),
@@ -228,7 +214,7 @@ impl UnitStore {
         );
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&seal_aes256gcm(&self.seal_key, MAGIC, &plain));
-        write_atomically(&self.dir, &self.dir.join(STATE), &bytes)
+        write_atomically(&self.dir.join(STATE), &bytes)
     }
 }
 
