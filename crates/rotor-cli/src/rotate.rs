@@ -617,7 +617,8 @@ pub async fn service(
     }
     if status.is_client_error() {
         return Err(ClientError::Rejected(rotor_unit::wire::ErrorBody {
-            code: body["code"].as_str().unwrap_or("refused").to_owned(),
+            code: serde_json::from_value(body["code"].clone())
+                .unwrap_or(rotor_unit::error::ErrorCode::Unknown),
             message: body["message"].as_str().unwrap_or("refused").to_owned(),
         })
         .into());

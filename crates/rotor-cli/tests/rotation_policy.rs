@@ -15,9 +15,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rotor_server::iam::{Iam, IamConfig};
-use rotor_server::kp::{InstanceUnits, KpState, rotate_due};
+use rotor_server::kp::{KpState, rotate_due};
+use rotor_server::pool::{PoolUnit, UnitPool};
 use rotor_store::{KeyStore, SqliteStore};
-use rotor_unit::keyapi::KeyClient;
+use rotor_unit::backend::{HttpUnit, UnitLink};
 use serde_json::{Value, json};
 
 fn key_body(name: &str, extra: Value) -> Value {
@@ -100,7 +101,15 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
     let units = info
         .units
         .iter()
-        .map(|unit| KeyClient::new(http.clone(), unit.address, Arc::clone(&units_token)))
+        .map(|unit| PoolUnit {
+            id: unit.id,
+            operational: true,
+            link: UnitLink::Http(HttpUnit::new(
+                http.clone(),
+                unit.address,
+                Arc::clone(&units_token),
+            )),
+        })
         .collect();
     let state = KpState {
         store: Arc::new(store),
@@ -108,7 +117,7 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
             rotor_crypto::Secret32::random(),
             &IamConfig::default(),
         )),
-        instances: Arc::new(HashMap::from([(info.instance, InstanceUnits::new(units))])),
+        units: UnitPool::new(HashMap::from([(info.instance, units)])),
         purge_after_seconds: 0,
         gate: Arc::default(),
     };

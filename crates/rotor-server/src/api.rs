@@ -31,11 +31,22 @@ use crate::config::{Config, UnitConfig};
 use rotor_util::time::unix_now;
 
 use crate::iam::{Iam, Role, load_or_create_secret};
-use crate::kp::{InstanceUnits, KpState};
-use crate::rotation::{RotationError, RotationUnit, Rotations};
+use crate::kp::KpState;
+use crate::pool::{PoolUnit, UnitPool};
+use crate::rotation::{RotationError, Rotations};
+use rotor_unit::backend::{HttpUnit, UnitLink};
 
 /// The largest request body the service accepts.
 pub const MAX_BODY: usize = 1 << 20;
+
+/// The HTTP client for units: connections kept open for the hot path.
+fn unit_http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap_or_default()
+}
 
 /// Shared state of the service.
 #[derive(Clone)]
@@ -91,30 +102,10 @@ struct InstanceView<'a> {
 }
 
 impl Service {
-    /// Opens the keystore and token key in the data directory and connects to the units.
+    /// Opens the keystore and token key in the data directory and connects to the units of
+    /// the configuration over HTTP.
     pub fn open(config: Config) -> Result<Self, StartError> {
-        // The keystore and the token signing key live here: readable by the service only.
-        std::fs::create_dir_all(&config.data_dir)
-            .and_then(|()| {
-                use std::os::unix::fs::PermissionsExt as _;
-                std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
-            })
-            .map_err(|err| {
-                StartError(format!(
-                    "cannot prepare {}: {err}",
-                    config.data_dir.display()
-                ))
-            })?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .build()
-            .unwrap_or_default();
-        let secret = load_or_create_secret(&config.data_dir.join("iam.key"))
-            .map_err(|err| StartError(err.to_string()))?;
-        let iam = Arc::new(Iam::new(secret, &config.iam));
-        let store = rotor_store::SqliteStore::open(&config.data_dir.join("keys.db"))
-            .map_err(|err| StartError(format!("cannot open the keystore: {err}")))?;
+        let http = unit_http_client();
         let token = match &config.units_token_file {
             Some(path) => Some(Arc::new(
                 std::fs::read_to_string(path)
@@ -132,36 +123,14 @@ impl Service {
                     Some(token) => instance
                         .units
                         .iter()
-                        .filter(|unit| unit.kind == rotor_unit::wire::UnitKind::Operational)
-                        .map(|unit| {
-                            rotor_unit::keyapi::KeyClient::new(
-                                http.clone(),
-                                unit.address,
-                                Arc::clone(token),
-                            )
-                        })
-                        .collect(),
-                    None => Vec::new(),
-                };
-                (instance.id, InstanceUnits::new(units))
-            })
-            .collect();
-        let rotation_units = config
-            .instances
-            .iter()
-            .map(|instance| {
-                let units = match &token {
-                    Some(token) => instance
-                        .units
-                        .iter()
-                        .map(|unit| RotationUnit {
+                        .map(|unit| PoolUnit {
                             id: unit.id,
-                            client: rotor_unit::keyapi::KeyClient::new(
+                            operational: unit.kind == rotor_unit::wire::UnitKind::Operational,
+                            link: UnitLink::Http(HttpUnit::new(
                                 http.clone(),
                                 unit.address,
                                 Arc::clone(token),
-                            ),
-                            operational: unit.kind == rotor_unit::wire::UnitKind::Operational,
+                            )),
                         })
                         .collect(),
                     None => Vec::new(),
@@ -169,13 +138,37 @@ impl Service {
                 (instance.id, units)
             })
             .collect();
+        Self::open_with_units(config, UnitPool::new(instances))
+    }
+
+    /// Opens the keystore and token key in the data directory and serves key operations
+    /// through `units` (units as processes, or in process for tests).
+    pub fn open_with_units(config: Config, units: UnitPool) -> Result<Self, StartError> {
+        // The keystore and the token signing key live here: readable by the service only.
+        std::fs::create_dir_all(&config.data_dir)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|err| {
+                StartError(format!(
+                    "cannot prepare {}: {err}",
+                    config.data_dir.display()
+                ))
+            })?;
+        let http = unit_http_client();
+        let secret = load_or_create_secret(&config.data_dir.join("iam.key"))
+            .map_err(|err| StartError(err.to_string()))?;
+        let iam = Arc::new(Iam::new(secret, &config.iam));
+        let store = rotor_store::SqliteStore::open(&config.data_dir.join("keys.db"))
+            .map_err(|err| StartError(format!("cannot open the keystore: {err}")))?;
         let store: Arc<dyn rotor_store::KeyStore> = Arc::new(store);
         let gate = Arc::default();
-        let rotations = Rotations::new(Arc::clone(&store), rotation_units, Arc::clone(&gate));
+        let rotations = Rotations::new(Arc::clone(&store), units.clone(), Arc::clone(&gate));
         let kp = KpState {
             store,
             iam: Arc::clone(&iam),
-            instances: Arc::new(instances),
+            units,
             purge_after_seconds: config.purge_after_seconds,
             gate,
         };

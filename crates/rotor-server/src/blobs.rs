@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use rotor_unit::keyapi::{
-    GenerateRequest, KeyRef, Plaintext, SealedKey, UnwrapRequest, WrapRequest, Wrapped,
+    GenerateRequest, KeyRef, Plaintext, RewrapToNew, SealedKey, UnwrapRequest, WrapRequest, Wrapped,
 };
 use rotor_unit::keys::Binding;
 use serde_json::json;
@@ -87,7 +87,7 @@ pub(crate) async fn blob_operation(
                 binding: binding(instance, id),
                 length: 32,
             };
-            let sealed: SealedKey = state.unit_call(instance, "generate", &request).await?;
+            let sealed: SealedKey = state.unit_call(instance, &request).await?;
             json!({"blob": encode(id, &sealed.blob), "vp": sealed.vp})
         }
         "wrap" => {
@@ -97,7 +97,7 @@ pub(crate) async fn blob_operation(
                 plaintext: decode_b64("plaintext", &value)?,
                 aad: aad_of(&value)?,
             };
-            let wrapped: Wrapped = state.unit_call(instance, "wrap", &request).await?;
+            let wrapped: Wrapped = state.unit_call(instance, &request).await?;
             let mut answer = json!({"ciphertext": B64.encode(&wrapped.ciphertext)});
             if let Some(plaintext) = wrapped.plaintext {
                 answer["plaintext"] = json!(B64.encode(plaintext));
@@ -112,12 +112,12 @@ pub(crate) async fn blob_operation(
                     .ok_or_else(|| KpError::bad_request("'ciphertext' is required"))?,
                 aad: aad_of(&value)?,
             };
-            let plain: Plaintext = state.unit_call(instance, "unwrap", &request).await?;
+            let plain: Plaintext = state.unit_call(instance, &request).await?;
             json!({"plaintext": B64.encode(&plain.plaintext)})
         }
         "rewrap" => {
             let (id, key) = key_ref(instance, &value)?;
-            let sealed: SealedKey = state.unit_call(instance, "rewrap-to-new", &key).await?;
+            let sealed: SealedKey = state.unit_call(instance, &RewrapToNew { key }).await?;
             json!({"blob": encode(id, &sealed.blob), "vp": sealed.vp})
         }
         other => {

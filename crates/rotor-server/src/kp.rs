@@ -8,7 +8,6 @@
 //! usable master key).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,14 +17,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use rotor_proto::error::ErrorCode;
 use rotor_store::{
     Deletion, DeletionAuthorization, KeyMeta, KeyRing, KeyState, KeyStore, KeyVersion, ListFilter,
     StoreError,
 };
+use rotor_unit::daemon::Served;
 use rotor_unit::keyapi::{
     ExportRequest, GenerateBatch, GenerateItem, GenerateRequest, GeneratedBatch, ImportRequest,
-    ImportTokenKeys, ImportTokenRequest, KeyCallError, KeyClient, KeyRef, Plaintext, RewrapRequest,
-    SealedKey, SecureImportRequest, UnwrapRequest, WrapRequest, Wrapped,
+    ImportTokenKeys, ImportTokenRequest, KeyRef, Plaintext, RewrapRequest, SealedKey,
+    SecureImportRequest, UnwrapRequest, WrapRequest, Wrapped,
 };
 use rotor_unit::keys::{Binding, ciphertext_version};
 use serde::Deserialize;
@@ -36,6 +37,7 @@ use zeroize::Zeroizing;
 use rotor_util::time::{now_ms, rfc3339, unix_now};
 
 use crate::iam::{Claims, Iam, IamError, Role};
+use crate::pool::{PoolError, UnitPool};
 
 const KEY_TYPE: &str = "application/vnd.ibm.kms.key+json";
 const ERROR_TYPE: &str = "application/vnd.ibm.kms.error+json";
@@ -44,24 +46,6 @@ const DELETION_AUTHORIZATION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// How long a deleted key can be restored (Key Protect: 30 days).
 const RESTORE_WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
 
-/// The units of one instance that serve key operations.
-#[derive(Clone, Debug)]
-pub struct InstanceUnits {
-    /// Key operation clients, one per operational unit.
-    pub units: Vec<KeyClient>,
-    next: Arc<AtomicUsize>,
-}
-
-impl InstanceUnits {
-    /// Units tried in turn, starting from a rotating position.
-    pub fn new(units: Vec<KeyClient>) -> Self {
-        Self {
-            units,
-            next: Arc::default(),
-        }
-    }
-}
-
 /// What the Key Protect routes share.
 #[derive(Clone)]
 pub struct KpState {
@@ -69,8 +53,8 @@ pub struct KpState {
     pub store: Arc<dyn KeyStore>,
     /// Token verification.
     pub iam: Arc<Iam>,
-    /// Units per instance.
-    pub instances: Arc<std::collections::HashMap<Uuid, InstanceUnits>>,
+    /// The units of every instance.
+    pub units: UnitPool,
     /// How long after deletion a key may be purged, in seconds (Key Protect: 4 hours).
     pub purge_after_seconds: u64,
     /// Held for reading while a new blob is wrapped and stored; a rotation takes it for
@@ -134,6 +118,30 @@ impl From<IamError> for KpError {
     }
 }
 
+impl From<PoolError> for KpError {
+    fn from(err: PoolError) -> Self {
+        match err {
+            PoolError::UnknownInstance(_) => Self::not_found("unknown instance"),
+            PoolError::NoOperationalUnit => Self::conflict(
+                "NO_CRYPTO_UNIT_ERR",
+                "this instance has no operational crypto unit",
+            ),
+            PoolError::Refused(body) => match body.code {
+                ErrorCode::NoNewMasterKey => Self::conflict("NO_NEW_MASTER_KEY_ERR", body.message),
+                ErrorCode::InvalidCiphertext => Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "UNPROCESSABLE_CIPHERTEXT_ERR",
+                    "the ciphertext is invalid, was made with another key, or the additional authenticated data differs",
+                ),
+                _ => Self::bad_request(body.message),
+            },
+            PoolError::Unavailable { .. } | PoolError::UnitUnreachable { .. } => {
+                Self::conflict("NO_MASTER_KEY_ERR", err.to_string())
+            }
+        }
+    }
+}
+
 impl From<StoreError> for KpError {
     fn from(err: StoreError) -> Self {
         match err {
@@ -176,7 +184,7 @@ impl KpState {
             KpError::bad_request("the Bluemix-Instance header is not an instance id")
         })?;
         claims.allows(Some(instance), needed)?;
-        if !self.instances.contains_key(&instance) {
+        if !self.units.contains(instance) {
             return Err(KpError::new(
                 StatusCode::NOT_FOUND,
                 "INSTANCE_NOT_FOUND_ERR",
@@ -186,106 +194,26 @@ impl KpState {
         Ok(Caller { instance, claims })
     }
 
-    /// Runs a key operation on the instance's units, trying each in turn.
-    pub(crate) async fn unit_call<Req: serde::Serialize, Resp: for<'de> Deserialize<'de>>(
+    /// Runs a key operation on the instance's units (see [`UnitPool::call`]).
+    pub(crate) async fn unit_call<Op: Served>(
         &self,
         instance: Uuid,
-        op: &str,
-        request: &Req,
-    ) -> KpResult<Resp> {
-        let units = self
-            .instances
-            .get(&instance)
-            .ok_or_else(|| KpError::not_found("unknown instance"))?;
-        if units.units.is_empty() {
-            return Err(KpError::conflict(
-                "NO_CRYPTO_UNIT_ERR",
-                "this instance has no operational crypto unit",
-            ));
-        }
-        let start = units.next.fetch_add(1, Ordering::Relaxed);
-        let mut last = None;
-        for offset in 0..units.units.len() {
-            let unit = &units.units[(start + offset) % units.units.len()];
-            match unit.call(op, request).await {
-                Ok(response) => return Ok(response),
-                Err(KeyCallError::Refused { status: 409, body })
-                    if body.code == "no_new_master_key" =>
-                {
-                    return Err(KpError::conflict("NO_NEW_MASTER_KEY_ERR", body.message));
-                }
-                Err(KeyCallError::Refused { status, body }) if status == 400 || status == 403 => {
-                    return Err(match body.code.as_str() {
-                        "invalid_ciphertext" if op == "secure-import" => KpError::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "IMPORT_VERIFICATION_ERR",
-                            "the encrypted key material, nonce or IV do not verify against the import token",
-                        ),
-                        "invalid_ciphertext" => KpError::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "UNPROCESSABLE_CIPHERTEXT_ERR",
-                            "the ciphertext is invalid, was made with another key, or the additional authenticated data differs",
-                        ),
-                        _ => KpError::bad_request(body.message),
-                    });
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "crypto unit could not serve a key operation; trying the next");
-                    last = Some(err);
-                }
-            }
-        }
-        let why = last.map(|err| err.to_string()).unwrap_or_default();
-        Err(KpError::conflict(
-            "NO_MASTER_KEY_ERR",
-            format!(
-                "no crypto unit of this instance could serve the request: none has a usable current master key or none is reachable (last: {why})"
-            ),
-        ))
+        request: &Op,
+    ) -> KpResult<Op::Reply> {
+        self.units
+            .call(instance, request)
+            .await
+            .map_err(KpError::from)
     }
 
-    /// A batch operation (postcard bodies) on the first unit that serves it.
-    async fn unit_call_batch<Req: serde::Serialize, Resp: for<'de> Deserialize<'de>>(
+    /// [`Self::unit_call`] with a request built from stored blobs (see
+    /// [`UnitPool::call_fresh`]).
+    async fn unit_call_fresh<Op: Served>(
         &self,
         instance: Uuid,
-        op: &str,
-        request: &Req,
-    ) -> KpResult<Resp> {
-        let units = self
-            .instances
-            .get(&instance)
-            .ok_or_else(|| KpError::not_found("unknown instance"))?;
-        let mut last = String::from("this instance has no operational crypto unit");
-        for unit in &units.units {
-            match unit.call_batch(op, request).await {
-                Ok(answer) => return Ok(answer),
-                Err(KeyCallError::Refused { status: 400, body }) => {
-                    return Err(KpError::bad_request(body.message));
-                }
-                Err(err) => last = err.to_string(),
-            }
-        }
-        Err(KpError::conflict(
-            "NO_MASTER_KEY_ERR",
-            format!("no crypto unit of this instance could serve the request (last: {last})"),
-        ))
-    }
-
-    /// [`Self::unit_call`] with a request built from stored blobs; when no unit can serve it,
-    /// the request is built again and tried once more, since a rotation may have rewrapped a
-    /// blob between the read and a unit's promotion.
-    async fn unit_call_fresh<Req: serde::Serialize, Resp: for<'de> Deserialize<'de>>(
-        &self,
-        instance: Uuid,
-        op: &str,
-        build: impl Fn() -> KpResult<Req>,
-    ) -> KpResult<Resp> {
-        match self.unit_call(instance, op, &build()?).await {
-            Err(err) if err.code == "NO_MASTER_KEY_ERR" => {
-                self.unit_call(instance, op, &build()?).await
-            }
-            other => other,
-        }
+        build: impl Fn() -> KpResult<Op>,
+    ) -> KpResult<Op::Reply> {
+        self.units.call_fresh(instance, build).await
     }
 
     fn find_key(&self, caller: &Caller, id: &str) -> KpResult<KeyMeta> {
@@ -587,11 +515,7 @@ async fn create_from(
         }
         Some(material) => {
             state
-                .unit_call(
-                    caller.instance,
-                    "import",
-                    &ImportRequest { binding, material },
-                )
+                .unit_call(caller.instance, &ImportRequest { binding, material })
                 .await?
         }
         None if secure => {
@@ -603,7 +527,6 @@ async fn create_from(
             state
                 .unit_call(
                     caller.instance,
-                    "generate",
                     &GenerateRequest {
                         binding,
                         length: 32,
@@ -701,9 +624,7 @@ pub async fn create_keys_batch(
         .collect();
     let ids: Vec<Uuid> = items.iter().map(|item| item.binding.key).collect();
     let _gate = state.gate.read().await;
-    let generated: GeneratedBatch = state
-        .unit_call_batch(instance, "generate-batch", &GenerateBatch { items })
-        .await?;
+    let generated: GeneratedBatch = state.unit_call(instance, &GenerateBatch { items }).await?;
     if generated.keys.len() != ids.len() {
         return Err(KpError::conflict(
             "NO_MASTER_KEY_ERR",
@@ -787,7 +708,17 @@ async fn secure_import(
         encrypted_nonce,
         iv,
     };
-    state.unit_call(instance, "secure-import", &request).await
+    state.unit_call(instance, &request).await.map_err(|err| {
+        if err.code == "UNPROCESSABLE_CIPHERTEXT_ERR" {
+            KpError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "IMPORT_VERIFICATION_ERR",
+                "the encrypted key material, nonce or IV do not verify against the import token",
+            )
+        } else {
+            err
+        }
+    })
 }
 
 fn no_import_token() -> KpError {
@@ -871,9 +802,7 @@ async fn create_import_token(
         token: id,
     };
     let _gate = state.gate.read().await;
-    let keys: ImportTokenKeys = state
-        .unit_call(caller.instance, "import-token", &request)
-        .await?;
+    let keys: ImportTokenKeys = state.unit_call(caller.instance, &request).await?;
     let mut nonce = [0u8; 12];
     rotor_crypto::fill_random(&mut nonce);
     let created = now_ms();
@@ -1076,7 +1005,7 @@ async fn get_key(
     let may_read_material = caller.claims.role.permits(Role::Writer);
     let payload = if key.extractable && key.state == KeyState::Active && may_read_material {
         let exported: Plaintext = state
-            .unit_call(caller.instance, "export", &ExportRequest { key: newest })
+            .unit_call(caller.instance, &ExportRequest { key: newest })
             .await?;
         Some(exported.plaintext)
     } else {
@@ -1301,9 +1230,7 @@ async fn wrap(
             .version(key.instance, key.id, key.newest_version)
     })?
     .map(|v| v.id);
-    let wrapped: Wrapped = state
-        .unit_call_fresh(caller.instance, "wrap", request)
-        .await?;
+    let wrapped: Wrapped = state.unit_call_fresh(caller.instance, request).await?;
     let mut body = json!({
         "ciphertext": B64.encode(&wrapped.ciphertext),
         "keyVersion": {"id": version_id},
@@ -1353,7 +1280,7 @@ async fn unwrap(
     };
     if rewrap {
         let wrapped: Wrapped = state
-            .unit_call_fresh(caller.instance, "rewrap", || rewrap_request(false))
+            .unit_call_fresh(caller.instance, || rewrap_request(false))
             .await?;
         return Ok(axum::Json(json!({
             "ciphertext": B64.encode(&wrapped.ciphertext),
@@ -1370,9 +1297,7 @@ async fn unwrap(
                 aad: aad.clone(),
             })
         };
-        let plain: Plaintext = state
-            .unit_call_fresh(caller.instance, "unwrap", request)
-            .await?;
+        let plain: Plaintext = state.unit_call_fresh(caller.instance, request).await?;
         return Ok(axum::Json(json!({
             "plaintext": B64.encode(&plain.plaintext),
             "keyVersion": {"id": from_id},
@@ -1382,7 +1307,7 @@ async fn unwrap(
     // An older version: as Key Protect does, hand back the DEK wrapped under the newest version
     // too, in one pass through the unit.
     let wrapped: Wrapped = state
-        .unit_call_fresh(caller.instance, "rewrap", || rewrap_request(true))
+        .unit_call_fresh(caller.instance, || rewrap_request(true))
         .await?;
     Ok(axum::Json(json!({
         "plaintext": B64.encode(wrapped.plaintext.unwrap_or_default()),
@@ -1437,8 +1362,8 @@ const MONTH_MS: i64 = 30 * 24 * 3600 * 1000;
 pub async fn rotate_by_policy(state: KpState) {
     loop {
         tokio::time::sleep(POLICY_CHECK).await;
-        for instance in state.instances.keys() {
-            if let Err(err) = rotate_due(&state, *instance).await {
+        for instance in state.units.instances() {
+            if let Err(err) = rotate_due(&state, instance).await {
                 tracing::warn!(instance = %instance, error = ?err, "rotation by policy failed; retrying later");
             }
         }
@@ -1492,14 +1417,13 @@ async fn add_version(
     let sealed: SealedKey = match payload {
         Some(material) => {
             state
-                .unit_call(instance, "import", &ImportRequest { binding, material })
+                .unit_call(instance, &ImportRequest { binding, material })
                 .await?
         }
         None => {
             state
                 .unit_call(
                     instance,
-                    "generate",
                     &GenerateRequest {
                         binding,
                         length: 32,

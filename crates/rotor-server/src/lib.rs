@@ -11,6 +11,7 @@ pub mod dev;
 pub mod iam;
 pub mod kp;
 mod openapi;
+pub mod pool;
 pub mod rotation;
 
 pub use api::Service;

@@ -15,14 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rotor_crypto::Vp;
+use rotor_proto::keyops::{BatchItem, FinishReencryption, RewrapBatch};
 use rotor_store::{BlobReplacement, KeyStore, StoreError, StoredBlob};
-use rotor_unit::keyapi::{
-    BatchItem, FinishReencryption, KeyCallError, KeyClient, RewrapBatch, RewrapBatchResult,
-};
+
 use rotor_unit::keys::{Binding, BlobBinding};
 use rotor_unit::wire::{NewState, RotationLock, UnitStatus};
 use rotor_util::blocking;
 use rotor_util::time::now_ms;
+
+use crate::pool::{PoolError, UnitPool};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, mpsc};
 use uuid::Uuid;
@@ -260,17 +261,6 @@ impl From<StoreError> for RotationError {
     }
 }
 
-/// One unit of an instance, as the engine reaches it.
-#[derive(Clone, Debug)]
-pub struct RotationUnit {
-    /// The unit's id.
-    pub id: Uuid,
-    /// Its key operations.
-    pub client: KeyClient,
-    /// Operational units rewrap batches; every unit is told when reencryption finishes.
-    pub operational: bool,
-}
-
 /// Progress of the engine's current run, kept in memory.
 #[derive(Clone, Debug, Default)]
 struct Live {
@@ -302,7 +292,7 @@ pub struct RotationView {
 #[derive(Clone)]
 pub struct Rotations {
     store: Arc<dyn KeyStore>,
-    units: Arc<HashMap<Uuid, Vec<RotationUnit>>>,
+    units: UnitPool,
     gate: Arc<RwLock<()>>,
     live: Arc<Mutex<HashMap<Uuid, Live>>>,
     /// Held for every read-change-write of a journal, so the engine's progress never
@@ -314,25 +304,22 @@ impl Rotations {
     /// The engine over `store` and the units of each instance. Key creation holds `gate` for
     /// reading while it wraps and stores a new key, so the final count of a rotation (taken
     /// with the gate held for writing) sees every key made before the units were pinned.
-    pub fn new(
-        store: Arc<dyn KeyStore>,
-        units: HashMap<Uuid, Vec<RotationUnit>>,
-        gate: Arc<RwLock<()>>,
-    ) -> Self {
+    pub fn new(store: Arc<dyn KeyStore>, units: UnitPool, gate: Arc<RwLock<()>>) -> Self {
         Self {
             store,
-            units: Arc::new(units),
+            units,
             gate,
             live: Arc::default(),
             journal_lock: Arc::default(),
         }
     }
 
-    fn units(&self, instance: Uuid) -> Result<&[RotationUnit], RotationError> {
-        self.units
-            .get(&instance)
-            .map(Vec::as_slice)
-            .ok_or_else(|| RotationError::NotFound(format!("no instance {instance}")))
+    fn known(&self, instance: Uuid) -> Result<(), RotationError> {
+        if self.units.contains(instance) {
+            Ok(())
+        } else {
+            Err(RotationError::NotFound(format!("no instance {instance}")))
+        }
     }
 
     /// The journal on record.
@@ -375,17 +362,12 @@ impl Rotations {
     }
 
     async fn statuses(&self, instance: Uuid) -> Result<Vec<UnitStatus>, RotationError> {
-        let mut statuses = Vec::new();
-        for unit in self.units(instance)? {
-            let status = unit.client.status().await.map_err(|err| {
-                RotationError::Unreachable(format!(
-                    "unit {} did not answer ({err}); every unit of the instance must be reachable to start or change a rotation",
-                    unit.id
-                ))
-            })?;
-            statuses.push(status);
-        }
-        Ok(statuses)
+        self.units.statuses(instance).await.map_err(|err| match err {
+            PoolError::UnknownInstance(_) => RotationError::NotFound(err.to_string()),
+            _ => RotationError::Unreachable(format!(
+                "{err}; every unit of the instance must be reachable to start or change a rotation"
+            )),
+        })
     }
 
     /// Starts the rotation `from` → `to`, or continues the same one. Every unit must have the
@@ -490,7 +472,7 @@ impl Rotations {
 
     /// The journal with live progress.
     pub fn view(&self, instance: Uuid) -> Result<Option<RotationView>, RotationError> {
-        self.units(instance)?;
+        self.known(instance)?;
         let Some(mut journal) = self.journal(instance)? else {
             return Ok(None);
         };
@@ -532,11 +514,11 @@ impl Rotations {
 
     /// Resumes every rotation the journal says is under way (at service start).
     pub fn resume_all(&self) {
-        for instance in self.units.keys() {
-            match self.journal(*instance) {
+        for instance in self.units.instances() {
+            match self.journal(instance) {
                 Ok(Some(journal)) if journal.direction().is_some() => {
                     tracing::info!(%instance, phase = journal.phase.label(), "resuming master key rotation");
-                    self.spawn(*instance);
+                    self.spawn(instance);
                 }
                 Ok(_) => {}
                 Err(err) => {
@@ -671,14 +653,10 @@ impl Rotations {
     /// Tells every unit that key storage is entirely under `target`.
     async fn tell_units(&self, instance: Uuid, target: &Vp) -> Result<(), String> {
         let request = FinishReencryption { to: *target };
-        for unit in self.units(instance).map_err(|err| err.to_string())? {
-            let answer: Result<UnitStatus, KeyCallError> =
-                unit.client.call("finish-reencryption", &request).await;
-            if let Err(err) = answer {
-                return Err(format!("waiting for unit {}: {err}", unit.id));
-            }
-        }
-        Ok(())
+        self.units
+            .finish_reencryption(instance, &request)
+            .await
+            .map_err(|err| format!("waiting for {err}"))
     }
 
     /// One pass over every blob under `source`: read, rewrap in a unit, write back if
@@ -692,13 +670,8 @@ impl Rotations {
             return Ok(0);
         };
         let (source, target) = (&source, &target);
-        let units: Vec<KeyClient> = self
-            .units(instance)?
-            .iter()
-            .filter(|unit| unit.operational)
-            .map(|unit| unit.client.clone())
-            .collect();
-        if units.is_empty() {
+        let units = self.units.operational_count(instance);
+        if units == 0 {
             return Err(RotationError::Conflict(
                 "the instance has no operational unit to rewrap key storage".to_owned(),
             ));
@@ -728,10 +701,10 @@ impl Rotations {
 
         let read_rx = Arc::new(tokio::sync::Mutex::new(read_rx));
         let mut workers = Vec::new();
-        for first in 0..units.len().clamp(1, 4) {
+        for first in 0..units.clamp(1, 4) {
             let read_rx = Arc::clone(&read_rx);
             let done_tx = done_tx.clone();
-            let units = units.clone();
+            let units = self.units.clone();
             let target = *target;
             workers.push(tokio::spawn(async move {
                 loop {
@@ -812,10 +785,10 @@ impl Rotations {
     }
 }
 
-/// Rewraps one batch in the first unit that can, starting with `first`; retries until one
-/// answers (a unit may be restarting). Blobs that do not authenticate are left as they are.
+/// Rewraps one batch in the first unit that can, starting with `first` (see
+/// [`UnitPool::rewrap_batch`]). Blobs that do not authenticate are left as they are.
 async fn rewrap_in_units(
-    units: &[KeyClient],
+    units: &UnitPool,
     first: usize,
     instance: Uuid,
     target: &Vp,
@@ -836,41 +809,25 @@ async fn rewrap_in_units(
             })
             .collect(),
     };
-    loop {
-        let mut wrong_target = 0;
-        for offset in 0..units.len() {
-            let unit = &units[(first + offset) % units.len()];
-            match unit
-                .call_batch::<_, RewrapBatchResult>("rewrap-batch", &request)
-                .await
-            {
-                Ok(result) => {
-                    return batch
-                        .into_iter()
-                        .zip(result.blobs)
-                        .filter_map(|(stored, new)| {
-                            Some(BlobReplacement {
-                                position: stored.position,
-                                old: stored.blob,
-                                new: new?,
-                                vp: *target,
-                            })
-                        })
-                        .collect();
-                }
-                Err(KeyCallError::Refused { body, .. }) if body.code == "wrong_target" => {
-                    wrong_target += 1;
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "a unit could not rewrap a batch; trying the next");
-                }
-            }
+    match units.rewrap_batch(instance, first, &request).await {
+        Ok(Some(result)) => batch
+            .into_iter()
+            .zip(result.blobs)
+            .filter_map(|(stored, new)| {
+                Some(BlobReplacement {
+                    position: stored.position,
+                    old: stored.blob,
+                    new: new?,
+                    vp: *target,
+                })
+            })
+            .collect(),
+        // Every unit wraps under another master key: the rotation changed direction.
+        Ok(None) => Vec::new(),
+        Err(err) => {
+            tracing::warn!(error = %err, "no unit can rewrap key storage");
+            Vec::new()
         }
-        if wrong_target == units.len() {
-            // Every unit wraps under another master key: the rotation changed direction.
-            return Vec::new();
-        }
-        tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 
@@ -908,18 +865,7 @@ async fn moved_tokens(
             blob: sealed.clone(),
         }],
     };
-    for unit in engine
-        .units(instance)?
-        .iter()
-        .filter(|unit| unit.operational)
-    {
-        let Ok(result) = unit
-            .client
-            .call_batch::<_, RewrapBatchResult>("rewrap-batch", &request)
-            .await
-        else {
-            continue;
-        };
+    if let Ok(Some(result)) = engine.units.rewrap_batch(instance, 0, &request).await {
         let Some(Some(new)) = result.blobs.into_iter().next() else {
             return Ok(());
         };

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::Path;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
@@ -22,8 +21,17 @@ use rotor_crypto::SigningKey;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
+use rotor_crypto::{constant_time_eq, sha256};
+use rotor_proto::error::ErrorCode;
+use rotor_proto::keyops::{
+    BATCH_CONTENT_TYPE, Encoding, ExportRequest, FinishReencryption, GenerateBatch,
+    GenerateRequest, ImportRequest, ImportTokenRequest, RewrapBatch, RewrapRequest, RewrapToNew,
+    SecureImportRequest, UnitOp, UnwrapRequest, WrapRequest,
+};
+use rotor_proto::wire::{ErrorBody, Outcome, SignedCommand, UnitStatus};
+
 use crate::error::UnitError;
-use crate::keyapi::{self, RootKeyCache};
+use crate::keyapi::{KeyOperation, RootKeyCache};
 use crate::keys::{KeyError, Masters};
 use crate::machine::{OsEntropy, UnitState};
 use crate::store::UnitStore;
@@ -63,82 +71,85 @@ impl Unit {
         self
     }
 
-    /// Runs a key operation with the unit's master keys; JSON or, for batches, postcard.
-    async fn key_op<Req, Resp>(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        batch: bool,
-        op: fn(&Masters, &RootKeyCache, &Req) -> Result<Resp, KeyError>,
-    ) -> Response
-    where
-        Req: for<'de> serde::Deserialize<'de>,
-        Resp: serde::Serialize,
-    {
-        if let Err(reply) =
-            keyapi::authorized(headers, self.service_token.as_deref().map(Vec::as_slice))
-        {
-            return reply.into_response();
-        }
-        let decoded = if batch {
-            keyapi::decode_batch(body)
-        } else {
-            keyapi::decode(body)
-        };
-        let request: Req = match decoded {
-            Ok(request) => request,
-            Err(reply) => return reply.into_response(),
-        };
-        let Some(masters) = self.inner.lock().await.state.masters() else {
-            return keyapi::key_error(&KeyError::NoMasterKey).into_response();
-        };
-        match op(&masters, &self.cache, &request) {
-            Ok(result) if batch => match postcard::to_stdvec(&result) {
-                Ok(bytes) => {
-                    ([(header::CONTENT_TYPE, keyapi::BATCH_CONTENT_TYPE)], bytes).into_response()
+    /// Runs one key operation in process: the HTTP route and the service's in-process backend
+    /// both come here.
+    pub async fn call<Op: Served>(&self, request: &Op) -> Result<Op::Reply, ErrorBody> {
+        request.serve(self).await
+    }
+
+    /// The unit's status.
+    pub async fn status(&self) -> UnitStatus {
+        self.inner
+            .lock()
+            .await
+            .state
+            .status(self.identity.public_key())
+    }
+
+    /// Applies one signed admin command: to a copy of the state, which is sealed and made
+    /// durable before it replaces the state in memory and the command is acknowledged.
+    pub async fn apply(&self, signed: &SignedCommand) -> Result<(Outcome, UnitStatus), UnitError> {
+        let mut inner = self.inner.lock().await;
+        match inner.state.apply(signed, &mut OsEntropy) {
+            Ok((next, outcome)) => {
+                let saved = rotor_util::blocking(|| inner.store.save(&self.identity, &next));
+                match saved {
+                    Ok(()) => {
+                        tracing::info!(
+                            action = signed.command.action.name(),
+                            counter = next.counter,
+                            "command applied"
+                        );
+                        let status = next.status(self.identity.public_key());
+                        inner.state = next;
+                        Ok((outcome, status))
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "state not saved; command refused");
+                        Err(UnitError::Storage)
+                    }
                 }
-                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-            },
-            Ok(result) => axum::Json(result).into_response(),
-            Err(err) => keyapi::key_error(&err).into_response(),
+            }
+            Err(err) => {
+                tracing::info!(
+                    action = signed.command.action.name(),
+                    code = err.code(),
+                    "command refused"
+                );
+                Err(err)
+            }
         }
     }
 
+    async fn with_masters<T>(
+        &self,
+        work: impl FnOnce(&Masters, &RootKeyCache) -> Result<T, KeyError>,
+    ) -> Result<T, ErrorBody> {
+        let masters = self.inner.lock().await.state.masters();
+        let masters = masters.ok_or_else(|| KeyError::NoMasterKey.to_body())?;
+        work(&masters, &self.cache).map_err(|err| err.to_body())
+    }
+
     /// The service reports the reencryption finished; the unit records it durably.
-    async fn finish_reencryption(&self, headers: &HeaderMap, body: &[u8]) -> Response {
-        if let Err(reply) =
-            keyapi::authorized(headers, self.service_token.as_deref().map(Vec::as_slice))
-        {
-            return reply.into_response();
-        }
-        let request: keyapi::FinishReencryption = match keyapi::decode(body) {
-            Ok(request) => request,
-            Err(reply) => return reply.into_response(),
-        };
+    async fn finish_reencryption(
+        &self,
+        request: &FinishReencryption,
+    ) -> Result<UnitStatus, ErrorBody> {
         let mut inner = self.inner.lock().await;
-        let next = match inner.state.finish_reencryption(&request.to) {
-            Ok(next) => next,
-            Err(err) => {
-                return keyapi::error_response(StatusCode::CONFLICT, err.code(), err.to_string())
-                    .into_response();
-            }
-        };
+        let next = inner
+            .state
+            .finish_reencryption(&request.to)
+            .map_err(|err| err.to_body())?;
         if next.rotation != inner.state.rotation {
             let saved = rotor_util::blocking(|| inner.store.save(&self.identity, &next));
             if let Err(err) = saved {
                 tracing::error!(error = %err, "state not saved; reencryption not recorded");
-                let err = UnitError::Storage;
-                return keyapi::error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    err.code(),
-                    err.to_string(),
-                )
-                .into_response();
+                return Err(UnitError::Storage.to_body());
             }
             tracing::info!(rotation = next.rotation.label(), "reencryption finished");
             inner.state = next;
         }
-        axum::Json(inner.state.status(self.identity.public_key())).into_response()
+        Ok(inner.state.status(self.identity.public_key()))
     }
 
     /// The routes of a unit.
@@ -146,7 +157,7 @@ impl Unit {
         Router::new()
             .route("/v1/status", get(status))
             .route("/v1/command", post(command))
-            .route("/v1/keys/{op}", post(key_operation))
+            .merge(key_routes())
             .with_state(self)
     }
 
@@ -193,12 +204,7 @@ async fn status(
 ) -> Response {
     match parse_challenge(query.get("challenge")) {
         Ok(challenge) => {
-            let status = unit
-                .inner
-                .lock()
-                .await
-                .state
-                .status(unit.identity.public_key());
+            let status = unit.status().await;
             unit.respond(challenge, Ok(UnitResult::Status(status)))
                 .await
         }
@@ -206,60 +212,120 @@ async fn status(
     }
 }
 
-async fn key_operation(
+/// How the unit serves an operation: most with its master keys alone ([`KeyOperation`]); the
+/// end of a reencryption changes the unit's state.
+pub trait Served: UnitOp {
+    /// Runs the operation on `unit`.
+    fn serve(&self, unit: &Unit) -> impl Future<Output = Result<Self::Reply, ErrorBody>> + Send;
+}
+
+impl<Op: KeyOperation> Served for Op {
+    async fn serve(&self, unit: &Unit) -> Result<Self::Reply, ErrorBody> {
+        unit.with_masters(|masters, cache| self.perform(masters, cache))
+            .await
+    }
+}
+
+impl Served for FinishReencryption {
+    async fn serve(&self, unit: &Unit) -> Result<UnitStatus, ErrorBody> {
+        unit.finish_reencryption(self).await
+    }
+}
+
+/// `POST /v1/keys/{name}` for every operation.
+fn key_routes() -> Router<Unit> {
+    fn route<Op: Served>(router: Router<Unit>) -> Router<Unit> {
+        router.route(&format!("/v1/keys/{}", Op::NAME), post(key_operation::<Op>))
+    }
+    let router = Router::new();
+    let router = route::<GenerateRequest>(router);
+    let router = route::<ImportRequest>(router);
+    let router = route::<ExportRequest>(router);
+    let router = route::<ImportTokenRequest>(router);
+    let router = route::<SecureImportRequest>(router);
+    let router = route::<WrapRequest>(router);
+    let router = route::<UnwrapRequest>(router);
+    let router = route::<RewrapRequest>(router);
+    let router = route::<RewrapToNew>(router);
+    let router = route::<RewrapBatch>(router);
+    let router = route::<GenerateBatch>(router);
+    route::<FinishReencryption>(router)
+}
+
+/// The HTTP status of a key operation's refusal.
+fn key_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadRequest | ErrorCode::InvalidCiphertext | ErrorCode::BadSize => {
+            StatusCode::BAD_REQUEST
+        }
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::NotExtractable | ErrorCode::KeyOperationsDisabled => StatusCode::FORBIDDEN,
+        ErrorCode::Storage => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::CONFLICT,
+    }
+}
+
+fn refusal(body: ErrorBody) -> Response {
+    (key_status(body.code), axum::Json(body)).into_response()
+}
+
+/// Checks the `Authorization: Bearer` header against the service token.
+fn authorized(headers: &HeaderMap, token: Option<&[u8]>) -> Result<(), ErrorBody> {
+    let Some(token) = token else {
+        return Err(ErrorBody {
+            code: ErrorCode::KeyOperationsDisabled,
+            message: "key operations are disabled on this unit: start it with --service-token-file"
+                .to_owned(),
+        });
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(&sha256(presented.as_bytes()), &sha256(token)) {
+        Ok(())
+    } else {
+        Err(ErrorBody {
+            code: ErrorCode::Unauthorized,
+            message: "key operations need the service token".to_owned(),
+        })
+    }
+}
+
+async fn key_operation<Op: Served>(
     State(unit): State<Unit>,
-    Path(op): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match op.as_str() {
-        "generate" => {
-            unit.key_op(&headers, &body, false, |masters, _, request| {
-                keyapi::generate(masters, request)
-            })
-            .await
+    if let Err(refused) = authorized(&headers, unit.service_token.as_deref().map(Vec::as_slice)) {
+        return refusal(refused);
+    }
+    let request: Op = match decode(Op::ENCODING, &body) {
+        Ok(request) => request,
+        Err(why) => {
+            return refusal(ErrorBody {
+                code: ErrorCode::BadRequest,
+                message: format!("malformed request: {why}"),
+            });
         }
-        "import" => {
-            unit.key_op(&headers, &body, false, |masters, _, request| {
-                keyapi::import(masters, request)
-            })
-            .await
-        }
-        "export" => unit.key_op(&headers, &body, false, keyapi::export).await,
-        "import-token" => {
-            unit.key_op(&headers, &body, false, |masters, _, request| {
-                keyapi::import_token(masters, request)
-            })
-            .await
-        }
-        "secure-import" => {
-            unit.key_op(&headers, &body, false, |masters, _, request| {
-                keyapi::secure_import(masters, request)
-            })
-            .await
-        }
-        "wrap" => unit.key_op(&headers, &body, false, keyapi::wrap).await,
-        "unwrap" => unit.key_op(&headers, &body, false, keyapi::unwrap).await,
-        "rewrap" => unit.key_op(&headers, &body, false, keyapi::rewrap).await,
-        "rewrap-batch" => {
-            unit.key_op(&headers, &body, true, keyapi::rewrap_batch)
-                .await
-        }
-        "generate-batch" => {
-            unit.key_op(&headers, &body, true, keyapi::generate_batch)
-                .await
-        }
-        "rewrap-to-new" => {
-            unit.key_op(&headers, &body, false, keyapi::rewrap_to_new)
-                .await
-        }
-        "finish-reencryption" => unit.finish_reencryption(&headers, &body).await,
-        other => keyapi::error_response(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no key operation '{other}'"),
-        )
-        .into_response(),
+    };
+    match unit.call(&request).await {
+        Ok(reply) => match Op::ENCODING {
+            Encoding::Json => axum::Json(reply).into_response(),
+            Encoding::Postcard => match postcard::to_stdvec(&reply) {
+                Ok(bytes) => ([(header::CONTENT_TYPE, BATCH_CONTENT_TYPE)], bytes).into_response(),
+                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            },
+        },
+        Err(refused) => refusal(refused),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Result<T, String> {
+    match encoding {
+        Encoding::Json => serde_json::from_slice(body).map_err(|err| err.to_string()),
+        Encoding::Postcard => postcard::from_bytes(body).map_err(|err| err.to_string()),
     }
 }
 
@@ -276,38 +342,10 @@ async fn command(State(unit): State<Unit>, body: Bytes) -> Response {
         let err = UnitError::BadRequest(format!("challenge must be 1 to {MAX_CHALLENGE} bytes"));
         return unit.respond(Vec::new(), Err(err)).await;
     }
-    let result = {
-        let mut inner = unit.inner.lock().await;
-        match inner.state.apply(&request.signed, &mut OsEntropy) {
-            Ok((next, outcome)) => {
-                let saved = rotor_util::blocking(|| inner.store.save(&unit.identity, &next));
-                match saved {
-                    Ok(()) => {
-                        tracing::info!(
-                            action = request.signed.command.action.name(),
-                            counter = next.counter,
-                            "command applied"
-                        );
-                        let status = next.status(unit.identity.public_key());
-                        inner.state = next;
-                        Ok(UnitResult::Applied { outcome, status })
-                    }
-                    Err(err) => {
-                        tracing::error!(error = %err, "state not saved; command refused");
-                        Err(UnitError::Storage)
-                    }
-                }
-            }
-            Err(err) => {
-                tracing::info!(
-                    action = request.signed.command.action.name(),
-                    code = err.code(),
-                    "command refused"
-                );
-                Err(err)
-            }
-        }
-    };
+    let result = unit
+        .apply(&request.signed)
+        .await
+        .map(|(outcome, status)| UnitResult::Applied { outcome, status });
     unit.respond(challenge, result).await
 }
 

@@ -12,7 +12,10 @@
 //! service which root key version to hand to the unit; tampering with it fails authentication.
 
 use rotor_crypto::{Secret32, Vp, hkdf_sha256, open_aes256gcm, seal_aes256gcm};
-use serde::{Deserialize, Serialize};
+use rotor_proto::binding::import_key_aad;
+pub use rotor_proto::binding::{Binding, BlobBinding};
+use rotor_proto::error::ErrorCode;
+use rotor_proto::wire::ErrorBody;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -22,43 +25,6 @@ const DEK_MAGIC: &[u8; 3] = b"rk1";
 pub const MAX_MATERIAL: usize = 7_500;
 /// Largest DEK plaintext a root key wraps.
 pub const MAX_DEK: usize = 7_500;
-
-/// What a root key blob is bound to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Binding {
-    /// The instance that owns the key.
-    pub instance: Uuid,
-    /// The key id.
-    pub key: Uuid,
-    /// The key version, from 1.
-    pub version: u32,
-    /// Standard (extractable) key: its material may leave the unit. Root keys never do.
-    pub extractable: bool,
-}
-
-impl Binding {
-    fn blob_aad(&self) -> Vec<u8> {
-        let mut aad = b"rotor root key v1\0".to_vec();
-        aad.extend_from_slice(self.instance.as_bytes());
-        aad.extend_from_slice(self.key.as_bytes());
-        aad.extend_from_slice(&self.version.to_be_bytes());
-        aad.push(u8::from(self.extractable));
-        aad
-    }
-
-    fn dek_aad(&self, caller_aad: &[String]) -> Vec<u8> {
-        let mut aad = b"rotor dek v1\0".to_vec();
-        aad.extend_from_slice(self.instance.as_bytes());
-        aad.extend_from_slice(self.key.as_bytes());
-        aad.extend_from_slice(&self.version.to_be_bytes());
-        for item in caller_aad {
-            aad.extend_from_slice(&u32::try_from(item.len()).unwrap_or(u32::MAX).to_be_bytes());
-            aad.extend_from_slice(item.as_bytes());
-        }
-        aad
-    }
-}
 
 /// A key operation that did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +86,29 @@ impl std::fmt::Display for KeyError {
 }
 
 impl std::error::Error for KeyError {}
+
+impl KeyError {
+    /// The code a unit answers with.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::NoMasterKey => ErrorCode::NoMasterKey,
+            Self::OtherMasterKey { .. } => ErrorCode::OtherMasterKey,
+            Self::Invalid => ErrorCode::InvalidCiphertext,
+            Self::Size(_) => ErrorCode::BadSize,
+            Self::NotExtractable => ErrorCode::NotExtractable,
+            Self::WrongTarget { .. } => ErrorCode::WrongTarget,
+            Self::NoNewMasterKey => ErrorCode::NoNewMasterKey,
+        }
+    }
+
+    /// The wire form.
+    pub fn to_body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.error_code(),
+            message: self.to_string(),
+        }
+    }
+}
 
 /// The master keys a unit's key operations may use: the current register, the committed new
 /// register (during a rotation blobs sit under either), and which of them wraps new blobs.
@@ -209,29 +198,6 @@ fn open_under_master(
     open_aes256gcm(master, aad, blob.get(32..).unwrap_or_default()).map_err(|_| KeyError::Invalid)
 }
 
-/// What a stored blob is bound to, which a rewrap keeps.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BlobBinding {
-    /// A root or standard key version.
-    Key(Binding),
-    /// An import token's private key.
-    ImportToken {
-        /// The instance.
-        instance: Uuid,
-        /// The token's id.
-        token: Uuid,
-    },
-}
-
-impl BlobBinding {
-    fn aad(&self) -> Vec<u8> {
-        match self {
-            Self::Key(binding) => binding.blob_aad(),
-            Self::ImportToken { instance, token } => import_key_aad(*instance, *token),
-        }
-    }
-}
-
 /// Rewraps a blob held under either register to `to`, keeping its binding: the GREP11
 /// `RewrapKeyBlob` of rotor.
 pub fn rewrap_blob(
@@ -243,13 +209,6 @@ pub fn rewrap_blob(
     let aad = binding.aad();
     let secret = open_under_master(masters.for_blob(blob)?, &aad, blob)?;
     Ok(seal_under_master(to, &aad, &secret))
-}
-
-fn import_key_aad(instance: Uuid, token: Uuid) -> Vec<u8> {
-    let mut aad = b"rotor import token v1\0".to_vec();
-    aad.extend_from_slice(instance.as_bytes());
-    aad.extend_from_slice(token.as_bytes());
-    aad
 }
 
 /// Wraps an import token's RSA private key (PKCS#8) under `master`, bound to its instance and

@@ -1,22 +1,25 @@
 //! A rotor crypto unit: the only place where master keys and key parts exist in plaintext.
 //!
 //! - [`machine`]: registers, admins and quorum rules as a pure state machine;
-//! - [`wire`]: commands, signatures and signed responses;
 //! - [`keys`]: root key blobs and the DEKs they wrap;
 //! - [`store`]: the sealed, atomic, durable state file;
 //! - [`daemon`]: the HTTP server (`rotor unit serve`);
-//! - [`client`]: verified requests to a unit, directly or through the service.
+//! - [`keyapi`]: the key operations, as pure functions of the master keys;
+//! - [`client`]: verified admin requests to a unit, directly or through the service;
+//! - [`backend`]: the service's link to a unit's key operations, over HTTP or in process.
+//!
+//! What crosses the wire is defined in `rotor-proto` and re-exported here as [`wire`] and
+//! [`error`].
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod backend;
 pub mod client;
 pub mod daemon;
-pub mod error;
 pub mod keyapi;
 pub mod keys;
 pub mod machine;
 pub mod store;
-pub mod wire;
 
-pub use error::UnitError;
+pub use rotor_proto::{UnitError, error, wire};

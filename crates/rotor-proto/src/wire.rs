@@ -9,7 +9,7 @@ use rotor_crypto::{Envelope, PublicKey, SigningKey, Vp};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::UnitError;
+use crate::error::{ErrorCode, UnitError};
 
 /// Domain separation for admin signatures.
 const COMMAND_DOMAIN: &[u8] = b"rotor admin command v1\0";
@@ -425,7 +425,7 @@ pub enum Outcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// Stable machine-readable code.
-    pub code: String,
+    pub code: ErrorCode,
     /// What is wrong and what to do.
     pub message: String,
 }

@@ -3,9 +3,153 @@
 //! one exists.
 
 use rotor_crypto::Vp;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::wire::{ErrorBody, Register, RotationLock};
+
+/// Every code a unit answers with, for admin commands and key operations alike. On the wire it
+/// is the snake_case name (`"bad_counter"`); callers match on the enum, never on text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The command names another unit (signed commands cannot be reused elsewhere).
+    WrongUnit,
+    /// The counter is not the unit's next one: a replay or a stale command (EP11 163).
+    BadCounter,
+    /// The same admin signed twice.
+    DuplicateSigner,
+    /// A signer is not an installed admin (EP11 257).
+    NotAnAdmin,
+    /// A signature does not verify (EP11 192/193).
+    BadSignature,
+    /// Fewer distinct admin signatures than the command class needs (EP11 208).
+    TooFewSignatures,
+    /// Only admin changes, thresholds and zeroize work in imprint mode (EP11 179).
+    ImprintMode,
+    /// The admin is already installed (EP11 256/38).
+    AdminExists,
+    /// Eight admins are installed already (EP11 261/39).
+    AdminLimit,
+    /// Admin name empty, too long or not printable.
+    AdminName,
+    /// The public key is not a valid point for its algorithm.
+    BadPublicKey,
+    /// No admin with that identifier.
+    UnknownAdmin,
+    /// Removing the admin would leave fewer admins than a threshold needs (EP11 209/66).
+    BelowThreshold,
+    /// A threshold outside 1..=8 (EP11 209/76, 209/77, 209/36, 209/56).
+    ThresholdRange,
+    /// A threshold above the number of installed admins (EP11 209/57, 209/58).
+    ThresholdAboveAdmins,
+    /// The register is not in the state the command needs.
+    RegisterState,
+    /// The VP given does not match the register (EP11 101/48).
+    VpMismatch,
+    /// The parts combine to the key already in the current register.
+    SameAsCurrent,
+    /// Not 2 or 3 key parts.
+    PartCount,
+    /// No pending importer key, or not the one the material was encrypted to.
+    NoImporter,
+    /// Encrypted key material did not open; deliberately without detail.
+    ImportFailed,
+    /// Only recovery units may do this (EP11 80/52, 80/131).
+    RecoveryOnly,
+    /// A request that does not parse.
+    BadRequest,
+    /// A response whose signature, unit or challenge does not check out.
+    ResponseNotAuthentic,
+    /// The unit could not make its state durable; nothing was acknowledged.
+    Storage,
+    /// A master key rotation pins the registers; the command would clear or replace them.
+    RotationInProgress,
+    /// No master key rotation is under way on this unit.
+    NoRotation,
+    /// The unit's current register is empty.
+    NoMasterKey,
+    /// The blob is wrapped under a master key this unit does not hold.
+    OtherMasterKey,
+    /// A blob or ciphertext did not authenticate; deliberately without detail.
+    InvalidCiphertext,
+    /// Key material, a DEK or a batch has a size the unit refuses.
+    BadSize,
+    /// Root key material never leaves a unit.
+    NotExtractable,
+    /// A batch names another master key than the one the unit wraps under.
+    WrongTarget,
+    /// No committed new master key to rewrap to.
+    NoNewMasterKey,
+    /// The unit was started without a service token.
+    KeyOperationsDisabled,
+    /// The caller did not present the service token.
+    Unauthorized,
+    /// No such operation.
+    NotFound,
+    /// A code this build does not know (a newer unit); the message still explains it.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WrongUnit => "wrong_unit",
+            Self::BadCounter => "bad_counter",
+            Self::DuplicateSigner => "duplicate_signer",
+            Self::NotAnAdmin => "not_an_admin",
+            Self::BadSignature => "bad_signature",
+            Self::TooFewSignatures => "too_few_signatures",
+            Self::ImprintMode => "imprint_mode",
+            Self::AdminExists => "admin_exists",
+            Self::AdminLimit => "admin_limit",
+            Self::AdminName => "admin_name",
+            Self::BadPublicKey => "bad_public_key",
+            Self::UnknownAdmin => "unknown_admin",
+            Self::BelowThreshold => "below_threshold",
+            Self::ThresholdRange => "threshold_range",
+            Self::ThresholdAboveAdmins => "threshold_above_admins",
+            Self::RegisterState => "register_state",
+            Self::VpMismatch => "vp_mismatch",
+            Self::SameAsCurrent => "same_as_current",
+            Self::PartCount => "part_count",
+            Self::NoImporter => "no_importer",
+            Self::ImportFailed => "import_failed",
+            Self::RecoveryOnly => "recovery_only",
+            Self::BadRequest => "bad_request",
+            Self::ResponseNotAuthentic => "response_not_authentic",
+            Self::Storage => "storage",
+            Self::RotationInProgress => "rotation_in_progress",
+            Self::NoRotation => "no_rotation",
+            Self::NoMasterKey => "no_master_key",
+            Self::OtherMasterKey => "other_master_key",
+            Self::InvalidCiphertext => "invalid_ciphertext",
+            Self::BadSize => "bad_size",
+            Self::NotExtractable => "not_extractable",
+            Self::WrongTarget => "wrong_target",
+            Self::NoNewMasterKey => "no_new_master_key",
+            Self::KeyOperationsDisabled => "key_operations_disabled",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound => "not_found",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 /// A refused request. A refused command changes nothing on the unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,36 +266,41 @@ pub enum UnitError {
 
 impl UnitError {
     /// Stable code for machines.
-    pub fn code(&self) -> &'static str {
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            Self::WrongUnit { .. } => "wrong_unit",
-            Self::BadCounter { .. } => "bad_counter",
-            Self::DuplicateSigner(_) => "duplicate_signer",
-            Self::NotAnAdmin(_) => "not_an_admin",
-            Self::BadSignature(_) => "bad_signature",
-            Self::TooFewSignatures { .. } => "too_few_signatures",
-            Self::ImprintMode(_) => "imprint_mode",
-            Self::AdminExists(_) => "admin_exists",
-            Self::AdminLimit => "admin_limit",
-            Self::AdminName(_) => "admin_name",
-            Self::BadPublicKey => "bad_public_key",
-            Self::UnknownAdmin(_) => "unknown_admin",
-            Self::BelowThreshold { .. } => "below_threshold",
-            Self::ThresholdRange { .. } => "threshold_range",
-            Self::ThresholdAboveAdmins { .. } => "threshold_above_admins",
-            Self::RegisterState { .. } => "register_state",
-            Self::VpMismatch { .. } => "vp_mismatch",
-            Self::SameAsCurrent => "same_as_current",
-            Self::PartCount(_) => "part_count",
-            Self::NoImporter => "no_importer",
-            Self::ImportFailed => "import_failed",
-            Self::RecoveryOnly(_) => "recovery_only",
-            Self::BadRequest(_) => "bad_request",
-            Self::ResponseNotAuthentic => "response_not_authentic",
-            Self::Storage => "storage",
-            Self::RotationInProgress { .. } => "rotation_in_progress",
-            Self::NoRotation => "no_rotation",
+            Self::WrongUnit { .. } => ErrorCode::WrongUnit,
+            Self::BadCounter { .. } => ErrorCode::BadCounter,
+            Self::DuplicateSigner(_) => ErrorCode::DuplicateSigner,
+            Self::NotAnAdmin(_) => ErrorCode::NotAnAdmin,
+            Self::BadSignature(_) => ErrorCode::BadSignature,
+            Self::TooFewSignatures { .. } => ErrorCode::TooFewSignatures,
+            Self::ImprintMode(_) => ErrorCode::ImprintMode,
+            Self::AdminExists(_) => ErrorCode::AdminExists,
+            Self::AdminLimit => ErrorCode::AdminLimit,
+            Self::AdminName(_) => ErrorCode::AdminName,
+            Self::BadPublicKey => ErrorCode::BadPublicKey,
+            Self::UnknownAdmin(_) => ErrorCode::UnknownAdmin,
+            Self::BelowThreshold { .. } => ErrorCode::BelowThreshold,
+            Self::ThresholdRange { .. } => ErrorCode::ThresholdRange,
+            Self::ThresholdAboveAdmins { .. } => ErrorCode::ThresholdAboveAdmins,
+            Self::RegisterState { .. } => ErrorCode::RegisterState,
+            Self::VpMismatch { .. } => ErrorCode::VpMismatch,
+            Self::SameAsCurrent => ErrorCode::SameAsCurrent,
+            Self::PartCount(_) => ErrorCode::PartCount,
+            Self::NoImporter => ErrorCode::NoImporter,
+            Self::ImportFailed => ErrorCode::ImportFailed,
+            Self::RecoveryOnly(_) => ErrorCode::RecoveryOnly,
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::ResponseNotAuthentic => ErrorCode::ResponseNotAuthentic,
+            Self::Storage => ErrorCode::Storage,
+            Self::RotationInProgress { .. } => ErrorCode::RotationInProgress,
+            Self::NoRotation => ErrorCode::NoRotation,
         }
+    }
+
+    /// The stable code as text.
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 
     /// The HTTP status a unit answers with.
@@ -174,7 +323,7 @@ impl UnitError {
     /// The wire form.
     pub fn to_body(&self) -> ErrorBody {
         ErrorBody {
-            code: self.code().to_owned(),
+            code: self.error_code(),
             message: self.to_string(),
         }
     }

@@ -1,0 +1,471 @@
+//! The service suite, run twice: against units in this process (the in-process backend, which
+//! calls the units' key operations directly) and against unit processes over loopback HTTP.
+//! Both runs drive the real service over real HTTP with the Key Protect wire, so the unit pool's
+//! failover policy and the rotation engine are tested the same way on either backend.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use rotor_crypto::{SigAlg, SigningKey, Vp};
+use rotor_server::config::{Config, InstanceConfig, UnitConfig};
+use rotor_server::dev::{DevOptions, DevUnits, start_units};
+use rotor_server::iam::{ApiKeyConfig, IamConfig, Role, new_api_key};
+use rotor_server::pool::{PoolUnit, UnitPool};
+use rotor_server::rotation::{Phase, RotationView};
+use rotor_unit::backend::UnitLink;
+use rotor_unit::client::UnitClient;
+use rotor_unit::daemon::Unit;
+use rotor_unit::store::UnitStore;
+use rotor_unit::wire::{
+    Action, Command, CurrentState, Outcome, Register, SignedCommand, UnitKind, UnitStatus,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// How the test reaches a unit for admin commands: directly, or over its HTTP port.
+enum Admin {
+    InProcess(Unit),
+    Http(UnitClient, rotor_crypto::PublicKey),
+}
+
+impl Admin {
+    async fn status(&self) -> UnitStatus {
+        match self {
+            Self::InProcess(unit) => unit.status().await,
+            Self::Http(client, identity) => client.status(Some(identity)).await.unwrap(),
+        }
+    }
+
+    async fn run(&self, admin: &SigningKey, action: Action) -> (Outcome, UnitStatus) {
+        let status = self.status().await;
+        // In imprint mode admins are installed unsigned: nobody is an admin yet.
+        let signers: &[&SigningKey] = if status.imprint && matches!(action, Action::AddAdmin { .. })
+        {
+            &[]
+        } else {
+            &[admin]
+        };
+        let signed: SignedCommand = Command {
+            unit: status.unit,
+            counter: status.counter + 1,
+            action,
+        }
+        .sign(signers);
+        match self {
+            Self::InProcess(unit) => unit.apply(&signed).await.unwrap(),
+            Self::Http(client, identity) => client.command(identity, signed).await.unwrap(),
+        }
+    }
+}
+
+/// A service with one instance, its units and a Writer API key.
+struct Deployment {
+    endpoint: String,
+    instance: Uuid,
+    api_key: String,
+    admin: SigningKey,
+    /// Operational units, the first of them without a master key (so every key operation
+    /// starting there must fail over).
+    units: Vec<Admin>,
+    _processes: Option<DevUnits>,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    InProcess,
+    Processes,
+}
+
+fn config(
+    dir: &Path,
+    instance: InstanceConfig,
+    api_key: &str,
+    token_file: Option<&Path>,
+) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.join("service"),
+        iam: IamConfig {
+            api_keys: vec![ApiKeyConfig {
+                name: "manager".to_owned(),
+                key_sha256: hex::encode(rotor_crypto::sha256(api_key.as_bytes())),
+                role: Role::Manager,
+                instances: vec![instance.id.to_string()],
+            }],
+            token_ttl_seconds: 3600,
+        },
+        units_token_file: token_file.map(Path::to_owned),
+        purge_after_seconds: 0,
+        instances: vec![instance],
+    }
+}
+
+/// Three operational units; the admin initializes units 2 and 3 with one master key (a
+/// recovery-style generation on unit 2, exported to unit 3) and leaves unit 1 without one.
+async fn deploy(backend: Backend) -> Deployment {
+    let dir = tempfile::tempdir().unwrap();
+    let (api_key, _) = new_api_key();
+    let admin = SigningKey::generate(SigAlg::P256Sha256);
+    let instance_id = Uuid::new_v4();
+    let (units, pool, config, processes) = match backend {
+        Backend::InProcess => {
+            let mut admins = Vec::new();
+            let mut pool_units = Vec::new();
+            let mut configs = Vec::new();
+            for index in 0..3 {
+                // Recovery kind lets the test generate and export a master key without parts.
+                let (store, identity, state) = UnitStore::open(
+                    &dir.path().join(format!("unit-{index}")),
+                    UnitKind::Recovery,
+                )
+                .unwrap();
+                let unit = Unit::new(store, identity, state);
+                let id = unit.status().await.unit;
+                pool_units.push(PoolUnit {
+                    id,
+                    operational: true,
+                    link: UnitLink::InProcess(unit.clone()),
+                });
+                configs.push(UnitConfig {
+                    id,
+                    kind: UnitKind::Recovery,
+                    address: "127.0.0.1:9".parse().unwrap(),
+                });
+                admins.push(Admin::InProcess(unit));
+            }
+            let instance = InstanceConfig {
+                id: instance_id,
+                name: "in-process".to_owned(),
+                units: configs,
+            };
+            let config = config(dir.path(), instance, &api_key, None);
+            let pool = UnitPool::new(HashMap::from([(instance_id, pool_units)]));
+            (admins, Some(pool), config, None)
+        }
+        Backend::Processes => {
+            let units = start_units(&DevOptions {
+                units: 0,
+                recovery_units: 3,
+                dir: Some(dir.path().join("units")),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                unit_program: env!("CARGO_BIN_EXE_rotor").into(),
+                purge_after_seconds: 0,
+            })
+            .unwrap();
+            let http = reqwest::Client::new();
+            let mut admins = Vec::new();
+            for unit in &units.instance.units {
+                let client =
+                    UnitClient::new(http.clone(), format!("http://{}/v1", unit.address), unit.id);
+                let identity = client.status(None).await.unwrap().identity;
+                admins.push(Admin::Http(client, identity));
+            }
+            let mut instance = units.instance.clone();
+            // The service treats them as operational: they serve key operations.
+            for unit in &mut instance.units {
+                unit.kind = UnitKind::Operational;
+            }
+            let token = units.dir().join("units.token");
+            let config = config(dir.path(), instance, &api_key, Some(&token));
+            (admins, None, config, Some(units))
+        }
+    };
+    let instance = config.instances[0].id;
+
+    for unit in &units {
+        unit.run(
+            &admin,
+            Action::AddAdmin {
+                name: "alice".to_owned(),
+                public_key: admin.public_key(),
+            },
+        )
+        .await;
+        unit.run(
+            &admin,
+            Action::SetThresholds {
+                signature: 1,
+                revocation: 1,
+            },
+        )
+        .await;
+    }
+    unit_generate(&units[1], &admin).await;
+    copy_register(&units[1], Register::Current, &units[2], &admin).await;
+
+    let service = match pool {
+        Some(pool) => rotor_server::Service::open_with_units(config, pool).unwrap(),
+        None => rotor_server::Service::open(config).unwrap(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let _background = service.start_background();
+    tokio::spawn(async move { axum::serve(listener, service.router()).await });
+    Deployment {
+        endpoint,
+        instance,
+        api_key,
+        admin,
+        units,
+        _processes: processes,
+        _dir: dir,
+    }
+}
+
+/// A random master key into the current register (or, once it is set, the new one, committed).
+async fn unit_generate(unit: &Admin, admin: &SigningKey) -> Vp {
+    let (outcome, _) = unit.run(admin, Action::GenerateRandom).await;
+    let Outcome::Generated { register, vp } = outcome else {
+        panic!("not generated: {outcome:?}");
+    };
+    if register == Register::New {
+        unit.run(admin, Action::Commit { vp }).await;
+    }
+    vp
+}
+
+/// Copies `register` of `from` into `to`: into current when `to` has none, else into its new
+/// register, committed.
+async fn copy_register(from: &Admin, register: Register, to: &Admin, admin: &SigningKey) {
+    let (outcome, status) = to.run(admin, Action::CreateImporter).await;
+    let Outcome::Importer { public_key } = outcome else {
+        panic!("no importer: {outcome:?}");
+    };
+    let (outcome, _) = from
+        .run(
+            admin,
+            Action::Export {
+                register,
+                recipient_unit: status.unit,
+                recipient_importer: public_key.clone(),
+            },
+        )
+        .await;
+    let Outcome::Exported { vp, key } = outcome else {
+        panic!("not exported: {outcome:?}");
+    };
+    to.run(
+        admin,
+        Action::ImportNew {
+            importer: public_key,
+            key,
+        },
+    )
+    .await;
+    to.run(admin, Action::Commit { vp }).await;
+    if to.status().await.current.state == CurrentState::Empty {
+        to.run(admin, Action::SetImmediate { vp }).await;
+    }
+}
+
+impl Deployment {
+    async fn token(&self) -> String {
+        let answer: Value = reqwest::Client::new()
+            .post(format!("{}/identity/token", self.endpoint))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=urn:ibm:params:oauth:grant-type:apikey&apikey={}",
+                self.api_key
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.endpoint))
+            .bearer_auth(self.token().await)
+            .header("bluemix-instance", self.instance.to_string());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn create_root_key(&self, name: &str) -> String {
+        let body = json!({
+            "metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+            "resources": [{"type": "application/vnd.ibm.kms.key+json", "name": name, "extractable": false}],
+        });
+        let (status, answer) = self
+            .call(reqwest::Method::POST, "/api/v2/keys", Some(body))
+            .await;
+        assert_eq!(status, 201, "{answer}");
+        answer["resources"][0]["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn wrap(&self, key: &str, dek: &[u8], aad: &[&str]) -> String {
+        let (status, answer) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v2/keys/{key}/actions/wrap"),
+                Some(json!({"plaintext": B64.encode(dek), "aad": aad})),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        answer["ciphertext"].as_str().unwrap().to_owned()
+    }
+
+    async fn unwrap(&self, key: &str, ciphertext: &str, aad: &[&str]) -> (u16, Value) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/v2/keys/{key}/actions/unwrap"),
+            Some(json!({"ciphertext": ciphertext, "aad": aad})),
+        )
+        .await
+    }
+
+    async fn keystore_vps(&self) -> HashMap<String, u64> {
+        let (status, answer) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/instances/{}/keystore", self.instance),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        answer["master_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| {
+                (
+                    entry["vp"].as_str().unwrap().to_owned(),
+                    entry["key_versions"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+async fn keys_wrap_and_unwrap_with_failover(backend: Backend) {
+    let deployment = deploy(backend).await;
+    // Every request starts at another unit of the rotation; unit 1 has no master key, so a
+    // third of them must fail over to the next unit.
+    let key = deployment.create_root_key("failover").await;
+    for round in 0..6u8 {
+        let dek = [round; 32];
+        let ciphertext = deployment.wrap(&key, &dek, &["round"]).await;
+        let (status, answer) = deployment.unwrap(&key, &ciphertext, &["round"]).await;
+        assert_eq!(status, 200, "{backend:?}: {answer}");
+        assert_eq!(
+            B64.decode(answer["plaintext"].as_str().unwrap()).unwrap(),
+            dek
+        );
+    }
+}
+
+async fn a_ciphertext_that_does_not_authenticate_is_refused_once(backend: Backend) {
+    let deployment = deploy(backend).await;
+    let key = deployment.create_root_key("aad").await;
+    let ciphertext = deployment.wrap(&key, &[7; 32], &["right"]).await;
+    let (status, answer) = deployment.unwrap(&key, &ciphertext, &["wrong"]).await;
+    assert_eq!(status, 422, "{backend:?}: {answer}");
+    assert_eq!(
+        answer["resources"][0]["reasons"][0]["code"],
+        "UNPROCESSABLE_CIPHERTEXT_ERR"
+    );
+}
+
+async fn a_rotation_moves_every_key_and_they_all_unwrap(backend: Backend) {
+    let deployment = deploy(backend).await;
+    let mut wrapped = Vec::new();
+    for index in 0..20u8 {
+        let key = deployment.create_root_key(&format!("k{index}")).await;
+        let ciphertext = deployment.wrap(&key, &[index; 32], &[]).await;
+        wrapped.push((key, ciphertext, index));
+    }
+    let units = &deployment.units;
+    let admin = &deployment.admin;
+    let from = units[1].status().await.current.vp;
+    // The unit without a master key leaves the instance's rotation: give it the current key
+    // first, so every unit can be pinned.
+    copy_register(&units[1], Register::Current, &units[0], admin).await;
+    let to = unit_generate(&units[1], admin).await;
+    copy_register(&units[1], Register::New, &units[0], admin).await;
+    copy_register(&units[1], Register::New, &units[2], admin).await;
+    for unit in units {
+        unit.run(admin, Action::PinNew { vp: to }).await;
+    }
+    let (status, answer) = deployment
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/instances/{}/rotation", deployment.instance),
+            Some(json!({"from_vp": from, "to_vp": to})),
+        )
+        .await;
+    assert_eq!(status, 200, "{backend:?}: {answer}");
+    let mut phase = None;
+    for _ in 0..400 {
+        let (_, view) = deployment
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/instances/{}/rotation", deployment.instance),
+                None,
+            )
+            .await;
+        let view: Option<RotationView> = serde_json::from_value(view["rotation"].clone()).unwrap();
+        phase = view.map(|view| view.journal.phase);
+        if phase == Some(Phase::Reencrypted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(phase, Some(Phase::Reencrypted), "{backend:?}");
+    let counts = deployment.keystore_vps().await;
+    assert_eq!(counts.get(&to.to_string()), Some(&20), "{counts:?}");
+    assert_eq!(counts.get(&from.to_string()), None, "{counts:?}");
+    for unit in units {
+        unit.run(admin, Action::SetImmediate { vp: to }).await;
+        assert_eq!(unit.status().await.current.vp, to);
+    }
+    for (key, ciphertext, index) in &wrapped {
+        let (status, answer) = deployment.unwrap(key, ciphertext, &[]).await;
+        assert_eq!(status, 200, "{backend:?}: {answer}");
+        assert_eq!(
+            B64.decode(answer["plaintext"].as_str().unwrap()).unwrap(),
+            [*index; 32]
+        );
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod in_process {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::InProcess).await;
+                }
+            )*
+        }
+        mod unit_processes {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Processes).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    keys_wrap_and_unwrap_with_failover,
+    a_ciphertext_that_does_not_authenticate_is_refused_once,
+    a_rotation_moves_every_key_and_they_all_unwrap,
+);

@@ -1,0 +1,18 @@
+//! What crosses the wire between the workstation, the service and a crypto unit, defined once
+//! for every side:
+//!
+//! - [`wire`]: admin commands, their signatures and the unit's signed responses;
+//! - [`error`]: every way a unit refuses a request, with its stable code;
+//! - [`keyops`]: the key operations the service calls, each tied to its reply by [`UnitOp`];
+//! - [`binding`]: what a wrapped blob is bound to.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod binding;
+pub mod error;
+pub mod keyops;
+pub mod wire;
+
+pub use error::{ErrorCode, UnitError};
+pub use keyops::UnitOp;

@@ -1,0 +1,194 @@
+//! How the service reaches a unit's key operations, behind one trait with two implementations:
+//! [`HttpUnit`], a unit process over the network, and [`Unit`] itself, called in process (tests
+//! and models run the service against units in milliseconds this way). [`UnitLink`] holds
+//! either, so a pool of units can mix them.
+
+use std::sync::Arc;
+
+use axum::http::header;
+use rotor_crypto::fill_random;
+use rotor_proto::error::ErrorCode;
+use rotor_proto::keyops::{BATCH_CONTENT_TYPE, Encoding};
+use rotor_proto::wire::{ErrorBody, SignedResponse, UnitResult, UnitStatus};
+
+use crate::daemon::{Served, Unit};
+
+/// Why a key operation did not produce an answer.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The unit did not answer, or answered something that is not a reply.
+    Unreachable(String),
+    /// The unit answered with a refusal.
+    Refused(ErrorBody),
+}
+
+impl CallError {
+    /// The unit's code, when it refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Refused(body) => Some(body.code),
+            Self::Unreachable(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable(why) => write!(f, "crypto unit unreachable: {why}"),
+            Self::Refused(body) => write!(f, "{} ({})", body.message, body.code),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// One unit's key operations, wherever the unit runs.
+pub trait UnitBackend: Send + Sync {
+    /// Runs one key operation.
+    fn call<Op: Served>(
+        &self,
+        request: &Op,
+    ) -> impl Future<Output = Result<Op::Reply, CallError>> + Send;
+
+    /// The unit's status (registers, VPs, rotation lock).
+    fn status(&self) -> impl Future<Output = Result<UnitStatus, CallError>> + Send;
+}
+
+impl UnitBackend for Unit {
+    async fn call<Op: Served>(&self, request: &Op) -> Result<Op::Reply, CallError> {
+        Unit::call(self, request).await.map_err(CallError::Refused)
+    }
+
+    async fn status(&self) -> Result<UnitStatus, CallError> {
+        Ok(Unit::status(self).await)
+    }
+}
+
+/// A unit process, reached over HTTP with the service token.
+#[derive(Clone, Debug)]
+pub struct HttpUnit {
+    http: reqwest::Client,
+    base: String,
+    token: Arc<String>,
+}
+
+impl HttpUnit {
+    /// A client for the unit at `address`, presenting `token`.
+    pub fn new(http: reqwest::Client, address: std::net::SocketAddr, token: Arc<String>) -> Self {
+        Self {
+            http,
+            base: format!("http://{address}/v1"),
+            token,
+        }
+    }
+
+    async fn send(
+        &self,
+        name: &str,
+        body: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<axum::body::Bytes, CallError> {
+        let unreachable = |err: reqwest::Error| CallError::Unreachable(err.to_string());
+        let response = self
+            .http
+            .post(format!("{}/keys/{name}", self.base))
+            .bearer_auth(self.token.as_str())
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(unreachable)?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(match serde_json::from_slice(&body) {
+            Ok(refusal) => CallError::Refused(refusal),
+            Err(_) => CallError::Unreachable(format!(
+                "the unit answered {status}: {}",
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            )),
+        })
+    }
+}
+
+impl UnitBackend for HttpUnit {
+    async fn call<Op: Served>(&self, request: &Op) -> Result<Op::Reply, CallError> {
+        let bad_request =
+            |err: &dyn std::fmt::Display| CallError::Unreachable(format!("request: {err}"));
+        let bad_answer =
+            |err: &dyn std::fmt::Display| CallError::Unreachable(format!("bad answer: {err}"));
+        match Op::ENCODING {
+            Encoding::Json => {
+                let body = serde_json::to_vec(request).map_err(|err| bad_request(&err))?;
+                let answer = self.send(Op::NAME, body, "application/json").await?;
+                serde_json::from_slice(&answer).map_err(|err| bad_answer(&err))
+            }
+            // Batches carry thousands of blobs: postcard costs far less than JSON.
+            Encoding::Postcard => {
+                let body = postcard::to_stdvec(request).map_err(|err| bad_request(&err))?;
+                let answer = self.send(Op::NAME, body, BATCH_CONTENT_TYPE).await?;
+                postcard::from_bytes(&answer).map_err(|err| bad_answer(&err))
+            }
+        }
+    }
+
+    /// The unit's public status. The service reads it to check the rotation lock; it does not
+    /// check the response signature (the CLI does, for admins).
+    async fn status(&self) -> Result<UnitStatus, CallError> {
+        let mut challenge = [0u8; 16];
+        fill_random(&mut challenge);
+        let url = format!("{}/status?challenge={}", self.base, hex::encode(challenge));
+        let unreachable = |err: &dyn std::fmt::Display| CallError::Unreachable(err.to_string());
+        let signed: SignedResponse = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|err| unreachable(&err))?
+            .json()
+            .await
+            .map_err(|err| unreachable(&err))?;
+        match signed
+            .open_unverified()
+            .map_err(|err| unreachable(&err))?
+            .result
+        {
+            UnitResult::Status(status) => Ok(status),
+            _ => Err(CallError::Unreachable(
+                "the unit did not answer with its status".to_owned(),
+            )),
+        }
+    }
+}
+
+/// A unit process or an in-process unit.
+#[derive(Clone)]
+pub enum UnitLink {
+    /// Over HTTP.
+    Http(HttpUnit),
+    /// In this process.
+    InProcess(Unit),
+}
+
+impl UnitBackend for UnitLink {
+    async fn call<Op: Served>(&self, request: &Op) -> Result<Op::Reply, CallError> {
+        match self {
+            Self::Http(unit) => unit.call(request).await,
+            Self::InProcess(unit) => UnitBackend::call(unit, request).await,
+        }
+    }
+
+    async fn status(&self) -> Result<UnitStatus, CallError> {
+        match self {
+            Self::Http(unit) => unit.status().await,
+            Self::InProcess(unit) => UnitBackend::status(unit).await,
+        }
+    }
+}
