@@ -25,8 +25,10 @@ use rotor_unit::keys::Binding;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::KpState;
+use super::error::{KpError, KpResult};
+use super::wire::{aad_of, decode_b64, parse_json};
 use crate::iam::Role;
-use crate::kp::{KpError, KpResult, KpState, aad_of, decode_b64, parse_json};
 
 const MAGIC: &[u8; 3] = b"ab1";
 

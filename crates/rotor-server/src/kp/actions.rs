@@ -1,0 +1,280 @@
+//! Key actions: wrap, unwrap, rewrap, rotate, enable, disable, set and unset for deletion,
+//! in the `/actions/{action}` form and the older `?action=` form.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use rotor_store::{DeletionAuthorization, KeyMeta, KeyState, StoreError};
+use rotor_unit::keyapi::{Plaintext, RewrapRequest, UnwrapRequest, WrapRequest, Wrapped};
+use rotor_unit::keys::{Binding, ciphertext_version};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use rotor_util::time::now_ms;
+
+use super::caller::Caller;
+use super::error::{KpError, KpResult};
+use super::lifecycle::{DELETION_AUTHORIZATION_MS, add_version, dual_auth, usable};
+use super::wire::{aad_of, decode_b64, parse_json};
+use super::{KpState, blocking};
+use crate::iam::Role;
+
+pub(super) async fn key_action(
+    State(state): State<KpState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> KpResult<Response> {
+    run_action(&state, &headers, &id, &action, &body).await
+}
+
+#[derive(Deserialize)]
+pub(super) struct ActionQuery {
+    action: Option<String>,
+}
+
+/// The older form `POST /keys/{id}?action=wrap`.
+pub(super) async fn key_action_query(
+    State(state): State<KpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<ActionQuery>,
+    body: Bytes,
+) -> KpResult<Response> {
+    let action = query
+        .action
+        .ok_or_else(|| KpError::bad_request("the 'action' query parameter is missing"))?;
+    run_action(&state, &headers, &id, &action, &body).await
+}
+
+pub(super) async fn run_action(
+    state: &KpState,
+    headers: &HeaderMap,
+    id: &str,
+    action: &str,
+    body: &[u8],
+) -> KpResult<Response> {
+    let needed = match action {
+        "wrap" | "unwrap" | "rewrap" => Role::Reader,
+        "rotate" | "enable" | "disable" | "sync" => Role::Writer,
+        "setKeyForDeletion" | "unsetKeyForDeletion" => Role::Writer,
+        other => return Err(KpError::bad_request(format!("unknown action '{other}'"))),
+    };
+    let caller = state.caller(headers, needed)?;
+    let key = state.find_key(&caller, id)?;
+    let value = if body.is_empty() {
+        json!({})
+    } else {
+        parse_json(body)?
+    };
+    match action {
+        "wrap" => wrap(state, &caller, &key, &value).await,
+        "unwrap" => unwrap(state, &caller, &key, &value, false).await,
+        "rewrap" => unwrap(state, &caller, &key, &value, true).await,
+        "rotate" => rotate(state, &caller, &key, &value).await,
+        "enable" | "disable" => {
+            if key.deletion.is_some() {
+                return Err(KpError::new(
+                    StatusCode::GONE,
+                    "KEY_DELETED_ERR",
+                    "the key is deleted",
+                ));
+            }
+            let (from, to) = if action == "enable" {
+                (KeyState::Suspended, KeyState::Active)
+            } else {
+                (KeyState::Active, KeyState::Suspended)
+            };
+            blocking(|| {
+                state.store.update(key.instance, key.id, &mut |k| {
+                    if k.state != from && k.state != to {
+                        return Err(StoreError::Refused(format!(
+                            "key {} cannot be {action}d in its state",
+                            k.id
+                        )));
+                    }
+                    k.state = to;
+                    Ok(())
+                })
+            })?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        "setKeyForDeletion" | "unsetKeyForDeletion" => {
+            if !dual_auth(&key) {
+                return Err(KpError::conflict(
+                    "NOT_DUAL_AUTH_ERR",
+                    "this key does not need dual authorization to be deleted",
+                ));
+            }
+            let sub = caller.claims.sub.as_str();
+            let set = action == "setKeyForDeletion";
+            blocking(|| {
+                state.store.update(key.instance, key.id, &mut |k| {
+                    k.deletion_authorization = set.then(|| DeletionAuthorization {
+                        by: sub.to_owned(),
+                        until: now_ms() + DELETION_AUTHORIZATION_MS,
+                    });
+                    Ok(())
+                })
+            })?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+pub(super) async fn wrap(
+    state: &KpState,
+    caller: &Caller,
+    key: &KeyMeta,
+    value: &Value,
+) -> KpResult<Response> {
+    usable(key)?;
+    if key.extractable {
+        return Err(KpError::bad_request(
+            "only root keys wrap data encryption keys",
+        ));
+    }
+    let plaintext = decode_b64("plaintext", value)?;
+    let aad = aad_of(value)?;
+    let request = || {
+        Ok(WrapRequest {
+            key: state.key_version(key, key.newest_version)?,
+            plaintext: plaintext.clone(),
+            aad: aad.clone(),
+        })
+    };
+    let version_id = blocking(|| {
+        state
+            .store
+            .version(key.instance, key.id, key.newest_version)
+    })?
+    .map(|v| v.id);
+    let wrapped: Wrapped = state
+        .unit_call_fresh(caller.instance, "wrap", request)
+        .await?;
+    let mut body = json!({
+        "ciphertext": B64.encode(&wrapped.ciphertext),
+        "keyVersion": {"id": version_id},
+    });
+    if let Some(plaintext) = wrapped.plaintext {
+        body["plaintext"] = json!(B64.encode(plaintext));
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+pub(super) async fn unwrap(
+    state: &KpState,
+    caller: &Caller,
+    key: &KeyMeta,
+    value: &Value,
+    rewrap: bool,
+) -> KpResult<Response> {
+    usable(key)?;
+    let ciphertext = decode_b64("ciphertext", value)?
+        .ok_or_else(|| KpError::bad_request("'ciphertext' is required"))?;
+    let aad = aad_of(value)?;
+    let unprocessable = || {
+        KpError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "UNPROCESSABLE_CIPHERTEXT_ERR",
+            "the ciphertext is invalid, was made with another key, or the additional authenticated data differs",
+        )
+    };
+    let version = ciphertext_version(&ciphertext)
+        .filter(|v| *v >= 1 && *v <= key.newest_version)
+        .ok_or_else(unprocessable)?;
+    let from_id = blocking(|| state.store.version(key.instance, key.id, version))?.map(|v| v.id);
+    let newest_id = blocking(|| {
+        state
+            .store
+            .version(key.instance, key.id, key.newest_version)
+    })?
+    .map(|v| v.id);
+    let rewrap_request = |reveal_plaintext| {
+        Ok(RewrapRequest {
+            from: state.key_version(key, version)?,
+            to: state.key_version(key, key.newest_version)?,
+            ciphertext: ciphertext.clone(),
+            aad: aad.clone(),
+            reveal_plaintext,
+        })
+    };
+    if rewrap {
+        let wrapped: Wrapped = state
+            .unit_call_fresh(caller.instance, "rewrap", || rewrap_request(false))
+            .await?;
+        return Ok(axum::Json(json!({
+            "ciphertext": B64.encode(&wrapped.ciphertext),
+            "keyVersion": {"id": from_id},
+            "rewrappedKeyVersion": {"id": newest_id},
+        }))
+        .into_response());
+    }
+    if version == key.newest_version {
+        let request = || {
+            Ok(UnwrapRequest {
+                key: state.key_version(key, version)?,
+                ciphertext: ciphertext.clone(),
+                aad: aad.clone(),
+            })
+        };
+        let plain: Plaintext = state
+            .unit_call_fresh(caller.instance, "unwrap", request)
+            .await?;
+        return Ok(axum::Json(json!({
+            "plaintext": B64.encode(&plain.plaintext),
+            "keyVersion": {"id": from_id},
+        }))
+        .into_response());
+    }
+    // An older version: as Key Protect does, hand back the DEK wrapped under the newest version
+    // too, in one pass through the unit.
+    let wrapped: Wrapped = state
+        .unit_call_fresh(caller.instance, "rewrap", || rewrap_request(true))
+        .await?;
+    Ok(axum::Json(json!({
+        "plaintext": B64.encode(wrapped.plaintext.unwrap_or_default()),
+        "ciphertext": B64.encode(&wrapped.ciphertext),
+        "keyVersion": {"id": from_id},
+        "rewrappedKeyVersion": {"id": newest_id},
+    }))
+    .into_response())
+}
+
+pub(super) async fn rotate(
+    state: &KpState,
+    caller: &Caller,
+    key: &KeyMeta,
+    value: &Value,
+) -> KpResult<Response> {
+    usable(key)?;
+    if key.extractable {
+        return Err(KpError::bad_request(
+            "standard keys cannot be rotated; only root keys",
+        ));
+    }
+    let payload = decode_b64("payload", value)?;
+    if key.imported && payload.is_none() {
+        return Err(KpError::bad_request(
+            "an imported root key is rotated with new key material in 'payload'",
+        ));
+    }
+    if !key.imported && payload.is_some() {
+        return Err(KpError::bad_request(
+            "a generated root key is rotated without a payload",
+        ));
+    }
+    let version = key.newest_version + 1;
+    let binding = Binding {
+        instance: key.instance,
+        key: key.id,
+        version,
+        extractable: false,
+    };
+    add_version(state, caller.instance, key, binding, payload).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,103 @@
+//! Bulk creation of root keys.
+
+use rotor_store::{KeyMeta, KeyState, KeyVersion};
+use rotor_unit::keyapi::{GenerateBatch, GenerateItem, GeneratedBatch};
+use rotor_unit::keys::Binding;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use rotor_util::time::now_ms;
+
+use super::error::{KpError, KpResult};
+use super::lifecycle::instance_dual_auth;
+use super::wire::check_name;
+use super::{KpState, blocking};
+
+/// Creates root keys in bulk: one unit round trip makes every key and wraps the given DEK
+/// under it, and one keystore transaction stores them all. Returns, in order, each key's id and
+/// its DEK ciphertext (no AAD).
+pub async fn create_keys_batch(
+    state: &KpState,
+    instance: Uuid,
+    created_by: &str,
+    keys: Vec<(String, Zeroizing<Vec<u8>>)>,
+) -> KpResult<Vec<(Uuid, Vec<u8>)>> {
+    if keys.is_empty() || keys.len() > MAX_BATCH_CREATE {
+        return Err(KpError::bad_request(format!(
+            "a batch creates 1 to {MAX_BATCH_CREATE} keys"
+        )));
+    }
+    for (name, dek) in &keys {
+        check_name(name)?;
+        if dek.is_empty() || dek.len() > 7_500 {
+            return Err(KpError::bad_request("each 'dek' is 1 to 7500 bytes"));
+        }
+    }
+    let dual_auth = instance_dual_auth(state, instance)?.then_some(true);
+    let items: Vec<GenerateItem> = keys
+        .iter()
+        .map(|(_, dek)| GenerateItem {
+            binding: Binding {
+                instance,
+                key: Uuid::new_v4(),
+                version: 1,
+                extractable: false,
+            },
+            dek: dek.clone(),
+        })
+        .collect();
+    let ids: Vec<Uuid> = items.iter().map(|item| item.binding.key).collect();
+    let _gate = state.gate.read().await;
+    let generated: GeneratedBatch = state
+        .unit_call_batch(instance, "generate-batch", &GenerateBatch { items })
+        .await?;
+    if generated.keys.len() != ids.len() {
+        return Err(KpError::conflict(
+            "NO_MASTER_KEY_ERR",
+            "the crypto unit answered a batch with the wrong number of keys",
+        ));
+    }
+    let now = now_ms();
+    let mut records = Vec::with_capacity(ids.len());
+    let mut answer = Vec::with_capacity(ids.len());
+    for (((name, _), id), (blob, ciphertext)) in keys.into_iter().zip(ids).zip(generated.keys) {
+        let key = KeyMeta {
+            instance,
+            id,
+            name,
+            description: String::new(),
+            extractable: false,
+            imported: false,
+            state: KeyState::Active,
+            key_ring: "default".to_owned(),
+            aliases: Vec::new(),
+            created: now,
+            created_by: created_by.to_owned(),
+            updated: now,
+            last_rotated: None,
+            deletion: None,
+            deletion_authorization: None,
+            policies: rotor_store::KeyPolicies {
+                dual_auth_delete: dual_auth,
+                ..rotor_store::KeyPolicies::default()
+            },
+            newest_version: 1,
+            labels: Vec::new(),
+        };
+        let version = KeyVersion {
+            version: 1,
+            id: Uuid::new_v4(),
+            blob,
+            vp: generated.vp,
+            created: now,
+        };
+        records.push((key, version));
+        answer.push((id, ciphertext));
+    }
+    blocking(|| state.store.create_keys(&records))?;
+    tracing::info!(%instance, count = answer.len(), "keys created in a batch");
+    Ok(answer)
+}
+
+/// The most keys one batch creates.
+pub const MAX_BATCH_CREATE: usize = 10_000;
