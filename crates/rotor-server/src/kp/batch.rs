@@ -1,8 +1,17 @@
-//! Bulk creation of root keys.
+//! Bulk creation of root keys: `POST /v1/instances/{id}/keys/batch` (Writer role), beside
+//! the Key Protect API with its caller extraction and error body.
 
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use rotor_store::{KeyMeta, KeyState, KeyVersion};
 use rotor_unit::keyapi::{GenerateBatch, GenerateItem, GeneratedBatch};
 use rotor_unit::keys::Binding;
+use serde::Deserialize;
+use serde_json::json;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -12,6 +21,7 @@ use super::error::{KpError, KpResult};
 use super::lifecycle::instance_dual_auth;
 use super::wire::check_name;
 use super::{KpState, blocking};
+use crate::iam::Role;
 
 /// Creates root keys in bulk: one unit round trip makes every key and wraps the given DEK
 /// under it, and one keystore transaction stores them all. Returns, in order, each key's id and
@@ -101,3 +111,45 @@ pub async fn create_keys_batch(
 
 /// The most keys one batch creates.
 pub const MAX_BATCH_CREATE: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchKey {
+    name: String,
+    #[serde(with = "rotor_unit::keyapi::b64")]
+    dek: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchCreate {
+    keys: Vec<BatchKey>,
+}
+
+/// Creates up to 10,000 root keys, each wrapping the DEK given for it:
+/// `{"keys": [{"name": ..., "dek": BASE64}]}` → `{"keys": [{"id": ..., "ciphertext": BASE64}]}`.
+/// The ciphertexts unwrap through the Key Protect API like any other (no AAD).
+pub(super) async fn keys_batch(
+    State(state): State<KpState>,
+    headers: HeaderMap,
+    Path(instance): Path<String>,
+    body: Bytes,
+) -> KpResult<Response> {
+    let caller = state.caller_in_path(&headers, &instance, Role::Writer)?;
+    let request: BatchCreate = serde_json::from_slice(&body).map_err(|err| {
+        KpError::bad_request(format!(
+            "expected {{\"keys\": [{{\"name\": ..., \"dek\": BASE64}}]}}: {err}"
+        ))
+    })?;
+    let keys = request
+        .keys
+        .into_iter()
+        .map(|key| (key.name, Zeroizing::new(key.dek)))
+        .collect();
+    let created = create_keys_batch(&state, caller.instance, &caller.claims.sub, keys).await?;
+    let keys: Vec<_> = created
+        .into_iter()
+        .map(|(id, ciphertext)| json!({"id": id, "ciphertext": B64.encode(ciphertext)}))
+        .collect();
+    Ok((StatusCode::CREATED, axum::Json(json!({ "keys": keys }))).into_response())
+}

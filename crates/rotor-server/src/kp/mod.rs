@@ -124,7 +124,6 @@ pub fn router(state: KpState) -> Router {
         .route("/api/v2/keys/{id}/restore", post(restore_key))
         .route("/api/v2/keys/{id}/registrations", get(key_registrations))
         .route("/api/v2/keys/{id}/actions/{action}", post(key_action))
-        .route("/v1/blobs/{op}", post(blobs::blob_operation))
         .route(
             "/api/v2/keys/{id}/policies",
             get(get_key_policies).put(put_key_policies),
@@ -145,6 +144,12 @@ pub fn router(state: KpState) -> Router {
         .route(
             "/api/v2/import_token",
             post(create_import_token).get(get_import_token),
+        )
+        // rotor's own routes, with the same callers and error body
+        .route("/v1/blobs/{op}", post(blobs::blob_operation))
+        .route(
+            "/v1/instances/{instance}/keys/batch",
+            post(batch::keys_batch),
         )
         .with_state(state)
         .layer(axum::middleware::map_response(json_rejections))
