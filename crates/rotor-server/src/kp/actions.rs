@@ -44,9 +44,10 @@ pub(super) async fn key_action_query(
     Query(query): Query<ActionQuery>,
     body: Bytes,
 ) -> KpResult<Response> {
-    let action = query
-        .action
-        .ok_or_else(|| KpError::bad_request("the 'action' query parameter is missing"))?;
+    let action = query.action.ok_or_else(|| KpError::InvalidParameter {
+        name: "action",
+        problem: "is missing".to_owned(),
+    })?;
     run_action(&state, &headers, &id, &action, &body).await
 }
 
@@ -61,7 +62,12 @@ pub(super) async fn run_action(
         "wrap" | "unwrap" | "rewrap" => Role::Reader,
         "rotate" | "enable" | "disable" | "sync" => Role::Writer,
         "setKeyForDeletion" | "unsetKeyForDeletion" => Role::Writer,
-        other => return Err(KpError::bad_request(format!("unknown action '{other}'"))),
+        other => {
+            return Err(KpError::InvalidParameter {
+                name: "action",
+                problem: format!("names no action: '{other}'"),
+            });
+        }
     };
     let caller = state.caller(headers, needed)?;
     let key = state.find_key(&caller, id)?;
@@ -77,11 +83,7 @@ pub(super) async fn run_action(
         "rotate" => rotate(state, &caller, &key, &value).await,
         "enable" | "disable" => {
             if key.deletion.is_some() {
-                return Err(KpError::new(
-                    StatusCode::GONE,
-                    "KEY_DELETED_ERR",
-                    "the key is deleted",
-                ));
+                return Err(KpError::KeyDeleted(key.id));
             }
             let (from, to) = if action == "enable" {
                 (KeyState::Suspended, KeyState::Active)
@@ -104,10 +106,7 @@ pub(super) async fn run_action(
         }
         "setKeyForDeletion" | "unsetKeyForDeletion" => {
             if !dual_auth(&key) {
-                return Err(KpError::conflict(
-                    "NOT_DUAL_AUTH_ERR",
-                    "this key does not need dual authorization to be deleted",
-                ));
+                return Err(KpError::NotDualAuth);
             }
             let sub = caller.claims.sub.as_str();
             let set = action == "setKeyForDeletion";
@@ -134,9 +133,7 @@ pub(super) async fn wrap(
 ) -> KpResult<Response> {
     usable(key)?;
     if key.extractable {
-        return Err(KpError::bad_request(
-            "only root keys wrap data encryption keys",
-        ));
+        return Err(KpError::RootKeyRequired { action: "wrap" });
     }
     let plaintext = decode_b64("plaintext", value)?;
     let aad = aad_of(value)?;
@@ -175,18 +172,11 @@ pub(super) async fn unwrap(
 ) -> KpResult<Response> {
     usable(key)?;
     let ciphertext = decode_b64("ciphertext", value)?
-        .ok_or_else(|| KpError::bad_request("'ciphertext' is required"))?;
+        .ok_or_else(|| KpError::field("ciphertext", "is required"))?;
     let aad = aad_of(value)?;
-    let unprocessable = || {
-        KpError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "UNPROCESSABLE_CIPHERTEXT_ERR",
-            "the ciphertext is invalid, was made with another key, or the additional authenticated data differs",
-        )
-    };
     let version = ciphertext_version(&ciphertext)
         .filter(|v| *v >= 1 && *v <= key.newest_version)
-        .ok_or_else(unprocessable)?;
+        .ok_or(KpError::UnprocessableCiphertext)?;
     let from_id = blocking(|| state.store.version(key.instance, key.id, version))?.map(|v| v.id);
     let newest_id = blocking(|| {
         state
@@ -253,19 +243,16 @@ pub(super) async fn rotate(
 ) -> KpResult<Response> {
     usable(key)?;
     if key.extractable {
-        return Err(KpError::bad_request(
-            "standard keys cannot be rotated; only root keys",
-        ));
+        return Err(KpError::RootKeyRequired { action: "rotate" });
     }
     let payload = decode_b64("payload", value)?;
     if key.imported && payload.is_none() {
-        return Err(KpError::bad_request(
-            "an imported root key is rotated with new key material in 'payload'",
-        ));
+        return Err(KpError::PayloadRequired);
     }
     if !key.imported && payload.is_some() {
-        return Err(KpError::bad_request(
-            "a generated root key is rotated without a payload",
+        return Err(KpError::field(
+            "payload",
+            "is not taken: a generated root key is rotated without one",
         ));
     }
     let version = key.newest_version + 1;

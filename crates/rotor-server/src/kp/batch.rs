@@ -33,14 +33,15 @@ pub async fn create_keys_batch(
     keys: Vec<(String, Zeroizing<Vec<u8>>)>,
 ) -> KpResult<Vec<(Uuid, Vec<u8>)>> {
     if keys.is_empty() || keys.len() > MAX_BATCH_CREATE {
-        return Err(KpError::bad_request(format!(
-            "a batch creates 1 to {MAX_BATCH_CREATE} keys"
-        )));
+        return Err(KpError::field(
+            "keys",
+            format!("lists 1 to {MAX_BATCH_CREATE} keys"),
+        ));
     }
     for (name, dek) in &keys {
         check_name(name)?;
         if dek.is_empty() || dek.len() > 7_500 {
-            return Err(KpError::bad_request("each 'dek' is 1 to 7500 bytes"));
+            return Err(KpError::field("keys[].dek", "is 1 to 7500 bytes"));
         }
     }
     let dual_auth = instance_dual_auth(state, instance)?.then_some(true);
@@ -62,9 +63,8 @@ pub async fn create_keys_batch(
         .unit_call_batch(instance, "generate-batch", &GenerateBatch { items })
         .await?;
     if generated.keys.len() != ids.len() {
-        return Err(KpError::conflict(
-            "NO_MASTER_KEY_ERR",
-            "the crypto unit answered a batch with the wrong number of keys",
+        return Err(KpError::NoMasterKey(
+            "the crypto unit answered a batch with the wrong number of keys".to_owned(),
         ));
     }
     let now = now_ms();
@@ -137,7 +137,7 @@ pub(super) async fn keys_batch(
 ) -> KpResult<Response> {
     let caller = state.caller_in_path(&headers, &instance, Role::Writer)?;
     let request: BatchCreate = serde_json::from_slice(&body).map_err(|err| {
-        KpError::bad_request(format!(
+        KpError::BadBody(format!(
             "expected {{\"keys\": [{{\"name\": ..., \"dek\": BASE64}}]}}: {err}"
         ))
     })?;

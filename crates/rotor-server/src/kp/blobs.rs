@@ -50,14 +50,13 @@ fn encode(id: Uuid, blob: &[u8]) -> String {
 
 /// The application's blob as the unit's key reference.
 fn key_ref(instance: Uuid, value: &serde_json::Value) -> KpResult<(Uuid, KeyRef)> {
-    let bytes =
-        decode_b64("blob", value)?.ok_or_else(|| KpError::bad_request("'blob' is required"))?;
+    let bytes = decode_b64("blob", value)?.ok_or_else(|| KpError::field("blob", "is required"))?;
     let (Some(MAGIC), Some(id), Some(blob)) = (
         bytes.get(..3).and_then(|m| <&[u8; 3]>::try_from(m).ok()),
         bytes.get(3..19).and_then(|id| Uuid::from_slice(id).ok()),
         bytes.get(19..),
     ) else {
-        return Err(KpError::bad_request("'blob' is not a rotor key blob"));
+        return Err(KpError::field("blob", "is not a rotor key blob"));
     };
     Ok((
         id,
@@ -111,7 +110,7 @@ pub(crate) async fn blob_operation(
             let request = UnwrapRequest {
                 key,
                 ciphertext: decode_b64("ciphertext", &value)?
-                    .ok_or_else(|| KpError::bad_request("'ciphertext' is required"))?,
+                    .ok_or_else(|| KpError::field("ciphertext", "is required"))?,
                 aad: aad_of(&value)?,
             };
             let plain: Plaintext = state.unit_call(instance, "unwrap", &request).await?;
@@ -123,11 +122,7 @@ pub(crate) async fn blob_operation(
             json!({"blob": encode(id, &sealed.blob), "vp": sealed.vp})
         }
         other => {
-            return Err(KpError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "NOT_FOUND_ERR",
-                format!("no blob operation '{other}': use generate, wrap, unwrap or rewrap"),
-            ));
+            return Err(KpError::UnknownBlobOperation(other.to_owned()));
         }
     };
     Ok(axum::Json(answer).into_response())

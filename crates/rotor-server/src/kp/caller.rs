@@ -1,7 +1,7 @@
 //! Who calls: the identity from the bearer token, the instance from `Bluemix-Instance` (or, on
 //! rotor's own `/v1/instances/{id}/…` routes, from the path).
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use uuid::Uuid;
 
 use rotor_util::time::unix_now;
@@ -23,9 +23,13 @@ impl KpState {
         let instance = headers
             .get("bluemix-instance")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| KpError::bad_request("the Bluemix-Instance header is missing"))?;
-        let instance = Uuid::parse_str(instance.trim()).map_err(|_| {
-            KpError::bad_request("the Bluemix-Instance header is not an instance id")
+            .ok_or(KpError::InvalidHeader {
+                name: "Bluemix-Instance",
+                problem: "is missing",
+            })?;
+        let instance = Uuid::parse_str(instance.trim()).map_err(|_| KpError::InvalidHeader {
+            name: "Bluemix-Instance",
+            problem: "is not an instance id",
         })?;
         self.admit(claims, instance, needed)
     }
@@ -38,7 +42,8 @@ impl KpState {
         needed: Role,
     ) -> KpResult<Caller> {
         let claims = self.claims(headers)?;
-        let instance = Uuid::parse_str(instance).map_err(|_| instance_not_found(instance))?;
+        let instance = Uuid::parse_str(instance)
+            .map_err(|_| KpError::InstanceNotFound(instance.to_owned()))?;
         self.admit(claims, instance, needed)
     }
 
@@ -53,16 +58,8 @@ impl KpState {
     fn admit(&self, claims: Claims, instance: Uuid, needed: Role) -> KpResult<Caller> {
         claims.allows(Some(instance), needed)?;
         if !self.instances.contains_key(&instance) {
-            return Err(instance_not_found(&instance.to_string()));
+            return Err(KpError::InstanceNotFound(instance.to_string()));
         }
         Ok(Caller { instance, claims })
     }
-}
-
-fn instance_not_found(instance: &str) -> KpError {
-    KpError::new(
-        StatusCode::NOT_FOUND,
-        "INSTANCE_NOT_FOUND_ERR",
-        format!("instance {instance} does not exist on this service"),
-    )
 }

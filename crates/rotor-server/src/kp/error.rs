@@ -4,80 +4,390 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rotor_store::StoreError;
 use serde_json::json;
+use uuid::Uuid;
+
+use rotor_util::time::rfc3339;
 
 use crate::iam::IamError;
 
 pub(super) const ERROR_TYPE: &str = "application/vnd.ibm.kms.error+json";
 
-/// A Key Protect error: status, IBM-style code, message.
+/// Where Key Protect points its clients for the meaning of a reason code.
+const MORE_INFO: &str = "https://cloud.ibm.com/apidocs/key-protect";
+
+/// An error the Key Protect routes answer. [`KpError::reason`] maps each to its HTTP status,
+/// Key Protect reason code and message.
 #[derive(Debug)]
-pub struct KpError {
+#[non_exhaustive]
+pub enum KpError {
+    /// The body is not what the route takes (malformed JSON, wrong shape, unknown fields).
+    BadBody(String),
+    /// The route needs a body and got none.
+    NoBody,
+    /// A field of the body is missing or holds a value the route does not take.
+    InvalidField {
+        /// The field, as the API names it (`plaintext`, `rotation.interval_month`).
+        field: String,
+        /// What is wrong, as the end of a sentence starting with the field's name.
+        problem: String,
+    },
+    /// `metadata.collectionTotal` is not the number of `resources`.
+    CollectionTotalMismatch {
+        /// What `metadata.collectionTotal` says.
+        declared: u64,
+        /// How many resources the body holds.
+        resources: usize,
+    },
+    /// A query or path parameter holds a value the route does not take.
+    InvalidParameter {
+        /// The parameter.
+        name: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A request header is missing or malformed.
+    InvalidHeader {
+        /// The header.
+        name: &'static str,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// The action needs a root key and the key is a standard key.
+    RootKeyRequired {
+        /// What was asked, as a verb (`wrap`, `rotate`).
+        action: &'static str,
+    },
+    /// An imported root key is rotated without new key material.
+    PayloadRequired,
+    /// A unit refused the request's key material or data (wrong length, too long).
+    UnitRefused(String),
+    /// The HTTP layer refused the request before a route ran (body too large, bad query).
+    Rejected {
+        /// The status the HTTP layer chose.
+        status: StatusCode,
+        /// Its explanation.
+        message: String,
+    },
+    /// The bearer token is missing, malformed, expired or not this service's.
+    Unauthorized(String),
+    /// The token's identity lacks the role the route needs on the instance.
+    Forbidden(String),
+    /// The instance does not exist on this service.
+    InstanceNotFound(String),
+    /// No key has this id or alias in the instance.
+    KeyNotFound(String),
+    /// The key has no such version.
+    KeyVersionNotFound {
+        /// The key.
+        key: Uuid,
+        /// The version asked for.
+        version: u32,
+    },
+    /// The instance has no key ring of this id.
+    KeyRingNotFound(String),
+    /// Key storage has no such record (an alias, a key ring, a key removed meanwhile).
+    NotFound(String),
+    /// `/v1/blobs/{op}` with an operation that does not exist.
+    UnknownBlobOperation(String),
+    /// The instance has no import token.
+    ImportTokenNotFound,
+    /// The key's state does not allow the action.
+    InvalidState(String),
+    /// The name is taken (alias or key ring).
+    Conflict(String),
+    /// Set or unset for deletion on a key without dual authorization.
+    NotDualAuth,
+    /// A dual-authorization key is deleted without a valid authorization by another identity.
+    AuthorizationsNotMet(&'static str),
+    /// A deleted key is purged before its purge time.
+    PurgeNotAllowed {
+        /// From when it may be purged (Unix milliseconds).
+        from: i64,
+    },
+    /// The import token has expired.
+    ImportTokenExpired,
+    /// The import token was retrieved as often as it allows.
+    ImportTokenExhausted,
+    /// The instance has no operational unit.
+    NoCryptoUnit,
+    /// No unit could serve the request (none reachable, or none with a usable master key).
+    NoMasterKey(String),
+    /// The operation needs a committed new master key, which the units do not hold.
+    NoNewMasterKey(String),
+    /// A key of this id was deleted.
+    KeyDeleted(Uuid),
+    /// The ciphertext does not unwrap: invalid, another key's, or other AAD. Deliberately
+    /// opaque.
+    UnprocessableCiphertext,
+    /// The securely imported material, nonce or IV do not verify against the import token.
+    ImportVerification,
+    /// Key storage failed; the details are logged, never answered.
+    Storage,
+    /// The stored import token does not parse; logged, never answered in detail.
+    ImportTokenUnreadable,
+}
+
+/// What an error answers: the HTTP status, the Key Protect reason code, the message and, for
+/// field errors, the field.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Reason {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
     pub(crate) message: String,
+    pub(crate) target: Option<(&'static str, String)>,
 }
 
 impl KpError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
+    /// The one mapping of errors to what the API answers.
+    pub(crate) fn reason(&self) -> Reason {
+        use StatusCode as S;
+        let (status, code, message, target) = match self {
+            Self::BadBody(message) => (S::BAD_REQUEST, "BAD_BODY_ERR", message.clone(), None),
+            Self::NoBody => (
+                S::BAD_REQUEST,
+                "NO_BODY_ERR",
+                "this request needs a JSON body".to_owned(),
+                None,
+            ),
+            Self::InvalidField { field, problem } => (
+                S::BAD_REQUEST,
+                "INVALID_FIELD_ERR",
+                format!("the field `{field}` {problem}"),
+                Some(("field", field.clone())),
+            ),
+            Self::CollectionTotalMismatch {
+                declared,
+                resources,
+            } => (
+                S::BAD_REQUEST,
+                "COLLECTION_TOTAL_MISMATCH_ERR",
+                format!(
+                    "`metadata.collectionTotal` is {declared} but the body holds {resources} resource(s)"
+                ),
+                Some(("field", "metadata.collectionTotal".to_owned())),
+            ),
+            Self::InvalidParameter { name, problem } => (
+                S::BAD_REQUEST,
+                "INVALID_QUERY_PARAM_ERR",
+                format!("the parameter `{name}` {problem}"),
+                Some(("parameter", (*name).to_owned())),
+            ),
+            Self::InvalidHeader { name, problem } => (
+                S::BAD_REQUEST,
+                "BAD_REQUEST_ERR",
+                format!("the {name} header {problem}"),
+                Some(("header", (*name).to_owned())),
+            ),
+            Self::RootKeyRequired { action } => (
+                S::BAD_REQUEST,
+                "KEY_ROOT_REQ_ERR",
+                format!("only root keys {action}; this is a standard key"),
+                None,
+            ),
+            Self::PayloadRequired => (
+                S::BAD_REQUEST,
+                "KEY_PAYLOAD_REQ_ERR",
+                "an imported root key is rotated with new key material in `payload`".to_owned(),
+                Some(("field", "payload".to_owned())),
+            ),
+            Self::UnitRefused(message) => (S::BAD_REQUEST, "BAD_BODY_ERR", message.clone(), None),
+            Self::Rejected { status, message } => (
+                *status,
+                if *status == S::PAYLOAD_TOO_LARGE {
+                    "BODY_TOO_LARGE_ERR"
+                } else {
+                    "BAD_REQUEST_ERR"
+                },
+                message.clone(),
+                None,
+            ),
+            Self::Unauthorized(message) => {
+                (S::UNAUTHORIZED, "UNAUTHORIZED_ERR", message.clone(), None)
+            }
+            Self::Forbidden(message) => (S::FORBIDDEN, "FORBIDDEN_ERR", message.clone(), None),
+            Self::InstanceNotFound(instance) => (
+                S::NOT_FOUND,
+                "INSTANCE_NOT_FOUND_ERR",
+                format!("instance {instance} does not exist on this service"),
+                None,
+            ),
+            Self::KeyNotFound(id) => (
+                S::NOT_FOUND,
+                "KEY_NOT_FOUND_ERR",
+                format!("key {id} does not exist"),
+                None,
+            ),
+            Self::KeyVersionNotFound { key, version } => (
+                S::NOT_FOUND,
+                "KEY_NOT_FOUND_ERR",
+                format!("version {version} of key {key} does not exist"),
+                None,
+            ),
+            Self::KeyRingNotFound(id) => (
+                S::NOT_FOUND,
+                "KEY_RING_NOT_FOUND_ERR",
+                format!("key ring '{id}' does not exist"),
+                None,
+            ),
+            Self::NotFound(message) => (S::NOT_FOUND, "NOT_FOUND_ERR", message.clone(), None),
+            Self::UnknownBlobOperation(op) => (
+                S::NOT_FOUND,
+                "NOT_FOUND_ERR",
+                format!("no blob operation '{op}': use generate, wrap, unwrap or rewrap"),
+                None,
+            ),
+            Self::ImportTokenNotFound => (
+                S::NOT_FOUND,
+                "IMPORT_TOKEN_NOT_FOUND_ERR",
+                "no import token: create one with POST /api/v2/import_token".to_owned(),
+                None,
+            ),
+            Self::InvalidState(message) => (
+                S::CONFLICT,
+                "KEY_ACTION_INVALID_STATE_ERR",
+                message.clone(),
+                None,
+            ),
+            Self::Conflict(message) => (S::CONFLICT, "CONFLICT_ERR", message.clone(), None),
+            Self::NotDualAuth => (
+                S::CONFLICT,
+                "NOT_DUAL_AUTH_ERR",
+                "this key does not need dual authorization to be deleted".to_owned(),
+                None,
+            ),
+            Self::AuthorizationsNotMet(message) => (
+                S::CONFLICT,
+                "AUTHORIZATIONS_NOT_MET",
+                (*message).to_owned(),
+                None,
+            ),
+            Self::PurgeNotAllowed { from } => (
+                S::CONFLICT,
+                "PURGE_NOT_ALLOWED_ERR",
+                format!("the key can be purged from {}", rfc3339(*from)),
+                None,
+            ),
+            Self::ImportTokenExpired => (
+                S::CONFLICT,
+                "IMPORT_TOKEN_EXPIRED_ERR",
+                "the import token has expired; create a new one".to_owned(),
+                None,
+            ),
+            Self::ImportTokenExhausted => (
+                S::CONFLICT,
+                "IMPORT_TOKEN_EXHAUSTED_ERR",
+                "the import token was retrieved as often as allowed; create a new one".to_owned(),
+                None,
+            ),
+            Self::NoCryptoUnit => (
+                S::CONFLICT,
+                "NO_CRYPTO_UNIT_ERR",
+                "this instance has no operational crypto unit".to_owned(),
+                None,
+            ),
+            Self::NoMasterKey(message) => {
+                (S::CONFLICT, "NO_MASTER_KEY_ERR", message.clone(), None)
+            }
+            Self::NoNewMasterKey(message) => {
+                (S::CONFLICT, "NO_NEW_MASTER_KEY_ERR", message.clone(), None)
+            }
+            Self::KeyDeleted(id) => (
+                S::GONE,
+                "KEY_DELETED_ERR",
+                format!("key {id} is deleted"),
+                None,
+            ),
+            Self::UnprocessableCiphertext => (
+                S::UNPROCESSABLE_ENTITY,
+                "UNPROCESSABLE_CIPHERTEXT_ERR",
+                "the ciphertext is invalid, was made with another key, or the additional authenticated data differs".to_owned(),
+                None,
+            ),
+            Self::ImportVerification => (
+                S::UNPROCESSABLE_ENTITY,
+                "IMPORT_VERIFICATION_ERR",
+                "the encrypted key material, nonce or IV do not verify against the import token".to_owned(),
+                None,
+            ),
+            Self::Storage => (
+                S::INTERNAL_SERVER_ERROR,
+                "INTERNAL_SERVER_ERR",
+                "key storage failed".to_owned(),
+                None,
+            ),
+            Self::ImportTokenUnreadable => (
+                S::INTERNAL_SERVER_ERROR,
+                "INTERNAL_SERVER_ERR",
+                "the stored import token is unreadable".to_owned(),
+                None,
+            ),
+        };
+        Reason {
             status,
             code,
-            message: message.into(),
+            message,
+            target,
         }
     }
 
-    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "BAD_BODY_ERR", message)
-    }
-
-    pub(crate) fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "KEY_NOT_FOUND_ERR", message)
-    }
-
-    pub(crate) fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
+    /// An invalid body field.
+    pub(crate) fn field(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field: field.into(),
+            problem: problem.into(),
+        }
     }
 }
 
 impl IntoResponse for KpError {
     fn into_response(self) -> Response {
-        let reason = self.status.canonical_reason().unwrap_or("Error");
+        let Reason {
+            status,
+            code,
+            message,
+            target,
+        } = self.reason();
+        let canonical = status.canonical_reason().unwrap_or("Error");
+        let mut reason = json!({
+            "code": code,
+            "message": message,
+            "status": status.as_u16(),
+            "moreInfo": MORE_INFO,
+        });
+        if let Some((kind, name)) = target {
+            reason["target"] = json!({"type": kind, "name": name});
+        }
         let body = json!({
             "metadata": {"collectionType": ERROR_TYPE, "collectionTotal": 1},
             "resources": [{
-                "errorMsg": format!("{reason}: {}", self.message),
-                "reasons": [{"code": self.code, "message": self.message, "status": self.status.as_u16()}],
+                "errorMsg": format!("{canonical}: {message}"),
+                "reasons": [reason],
             }],
         });
-        (self.status, axum::Json(body)).into_response()
+        (status, axum::Json(body)).into_response()
     }
 }
 
 impl From<IamError> for KpError {
     fn from(err: IamError) -> Self {
-        let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-        let code = if status == StatusCode::FORBIDDEN {
-            "FORBIDDEN_ERR"
+        if err.http_status() == StatusCode::FORBIDDEN.as_u16() {
+            Self::Forbidden(err.to_string())
         } else {
-            "UNAUTHORIZED_ERR"
-        };
-        Self::new(status, code, err.to_string())
+            Self::Unauthorized(err.to_string())
+        }
     }
 }
 
 impl From<StoreError> for KpError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::NotFound(message) => Self::not_found(message),
-            StoreError::Conflict(message) => Self::conflict("CONFLICT_ERR", message),
-            StoreError::Refused(message) => Self::conflict("KEY_ACTION_INVALID_STATE_ERR", message),
-            other => {
-                tracing::error!(error = %other, "key storage failed");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL_SERVER_ERR",
-                    "key storage failed",
-                )
+            StoreError::NotFound(message) => Self::NotFound(message),
+            StoreError::Conflict(message) => Self::Conflict(message),
+            StoreError::Refused(message) => Self::InvalidState(message),
+            // Database failures, corrupt records, and whatever the store adds later.
+            failure => {
+                tracing::error!(error = %failure, "key storage failed");
+                Self::Storage
             }
         }
     }
@@ -108,10 +418,9 @@ pub(super) async fn json_rejections(response: Response) -> Response {
                 .unwrap_or("Bad Request")
                 .to_owned()
         });
-    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "BODY_TOO_LARGE_ERR"
-    } else {
-        "BAD_REQUEST_ERR"
-    };
-    KpError::new(status, code, text).into_response()
+    KpError::Rejected {
+        status,
+        message: text,
+    }
+    .into_response()
 }

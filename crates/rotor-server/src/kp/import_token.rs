@@ -30,54 +30,39 @@ pub(super) async fn secure_import(
     encrypted_material: Vec<u8>,
 ) -> KpResult<SealedKey> {
     let iv = decode_b64("iv", resource)?
-        .ok_or_else(|| KpError::bad_request("a secure import needs 'iv'"))?;
+        .ok_or_else(|| KpError::field("iv", "is required for a secure import"))?;
     let encrypted_nonce = decode_b64("encryptedNonce", resource)?.unwrap_or_default();
     let algorithm = resource["encryptionAlgorithm"]
         .as_str()
         .unwrap_or("RSAES_OAEP_SHA_256")
         .to_owned();
     let token = blocking(|| state.store.update_import_token(instance, &mut |_| Ok(())))?
-        .ok_or_else(no_import_token)?;
+        .ok_or(KpError::ImportTokenNotFound)?;
     let token: ImportToken =
         serde_json::from_value(token).map_err(|_| unreadable_import_token())?;
     if now_ms() >= token.expires {
-        return Err(import_token_expired());
+        return Err(KpError::ImportTokenExpired);
     }
     let request = SecureImportRequest {
         binding,
         token: token.id,
-        sealed_private_key: B64.decode(&token.sealed_private_key).unwrap_or_default(),
+        sealed_private_key: B64
+            .decode(&token.sealed_private_key)
+            .map_err(|_| unreadable_import_token())?,
         algorithm,
         encrypted_material,
-        nonce: B64.decode(&token.nonce).unwrap_or_default(),
+        nonce: B64
+            .decode(&token.nonce)
+            .map_err(|_| unreadable_import_token())?,
         encrypted_nonce,
         iv,
     };
     state.unit_call(instance, "secure-import", &request).await
 }
 
-pub(super) fn no_import_token() -> KpError {
-    KpError::new(
-        StatusCode::NOT_FOUND,
-        "IMPORT_TOKEN_NOT_FOUND_ERR",
-        "no import token: create one with POST /api/v2/import_token",
-    )
-}
-
 pub(super) fn unreadable_import_token() -> KpError {
     tracing::error!("the stored import token does not parse");
-    KpError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "INTERNAL_SERVER_ERR",
-        "the stored import token is unreadable",
-    )
-}
-
-pub(super) fn import_token_expired() -> KpError {
-    KpError::conflict(
-        "IMPORT_TOKEN_EXPIRED_ERR",
-        "the import token has expired; create a new one",
-    )
+    KpError::ImportTokenUnreadable
 }
 
 /// An instance's import token as stored.
@@ -121,7 +106,7 @@ pub(super) async fn create_import_token(
         other => other
             .as_u64()
             .filter(|s| (300..=86_400).contains(s))
-            .ok_or_else(|| KpError::bad_request("'expiration' is 300 to 86400 seconds"))?,
+            .ok_or_else(|| KpError::field("expiration", "is 300 to 86400 seconds"))?,
     };
     let max_retrievals = match &value["maxAllowedRetrievals"] {
         Value::Null => 1,
@@ -129,7 +114,7 @@ pub(super) async fn create_import_token(
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| KpError::bad_request("'maxAllowedRetrievals' is 1 to 500"))?,
+            .ok_or_else(|| KpError::field("maxAllowedRetrievals", "is 1 to 500"))?,
     };
     let id = Uuid::new_v4();
     let request = ImportTokenRequest {
@@ -181,14 +166,11 @@ pub(super) async fn get_import_token(
                 let expires = value["expires"].as_i64().unwrap_or(0);
                 let remaining = value["remaining"].as_u64().unwrap_or(0);
                 if now_ms() >= expires {
-                    refusal = Some(import_token_expired());
+                    refusal = Some(KpError::ImportTokenExpired);
                     return Err(StoreError::Refused(String::new()));
                 }
                 if remaining == 0 {
-                    refusal = Some(KpError::conflict(
-                        "IMPORT_TOKEN_EXHAUSTED_ERR",
-                        "the import token was retrieved as often as allowed; create a new one",
-                    ));
+                    refusal = Some(KpError::ImportTokenExhausted);
                     return Err(StoreError::Refused(String::new()));
                 }
                 value["remaining"] = json!(remaining - 1);
@@ -198,7 +180,7 @@ pub(super) async fn get_import_token(
     if let Some(refusal) = refusal {
         return Err(refusal);
     }
-    let token: ImportToken = serde_json::from_value(stored?.ok_or_else(no_import_token)?)
+    let token: ImportToken = serde_json::from_value(stored?.ok_or(KpError::ImportTokenNotFound)?)
         .map_err(|_| unreadable_import_token())?;
     let der = B64.decode(&token.public_key).unwrap_or_default();
     let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");

@@ -53,7 +53,7 @@ pub(super) async fn create_from(
 ) -> KpResult<Response> {
     let name = resource["name"]
         .as_str()
-        .ok_or_else(|| KpError::bad_request("'name' is required"))?
+        .ok_or_else(|| KpError::field("name", "is required"))?
         .to_owned();
     check_name(&name)?;
     let description = resource["description"]
@@ -61,14 +61,12 @@ pub(super) async fn create_from(
         .unwrap_or_default()
         .to_owned();
     if description.chars().count() > 240 {
-        return Err(KpError::bad_request(
-            "a description has at most 240 characters",
-        ));
+        return Err(KpError::field("description", "has at most 240 characters"));
     }
     let extractable = match &resource["extractable"] {
         Value::Null => false,
         Value::Bool(b) => *b,
-        _ => return Err(KpError::bad_request("'extractable' must be true or false")),
+        _ => return Err(KpError::field("extractable", "must be true or false")),
     };
     let aliases: Vec<String> = match &resource["aliases"] {
         Value::Null => Vec::new(),
@@ -77,10 +75,10 @@ pub(super) async fn create_from(
             .filter_map(Value::as_str)
             .map(str::to_owned)
             .collect(),
-        _ => return Err(KpError::bad_request("'aliases' must be a list of strings")),
+        _ => return Err(KpError::field("aliases", "must be a list of strings")),
     };
     if aliases.len() > 5 {
-        return Err(KpError::bad_request("a key has at most 5 aliases"));
+        return Err(KpError::field("aliases", "lists at most 5 aliases"));
     }
     for alias in &aliases {
         check_alias(alias)?;
@@ -92,9 +90,7 @@ pub(super) async fn create_from(
         .to_owned();
     let rings = blocking(|| state.store.key_rings(caller.instance))?;
     if !rings.iter().any(|ring| ring.id == key_ring) {
-        return Err(KpError::not_found(format!(
-            "key ring '{key_ring}' does not exist"
-        )));
+        return Err(KpError::KeyRingNotFound(key_ring));
     }
     let payload = decode_b64("payload", resource)?;
     let id = Uuid::new_v4();
@@ -128,8 +124,9 @@ pub(super) async fn create_from(
                 .await?
         }
         None if secure => {
-            return Err(KpError::bad_request(
-                "a secure import needs the encrypted key material in 'payload'",
+            return Err(KpError::field(
+                "payload",
+                "is required: a secure import needs the encrypted key material",
             ));
         }
         None => {
@@ -211,18 +208,20 @@ pub(super) struct ListQuery {
 
 /// The filter a query asks for, or `None` when it asks only for states no key can be in.
 pub(super) fn list_filter(query: &ListQuery, headers: &HeaderMap) -> KpResult<Option<ListFilter>> {
-    let number = |field: &str, value: &Option<String>, default: u32, max: u32| -> KpResult<u32> {
-        match value {
-            None => Ok(default),
-            Some(text) => text
-                .parse::<u32>()
-                .ok()
-                .filter(|n| *n <= max)
-                .ok_or_else(|| {
-                    KpError::bad_request(format!("'{field}' must be a number from 0 to {max}"))
-                }),
-        }
-    };
+    let number =
+        |field: &'static str, value: &Option<String>, default: u32, max: u32| -> KpResult<u32> {
+            match value {
+                None => Ok(default),
+                Some(text) => text
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n <= max)
+                    .ok_or_else(|| KpError::InvalidParameter {
+                        name: field,
+                        problem: format!("must be a number from 0 to {max}"),
+                    }),
+            }
+        };
     let mut states = Vec::new();
     let mut asked = false;
     for part in query.state.as_deref().unwrap_or_default().split(',') {
@@ -234,14 +233,9 @@ pub(super) fn list_filter(query: &ListQuery, headers: &HeaderMap) -> KpResult<Op
         match part.parse::<u8>() {
             // Pre-activation: rotor makes keys active at once, so no key is in it.
             Ok(0) => {}
-            Ok(n) => states.push(
-                KeyState::try_from(n)
-                    .map_err(|_| KpError::bad_request("'state' is a list of 0, 1, 2, 3 and 5"))?,
-            ),
+            Ok(n) => states.push(KeyState::try_from(n).map_err(|_| invalid_states())?),
             Err(_) => {
-                return Err(KpError::bad_request(
-                    "'state' is a list of 0, 1, 2, 3 and 5",
-                ));
+                return Err(invalid_states());
             }
         }
     }
@@ -252,7 +246,12 @@ pub(super) fn list_filter(query: &ListQuery, headers: &HeaderMap) -> KpResult<Op
         None => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
-        Some(_) => return Err(KpError::bad_request("'extractable' must be true or false")),
+        Some(_) => {
+            return Err(KpError::InvalidParameter {
+                name: "extractable",
+                problem: "must be true or false".to_owned(),
+            });
+        }
     };
     Ok(Some(ListFilter {
         limit: number("limit", &query.limit, 200, 5000)?,
@@ -264,6 +263,13 @@ pub(super) fn list_filter(query: &ListQuery, headers: &HeaderMap) -> KpResult<Op
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     }))
+}
+
+fn invalid_states() -> KpError {
+    KpError::InvalidParameter {
+        name: "state",
+        problem: "is a list of 0, 1, 2, 3 and 5".to_owned(),
+    }
 }
 
 pub(super) async fn list_keys(
@@ -315,11 +321,7 @@ pub(super) async fn get_key(
     let caller = state.caller(&headers, Role::Reader)?;
     let key = state.find_key(&caller, &id)?;
     if key.deletion.is_some() {
-        return Err(KpError::new(
-            StatusCode::GONE,
-            "KEY_DELETED_ERR",
-            format!("key {} is deleted", key.id),
-        ));
+        return Err(KpError::KeyDeleted(key.id));
     }
     let newest = state.key_version(&key, key.newest_version)?;
     let versions = blocking(|| {
@@ -404,13 +406,11 @@ pub(super) async fn patch_key(
     let value = parse_json(&body)?;
     let ring = value["keyRingID"]
         .as_str()
-        .ok_or_else(|| KpError::bad_request("'keyRingID' is required"))?
+        .ok_or_else(|| KpError::field("keyRingID", "is required"))?
         .to_owned();
     let rings = blocking(|| state.store.key_rings(caller.instance))?;
     if !rings.iter().any(|r| r.id == ring) {
-        return Err(KpError::not_found(format!(
-            "key ring '{ring}' does not exist"
-        )));
+        return Err(KpError::KeyRingNotFound(ring));
     }
     let updated = blocking(|| {
         state.store.update(key.instance, key.id, &mut |k| {
@@ -433,28 +433,28 @@ pub(super) async fn delete_key(
     let caller = state.caller(&headers, Role::Manager)?;
     let key = state.find_key(&caller, &id)?;
     if key.deletion.is_some() {
-        return Err(KpError::new(
-            StatusCode::GONE,
-            "KEY_DELETED_ERR",
-            format!("key {} is already deleted", key.id),
-        ));
+        return Err(KpError::KeyDeleted(key.id));
     }
     let needs_second = dual_auth(&key);
     let sub = caller.claims.sub.as_str();
+    // The store only says "refused"; the reason a client sees is kept here.
+    let mut unauthorized = None;
     let deleted = blocking(|| {
         state.store.update(key.instance, key.id, &mut |k| {
             if needs_second {
                 match &k.deletion_authorization {
                     Some(pending) if pending.until > now_ms() && pending.by != sub => {}
                     Some(pending) if pending.by == sub => {
-                        return Err(StoreError::Refused(
-                            "dual authorization: the key was set for deletion by you; another identity must delete it".to_owned(),
-                        ));
+                        unauthorized = Some(
+                            "dual authorization: the key was set for deletion by you; another identity must delete it",
+                        );
+                        return Err(StoreError::Refused(String::new()));
                     }
                     _ => {
-                        return Err(StoreError::Refused(
-                            "dual authorization: set the key for deletion first, then another identity deletes it".to_owned(),
-                        ));
+                        unauthorized = Some(
+                            "dual authorization: set the key for deletion first, then another identity deletes it",
+                        );
+                        return Err(StoreError::Refused(String::new()));
                     }
                 }
             }
@@ -466,7 +466,11 @@ pub(super) async fn delete_key(
             k.deletion_authorization = None;
             Ok(())
         })
-    })?;
+    });
+    if let Some(why) = unauthorized {
+        return Err(KpError::AuthorizationsNotMet(why));
+    }
+    let deleted = deleted?;
     tracing::info!(key = %key.id, "key deleted");
     let body = collection(
         KEY_TYPE,
@@ -513,17 +517,13 @@ pub(super) async fn purge_key(
     let caller = state.caller(&headers, Role::Manager)?;
     let key = state.find_key(&caller, &id)?;
     let Some(deletion) = &key.deletion else {
-        return Err(KpError::conflict(
-            "KEY_ACTION_INVALID_STATE_ERR",
-            "only a deleted key can be purged; delete it first",
+        return Err(KpError::InvalidState(
+            "only a deleted key can be purged; delete it first".to_owned(),
         ));
     };
     let allowed_from = deletion.at + i64::try_from(state.purge_after_seconds).unwrap_or(0) * 1000;
     if now_ms() < allowed_from {
-        return Err(KpError::conflict(
-            "PURGE_NOT_ALLOWED_ERR",
-            format!("the key can be purged from {}", rfc3339(allowed_from)),
-        ));
+        return Err(KpError::PurgeNotAllowed { from: allowed_from });
     }
     blocking(|| state.store.purge(key.instance, key.id))?;
     tracing::info!(key = %key.id, "key purged");

@@ -1,7 +1,6 @@
 //! Key lifecycle rules shared by the routes: which state allows use, dual authorization, and
 //! how a root key gets its next version.
 
-use axum::http::StatusCode;
 use rotor_store::{KeyMeta, KeyState, KeyVersion};
 use rotor_unit::keyapi::{GenerateRequest, ImportRequest, SealedKey};
 use rotor_unit::keys::Binding;
@@ -21,26 +20,19 @@ pub(super) const RESTORE_WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
 /// Refuses cryptographic use of a key that is not active.
 pub(super) fn usable(key: &KeyMeta) -> KpResult<()> {
     if key.deletion.is_some() {
-        return Err(KpError::new(
-            StatusCode::GONE,
-            "KEY_DELETED_ERR",
-            format!("key {} is deleted", key.id),
-        ));
+        return Err(KpError::KeyDeleted(key.id));
     }
     match key.state {
         KeyState::Active => Ok(()),
-        other => Err(KpError::conflict(
-            "KEY_ACTION_INVALID_STATE_ERR",
-            format!(
-                "key {} is {}; enable it first",
-                key.id,
-                if other == KeyState::Suspended {
-                    "disabled"
-                } else {
-                    "not active"
-                }
-            ),
-        )),
+        other => Err(KpError::InvalidState(format!(
+            "key {} is {}; enable it first",
+            key.id,
+            if other == KeyState::Suspended {
+                "disabled"
+            } else {
+                "not active"
+            }
+        ))),
     }
 }
 

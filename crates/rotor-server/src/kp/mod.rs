@@ -72,17 +72,16 @@ pub(crate) use rotor_util::blocking;
 impl KpState {
     fn find_key(&self, caller: &Caller, id: &str) -> KpResult<KeyMeta> {
         blocking(|| self.store.key(caller.instance, id))?
-            .ok_or_else(|| KpError::not_found(format!("key {id} does not exist")))
+            .ok_or_else(|| KpError::KeyNotFound(id.to_owned()))
     }
 
     fn key_version(&self, key: &KeyMeta, version: u32) -> KpResult<KeyRef> {
-        let stored =
-            blocking(|| self.store.version(key.instance, key.id, version))?.ok_or_else(|| {
-                KpError::not_found(format!(
-                    "version {version} of key {} does not exist",
-                    key.id
-                ))
-            })?;
+        let stored = blocking(|| self.store.version(key.instance, key.id, version))?.ok_or(
+            KpError::KeyVersionNotFound {
+                key: key.id,
+                version,
+            },
+        )?;
         Ok(key_ref(key, &stored))
     }
 }

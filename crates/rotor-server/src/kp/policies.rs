@@ -120,7 +120,7 @@ pub(super) async fn put_key_policies(
     let resources = value["resources"]
         .as_array()
         .filter(|r| !r.is_empty())
-        .ok_or_else(|| KpError::bad_request("'resources' must list the policies to set"))?
+        .ok_or_else(|| KpError::field("resources", "must list the policies to set"))?
         .clone();
     let mut rotation = None;
     let mut dual = None;
@@ -130,15 +130,15 @@ pub(super) async fn put_key_policies(
                 .as_u64()
                 .and_then(|m| u8::try_from(m).ok())
                 .filter(|m| (1..=12).contains(m))
-                .ok_or_else(|| KpError::bad_request("'rotation.interval_month' must be 1 to 12"))?;
+                .ok_or_else(|| KpError::field("rotation.interval_month", "must be 1 to 12"))?;
             rotation = Some((months, policy["enabled"].as_bool().unwrap_or(true)));
         } else if let Some(policy) = resource.get("dualAuthDelete") {
             dual = Some(policy["enabled"].as_bool().ok_or_else(|| {
-                KpError::bad_request("'dualAuthDelete.enabled' must be true or false")
+                KpError::field("dualAuthDelete.enabled", "must be true or false")
             })?);
         } else {
-            return Err(KpError::bad_request(
-                "a key policy is 'rotation' or 'dualAuthDelete'",
+            return Err(KpError::BadBody(
+                "a key policy is 'rotation' or 'dualAuthDelete'".to_owned(),
             ));
         }
     }
@@ -201,21 +201,24 @@ pub(super) async fn put_instance_policies(
     let resources = value["resources"]
         .as_array()
         .filter(|r| !r.is_empty())
-        .ok_or_else(|| KpError::bad_request("'resources' must list the policies to set"))?;
+        .ok_or_else(|| KpError::field("resources", "must list the policies to set"))?;
     let mut policies = blocking(|| state.store.instance_policies(caller.instance))?;
     for resource in resources {
         let kind = resource["policy_type"]
             .as_str()
-            .ok_or_else(|| KpError::bad_request("each policy needs a 'policy_type'"))?;
+            .ok_or_else(|| KpError::field("policy_type", "is required"))?;
         if !INSTANCE_POLICY_TYPES.contains(&kind) {
-            return Err(KpError::bad_request(format!(
-                "instance policy '{kind}' is not supported; supported: {}",
-                INSTANCE_POLICY_TYPES.join(", ")
-            )));
+            return Err(KpError::field(
+                "policy_type",
+                format!(
+                    "names an instance policy rotor does not support ('{kind}'); supported: {}",
+                    INSTANCE_POLICY_TYPES.join(", ")
+                ),
+            ));
         }
         let enabled = resource["policy_data"]["enabled"]
             .as_bool()
-            .ok_or_else(|| KpError::bad_request("'policy_data.enabled' must be true or false"))?;
+            .ok_or_else(|| KpError::field("policy_data.enabled", "must be true or false"))?;
         policies[kind] = json!({"enabled": enabled});
     }
     blocking(|| {

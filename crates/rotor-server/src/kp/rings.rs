@@ -22,7 +22,10 @@ pub(super) async fn create_alias(
     check_alias(&alias)?;
     let key = state.find_key(&caller, &id)?;
     if key.aliases.len() >= 5 {
-        return Err(KpError::bad_request("a key has at most 5 aliases"));
+        return Err(KpError::InvalidParameter {
+            name: "alias",
+            problem: "cannot be added: a key has at most 5 aliases".to_owned(),
+        });
     }
     blocking(|| state.store.add_alias(key.instance, key.id, &alias))?;
     let resource = json!({
@@ -79,9 +82,10 @@ pub(super) async fn create_key_ring(
     let valid =
         (2..=100).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     if !valid {
-        return Err(KpError::bad_request(
-            "a key ring id has 2 to 100 letters, digits and '-'",
-        ));
+        return Err(KpError::InvalidParameter {
+            name: "id",
+            problem: "has 2 to 100 letters, digits and '-'".to_owned(),
+        });
     }
     let ring = KeyRing {
         id,

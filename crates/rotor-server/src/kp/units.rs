@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::http::StatusCode;
 use rotor_unit::keyapi::{KeyCallError, KeyClient};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -41,12 +40,9 @@ impl KpState {
         let units = self
             .instances
             .get(&instance)
-            .ok_or_else(|| KpError::not_found("unknown instance"))?;
+            .ok_or_else(|| KpError::InstanceNotFound(instance.to_string()))?;
         if units.units.is_empty() {
-            return Err(KpError::conflict(
-                "NO_CRYPTO_UNIT_ERR",
-                "this instance has no operational crypto unit",
-            ));
+            return Err(KpError::NoCryptoUnit);
         }
         let start = units.next.fetch_add(1, Ordering::Relaxed);
         let mut last = None;
@@ -57,21 +53,15 @@ impl KpState {
                 Err(KeyCallError::Refused { status: 409, body })
                     if body.code == "no_new_master_key" =>
                 {
-                    return Err(KpError::conflict("NO_NEW_MASTER_KEY_ERR", body.message));
+                    return Err(KpError::NoNewMasterKey(body.message));
                 }
                 Err(KeyCallError::Refused { status, body }) if status == 400 || status == 403 => {
                     return Err(match body.code.as_str() {
-                        "invalid_ciphertext" if op == "secure-import" => KpError::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "IMPORT_VERIFICATION_ERR",
-                            "the encrypted key material, nonce or IV do not verify against the import token",
-                        ),
-                        "invalid_ciphertext" => KpError::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "UNPROCESSABLE_CIPHERTEXT_ERR",
-                            "the ciphertext is invalid, was made with another key, or the additional authenticated data differs",
-                        ),
-                        _ => KpError::bad_request(body.message),
+                        "invalid_ciphertext" if op == "secure-import" => {
+                            KpError::ImportVerification
+                        }
+                        "invalid_ciphertext" => KpError::UnprocessableCiphertext,
+                        _ => KpError::UnitRefused(body.message),
                     });
                 }
                 Err(err) => {
@@ -81,12 +71,9 @@ impl KpState {
             }
         }
         let why = last.map(|err| err.to_string()).unwrap_or_default();
-        Err(KpError::conflict(
-            "NO_MASTER_KEY_ERR",
-            format!(
-                "no crypto unit of this instance could serve the request: none has a usable current master key or none is reachable (last: {why})"
-            ),
-        ))
+        Err(KpError::NoMasterKey(format!(
+            "no crypto unit of this instance could serve the request: none has a usable current master key or none is reachable (last: {why})"
+        )))
     }
 
     /// A batch operation (postcard bodies) on the first unit that serves it.
@@ -99,21 +86,20 @@ impl KpState {
         let units = self
             .instances
             .get(&instance)
-            .ok_or_else(|| KpError::not_found("unknown instance"))?;
+            .ok_or_else(|| KpError::InstanceNotFound(instance.to_string()))?;
         let mut last = String::from("this instance has no operational crypto unit");
         for unit in &units.units {
             match unit.call_batch(op, request).await {
                 Ok(answer) => return Ok(answer),
                 Err(KeyCallError::Refused { status: 400, body }) => {
-                    return Err(KpError::bad_request(body.message));
+                    return Err(KpError::UnitRefused(body.message));
                 }
                 Err(err) => last = err.to_string(),
             }
         }
-        Err(KpError::conflict(
-            "NO_MASTER_KEY_ERR",
-            format!("no crypto unit of this instance could serve the request (last: {last})"),
-        ))
+        Err(KpError::NoMasterKey(format!(
+            "no crypto unit of this instance could serve the request (last: {last})"
+        )))
     }
 
     /// [`Self::unit_call`] with a request built from stored blobs; when no unit can serve it,
@@ -126,9 +112,7 @@ impl KpState {
         build: impl Fn() -> KpResult<Req>,
     ) -> KpResult<Resp> {
         match self.unit_call(instance, op, &build()?).await {
-            Err(err) if err.code == "NO_MASTER_KEY_ERR" => {
-                self.unit_call(instance, op, &build()?).await
-            }
+            Err(KpError::NoMasterKey(_)) => self.unit_call(instance, op, &build()?).await,
             other => other,
         }
     }

@@ -77,7 +77,7 @@ pub(super) fn collection(kind: &str, resources: Vec<Value>) -> Value {
 
 pub(crate) fn parse_json(body: &[u8]) -> KpResult<Value> {
     serde_json::from_slice(body)
-        .map_err(|err| KpError::bad_request(format!("the body is not valid JSON: {err}")))
+        .map_err(|err| KpError::BadBody(format!("the body is not valid JSON: {err}")))
 }
 
 /// The single resource of a collection body.
@@ -89,8 +89,8 @@ pub(super) fn single_resource(body: &[u8]) -> KpResult<Value> {
         .map(Vec::as_slice)
     {
         Some([resource]) if resource.is_object() => Ok(resource.clone()),
-        _ => Err(KpError::bad_request(
-            "the body must hold exactly one resource in 'resources'",
+        _ => Err(KpError::BadBody(
+            "the body must hold exactly one resource in 'resources'".to_owned(),
         )),
     }
 }
@@ -101,10 +101,8 @@ pub(crate) fn decode_b64(field: &str, value: &Value) -> KpResult<Option<Vec<u8>>
         Some(Value::String(text)) => B64
             .decode(text.trim())
             .map(Some)
-            .map_err(|_| KpError::bad_request(format!("'{field}' is not valid base64"))),
-        Some(_) => Err(KpError::bad_request(format!(
-            "'{field}' must be a base64 string"
-        ))),
+            .map_err(|_| KpError::field(field, "is not valid base64")),
+        Some(_) => Err(KpError::field(field, "must be a base64 string")),
     }
 }
 
@@ -116,19 +114,17 @@ pub(crate) fn aad_of(value: &Value) -> KpResult<Vec<String>> {
             .map(|item| {
                 item.as_str()
                     .map(str::to_owned)
-                    .ok_or_else(|| KpError::bad_request("'aad' must be a list of strings"))
+                    .ok_or_else(|| KpError::field("aad", "must be a list of strings"))
             })
             .collect(),
-        Some(_) => Err(KpError::bad_request("'aad' must be a list of strings")),
+        Some(_) => Err(KpError::field("aad", "must be a list of strings")),
     }
 }
 
 pub(super) fn check_name(name: &str) -> KpResult<()> {
     let length = name.chars().count();
     if !(2..=90).contains(&length) || name.chars().any(char::is_control) {
-        return Err(KpError::bad_request(
-            "a key name has 2 to 90 printable characters",
-        ));
+        return Err(KpError::field("name", "has 2 to 90 printable characters"));
     }
     Ok(())
 }
@@ -142,8 +138,9 @@ pub(super) fn check_alias(alias: &str) -> KpResult<()> {
     if valid {
         Ok(())
     } else {
-        Err(KpError::bad_request(
-            "an alias has 2 to 90 characters of letters, digits, '-' and '_', and is not a UUID",
+        Err(KpError::field(
+            "aliases",
+            "holds 2 to 90 characters of letters, digits, '-' and '_', and is not a UUID",
         ))
     }
 }
