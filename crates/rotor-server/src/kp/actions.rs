@@ -11,14 +11,16 @@ use rotor_store::{DeletionAuthorization, KeyMeta, KeyState, StoreError};
 use rotor_unit::keyapi::{Plaintext, RewrapRequest, UnwrapRequest, WrapRequest, Wrapped};
 use rotor_unit::keys::{Binding, ciphertext_version};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use rotor_util::time::now_ms;
 
 use super::caller::Caller;
 use super::error::{KpError, KpResult};
 use super::lifecycle::{DELETION_AUTHORIZATION_MS, add_version, dual_auth, usable};
-use super::wire::{aad_of, decode_b64, parse_json};
+use super::requests::{
+    Base64Bytes, RotateBody, UnwrapBody, WrapBody, parse_body, parse_optional_body,
+};
 use super::{KpState, blocking};
 use crate::iam::Role;
 
@@ -71,16 +73,11 @@ pub(super) async fn run_action(
     };
     let caller = state.caller(headers, needed)?;
     let key = state.find_key(&caller, id)?;
-    let value = if body.is_empty() {
-        json!({})
-    } else {
-        parse_json(body)?
-    };
     match action {
-        "wrap" => wrap(state, &caller, &key, &value).await,
-        "unwrap" => unwrap(state, &caller, &key, &value, false).await,
-        "rewrap" => unwrap(state, &caller, &key, &value, true).await,
-        "rotate" => rotate(state, &caller, &key, &value).await,
+        "wrap" => wrap(state, &caller, &key, parse_optional_body(body)?).await,
+        "unwrap" => unwrap(state, &caller, &key, parse_body(body)?, false).await,
+        "rewrap" => unwrap(state, &caller, &key, parse_body(body)?, true).await,
+        "rotate" => rotate(state, &caller, &key, parse_optional_body(body)?).await,
         "enable" | "disable" => {
             if key.deletion.is_some() {
                 return Err(KpError::KeyDeleted(key.id));
@@ -129,18 +126,17 @@ pub(super) async fn wrap(
     state: &KpState,
     caller: &Caller,
     key: &KeyMeta,
-    value: &Value,
+    body: WrapBody,
 ) -> KpResult<Response> {
     usable(key)?;
     if key.extractable {
         return Err(KpError::RootKeyRequired { action: "wrap" });
     }
-    let plaintext = decode_b64("plaintext", value)?;
-    let aad = aad_of(value)?;
+    let aad = body.aad.unwrap_or_default();
     let request = || {
         Ok(WrapRequest {
             key: state.key_version(key, key.newest_version)?,
-            plaintext: plaintext.clone(),
+            plaintext: body.plaintext.as_ref().map(|p| p.as_slice().to_vec()),
             aad: aad.clone(),
         })
     };
@@ -167,13 +163,12 @@ pub(super) async fn unwrap(
     state: &KpState,
     caller: &Caller,
     key: &KeyMeta,
-    value: &Value,
+    body: UnwrapBody,
     rewrap: bool,
 ) -> KpResult<Response> {
     usable(key)?;
-    let ciphertext = decode_b64("ciphertext", value)?
-        .ok_or_else(|| KpError::field("ciphertext", "is required"))?;
-    let aad = aad_of(value)?;
+    let ciphertext = body.ciphertext.into_vec();
+    let aad = body.aad.unwrap_or_default();
     let version = ciphertext_version(&ciphertext)
         .filter(|v| *v >= 1 && *v <= key.newest_version)
         .ok_or(KpError::UnprocessableCiphertext)?;
@@ -239,13 +234,21 @@ pub(super) async fn rotate(
     state: &KpState,
     caller: &Caller,
     key: &KeyMeta,
-    value: &Value,
+    body: RotateBody,
 ) -> KpResult<Response> {
     usable(key)?;
     if key.extractable {
         return Err(KpError::RootKeyRequired { action: "rotate" });
     }
-    let payload = decode_b64("payload", value)?;
+    // Secure import applies to creation only; rotating with material encrypted to the import
+    // token is not supported yet, and must not import the encrypted bytes as the key.
+    if body.encrypted_nonce.is_some() || body.iv.is_some() || body.encryption_algorithm.is_some() {
+        return Err(KpError::field(
+            "encryptedNonce",
+            "is not supported on rotate yet: rotate an imported key with its new material in `payload`",
+        ));
+    }
+    let payload = body.payload.map(Base64Bytes::into_vec);
     if key.imported && payload.is_none() {
         return Err(KpError::PayloadRequired);
     }

@@ -10,7 +10,6 @@ use base64::engine::general_purpose::STANDARD as B64;
 use rotor_store::{KeyMeta, KeyState, KeyVersion};
 use rotor_unit::keyapi::{GenerateBatch, GenerateItem, GeneratedBatch};
 use rotor_unit::keys::Binding;
-use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -19,6 +18,7 @@ use rotor_util::time::now_ms;
 
 use super::error::{KpError, KpResult};
 use super::lifecycle::instance_dual_auth;
+use super::requests::{BatchBody, parse_body};
 use super::wire::check_name;
 use super::{KpState, blocking};
 use crate::iam::Role;
@@ -112,20 +112,6 @@ pub async fn create_keys_batch(
 /// The most keys one batch creates.
 pub const MAX_BATCH_CREATE: usize = 10_000;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchKey {
-    name: String,
-    #[serde(with = "rotor_unit::keyapi::b64")]
-    dek: Vec<u8>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchCreate {
-    keys: Vec<BatchKey>,
-}
-
 /// Creates up to 10,000 root keys, each wrapping the DEK given for it:
 /// `{"keys": [{"name": ..., "dek": BASE64}]}` → `{"keys": [{"id": ..., "ciphertext": BASE64}]}`.
 /// The ciphertexts unwrap through the Key Protect API like any other (no AAD).
@@ -136,15 +122,11 @@ pub(super) async fn keys_batch(
     body: Bytes,
 ) -> KpResult<Response> {
     let caller = state.caller_in_path(&headers, &instance, Role::Writer)?;
-    let request: BatchCreate = serde_json::from_slice(&body).map_err(|err| {
-        KpError::BadBody(format!(
-            "expected {{\"keys\": [{{\"name\": ..., \"dek\": BASE64}}]}}: {err}"
-        ))
-    })?;
+    let request: BatchBody = parse_body(&body)?;
     let keys = request
         .keys
         .into_iter()
-        .map(|key| (key.name, Zeroizing::new(key.dek)))
+        .map(|key| (key.name, Zeroizing::new(key.dek.into_vec())))
         .collect();
     let created = create_keys_batch(&state, caller.instance, &caller.claims.sub, keys).await?;
     let keys: Vec<_> = created

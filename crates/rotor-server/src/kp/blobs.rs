@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::KpState;
 use super::error::{KpError, KpResult};
-use super::wire::{aad_of, decode_b64, parse_json};
+use super::requests::{Base64Bytes, BlobBody, parse_optional_body};
 use crate::iam::Role;
 
 const MAGIC: &[u8; 3] = b"ab1";
@@ -49,8 +49,10 @@ fn encode(id: Uuid, blob: &[u8]) -> String {
 }
 
 /// The application's blob as the unit's key reference.
-fn key_ref(instance: Uuid, value: &serde_json::Value) -> KpResult<(Uuid, KeyRef)> {
-    let bytes = decode_b64("blob", value)?.ok_or_else(|| KpError::field("blob", "is required"))?;
+fn key_ref(instance: Uuid, blob: Option<&Base64Bytes>) -> KpResult<(Uuid, KeyRef)> {
+    let bytes = blob
+        .ok_or_else(|| KpError::field("blob", "is required"))?
+        .as_slice();
     let (Some(MAGIC), Some(id), Some(blob)) = (
         bytes.get(..3).and_then(|m| <&[u8; 3]>::try_from(m).ok()),
         bytes.get(3..19).and_then(|id| Uuid::from_slice(id).ok()),
@@ -76,11 +78,7 @@ pub(crate) async fn blob_operation(
 ) -> KpResult<Response> {
     let caller = state.caller(&headers, Role::Writer)?;
     let instance = caller.instance;
-    let value = if body.is_empty() {
-        json!({})
-    } else {
-        parse_json(&body)?
-    };
+    let request: BlobBody = parse_optional_body(&body)?;
     let answer = match op.as_str() {
         "generate" => {
             let id = Uuid::new_v4();
@@ -92,11 +90,11 @@ pub(crate) async fn blob_operation(
             json!({"blob": encode(id, &sealed.blob), "vp": sealed.vp})
         }
         "wrap" => {
-            let (_, key) = key_ref(instance, &value)?;
+            let (_, key) = key_ref(instance, request.blob.as_ref())?;
             let request = WrapRequest {
                 key,
-                plaintext: decode_b64("plaintext", &value)?,
-                aad: aad_of(&value)?,
+                plaintext: request.plaintext.map(Base64Bytes::into_vec),
+                aad: request.aad.unwrap_or_default(),
             };
             let wrapped: Wrapped = state.unit_call(instance, "wrap", &request).await?;
             let mut answer = json!({"ciphertext": B64.encode(&wrapped.ciphertext)});
@@ -106,18 +104,20 @@ pub(crate) async fn blob_operation(
             answer
         }
         "unwrap" => {
-            let (_, key) = key_ref(instance, &value)?;
+            let (_, key) = key_ref(instance, request.blob.as_ref())?;
             let request = UnwrapRequest {
                 key,
-                ciphertext: decode_b64("ciphertext", &value)?
-                    .ok_or_else(|| KpError::field("ciphertext", "is required"))?,
-                aad: aad_of(&value)?,
+                ciphertext: request
+                    .ciphertext
+                    .ok_or_else(|| KpError::field("ciphertext", "is required"))?
+                    .into_vec(),
+                aad: request.aad.unwrap_or_default(),
             };
             let plain: Plaintext = state.unit_call(instance, "unwrap", &request).await?;
             json!({"plaintext": B64.encode(&plain.plaintext)})
         }
         "rewrap" => {
-            let (id, key) = key_ref(instance, &value)?;
+            let (id, key) = key_ref(instance, request.blob.as_ref())?;
             let sealed: SealedKey = state.unit_call(instance, "rewrap-to-new", &key).await?;
             json!({"blob": encode(id, &sealed.blob), "vp": sealed.vp})
         }

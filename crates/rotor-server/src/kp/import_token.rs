@@ -17,25 +17,28 @@ use uuid::Uuid;
 use rotor_util::time::{now_ms, rfc3339};
 
 use super::error::{KpError, KpResult};
-use super::wire::{decode_b64, parse_json};
+use super::requests::{ImportTokenBody, parse_optional_body};
 use super::{KpState, blocking};
 use crate::iam::Role;
+
+/// Key material encrypted to the instance's import token, with what proves it.
+pub(super) struct EncryptedMaterial {
+    /// The key material, RSA-OAEP encrypted to the token's public key.
+    pub(super) material: Vec<u8>,
+    /// The token's nonce, AES-GCM encrypted under the key material.
+    pub(super) encrypted_nonce: Vec<u8>,
+    pub(super) iv: Vec<u8>,
+    /// `RSAES_OAEP_SHA_256` or `RSAES_OAEP_SHA_1`.
+    pub(super) algorithm: String,
+}
 
 /// Imports key material encrypted to the instance's import token, inside a unit.
 pub(super) async fn secure_import(
     state: &KpState,
     instance: Uuid,
     binding: Binding,
-    resource: &Value,
-    encrypted_material: Vec<u8>,
+    encrypted: EncryptedMaterial,
 ) -> KpResult<SealedKey> {
-    let iv = decode_b64("iv", resource)?
-        .ok_or_else(|| KpError::field("iv", "is required for a secure import"))?;
-    let encrypted_nonce = decode_b64("encryptedNonce", resource)?.unwrap_or_default();
-    let algorithm = resource["encryptionAlgorithm"]
-        .as_str()
-        .unwrap_or("RSAES_OAEP_SHA_256")
-        .to_owned();
     let token = blocking(|| state.store.update_import_token(instance, &mut |_| Ok(())))?
         .ok_or(KpError::ImportTokenNotFound)?;
     let token: ImportToken =
@@ -49,13 +52,13 @@ pub(super) async fn secure_import(
         sealed_private_key: B64
             .decode(&token.sealed_private_key)
             .map_err(|_| unreadable_import_token())?,
-        algorithm,
-        encrypted_material,
+        algorithm: encrypted.algorithm,
+        encrypted_material: encrypted.material,
         nonce: B64
             .decode(&token.nonce)
             .map_err(|_| unreadable_import_token())?,
-        encrypted_nonce,
-        iv,
+        encrypted_nonce: encrypted.encrypted_nonce,
+        iv: encrypted.iv,
     };
     state.unit_call(instance, "secure-import", &request).await
 }
@@ -96,26 +99,16 @@ pub(super) async fn create_import_token(
     body: Bytes,
 ) -> KpResult<Response> {
     let caller = state.caller(&headers, Role::Manager)?;
-    let value = if body.is_empty() {
-        json!({})
-    } else {
-        parse_json(&body)?
-    };
-    let expiration = match &value["expiration"] {
-        Value::Null => 600,
-        other => other
-            .as_u64()
-            .filter(|s| (300..=86_400).contains(s))
-            .ok_or_else(|| KpError::field("expiration", "is 300 to 86400 seconds"))?,
-    };
-    let max_retrievals = match &value["maxAllowedRetrievals"] {
-        Value::Null => 1,
-        other => other
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| KpError::field("maxAllowedRetrievals", "is 1 to 500"))?,
-    };
+    let request: ImportTokenBody = parse_optional_body(&body)?;
+    let expiration = request.expiration.unwrap_or(600);
+    if !(300..=86_400).contains(&expiration) {
+        return Err(KpError::field("expiration", "is 300 to 86400 seconds"));
+    }
+    let max_retrievals = request
+        .max_allowed_retrievals
+        .map_or(Some(1), |n| u32::try_from(n).ok())
+        .filter(|n| (1..=500).contains(n))
+        .ok_or_else(|| KpError::field("maxAllowedRetrievals", "is 1 to 500"))?;
     let id = Uuid::new_v4();
     let request = ImportTokenRequest {
         instance: caller.instance,

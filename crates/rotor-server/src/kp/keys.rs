@@ -9,80 +9,54 @@ use rotor_store::{Deletion, KeyMeta, KeyState, KeyVersion, ListFilter, StoreErro
 use rotor_unit::keyapi::{ExportRequest, GenerateRequest, ImportRequest, Plaintext, SealedKey};
 use rotor_unit::keys::Binding;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 use rotor_util::time::{now_ms, rfc3339};
 
-use super::caller::Caller;
 use super::error::{KpError, KpResult};
-use super::import_token::secure_import;
+use super::import_token::{EncryptedMaterial, secure_import};
 use super::lifecycle::{RESTORE_WINDOW_MS, dual_auth, instance_dual_auth};
-use super::wire::{
-    KEY_TYPE, check_alias, check_name, collection, decode_b64, key_json, parse_json,
-    single_resource,
-};
+use super::requests::{KeyCreate, PatchKeyBody, parse_body, parse_single};
+use super::wire::{KEY_TYPE, check_alias, check_name, collection, key_json};
 use super::{KpState, blocking};
 use crate::iam::Role;
 
+/// `POST /keys` and `POST /keys_with_policy_overrides`: creates a key, or imports one given
+/// `payload` (encrypted to the import token when `encryptedNonce` comes with it).
 pub(super) async fn create_key(
     State(state): State<KpState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> KpResult<Response> {
     let caller = state.caller(&headers, Role::Writer)?;
-    let resource = single_resource(&body)?;
-    create_from(&state, &caller, &headers, &resource).await
-}
-
-pub(super) async fn create_key_with_overrides(
-    State(state): State<KpState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> KpResult<Response> {
-    let caller = state.caller(&headers, Role::Writer)?;
-    let resource = single_resource(&body)?;
-    create_from(&state, &caller, &headers, &resource).await
-}
-
-pub(super) async fn create_from(
-    state: &KpState,
-    caller: &Caller,
-    headers: &HeaderMap,
-    resource: &Value,
-) -> KpResult<Response> {
-    let name = resource["name"]
-        .as_str()
-        .ok_or_else(|| KpError::field("name", "is required"))?
-        .to_owned();
-    check_name(&name)?;
-    let description = resource["description"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let request: KeyCreate = parse_single(&body)?;
+    check_name(&request.name)?;
+    let description = request.description.unwrap_or_default();
     if description.chars().count() > 240 {
         return Err(KpError::field("description", "has at most 240 characters"));
     }
-    let extractable = match &resource["extractable"] {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        _ => return Err(KpError::field("extractable", "must be true or false")),
-    };
-    let aliases: Vec<String> = match &resource["aliases"] {
-        Value::Null => Vec::new(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        _ => return Err(KpError::field("aliases", "must be a list of strings")),
-    };
+    let extractable = request.extractable.unwrap_or(false);
+    let aliases = request.aliases.unwrap_or_default();
     if aliases.len() > 5 {
         return Err(KpError::field("aliases", "lists at most 5 aliases"));
     }
     for alias in &aliases {
         check_alias(alias)?;
     }
+    let tags = request.tags.unwrap_or_default();
+    if tags.len() > 30 {
+        return Err(KpError::field("tags", "lists at most 30 tags"));
+    }
+    let rotation_interval_month = match request.rotation.as_ref().and_then(|r| r.interval_month) {
+        None => None,
+        Some(months) => Some(
+            u8::try_from(months)
+                .ok()
+                .filter(|m| (1..=12).contains(m))
+                .ok_or_else(|| KpError::field("rotation.interval_month", "is 1 to 12"))?,
+        ),
+    };
     let key_ring = headers
         .get("x-kms-key-ring")
         .and_then(|v| v.to_str().ok())
@@ -92,7 +66,6 @@ pub(super) async fn create_from(
     if !rings.iter().any(|ring| ring.id == key_ring) {
         return Err(KpError::KeyRingNotFound(key_ring));
     }
-    let payload = decode_b64("payload", resource)?;
     let id = Uuid::new_v4();
     let binding = Binding {
         instance: caller.instance,
@@ -100,21 +73,25 @@ pub(super) async fn create_from(
         version: 1,
         extractable,
     };
-    let imported = payload.is_some();
-    let secure = resource.get("encryptedNonce").is_some_and(|v| !v.is_null());
+    let imported = request.payload.is_some();
     let _gate = state.gate.read().await;
-    let sealed: SealedKey = match payload {
-        Some(encrypted_material) if secure => {
-            secure_import(
-                state,
-                caller.instance,
-                binding,
-                resource,
-                encrypted_material,
-            )
-            .await?
+    let sealed: SealedKey = match (request.payload, request.encrypted_nonce) {
+        (Some(encrypted_material), Some(encrypted_nonce)) => {
+            let material = EncryptedMaterial {
+                material: encrypted_material.into_vec(),
+                encrypted_nonce: encrypted_nonce.into_vec(),
+                iv: request
+                    .iv
+                    .ok_or_else(|| KpError::field("iv", "is required for a secure import"))?
+                    .into_vec(),
+                algorithm: request
+                    .encryption_algorithm
+                    .unwrap_or_else(|| "RSAES_OAEP_SHA_256".to_owned()),
+            };
+            secure_import(&state, caller.instance, binding, material).await?
         }
-        Some(material) => {
+        (Some(material), None) => {
+            let material = material.into_vec();
             state
                 .unit_call(
                     caller.instance,
@@ -123,13 +100,13 @@ pub(super) async fn create_from(
                 )
                 .await?
         }
-        None if secure => {
+        (None, Some(_)) => {
             return Err(KpError::field(
                 "payload",
                 "is required: a secure import needs the encrypted key material",
             ));
         }
-        None => {
+        (None, None) => {
             state
                 .unit_call(
                     caller.instance,
@@ -143,22 +120,21 @@ pub(super) async fn create_from(
         }
     };
     let now = now_ms();
-    let mut policies = rotor_store::KeyPolicies {
-        dual_auth_delete: match resource["dualAuthDelete"]["enabled"].as_bool() {
-            Some(enabled) => Some(enabled),
-            None => instance_dual_auth(state, caller.instance)?.then_some(true),
+    let policies = rotor_store::KeyPolicies {
+        dual_auth_delete: match request.dual_auth_delete {
+            Some(dual_auth) => Some(dual_auth.enabled),
+            None => instance_dual_auth(&state, caller.instance)?.then_some(true),
         },
+        rotation_interval_month,
+        rotation_enabled: rotation_interval_month
+            .and(request.rotation)
+            .and_then(|rotation| rotation.enabled),
         ..rotor_store::KeyPolicies::default()
     };
-    if let Some(months) = resource["rotation"]["interval_month"].as_u64() {
-        policies.rotation_interval_month =
-            u8::try_from(months).ok().filter(|m| (1..=12).contains(m));
-        policies.rotation_enabled = resource["rotation"]["enabled"].as_bool();
-    }
     let key = KeyMeta {
         instance: caller.instance,
         id,
-        name,
+        name: request.name,
         description,
         extractable,
         imported,
@@ -173,7 +149,7 @@ pub(super) async fn create_from(
         deletion_authorization: None,
         policies,
         newest_version: 1,
-        labels: Vec::new(),
+        labels: tags,
     };
     let version = KeyVersion {
         version: 1,
@@ -403,11 +379,7 @@ pub(super) async fn patch_key(
 ) -> KpResult<Response> {
     let caller = state.caller(&headers, Role::Manager)?;
     let key = state.find_key(&caller, &id)?;
-    let value = parse_json(&body)?;
-    let ring = value["keyRingID"]
-        .as_str()
-        .ok_or_else(|| KpError::field("keyRingID", "is required"))?
-        .to_owned();
+    let ring = parse_body::<PatchKeyBody>(&body)?.key_ring_id;
     let rings = blocking(|| state.store.key_rings(caller.instance))?;
     if !rings.iter().any(|r| r.id == ring) {
         return Err(KpError::KeyRingNotFound(ring));

@@ -17,6 +17,7 @@ mod keys;
 mod lifecycle;
 mod policies;
 mod registrations;
+mod requests;
 mod rings;
 mod units;
 mod wire;
@@ -34,8 +35,8 @@ use self::actions::{key_action, key_action_query};
 use self::error::json_rejections;
 use self::import_token::{create_import_token, get_import_token};
 use self::keys::{
-    create_key, create_key_with_overrides, delete_key, get_key, get_metadata, get_versions,
-    key_total, list_keys, patch_key, purge_key, restore_key,
+    create_key, delete_key, get_key, get_metadata, get_versions, key_total, list_keys, patch_key,
+    purge_key, restore_key,
 };
 use self::policies::{
     get_instance_policies, get_key_policies, put_instance_policies, put_key_policies,
@@ -105,10 +106,7 @@ pub fn router(state: KpState) -> Router {
             "/api/v2/keys",
             post(create_key).get(list_keys).head(key_total),
         )
-        .route(
-            "/api/v2/keys_with_policy_overrides",
-            post(create_key_with_overrides),
-        )
+        .route("/api/v2/keys_with_policy_overrides", post(create_key))
         .route("/api/v2/keys/registrations", get(registrations))
         .route(
             "/api/v2/keys/{id}",

@@ -13,7 +13,8 @@ use rotor_util::time::{now_ms, rfc3339};
 
 use super::error::{KpError, KpResult};
 use super::lifecycle::add_version;
-use super::wire::{collection, crn, parse_json};
+use super::requests::{InstancePolicy, KeyPolicy, parse_collection};
+use super::wire::{collection, crn};
 use super::{KpState, blocking};
 use crate::iam::Role;
 
@@ -116,30 +117,23 @@ pub(super) async fn put_key_policies(
 ) -> KpResult<Response> {
     let caller = state.caller(&headers, Role::Manager)?;
     let key = state.find_key(&caller, &id)?;
-    let value = parse_json(&body)?;
-    let resources = value["resources"]
-        .as_array()
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| KpError::field("resources", "must list the policies to set"))?
-        .clone();
     let mut rotation = None;
     let mut dual = None;
-    for resource in &resources {
-        if let Some(policy) = resource.get("rotation") {
-            let months = policy["interval_month"]
-                .as_u64()
-                .and_then(|m| u8::try_from(m).ok())
-                .filter(|m| (1..=12).contains(m))
-                .ok_or_else(|| KpError::field("rotation.interval_month", "must be 1 to 12"))?;
-            rotation = Some((months, policy["enabled"].as_bool().unwrap_or(true)));
-        } else if let Some(policy) = resource.get("dualAuthDelete") {
-            dual = Some(policy["enabled"].as_bool().ok_or_else(|| {
-                KpError::field("dualAuthDelete.enabled", "must be true or false")
-            })?);
-        } else {
+    for policy in parse_collection::<KeyPolicy>(&body)? {
+        if policy.rotation.is_none() && policy.dual_auth_delete.is_none() {
             return Err(KpError::BadBody(
                 "a key policy is 'rotation' or 'dualAuthDelete'".to_owned(),
             ));
+        }
+        if let Some(policy) = policy.rotation {
+            let months = u8::try_from(policy.interval_month)
+                .ok()
+                .filter(|m| (1..=12).contains(m))
+                .ok_or_else(|| KpError::field("rotation.interval_month", "must be 1 to 12"))?;
+            rotation = Some((months, policy.enabled.unwrap_or(true)));
+        }
+        if let Some(policy) = policy.dual_auth_delete {
+            dual = Some(policy.enabled);
         }
     }
     let sub = caller.claims.sub.as_str();
@@ -197,16 +191,10 @@ pub(super) async fn put_instance_policies(
     body: Bytes,
 ) -> KpResult<Response> {
     let caller = state.caller(&headers, Role::Manager)?;
-    let value = parse_json(&body)?;
-    let resources = value["resources"]
-        .as_array()
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| KpError::field("resources", "must list the policies to set"))?;
+    let resources = parse_collection::<InstancePolicy>(&body)?;
     let mut policies = blocking(|| state.store.instance_policies(caller.instance))?;
     for resource in resources {
-        let kind = resource["policy_type"]
-            .as_str()
-            .ok_or_else(|| KpError::field("policy_type", "is required"))?;
+        let kind = resource.policy_type.as_str();
         if !INSTANCE_POLICY_TYPES.contains(&kind) {
             return Err(KpError::field(
                 "policy_type",
@@ -216,10 +204,7 @@ pub(super) async fn put_instance_policies(
                 ),
             ));
         }
-        let enabled = resource["policy_data"]["enabled"]
-            .as_bool()
-            .ok_or_else(|| KpError::field("policy_data.enabled", "must be true or false"))?;
-        policies[kind] = json!({"enabled": enabled});
+        policies[kind] = json!({"enabled": resource.policy_data.enabled});
     }
     blocking(|| {
         state

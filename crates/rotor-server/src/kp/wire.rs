@@ -75,52 +75,6 @@ pub(super) fn collection(kind: &str, resources: Vec<Value>) -> Value {
     })
 }
 
-pub(crate) fn parse_json(body: &[u8]) -> KpResult<Value> {
-    serde_json::from_slice(body)
-        .map_err(|err| KpError::BadBody(format!("the body is not valid JSON: {err}")))
-}
-
-/// The single resource of a collection body.
-pub(super) fn single_resource(body: &[u8]) -> KpResult<Value> {
-    let value = parse_json(body)?;
-    match value
-        .get("resources")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-    {
-        Some([resource]) if resource.is_object() => Ok(resource.clone()),
-        _ => Err(KpError::BadBody(
-            "the body must hold exactly one resource in 'resources'".to_owned(),
-        )),
-    }
-}
-
-pub(crate) fn decode_b64(field: &str, value: &Value) -> KpResult<Option<Vec<u8>>> {
-    match value.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => B64
-            .decode(text.trim())
-            .map(Some)
-            .map_err(|_| KpError::field(field, "is not valid base64")),
-        Some(_) => Err(KpError::field(field, "must be a base64 string")),
-    }
-}
-
-pub(crate) fn aad_of(value: &Value) -> KpResult<Vec<String>> {
-    match value.get("aad") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| {
-                item.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| KpError::field("aad", "must be a list of strings"))
-            })
-            .collect(),
-        Some(_) => Err(KpError::field("aad", "must be a list of strings")),
-    }
-}
-
 pub(super) fn check_name(name: &str) -> KpResult<()> {
     let length = name.chars().count();
     if !(2..=90).contains(&length) || name.chars().any(char::is_control) {
