@@ -424,3 +424,225 @@ pub(super) async fn json_rejections(response: Response) -> Response {
     }
     .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error table: every error with its status and Key Protect reason code.
+    #[test]
+    fn each_error_answers_its_status_and_reason_code() {
+        let table = [
+            (KpError::BadBody(String::new()), 400, "BAD_BODY_ERR"),
+            (KpError::NoBody, 400, "NO_BODY_ERR"),
+            (
+                KpError::field("plaintext", "is not valid base64"),
+                400,
+                "INVALID_FIELD_ERR",
+            ),
+            (
+                KpError::CollectionTotalMismatch {
+                    declared: 2,
+                    resources: 1,
+                },
+                400,
+                "COLLECTION_TOTAL_MISMATCH_ERR",
+            ),
+            (
+                KpError::InvalidParameter {
+                    name: "limit",
+                    problem: String::new(),
+                },
+                400,
+                "INVALID_QUERY_PARAM_ERR",
+            ),
+            (
+                KpError::InvalidHeader {
+                    name: "Bluemix-Instance",
+                    problem: "is missing",
+                },
+                400,
+                "BAD_REQUEST_ERR",
+            ),
+            (
+                KpError::RootKeyRequired { action: "wrap" },
+                400,
+                "KEY_ROOT_REQ_ERR",
+            ),
+            (KpError::PayloadRequired, 400, "KEY_PAYLOAD_REQ_ERR"),
+            (KpError::UnitRefused(String::new()), 400, "BAD_BODY_ERR"),
+            (
+                KpError::Rejected {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    message: String::new(),
+                },
+                413,
+                "BODY_TOO_LARGE_ERR",
+            ),
+            (
+                KpError::Rejected {
+                    status: StatusCode::METHOD_NOT_ALLOWED,
+                    message: String::new(),
+                },
+                405,
+                "BAD_REQUEST_ERR",
+            ),
+            (
+                KpError::Unauthorized(String::new()),
+                401,
+                "UNAUTHORIZED_ERR",
+            ),
+            (KpError::Forbidden(String::new()), 403, "FORBIDDEN_ERR"),
+            (
+                KpError::InstanceNotFound(String::new()),
+                404,
+                "INSTANCE_NOT_FOUND_ERR",
+            ),
+            (
+                KpError::KeyNotFound(String::new()),
+                404,
+                "KEY_NOT_FOUND_ERR",
+            ),
+            (
+                KpError::KeyVersionNotFound {
+                    key: Uuid::nil(),
+                    version: 2,
+                },
+                404,
+                "KEY_NOT_FOUND_ERR",
+            ),
+            (
+                KpError::KeyRingNotFound(String::new()),
+                404,
+                "KEY_RING_NOT_FOUND_ERR",
+            ),
+            (KpError::NotFound(String::new()), 404, "NOT_FOUND_ERR"),
+            (
+                KpError::UnknownBlobOperation(String::new()),
+                404,
+                "NOT_FOUND_ERR",
+            ),
+            (
+                KpError::ImportTokenNotFound,
+                404,
+                "IMPORT_TOKEN_NOT_FOUND_ERR",
+            ),
+            (
+                KpError::InvalidState(String::new()),
+                409,
+                "KEY_ACTION_INVALID_STATE_ERR",
+            ),
+            (KpError::Conflict(String::new()), 409, "CONFLICT_ERR"),
+            (KpError::NotDualAuth, 409, "NOT_DUAL_AUTH_ERR"),
+            (
+                KpError::AuthorizationsNotMet(""),
+                409,
+                "AUTHORIZATIONS_NOT_MET",
+            ),
+            (
+                KpError::PurgeNotAllowed { from: 0 },
+                409,
+                "PURGE_NOT_ALLOWED_ERR",
+            ),
+            (KpError::ImportTokenExpired, 409, "IMPORT_TOKEN_EXPIRED_ERR"),
+            (
+                KpError::ImportTokenExhausted,
+                409,
+                "IMPORT_TOKEN_EXHAUSTED_ERR",
+            ),
+            (KpError::NoCryptoUnit, 409, "NO_CRYPTO_UNIT_ERR"),
+            (
+                KpError::NoMasterKey(String::new()),
+                409,
+                "NO_MASTER_KEY_ERR",
+            ),
+            (
+                KpError::NoNewMasterKey(String::new()),
+                409,
+                "NO_NEW_MASTER_KEY_ERR",
+            ),
+            (KpError::KeyDeleted(Uuid::nil()), 410, "KEY_DELETED_ERR"),
+            (
+                KpError::UnprocessableCiphertext,
+                422,
+                "UNPROCESSABLE_CIPHERTEXT_ERR",
+            ),
+            (KpError::ImportVerification, 422, "IMPORT_VERIFICATION_ERR"),
+            (KpError::Storage, 500, "INTERNAL_SERVER_ERR"),
+            (KpError::ImportTokenUnreadable, 500, "INTERNAL_SERVER_ERR"),
+        ];
+        for (error, status, code) in table {
+            let reason = error.reason();
+            assert_eq!(reason.status.as_u16(), status, "{error:?}");
+            assert_eq!(reason.code, code, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn storage_failures_answer_a_fixed_message() {
+        let error = KpError::from(StoreError::Database(
+            "disk I/O error at /secret/path".to_owned(),
+        ));
+        let reason = error.reason();
+        assert_eq!(reason.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(reason.message, "key storage failed");
+    }
+
+    #[test]
+    fn store_refusals_keep_their_meaning() {
+        assert!(matches!(
+            KpError::from(StoreError::NotFound("x".to_owned())),
+            KpError::NotFound(_)
+        ));
+        assert!(matches!(
+            KpError::from(StoreError::Conflict("x".to_owned())),
+            KpError::Conflict(_)
+        ));
+        assert!(matches!(
+            KpError::from(StoreError::Refused("x".to_owned())),
+            KpError::InvalidState(_)
+        ));
+    }
+
+    async fn body_of(error: KpError) -> (u16, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_field_error_has_key_protect_shape_with_its_target() {
+        let (status, body) = body_of(KpError::field("plaintext", "is not valid base64")).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            body,
+            json!({
+                "metadata": {"collectionType": ERROR_TYPE, "collectionTotal": 1},
+                "resources": [{
+                    "errorMsg": "Bad Request: the field `plaintext` is not valid base64",
+                    "reasons": [{
+                        "code": "INVALID_FIELD_ERR",
+                        "message": "the field `plaintext` is not valid base64",
+                        "status": 400,
+                        "moreInfo": MORE_INFO,
+                        "target": {"type": "field", "name": "plaintext"},
+                    }],
+                }],
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn other_errors_have_no_target() {
+        let (status, body) = body_of(KpError::UnprocessableCiphertext).await;
+        assert_eq!(status, 422);
+        let reason = &body["resources"][0]["reasons"][0];
+        assert_eq!(reason["code"], "UNPROCESSABLE_CIPHERTEXT_ERR");
+        assert_eq!(reason["status"], 422);
+        assert_eq!(reason["moreInfo"], MORE_INFO);
+        assert!(reason.get("target").is_none());
+    }
+}

@@ -264,7 +264,8 @@ fn body_error(path: &Path, err: &serde_json::Error) -> KpError {
         };
         return KpError::field(name, "is required");
     }
-    if field.is_empty() {
+    // No field (or an array where an object belongs): the body's shape is wrong.
+    if field.is_empty() || field.starts_with('[') {
         return KpError::BadBody(format!("the body does not fit this request: {message}"));
     }
     if message.starts_with("is ") {
@@ -307,4 +308,176 @@ fn without_position(err: &serde_json::Error) -> String {
     let text = err.to_string();
     let suffix = format!(" at line {} column {}", err.line(), err.column());
     text.strip_suffix(&suffix).unwrap_or(&text).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_error(error: KpError) -> (String, String) {
+        match error {
+            KpError::InvalidField { field, problem } => (field, problem),
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_key_resource_parses_in_camel_case() {
+        let body = br#"{"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+            "resources": [{"type": "application/vnd.ibm.kms.key+json", "name": "k1",
+              "extractable": true, "payload": "AAECAw==", "encryptedNonce": "BA==", "iv": "BQ==",
+              "encryptionAlgorithm": "RSAES_OAEP_SHA_1", "Tags": ["a"], "aliases": ["k-one"],
+              "expirationDate": "2030-01-01T00:00:00Z",
+              "rotation": {"enabled": true, "interval_month": 3}, "dualAuthDelete": {"enabled": true}}]}"#;
+        let key: KeyCreate = parse_single(body).unwrap();
+        assert_eq!(key.name, "k1");
+        assert_eq!(key.extractable, Some(true));
+        assert_eq!(key.payload.unwrap().as_slice(), [0, 1, 2, 3]);
+        assert_eq!(key.encrypted_nonce.unwrap().as_slice(), [4]);
+        assert_eq!(key.iv.unwrap().as_slice(), [5]);
+        assert_eq!(
+            key.encryption_algorithm.as_deref(),
+            Some("RSAES_OAEP_SHA_1")
+        );
+        assert_eq!(key.tags, Some(vec!["a".to_owned()]));
+        assert_eq!(key.aliases, Some(vec!["k-one".to_owned()]));
+        let rotation = key.rotation.unwrap();
+        assert_eq!(
+            (rotation.enabled, rotation.interval_month),
+            (Some(true), Some(3))
+        );
+        assert!(key.dual_auth_delete.unwrap().enabled);
+    }
+
+    #[test]
+    fn nulls_and_absent_fields_are_the_same() {
+        let key: KeyCreate = parse_single(
+            br#"{"resources": [{"name": "k1", "extractable": null, "payload": null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(key.extractable, None);
+        assert!(key.payload.is_none());
+    }
+
+    #[test]
+    fn bad_base64_names_its_field() {
+        let error =
+            parse_single::<KeyCreate>(br#"{"resources": [{"name": "k", "payload": "***"}]}"#)
+                .err()
+                .unwrap();
+        assert_eq!(
+            field_error(error),
+            ("payload".to_owned(), "is not valid base64".to_owned())
+        );
+        let error = parse_body::<WrapBody>(br#"{"plaintext": ""}"#)
+            .err()
+            .unwrap();
+        assert_eq!(
+            field_error(error),
+            ("plaintext".to_owned(), "is empty".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_field_and_what_was_expected() {
+        let (field, problem) = field_error(
+            parse_body::<WrapBody>(br#"{"plaintext": 5}"#)
+                .err()
+                .unwrap(),
+        );
+        assert_eq!(field, "plaintext");
+        assert!(problem.contains("expected a base64 string"), "{problem}");
+        let (field, problem) = field_error(
+            parse_collection::<KeyPolicy>(
+                br#"{"resources": [{"rotation": {"interval_month": "x"}}]}"#,
+            )
+            .err()
+            .unwrap(),
+        );
+        assert_eq!(field, "rotation.interval_month");
+        assert!(
+            problem.starts_with("is invalid: invalid type: string"),
+            "{problem}"
+        );
+        let (field, _) = field_error(parse_body::<WrapBody>(br#"{"aad": [1]}"#).err().unwrap());
+        assert_eq!(field, "aad[0]");
+    }
+
+    #[test]
+    fn a_missing_field_is_required() {
+        let error = parse_body::<UnwrapBody>(b"{}").err().unwrap();
+        assert_eq!(
+            field_error(error),
+            ("ciphertext".to_owned(), "is required".to_owned())
+        );
+        let error = parse_collection::<InstancePolicy>(
+            br#"{"resources": [{"policy_type": "dualAuthDelete", "policy_data": {}}]}"#,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            field_error(error),
+            ("policy_data.enabled".to_owned(), "is required".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_go_clients_spellings_are_accepted() {
+        let patch: PatchKeyBody = parse_body(br#"{"KeyRingID": "ring-1"}"#).unwrap();
+        assert_eq!(patch.key_ring_id, "ring-1");
+        let patch: PatchKeyBody = parse_body(br#"{"keyRingID": "ring-2"}"#).unwrap();
+        assert_eq!(patch.key_ring_id, "ring-2");
+    }
+
+    #[test]
+    fn malformed_json_and_empty_bodies_are_bad_bodies() {
+        assert!(matches!(
+            parse_body::<WrapBody>(b"{"),
+            Err(KpError::BadBody(_))
+        ));
+        assert!(matches!(
+            parse_body::<WrapBody>(b"{} {}"),
+            Err(KpError::BadBody(_))
+        ));
+        assert!(matches!(
+            parse_body::<WrapBody>(b"[1]"),
+            Err(KpError::BadBody(_))
+        ));
+        assert!(matches!(
+            parse_body::<UnwrapBody>(b"  "),
+            Err(KpError::NoBody)
+        ));
+        let wrap: WrapBody = parse_optional_body(b"").unwrap();
+        assert!(wrap.plaintext.is_none());
+        let rotate: RotateBody = parse_optional_body(b"null").unwrap();
+        assert!(rotate.payload.is_none());
+    }
+
+    #[test]
+    fn the_collection_total_must_count_the_resources() {
+        let body = br#"{"metadata": {"collectionTotal": 2}, "resources": [{"name": "k"}]}"#;
+        assert!(matches!(
+            parse_single::<KeyCreate>(body),
+            Err(KpError::CollectionTotalMismatch {
+                declared: 2,
+                resources: 1
+            })
+        ));
+        assert!(matches!(
+            parse_collection::<KeyPolicy>(br#"{"resources": []}"#),
+            Err(KpError::BadBody(_))
+        ));
+        assert!(matches!(
+            parse_single::<KeyCreate>(br#"{"resources": [{"name": "a"}, {"name": "b"}]}"#),
+            Err(KpError::BadBody(_))
+        ));
+    }
+
+    #[test]
+    fn a_base64_fields_value_never_appears_in_its_error() {
+        let body = br#"{"resources": [{"name": "k", "payload": "secret-material!"}]}"#;
+        let error = parse_single::<KeyCreate>(body).err().unwrap();
+        let reason = error.reason();
+        assert!(!reason.message.contains("secret"), "{}", reason.message);
+    }
 }

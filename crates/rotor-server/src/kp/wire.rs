@@ -1,5 +1,5 @@
-//! The Key Protect JSON: keys as it shows them, collection envelopes, and the helpers that
-//! read request bodies.
+//! The Key Protect JSON: keys as it shows them, collection envelopes, and the checks of
+//! names and aliases.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -96,5 +96,120 @@ pub(super) fn check_alias(alias: &str) -> KpResult<()> {
             "aliases",
             "holds 2 to 90 characters of letters, digits, '-' and '_', and is not a UUID",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rotor_store::{Deletion, KeyPolicies, KeyState};
+
+    use super::*;
+
+    fn key() -> KeyMeta {
+        KeyMeta {
+            instance: Uuid::nil(),
+            id: Uuid::from_u128(7),
+            name: "orders".to_owned(),
+            description: "for orders".to_owned(),
+            extractable: false,
+            imported: false,
+            state: KeyState::Active,
+            key_ring: "default".to_owned(),
+            aliases: vec!["orders-key".to_owned()],
+            created: 1_700_000_000_000,
+            created_by: "writer".to_owned(),
+            updated: 1_700_000_000_000,
+            last_rotated: None,
+            deletion: None,
+            deletion_authorization: None,
+            policies: KeyPolicies::default(),
+            newest_version: 1,
+            labels: vec!["team:a".to_owned()],
+        }
+    }
+
+    #[test]
+    fn a_key_shows_as_key_protect_shows_it() {
+        let version = KeyVersion {
+            version: 1,
+            id: Uuid::from_u128(9),
+            vp: rotor_crypto::Vp([0; 32]),
+            blob: vec![1, 2, 3],
+            created: 1_700_000_000_000,
+        };
+        let json = key_json(&key(), Some(&version), None, 14_400);
+        assert_eq!(json["type"], KEY_TYPE);
+        assert_eq!(json["id"], Uuid::from_u128(7).to_string());
+        assert_eq!(json["state"], 1);
+        assert_eq!(json["extractable"], false);
+        assert_eq!(json["keyRingID"], "default");
+        assert_eq!(json["aliases"], json!(["orders-key"]));
+        assert_eq!(json["dualAuthDelete"], json!({"enabled": false}));
+        assert_eq!(json["keyVersion"]["id"], Uuid::from_u128(9).to_string());
+        assert_eq!(json["deleted"], false);
+        assert!(
+            json["crn"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(":key:{}", Uuid::from_u128(7)))
+        );
+        // Neither material nor blobs appear unless asked for.
+        assert!(json.get("payload").is_none());
+        assert!(!json.to_string().contains("blob"));
+        assert!(json.get("deletionDate").is_none());
+    }
+
+    #[test]
+    fn a_deleted_key_says_when_it_can_be_restored_and_purged() {
+        let mut deleted = key();
+        deleted.state = KeyState::Destroyed;
+        deleted.deletion = Some(Deletion {
+            at: 1_700_000_000_000,
+            by: "manager".to_owned(),
+        });
+        let json = key_json(&deleted, None, None, 3_600);
+        assert_eq!(json["state"], 5);
+        assert_eq!(json["deleted"], true);
+        assert_eq!(json["deletedBy"], "manager");
+        assert_eq!(json["deletionDate"], rfc3339(1_700_000_000_000));
+        assert_eq!(
+            json["purgeAllowedFrom"],
+            rfc3339(1_700_000_000_000 + 3_600_000)
+        );
+        assert_eq!(
+            json["restoreExpirationDate"],
+            rfc3339(1_700_000_000_000 + RESTORE_WINDOW_MS)
+        );
+        assert_eq!(json["purgeAllowed"], true);
+    }
+
+    #[test]
+    fn a_standard_key_carries_its_payload_in_base64() {
+        let json = key_json(&key(), None, Some(b"material"), 0);
+        assert_eq!(json["payload"], B64.encode(b"material"));
+    }
+
+    #[test]
+    fn a_collection_counts_its_resources() {
+        let body = collection(KEY_TYPE, vec![json!({"a": 1}), json!({"b": 2})]);
+        assert_eq!(
+            body,
+            json!({
+                "metadata": {"collectionType": KEY_TYPE, "collectionTotal": 2},
+                "resources": [{"a": 1}, {"b": 2}],
+            })
+        );
+    }
+
+    #[test]
+    fn names_and_aliases_are_checked() {
+        assert!(check_name("ok").is_ok());
+        assert!(
+            matches!(check_name("x"), Err(KpError::InvalidField { field, .. }) if field == "name")
+        );
+        assert!(check_name("bad\nname").is_err());
+        assert!(check_alias("my-alias_1").is_ok());
+        assert!(check_alias(&Uuid::from_u128(1).to_string()).is_err());
+        assert!(check_alias("no spaces").is_err());
     }
 }
