@@ -15,7 +15,7 @@ pub(super) const ERROR_TYPE: &str = "application/vnd.ibm.kms.error+json";
 /// Where Key Protect points its clients for the meaning of a reason code.
 const MORE_INFO: &str = "https://cloud.ibm.com/apidocs/key-protect";
 
-/// An error the Key Protect routes answer. [`KpError::reason`] maps each to its HTTP status,
+/// An error the Key Protect routes answer. `KpError::reason` maps each to its HTTP status,
 /// Key Protect reason code and message.
 #[derive(Debug)]
 #[non_exhaustive]

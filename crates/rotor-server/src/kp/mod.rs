@@ -6,6 +6,14 @@
 //! The service holds only wrapped blobs: generation, import, wrap, unwrap and rewrap run inside
 //! one of the instance's operational units (another is tried when one is unreachable or has no
 //! usable master key).
+//!
+//! Beside it, with the same callers and error body: application-held blobs (`/v1/blobs`) and
+//! bulk key creation (`/v1/instances/{id}/keys/batch`).
+//!
+//! Layout: `caller` says who calls, `requests` parses bodies, `error` maps every error
+//! to its answer, `wire` shapes keys and collections, `units` reaches the crypto units,
+//! `lifecycle` holds the key state rules; the routes live in `keys`, `actions`,
+//! `policies`, `rings`, `import_token`, `registrations`, `blobs` and `batch`.
 
 mod actions;
 mod batch;
@@ -99,7 +107,7 @@ fn key_ref(key: &KeyMeta, version: &KeyVersion) -> KeyRef {
     }
 }
 
-/// All Key Protect routes.
+/// All Key Protect routes, and rotor's own key routes beside them.
 pub fn router(state: KpState) -> Router {
     Router::new()
         .route(
