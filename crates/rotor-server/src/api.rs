@@ -6,13 +6,13 @@
 //! - `GET /v1/instances/{instance}/keystore`: key versions per master key VP;
 //! - `GET|POST /v1/instances/{instance}/rotation`, `POST .../rotation/abort`,
 //!   `POST .../rotation/complete`: the master key rotation ([`crate::rotation`]);
-//! - `POST /v1/instances/{instance}/keys/batch`: bulk creation of root keys (Writer role).
 //!
 //! The service relays admin traffic byte for byte. It cannot forge a command (units check the
 //! admins' signatures) nor a response (the CLI checks the unit's signature). These routes need a
 //! bearer token with the Manager or Crypto Unit Administrator role for the instance.
 //!
-//! The same listener serves the Key Protect API ([`crate::kp`]), the token endpoint
+//! The same listener serves the Key Protect API ([`crate::kp`], with rotor's application blobs
+//! and bulk key creation beside it), the token endpoint
 //! ([`crate::iam`]) and `/openapi.json`.
 
 use std::sync::Arc;
@@ -238,7 +238,6 @@ impl Service {
                 "/v1/instances/{instance}/rotation/complete",
                 post(rotation_complete),
             )
-            .route("/v1/instances/{instance}/keys/batch", post(keys_batch))
             .with_state(self)
             .merge(kp)
             .merge(iam)
@@ -498,79 +497,4 @@ async fn rotation_complete(
         Err(response) => return *response,
     };
     journal_reply(service.rotations.complete(id).await)
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchKey {
-    name: String,
-    #[serde(with = "rotor_unit::keyapi::b64")]
-    dek: Vec<u8>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchCreate {
-    keys: Vec<BatchKey>,
-}
-
-/// Creates up to 10,000 root keys, each wrapping the DEK given for it:
-/// `{"keys": [{"name": ..., "dek": BASE64}]}` → `{"keys": [{"id": ..., "ciphertext": BASE64}]}`.
-/// The ciphertexts unwrap through the Key Protect API like any other (no AAD).
-async fn keys_batch(
-    State(service): State<Service>,
-    headers: HeaderMap,
-    Path(instance): Path<String>,
-    body: Bytes,
-) -> Response {
-    use base64::Engine as _;
-    let Some(id) = Uuid::parse_str(&instance)
-        .ok()
-        .filter(|id| service.config.instances.iter().any(|i| i.id == *id))
-    else {
-        return not_found("instance", &instance).into_response();
-    };
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let claims = match service
-        .iam
-        .verify(authorization, unix_now())
-        .and_then(|claims| claims.allows(Some(id), Role::Writer).map(|()| claims))
-    {
-        Ok(claims) => claims,
-        Err(err) => return err.into_response(),
-    };
-    let request: BatchCreate = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(err) => {
-            return bad_request(format!(
-                "expected {{\"keys\": [{{\"name\": ..., \"dek\": BASE64}}]}}: {err}"
-            ));
-        }
-    };
-    let keys = request
-        .keys
-        .into_iter()
-        .map(|key| (key.name, zeroize::Zeroizing::new(key.dek)))
-        .collect();
-    match crate::kp::create_keys_batch(&service.kp, id, &claims.sub, keys).await {
-        Ok(created) => {
-            let keys: Vec<_> = created
-                .into_iter()
-                .map(|(id, ciphertext)| {
-                    serde_json::json!({
-                        "id": id,
-                        "ciphertext": base64::engine::general_purpose::STANDARD.encode(ciphertext),
-                    })
-                })
-                .collect();
-            (
-                StatusCode::CREATED,
-                axum::Json(serde_json::json!({ "keys": keys })),
-            )
-                .into_response()
-        }
-        Err(err) => err.into_response(),
-    }
 }

@@ -5,7 +5,6 @@
 #![deny(missing_docs)]
 
 pub mod api;
-mod blobs;
 pub mod config;
 pub mod dev;
 pub mod iam;

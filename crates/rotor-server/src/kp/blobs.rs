@@ -25,8 +25,10 @@ use rotor_unit::keys::Binding;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::KpState;
+use super::error::{KpError, KpResult};
+use super::requests::{Base64Bytes, BlobBody, parse_optional_body};
 use crate::iam::Role;
-use crate::kp::{KpError, KpResult, KpState, aad_of, decode_b64, parse_json};
 
 const MAGIC: &[u8; 3] = b"ab1";
 
@@ -47,15 +49,16 @@ fn encode(id: Uuid, blob: &[u8]) -> String {
 }
 
 /// The application's blob as the unit's key reference.
-fn key_ref(instance: Uuid, value: &serde_json::Value) -> KpResult<(Uuid, KeyRef)> {
-    let bytes =
-        decode_b64("blob", value)?.ok_or_else(|| KpError::bad_request("'blob' is required"))?;
+fn key_ref(instance: Uuid, blob: Option<&Base64Bytes>) -> KpResult<(Uuid, KeyRef)> {
+    let bytes = blob
+        .ok_or_else(|| KpError::field("blob", "is required"))?
+        .as_slice();
     let (Some(MAGIC), Some(id), Some(blob)) = (
         bytes.get(..3).and_then(|m| <&[u8; 3]>::try_from(m).ok()),
         bytes.get(3..19).and_then(|id| Uuid::from_slice(id).ok()),
         bytes.get(19..),
     ) else {
-        return Err(KpError::bad_request("'blob' is not a rotor key blob"));
+        return Err(KpError::field("blob", "is not a rotor key blob"));
     };
     Ok((
         id,
@@ -75,11 +78,7 @@ pub(crate) async fn blob_operation(
 ) -> KpResult<Response> {
     let caller = state.caller(&headers, Role::Writer)?;
     let instance = caller.instance;
-    let value = if body.is_empty() {
-        json!({})
-    } else {
-        parse_json(&body)?
-    };
+    let request: BlobBody = parse_optional_body(&body)?;
     let answer = match op.as_str() {
         "generate" => {
             let id = Uuid::new_v4();
@@ -91,11 +90,11 @@ pub(crate) async fn blob_operation(
             json!({"blob": encode(id, &sealed.blob), "vp": sealed.vp})
         }
         "wrap" => {
-            let (_, key) = key_ref(instance, &value)?;
+            let (_, key) = key_ref(instance, request.blob.as_ref())?;
             let request = WrapRequest {
                 key,
-                plaintext: decode_b64("plaintext", &value)?,
-                aad: aad_of(&value)?,
+                plaintext: request.plaintext.map(Base64Bytes::into_vec),
+                aad: request.aad.unwrap_or_default(),
             };
             let wrapped: Wrapped = state.unit_call(instance, &request).await?;
             let mut answer = json!({"ciphertext": B64.encode(&wrapped.ciphertext)});
@@ -105,27 +104,25 @@ pub(crate) async fn blob_operation(
             answer
         }
         "unwrap" => {
-            let (_, key) = key_ref(instance, &value)?;
+            let (_, key) = key_ref(instance, request.blob.as_ref())?;
             let request = UnwrapRequest {
                 key,
-                ciphertext: decode_b64("ciphertext", &value)?
-                    .ok_or_else(|| KpError::bad_request("'ciphertext' is required"))?,
-                aad: aad_of(&value)?,
+                ciphertext: request
+                    .ciphertext
+                    .ok_or_else(|| KpError::field("ciphertext", "is required"))?
+                    .into_vec(),
+                aad: request.aad.unwrap_or_default(),
             };
             let plain: Plaintext = state.unit_call(instance, &request).await?;
             json!({"plaintext": B64.encode(&plain.plaintext)})
         }
         "rewrap" => {
-            let (id, key) = key_ref(instance, &value)?;
+            let (id, key) = key_ref(instance, request.blob.as_ref())?;
             let sealed: SealedKey = state.unit_call(instance, &RewrapToNew { key }).await?;
             json!({"blob": encode(id, &sealed.blob), "vp": sealed.vp})
         }
         other => {
-            return Err(KpError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "NOT_FOUND_ERR",
-                format!("no blob operation '{other}': use generate, wrap, unwrap or rewrap"),
-            ));
+            return Err(KpError::UnknownBlobOperation(other.to_owned()));
         }
     };
     Ok(axum::Json(answer).into_response())

@@ -1,0 +1,65 @@
+//! Who calls: the identity from the bearer token, the instance from `Bluemix-Instance` (or, on
+//! rotor's own `/v1/instances/{id}/…` routes, from the path).
+
+use axum::http::{HeaderMap, header};
+use uuid::Uuid;
+
+use rotor_util::time::unix_now;
+
+use super::KpState;
+use super::error::{KpError, KpResult};
+use crate::iam::{Claims, Role};
+
+/// The caller: the instance it acts on and the identity its token proves.
+pub(crate) struct Caller {
+    pub(crate) instance: Uuid,
+    pub(crate) claims: Claims,
+}
+
+impl KpState {
+    /// The caller of a Key Protect route, which names its instance in `Bluemix-Instance`.
+    pub(crate) fn caller(&self, headers: &HeaderMap, needed: Role) -> KpResult<Caller> {
+        let claims = self.claims(headers)?;
+        let instance = headers
+            .get("bluemix-instance")
+            .and_then(|v| v.to_str().ok())
+            .ok_or(KpError::InvalidHeader {
+                name: "Bluemix-Instance",
+                problem: "is missing",
+            })?;
+        let instance = Uuid::parse_str(instance.trim()).map_err(|_| KpError::InvalidHeader {
+            name: "Bluemix-Instance",
+            problem: "is not an instance id",
+        })?;
+        self.admit(claims, instance, needed)
+    }
+
+    /// The caller of a route that names its instance in the path (`/v1/instances/{id}/…`).
+    pub(crate) fn caller_in_path(
+        &self,
+        headers: &HeaderMap,
+        instance: &str,
+        needed: Role,
+    ) -> KpResult<Caller> {
+        let claims = self.claims(headers)?;
+        let instance = Uuid::parse_str(instance)
+            .map_err(|_| KpError::InstanceNotFound(instance.to_owned()))?;
+        self.admit(claims, instance, needed)
+    }
+
+    fn claims(&self, headers: &HeaderMap) -> KpResult<Claims> {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        Ok(self.iam.verify(authorization, unix_now())?)
+    }
+
+    /// The caller, if its token grants `needed` on `instance` and this service serves it.
+    fn admit(&self, claims: Claims, instance: Uuid, needed: Role) -> KpResult<Caller> {
+        claims.allows(Some(instance), needed)?;
+        if !self.units.contains(instance) {
+            return Err(KpError::InstanceNotFound(instance.to_string()));
+        }
+        Ok(Caller { instance, claims })
+    }
+}

@@ -1,0 +1,159 @@
+//! The Key Protect API v2, as IBM's `keyprotect` SDK speaks it: keys (create, import, list,
+//! get, metadata, versions, patch), actions (wrap, unwrap, rewrap, rotate, enable, disable,
+//! set and unset for deletion, sync), delete, restore, purge, aliases, key rings, key policies
+//! and instance policies.
+//!
+//! The service holds only wrapped blobs: generation, import, wrap, unwrap and rewrap run inside
+//! one of the instance's operational units (another is tried when one is unreachable or has no
+//! usable master key).
+//!
+//! Beside it, with the same callers and error body: application-held blobs (`/v1/blobs`) and
+//! bulk key creation (`/v1/instances/{id}/keys/batch`).
+//!
+//! Layout: `caller` says who calls, `requests` parses bodies, `error` maps every error
+//! to its answer, `wire` shapes keys and collections, `units` reaches the crypto units,
+//! `lifecycle` holds the key state rules; the routes live in `keys`, `actions`,
+//! `policies`, `rings`, `import_token`, `registrations`, `blobs` and `batch`.
+
+mod actions;
+mod batch;
+mod blobs;
+mod caller;
+mod error;
+mod import_token;
+mod keys;
+mod lifecycle;
+mod policies;
+mod registrations;
+mod requests;
+mod rings;
+mod units;
+mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use rotor_store::{KeyMeta, KeyStore, KeyVersion};
+use rotor_unit::keyapi::KeyRef;
+use rotor_unit::keys::Binding;
+
+use self::actions::{key_action, key_action_query};
+use self::error::json_rejections;
+use self::import_token::{create_import_token, get_import_token};
+use self::keys::{
+    create_key, delete_key, get_key, get_metadata, get_versions, key_total, list_keys, patch_key,
+    purge_key, restore_key,
+};
+use self::policies::{
+    get_instance_policies, get_key_policies, put_instance_policies, put_key_policies,
+};
+use self::registrations::{key_registrations, registrations};
+use self::rings::{create_alias, create_key_ring, delete_alias, delete_key_ring, list_key_rings};
+use crate::iam::Iam;
+
+pub use self::batch::{MAX_BATCH_CREATE, create_keys_batch};
+pub(crate) use self::caller::Caller;
+pub use self::error::KpError;
+pub(crate) use self::error::KpResult;
+pub use self::policies::{rotate_by_policy, rotate_due};
+
+/// What the Key Protect routes share.
+#[derive(Clone)]
+pub struct KpState {
+    /// Key storage.
+    pub store: Arc<dyn KeyStore>,
+    /// Token verification.
+    pub iam: Arc<Iam>,
+    /// Units per instance.
+    pub units: crate::pool::UnitPool,
+    /// How long after deletion a key may be purged, in seconds (Key Protect: 4 hours).
+    pub purge_after_seconds: u64,
+    /// Held for reading while a new blob is wrapped and stored; a rotation takes it for
+    /// writing to count what is left under the old master key (see [`crate::rotation`]).
+    pub gate: Arc<tokio::sync::RwLock<()>>,
+}
+
+pub(crate) use rotor_util::blocking;
+
+impl KpState {
+    fn find_key(&self, caller: &Caller, id: &str) -> KpResult<KeyMeta> {
+        blocking(|| self.store.key(caller.instance, id))?
+            .ok_or_else(|| KpError::KeyNotFound(id.to_owned()))
+    }
+
+    fn key_version(&self, key: &KeyMeta, version: u32) -> KpResult<KeyRef> {
+        let stored = blocking(|| self.store.version(key.instance, key.id, version))?.ok_or(
+            KpError::KeyVersionNotFound {
+                key: key.id,
+                version,
+            },
+        )?;
+        Ok(key_ref(key, &stored))
+    }
+}
+
+fn key_ref(key: &KeyMeta, version: &KeyVersion) -> KeyRef {
+    KeyRef {
+        binding: Binding {
+            instance: key.instance,
+            key: key.id,
+            version: version.version,
+            extractable: key.extractable,
+        },
+        blob: version.blob.clone(),
+    }
+}
+
+/// All Key Protect routes, and rotor's own key routes beside them.
+pub fn router(state: KpState) -> Router {
+    Router::new()
+        .route(
+            "/api/v2/keys",
+            post(create_key).get(list_keys).head(key_total),
+        )
+        .route("/api/v2/keys_with_policy_overrides", post(create_key))
+        .route("/api/v2/keys/registrations", get(registrations))
+        .route(
+            "/api/v2/keys/{id}",
+            get(get_key)
+                .post(key_action_query)
+                .patch(patch_key)
+                .delete(delete_key),
+        )
+        .route("/api/v2/keys/{id}/metadata", get(get_metadata))
+        .route("/api/v2/keys/{id}/versions", get(get_versions))
+        .route("/api/v2/keys/{id}/purge", axum::routing::delete(purge_key))
+        .route("/api/v2/keys/{id}/restore", post(restore_key))
+        .route("/api/v2/keys/{id}/registrations", get(key_registrations))
+        .route("/api/v2/keys/{id}/actions/{action}", post(key_action))
+        .route(
+            "/api/v2/keys/{id}/policies",
+            get(get_key_policies).put(put_key_policies),
+        )
+        .route(
+            "/api/v2/keys/{id}/aliases/{alias}",
+            post(create_alias).delete(delete_alias),
+        )
+        .route("/api/v2/key_rings", get(list_key_rings))
+        .route(
+            "/api/v2/key_rings/{id}",
+            post(create_key_ring).delete(delete_key_ring),
+        )
+        .route(
+            "/api/v2/instance/policies",
+            get(get_instance_policies).put(put_instance_policies),
+        )
+        .route(
+            "/api/v2/import_token",
+            post(create_import_token).get(get_import_token),
+        )
+        // rotor's own routes, with the same callers and error body
+        .route("/v1/blobs/{op}", post(blobs::blob_operation))
+        .route(
+            "/v1/instances/{instance}/keys/batch",
+            post(batch::keys_batch),
+        )
+        .with_state(state)
+        .layer(axum::middleware::map_response(json_rejections))
+}
