@@ -16,8 +16,8 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::args::{DemoArgs, DevArgs};
+use crate::cmd::dev::{initialize, start_dev, step};
 use crate::output::print_json;
-use crate::run::{initialize, start_dev, step};
 
 /// Keys per bulk creation request.
 const CREATE_BATCH: usize = 5_000;

@@ -3,15 +3,14 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod args;
-pub mod auto;
 pub mod baseline;
+pub mod cmd;
 pub mod demo;
-pub mod local;
 pub mod output;
-pub mod rotate;
-pub mod run;
+pub mod plan;
+pub mod session;
+pub mod transfer;
 pub mod workstation;
 
 use anyhow::Result;
@@ -21,13 +20,13 @@ use rotor_unit::client::ClientError;
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     let home = workstation::Home::from_env()?;
-    let ctx = admin::Ctx::new(home, cli.json, cli.yes, cli.endpoint);
+    let ctx = session::Ctx::new(home, cli.json, cli.yes, cli.endpoint);
     match cli.command {
-        Commands::Login { endpoint, api_key } => admin::login(&ctx, &endpoint, &api_key).await,
-        Commands::Units { command } => admin::units(&ctx, command).await,
-        Commands::Admins { command } => admin::admins(&ctx, command).await,
-        Commands::Thresholds { command } => admin::thresholds(&ctx, command).await,
-        Commands::Mk { command } => admin::mk(&ctx, command).await,
+        Commands::Login { endpoint, api_key } => cmd::login::login(&ctx, &endpoint, &api_key).await,
+        Commands::Units { command } => cmd::units::units(&ctx, command).await,
+        Commands::Admins { command } => cmd::admins::admins(&ctx, command).await,
+        Commands::Thresholds { command } => cmd::thresholds::thresholds(&ctx, command).await,
+        Commands::Mk { command } => cmd::mk::mk(&ctx, command).await,
         Commands::Auto {
             command:
                 AutoCommand::Init {
@@ -35,20 +34,20 @@ pub async fn run(cli: Cli) -> Result<()> {
                     signature,
                     revocation,
                 },
-        } => auto::init(&ctx, &admins, signature, revocation).await,
+        } => cmd::auto::init(&ctx, &admins, signature, revocation).await,
         Commands::Auto {
             command: AutoCommand::Recover,
-        } => auto::recover(&ctx).await,
+        } => cmd::auto::recover(&ctx).await,
         Commands::Auto {
             command: AutoCommand::Rotate,
-        } => rotate::rotate(&ctx, rotate::Flow::Auto).await,
-        Commands::Sigkeys { command } => local::sigkeys(&ctx, command),
-        Commands::Parts { command } => local::parts(&ctx, command),
+        } => cmd::rotate::rotate(&ctx, plan::Flow::Auto).await,
+        Commands::Sigkeys { command } => cmd::sigkeys::sigkeys(&ctx, command),
+        Commands::Parts { command } => cmd::parts::parts(&ctx, command),
         Commands::Unit {
             command: UnitCommand::Serve(args),
-        } => run::unit_serve(args).await,
-        Commands::Server { config } => run::server(&config).await,
-        Commands::Dev(args) => run::dev(args, cli.json).await,
+        } => cmd::run::unit_serve(args).await,
+        Commands::Server { config } => cmd::run::server(&config).await,
+        Commands::Dev(args) => cmd::dev::dev(args, cli.json).await,
         Commands::Demo(args) => demo::demo(args, cli.json).await,
     }
 }

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
-use rotor_cli::rotate::{Flow, JournalView, Step, UnitView, plan};
+use rotor_cli::plan::{Flow, JournalView, Step, UnitView, plan};
 use rotor_crypto::Vp;
 use rotor_unit::wire::{NewState, Register, RotationLock, Ski, UnitKind};
 

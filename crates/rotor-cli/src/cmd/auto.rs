@@ -8,52 +8,18 @@
 //! the units' real state, so running a command again after a failure continues where it stopped.
 
 use anyhow::{Result, bail};
-use rotor_crypto::Vp;
 use rotor_unit::wire::{Action, CurrentState, NewState, Register, Ski, UnitKind, UnitStatus};
 use serde_json::json;
 
-use crate::admin::{Ctx, Target};
 use crate::output::print_json;
+use crate::session::{Ctx, Target, whole_instance};
+use crate::transfer::transfer;
 use crate::workstation::SigkeyFile;
-
-/// The selected units, which must be every unit of exactly one instance.
-pub(crate) async fn whole_instance(ctx: &Ctx) -> Result<Vec<Target>> {
-    let selected = ctx.selected().await?;
-    let instance = selected[0].instance;
-    if selected.iter().any(|t| t.instance != instance) {
-        bail!(
-            "the selected crypto units belong to several instances; select all units of one instance"
-        );
-    }
-    let missing: Vec<String> = ctx
-        .all_units()
-        .await?
-        .into_iter()
-        .filter(|t| t.instance == instance && !selected.iter().any(|s| s.unit.id == t.unit.id))
-        .map(|t| t.number.to_string())
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "not all crypto units of instance {instance} are selected (missing: {}); run 'rotor units select {}'",
-            missing.join(", "),
-            missing.join(" ")
-        );
-    }
-    Ok(selected)
-}
 
 fn say(ctx: &Ctx, line: &str) {
     if !ctx.json {
         println!("{line}");
     }
-}
-
-/// Copies the `register` of `source` into the current register of `target`.
-async fn transfer(ctx: &Ctx, source: &Target, register: Register, target: &Target) -> Result<Vp> {
-    let vp = crate::rotate::transfer_new(ctx, source, register, target).await?;
-    ctx.act(target, Action::Commit { vp }).await?;
-    ctx.act(target, Action::SetImmediate { vp }).await?;
-    Ok(vp)
 }
 
 /// The first recovery unit among `units`.
