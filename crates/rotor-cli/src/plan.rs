@@ -9,8 +9,8 @@
 
 use anyhow::{Result, anyhow, bail};
 use rotor_crypto::Vp;
+use rotor_server::rotation::{Journal, Phase};
 use rotor_unit::wire::{CurrentState, NewState, Register, RotationLock, Ski, UnitKind, UnitStatus};
-use serde::Deserialize;
 
 /// Which HPCS flow brings the new master key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,21 +71,29 @@ impl UnitView {
 }
 
 /// The service's rotation journal, as far as the planner needs it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JournalView {
     /// Source master key.
-    #[serde(rename = "from")]
     pub from: Vp,
     /// Target master key.
     pub to: Vp,
-    /// `reencrypting`, `reencrypted`, `aborting`, `aborted` or `completed`.
-    pub phase: String,
+    /// Where it stands.
+    pub phase: Phase,
 }
 
 impl JournalView {
+    /// The planner's part of the service's journal.
+    pub fn of(journal: &Journal) -> Self {
+        Self {
+            from: journal.from,
+            to: journal.to,
+            phase: journal.phase,
+        }
+    }
+
     /// Whether the rotation is neither aborted nor completed.
     pub fn open(&self) -> bool {
-        !matches!(self.phase.as_str(), "aborted" | "completed")
+        !matches!(self.phase, Phase::Aborted | Phase::Completed)
     }
 }
 
@@ -213,7 +221,7 @@ fn endpoints(
     journal: Option<&JournalView>,
 ) -> Result<(Vp, Option<Vp>)> {
     if let Some(journal) = journal.filter(|j| j.open()) {
-        if journal.phase == "aborting" {
+        if journal.phase == Phase::Aborting {
             bail!(
                 "admins aborted this rotation; run 'rotor mk rotate --abort' to finish rewrapping key storage back to master key {}",
                 journal.from
@@ -281,7 +289,7 @@ pub fn plan(flow: Flow, units: &[UnitView], journal: Option<&JournalView>) -> Re
     }
     precheck(units)?;
     let open = journal.filter(|j| j.open());
-    if let Some(last) = journal.filter(|j| j.phase == "completed")
+    if let Some(last) = journal.filter(|j| j.phase == Phase::Completed)
         && flow == Flow::Parts
         && units
             .iter()
@@ -318,7 +326,7 @@ pub fn plan(flow: Flow, units: &[UnitView], journal: Option<&JournalView>) -> Re
             unit.number
         );
     }
-    let reencrypted = open.is_some_and(|j| j.phase == "reencrypted");
+    let reencrypted = open.is_some_and(|j| j.phase == Phase::Reencrypted);
     if !reencrypted {
         if let Some(target) = units.iter().find(|u| !u.promoted(&to) && !u.holds_new(&to)) {
             let source = units
@@ -400,11 +408,11 @@ mod tests {
         }
     }
 
-    fn journal(phase: &str) -> JournalView {
+    fn journal(phase: Phase) -> JournalView {
         JournalView {
             from: vp(1),
             to: vp(2),
-            phase: phase.to_owned(),
+            phase,
         }
     }
 
@@ -459,7 +467,7 @@ mod tests {
             unit(2, UnitKind::Operational, 1, NewState::FullCommitted, 2),
         ];
         units[1].rotation = RotationLock::Reencrypted;
-        let reencrypted = journal("reencrypted");
+        let reencrypted = journal(Phase::Reencrypted);
         assert_eq!(
             plan(Flow::Parts, &units, Some(&reencrypted)).unwrap(),
             Step::Promote { unit: 2, vp: vp(2) }
@@ -470,7 +478,7 @@ mod tests {
             Step::Complete
         );
         assert_eq!(
-            plan(Flow::Parts, &units, Some(&journal("completed"))).unwrap(),
+            plan(Flow::Parts, &units, Some(&journal(Phase::Completed))).unwrap(),
             Step::Done {
                 from: vp(1),
                 to: vp(2)
@@ -492,7 +500,7 @@ mod tests {
         ];
         units[1].rotation = RotationLock::Reencrypting;
         assert!(matches!(
-            plan(Flow::Parts, &units, Some(&journal("reencrypting"))).unwrap(),
+            plan(Flow::Parts, &units, Some(&journal(Phase::Reencrypting))).unwrap(),
             Step::Distribute {
                 source: 2,
                 target: 1,
@@ -500,7 +508,7 @@ mod tests {
             }
         ));
         units[1].kind = UnitKind::Operational;
-        assert!(plan(Flow::Parts, &units, Some(&journal("reencrypting"))).is_err());
+        assert!(plan(Flow::Parts, &units, Some(&journal(Phase::Reencrypting))).is_err());
     }
 
     #[test]

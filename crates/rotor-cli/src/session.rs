@@ -1,36 +1,21 @@
 //! What every command shares: the workstation, the output mode, the service connection, the
-//! unit selection and the signature keys once unlocked. Every request to a unit is checked
-//! against its pinned identity key, and every change is a command signed here.
+//! unit selection, the units' verified statuses and the signature keys once unlocked. Every
+//! answer of a unit is checked against its pinned identity key, and every change is a command
+//! signed here.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow, bail};
-use rotor_crypto::{PublicKey, SigningKey};
+use rotor_crypto::SigningKey;
 use rotor_server::config::UnitConfig;
-use rotor_unit::client::UnitClient;
 use rotor_unit::wire::{Action, Command, Outcome, Ski, UnitStatus};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
+use crate::client::ServiceClient;
 use crate::output::print_json;
 use crate::workstation::{Home, SigkeyFile, read_password};
-
-/// One instance as the service lists it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct InstanceEntry {
-    /// Instance id.
-    pub id: Uuid,
-    /// Name.
-    pub name: String,
-    /// Units.
-    pub units: Vec<UnitConfig>,
-}
-
-#[derive(Deserialize)]
-struct InstancesBody {
-    instances: Vec<InstanceEntry>,
-}
 
 /// A unit with the number the listing gives it.
 #[derive(Clone, Debug)]
@@ -43,9 +28,8 @@ pub struct Target {
     pub unit: UnitConfig,
 }
 
-/// What every command shares: the workstation, output mode, the service connection, and the
-/// signature keys once unlocked.
-pub struct Ctx {
+/// One invocation's context.
+pub struct Session {
     /// Workstation directory.
     pub home: Home,
     /// Machine output.
@@ -53,19 +37,13 @@ pub struct Ctx {
     /// Confirmations answered.
     pub yes: bool,
     endpoint: Option<String>,
-    pub(crate) api_key: Option<String>,
-    http: reqwest::Client,
-    token: std::sync::OnceLock<String>,
-    signers: std::sync::OnceLock<Vec<SigningKey>>,
+    api_key: Option<String>,
+    service: OnceLock<ServiceClient>,
+    signers: OnceLock<Vec<SigningKey>>,
 }
 
-#[derive(Deserialize)]
-struct TokenBody {
-    access_token: String,
-}
-
-impl Ctx {
-    /// A context for one invocation.
+impl Session {
+    /// A session for one invocation; `endpoint` and `ROTOR_API_KEY` override the login.
     pub fn new(home: Home, json: bool, yes: bool, endpoint: Option<String>) -> Self {
         Self {
             home,
@@ -73,53 +51,35 @@ impl Ctx {
             yes,
             endpoint,
             api_key: std::env::var("ROTOR_API_KEY").ok(),
-            http: reqwest::Client::new(),
-            token: std::sync::OnceLock::new(),
-            signers: std::sync::OnceLock::new(),
+            service: OnceLock::new(),
+            signers: OnceLock::new(),
         }
     }
 
-    /// A bearer token for the service, from the API key given at login (or `ROTOR_API_KEY`).
-    pub async fn token(&self) -> Result<String> {
-        if let Some(token) = self.token.get() {
-            return Ok(token.clone());
+    /// The service, as 'rotor login' (or `--endpoint` and `ROTOR_API_KEY`) names it.
+    pub fn service(&self) -> Result<&ServiceClient> {
+        if let Some(service) = self.service.get() {
+            return Ok(service);
         }
-        let api_key = match &self.api_key {
-            Some(key) => key.clone(),
-            None => self.home.settings()?.api_key.ok_or_else(|| {
-                anyhow!("not logged in: run 'rotor login --endpoint URL --api-key KEY' or set ROTOR_API_KEY")
-            })?,
-        };
-        let url = format!("{}/identity/token", self.endpoint()?);
-        let form = format!(
-            "grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey={}",
-            form_escape(&api_key)
-        );
-        let request = self
-            .http
-            .post(&url)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
+        let settings = self.home.settings()?;
+        let endpoint = self.endpoint.clone().or(settings.endpoint).ok_or_else(|| {
+            anyhow!("no service endpoint: run 'rotor login --endpoint URL' or set ROTOR_ENDPOINT")
+        })?;
+        let api_key = self.api_key.clone().or(settings.api_key).ok_or_else(|| {
+            anyhow!(
+                "not logged in: run 'rotor login --endpoint URL --api-key KEY' or set ROTOR_API_KEY"
             )
-            .body(form);
-        let (status, body) = send(&url, request).await?;
-        if !status.is_success() {
-            let message: Value = serde_json::from_slice(&body).unwrap_or_default();
-            bail!(
-                "the service refused the API key: {}",
-                message["errorMessage"].as_str().unwrap_or("unknown error")
-            );
-        }
-        let token: TokenBody =
-            serde_json::from_slice(&body).context("the token endpoint answered unexpectedly")?;
-        let _ = self.token.set(token.access_token.clone());
-        Ok(token.access_token)
+        })?;
+        Ok(self
+            .service
+            .get_or_init(|| ServiceClient::new(&endpoint, api_key)))
     }
 
-    /// The HTTP client for the service.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
+    /// Prints a progress line for people (nothing with `--json`).
+    pub fn say(&self, line: &str) {
+        if !self.json {
+            println!("{line}");
+        }
     }
 
     /// Asks before a destructive step, unless `--yes`.
@@ -140,40 +100,10 @@ impl Ctx {
         }
     }
 
-    /// The service endpoint.
-    pub fn endpoint(&self) -> Result<String> {
-        let endpoint = match &self.endpoint {
-            Some(endpoint) => endpoint.clone(),
-            None => self.home.settings()?.endpoint.ok_or_else(|| {
-                anyhow!(
-                    "no service endpoint: run 'rotor login --endpoint URL' or set ROTOR_ENDPOINT"
-                )
-            })?,
-        };
-        Ok(endpoint.trim_end_matches('/').to_owned())
-    }
-
-    /// Instances and units from the service.
-    pub async fn instances(&self) -> Result<Vec<InstanceEntry>> {
-        let url = format!("{}/v1/instances", self.endpoint()?);
-        let token = self.token().await?;
-        let (status, body) = send(&url, self.http.get(&url).bearer_auth(token)).await?;
-        if !status.is_success() {
-            return Err(rotor_unit::client::ClientError::Relay {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body).into_owned(),
-            }
-            .into());
-        }
-        let body: InstancesBody = serde_json::from_slice(&body)
-            .with_context(|| format!("{url} did not answer like a rotor service"))?;
-        Ok(body.instances)
-    }
-
     /// Every unit, numbered.
     pub async fn all_units(&self) -> Result<Vec<Target>> {
         let mut targets = Vec::new();
-        for instance in self.instances().await? {
+        for instance in self.service()?.instances().await? {
             for unit in instance.units {
                 targets.push(Target {
                     number: targets.len() + 1,
@@ -200,28 +130,54 @@ impl Ctx {
         Ok(targets)
     }
 
-    async fn client(&self, target: &Target) -> Result<UnitClient> {
-        let base = format!(
-            "{}/v1/instances/{}/units/{}",
-            self.endpoint()?,
-            target.instance,
-            target.unit.id
-        );
-        Ok(UnitClient::new(self.http.clone(), base, target.unit.id)
-            .with_bearer(self.token().await?))
+    /// The selected units, which must be every unit of exactly one instance.
+    pub async fn whole_instance(&self) -> Result<Vec<Target>> {
+        let selected = self.selected().await?;
+        let instance = selected[0].instance;
+        if selected.iter().any(|t| t.instance != instance) {
+            bail!(
+                "the selected crypto units belong to several instances; select all units of one instance"
+            );
+        }
+        let missing: Vec<String> = self
+            .all_units()
+            .await?
+            .into_iter()
+            .filter(|t| t.instance == instance && !selected.iter().any(|s| s.unit.id == t.unit.id))
+            .map(|t| t.number.to_string())
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "not all crypto units of instance {instance} are selected (missing: {}); run 'rotor units select {}'",
+                missing.join(", "),
+                missing.join(" ")
+            );
+        }
+        Ok(selected)
     }
 
     /// A unit's verified status; its identity key is pinned on first contact.
-    pub async fn status(&self, target: &Target) -> Result<(UnitStatus, PublicKey)> {
+    pub async fn status(&self, target: &Target) -> Result<UnitStatus> {
         let mut pins = self.home.pins()?;
         let pinned = pins.get(&target.unit.id).cloned();
-        let status = self.client(target).await?.status(pinned.as_ref()).await?;
+        let status = self
+            .service()?
+            .unit_status(target.instance, target.unit.id, pinned.as_ref())
+            .await?;
         if pinned.is_none() {
             pins.insert(target.unit.id, status.identity.clone());
             self.home.save_pins(&pins)?;
         }
-        let identity = status.identity.clone();
-        Ok((status, identity))
+        Ok(status)
+    }
+
+    /// The verified statuses of `targets`, in order.
+    pub async fn statuses(&self, targets: &[Target]) -> Result<Vec<(Target, UnitStatus)>> {
+        let mut out = Vec::new();
+        for target in targets {
+            out.push((target.clone(), self.status(target).await?));
+        }
+        Ok(out)
     }
 
     /// The selected signature keys that are admins of this unit, unlocked.
@@ -278,15 +234,14 @@ impl Ctx {
 
     /// Signs `action` for the unit's next counter with the selected admin keys and sends it.
     pub async fn act(&self, target: &Target, action: Action) -> Result<(Outcome, UnitStatus)> {
-        let (status, identity) = self.status(target).await?;
-        self.act_on(target, &status, &identity, action).await
+        let status = self.status(target).await?;
+        self.act_on(target, &status, action).await
     }
 
     async fn act_on(
         &self,
         target: &Target,
         status: &UnitStatus,
-        identity: &PublicKey,
         action: Action,
     ) -> Result<(Outcome, UnitStatus)> {
         let signers = self.signers_for(status)?;
@@ -296,11 +251,14 @@ impl Ctx {
             action,
         };
         let name = command.action.name();
-        self.client(target)
-            .await?
-            .command(identity, command.sign(&signers))
+        self.service()?
+            .unit_command(
+                target.instance,
+                target.unit.id,
+                &status.identity,
+                command.sign(&signers),
+            )
             .await
-            .map_err(anyhow::Error::from)
             .with_context(|| format!("crypto unit {} refused to {name}", target.number))
     }
 
@@ -312,11 +270,11 @@ impl Ctx {
     ) -> Result<()> {
         let mut report = Vec::new();
         for target in self.selected().await? {
-            let (status, identity) = self.status(&target).await?;
+            let status = self.status(&target).await?;
             let Some(action) = build(&target, &status)? else {
                 continue;
             };
-            match self.act_on(&target, &status, &identity, action).await {
+            match self.act_on(&target, &status, action).await {
                 Ok(_) => {
                     if !self.json {
                         println!("crypto unit {}: {verb}", target.number);
@@ -340,65 +298,4 @@ impl Ctx {
         }
         Ok(())
     }
-}
-
-/// Sends a request to the service; a failure to exchange it is [`ClientError::Unreachable`].
-pub(crate) async fn send(
-    url: &str,
-    request: reqwest::RequestBuilder,
-) -> Result<(reqwest::StatusCode, axum::body::Bytes)> {
-    let unreachable =
-        |err: reqwest::Error| rotor_unit::client::ClientError::Unreachable(format!("{url}: {err}"));
-    let response = request.send().await.map_err(unreachable)?;
-    let status = response.status();
-    Ok((status, response.bytes().await.map_err(unreachable)?))
-}
-
-/// Escapes a value for an `application/x-www-form-urlencoded` body.
-fn form_escape(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
-/// The verified statuses of the selected units.
-pub async fn statuses(ctx: &Ctx) -> Result<Vec<(Target, UnitStatus)>> {
-    let mut out = Vec::new();
-    for target in ctx.selected().await? {
-        let (status, _) = ctx.status(&target).await?;
-        out.push((target, status));
-    }
-    Ok(out)
-}
-
-/// The selected units, which must be every unit of exactly one instance.
-pub async fn whole_instance(ctx: &Ctx) -> Result<Vec<Target>> {
-    let selected = ctx.selected().await?;
-    let instance = selected[0].instance;
-    if selected.iter().any(|t| t.instance != instance) {
-        bail!(
-            "the selected crypto units belong to several instances; select all units of one instance"
-        );
-    }
-    let missing: Vec<String> = ctx
-        .all_units()
-        .await?
-        .into_iter()
-        .filter(|t| t.instance == instance && !selected.iter().any(|s| s.unit.id == t.unit.id))
-        .map(|t| t.number.to_string())
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "not all crypto units of instance {instance} are selected (missing: {}); run 'rotor units select {}'",
-            missing.join(", "),
-            missing.join(" ")
-        );
-    }
-    Ok(selected)
 }

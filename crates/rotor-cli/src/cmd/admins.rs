@@ -6,15 +6,15 @@ use serde_json::json;
 
 use crate::args::AdminsCommand;
 use crate::output::{admin_rows, print_json, table};
-use crate::session::{Ctx, Target, statuses};
+use crate::session::{Session, Target};
 use crate::workstation::SigkeyFile;
 
 /// `rotor admins …`
-pub async fn admins(ctx: &Ctx, command: Option<AdminsCommand>) -> Result<()> {
+pub async fn admins(session: &Session, command: Option<AdminsCommand>) -> Result<()> {
     match command {
         None => {
-            let units = statuses(ctx).await?;
-            if ctx.json {
+            let units = session.statuses(&session.selected().await?).await?;
+            if session.json {
                 let view: Vec<_> = units
                     .iter()
                     .map(|(t, s)| json!({"number": t.number, "admins": s.admins}))
@@ -42,50 +42,52 @@ pub async fn admins(ctx: &Ctx, command: Option<AdminsCommand>) -> Result<()> {
         Some(AdminsCommand::Add { sigkeys }) => {
             let mut files = Vec::new();
             for number in &sigkeys {
-                files.push(SigkeyFile::read(&ctx.home.sigkey_path(*number)?)?);
+                files.push(SigkeyFile::read(&session.home.sigkey_path(*number)?)?);
             }
             for file in &files {
                 let ski = Ski::of(&file.public_key);
-                ctx.each_selected(
-                    &format!("admin '{}' installed", file.name),
-                    |target, status| {
-                        if status.admins.iter().any(|a| a.ski == ski) {
-                            if !ctx.json {
-                                println!(
-                                    "crypto unit {}: admin '{}' is already installed",
-                                    target.number, file.name
-                                );
+                session
+                    .each_selected(
+                        &format!("admin '{}' installed", file.name),
+                        |target, status| {
+                            if status.admins.iter().any(|a| a.ski == ski) {
+                                if !session.json {
+                                    println!(
+                                        "crypto unit {}: admin '{}' is already installed",
+                                        target.number, file.name
+                                    );
+                                }
+                                return Ok(None);
                             }
-                            return Ok(None);
-                        }
-                        Ok(Some(Action::AddAdmin {
-                            name: file.name.clone(),
-                            public_key: file.public_key.clone(),
-                        }))
-                    },
-                )
-                .await?;
+                            Ok(Some(Action::AddAdmin {
+                                name: file.name.clone(),
+                                public_key: file.public_key.clone(),
+                            }))
+                        },
+                    )
+                    .await?;
             }
             Ok(())
         }
         Some(AdminsCommand::Rm { admin }) => {
-            let units = statuses(ctx).await?;
-            let ski = resolve_admin(ctx, &admin, &units)?;
-            ctx.each_selected(&format!("admin {} removed", ski.to_hex()), |_, _| {
-                Ok(Some(Action::RemoveAdmin { ski }))
-            })
-            .await
+            let units = session.statuses(&session.selected().await?).await?;
+            let ski = resolve_admin(session, &admin, &units)?;
+            session
+                .each_selected(&format!("admin {} removed", ski.to_hex()), |_, _| {
+                    Ok(Some(Action::RemoveAdmin { ski }))
+                })
+                .await
         }
     }
 }
 
-fn resolve_admin(ctx: &Ctx, admin: &str, units: &[(Target, UnitStatus)]) -> Result<Ski> {
+fn resolve_admin(session: &Session, admin: &str, units: &[(Target, UnitStatus)]) -> Result<Ski> {
     if let Some(number) = admin.strip_prefix('#') {
         let number: u32 = number
             .parse()
             .with_context(|| format!("'{admin}' is not '#' and a signature key number"))?;
         return Ok(Ski::of(
-            &SigkeyFile::read(&ctx.home.sigkey_path(number)?)?.public_key,
+            &SigkeyFile::read(&session.home.sigkey_path(number)?)?.public_key,
         ));
     }
     let prefix = admin.to_lowercase();

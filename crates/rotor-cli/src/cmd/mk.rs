@@ -3,94 +3,86 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use rotor_crypto::{Secret32, Vp, seal_to};
 use rotor_unit::machine::envelope_context;
 use rotor_unit::wire::{Action, CurrentState, NewState, Outcome, PART_CONTEXT, UnitStatus};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::args::MkCommand;
 use crate::output::{join_numbers, print_json, table};
-use crate::session::{Ctx, Target, send, statuses};
+use crate::session::{Session, Target};
 use crate::workstation::{PartFile, read_password};
 
 /// `rotor mk …`
-pub async fn mk(ctx: &Ctx, command: Option<MkCommand>) -> Result<()> {
+pub async fn mk(session: &Session, command: Option<MkCommand>) -> Result<()> {
     match command {
-        None => show_registers(ctx).await,
-        Some(MkCommand::Load { parts }) => load(ctx, &parts).await,
+        None => show_registers(session).await,
+        Some(MkCommand::Load { parts }) => load(session, &parts).await,
         Some(MkCommand::Commit { vp }) => {
-            let vp = expected_vp(ctx, vp.as_deref(), NewState::FullUncommitted).await?;
-            ctx.each_selected(&format!("new register committed (VP {vp})"), |_, _| {
-                Ok(Some(Action::Commit { vp }))
-            })
-            .await
+            let vp = expected_vp(session, vp.as_deref(), NewState::FullUncommitted).await?;
+            session
+                .each_selected(&format!("new register committed (VP {vp})"), |_, _| {
+                    Ok(Some(Action::Commit { vp }))
+                })
+                .await
         }
         Some(MkCommand::Setimm { vp }) => {
-            let vp = expected_vp(ctx, vp.as_deref(), NewState::FullCommitted).await?;
-            ctx.confirm(&format!(
+            let vp = expected_vp(session, vp.as_deref(), NewState::FullCommitted).await?;
+            session.confirm(&format!(
                 "Make the new master key (VP {vp}) current on the selected units? This does not reencrypt key storage: use it to initialize units or to finish a rotation whose reencryption is done."
             ))?;
-            ctx.each_selected(&format!("new master key is current (VP {vp})"), |_, _| {
-                Ok(Some(Action::SetImmediate { vp }))
-            })
-            .await
+            session
+                .each_selected(&format!("new master key is current (VP {vp})"), |_, _| {
+                    Ok(Some(Action::SetImmediate { vp }))
+                })
+                .await
         }
         Some(MkCommand::Rotate { abort: false }) => {
-            crate::cmd::rotate::rotate(ctx, crate::plan::Flow::Parts).await
+            crate::cmd::rotate::rotate(session, crate::plan::Flow::Parts).await
         }
-        Some(MkCommand::Rotate { abort: true }) => crate::cmd::rotate::abort(ctx).await,
+        Some(MkCommand::Rotate { abort: true }) => crate::cmd::rotate::abort(session).await,
         Some(MkCommand::ClearNew) => {
-            ctx.confirm("Clear the new master key register of the selected units?")?;
-            ctx.each_selected("new register cleared", |_, _| Ok(Some(Action::ClearNew)))
+            session.confirm("Clear the new master key register of the selected units?")?;
+            session
+                .each_selected("new register cleared", |_, _| Ok(Some(Action::ClearNew)))
                 .await
         }
         Some(MkCommand::ClearCurrent) => {
-            ctx.confirm(
+            session.confirm(
                 "Clear the current master key register of the selected units? Keys wrapped under it are unusable until the same master key is loaded again.",
             )?;
-            ctx.each_selected("current register cleared", |_, _| {
-                Ok(Some(Action::ClearCurrent))
-            })
-            .await
+            session
+                .each_selected("current register cleared", |_, _| {
+                    Ok(Some(Action::ClearCurrent))
+                })
+                .await
         }
     }
 }
 
-/// How many key versions of an instance sit under one master key.
-#[derive(Debug, Serialize, Deserialize)]
-struct MasterKeyCount {
-    vp: Vp,
+/// Key versions of one instance under one master key, and the register of the selected units
+/// that holds it (`None`: no selected unit does). Fields in the order `--json` has always shown.
+#[derive(Debug, Serialize)]
+struct StoredUnder {
+    held_in: Option<&'static str>,
+    instance: Uuid,
     key_versions: u64,
+    vp: Vp,
 }
 
-#[derive(Deserialize)]
-struct KeystoreBody {
-    master_keys: Vec<MasterKeyCount>,
-}
-
-/// Key storage per master key for each instance of the selected units, with the register that
-/// holds each master key on those units (`None`: no selected unit holds it).
-async fn key_storage(ctx: &Ctx, units: &[(Target, UnitStatus)]) -> Result<Vec<Value>> {
+/// Key storage per master key for each instance of the selected units.
+async fn key_storage(
+    session: &Session,
+    units: &[(Target, UnitStatus)],
+) -> Result<Vec<StoredUnder>> {
     let mut instances: Vec<Uuid> = units.iter().map(|(t, _)| t.instance).collect();
     instances.dedup();
     let mut out = Vec::new();
     for instance in instances {
-        let url = format!("{}/v1/instances/{instance}/keystore", ctx.endpoint()?);
-        let (status, body) =
-            send(&url, ctx.http().get(&url).bearer_auth(ctx.token().await?)).await?;
-        if !status.is_success() {
-            return Err(rotor_unit::client::ClientError::Relay {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body).into_owned(),
-            }
-            .into());
-        }
-        let body: KeystoreBody =
-            serde_json::from_slice(&body).context("unexpected key storage answer")?;
-        for count in body.master_keys {
+        for count in session.service()?.keystore(instance).await? {
             let of_instance = units.iter().filter(|(t, _)| t.instance == instance);
             let held_in = of_instance
                 .clone()
@@ -104,29 +96,31 @@ async fn key_storage(ctx: &Ctx, units: &[(Target, UnitStatus)]) -> Result<Vec<Va
                         .any(|(_, s)| s.new.state != NewState::Empty && s.new.vp.matches(&count.vp))
                         .then_some("new")
                 });
-            out.push(json!({"instance": instance, "vp": count.vp, "key_versions": count.key_versions, "held_in": held_in}));
+            out.push(StoredUnder {
+                held_in,
+                instance,
+                key_versions: count.key_versions,
+                vp: count.vp,
+            });
         }
     }
     Ok(out)
 }
 
-async fn show_registers(ctx: &Ctx) -> Result<()> {
-    let units = statuses(ctx).await?;
-    let storage = key_storage(ctx, &units).await?;
-    let orphaned: Vec<&Value> = storage.iter().filter(|s| s["held_in"].is_null()).collect();
-    for entry in &orphaned {
+async fn show_registers(session: &Session) -> Result<()> {
+    let units = session.statuses(&session.selected().await?).await?;
+    let storage = key_storage(session, &units).await?;
+    for entry in storage.iter().filter(|s| s.held_in.is_none()) {
         eprintln!(
             "warning: {} key version(s) of instance {} are wrapped under master key VP {}, which no selected crypto unit holds; they stay unusable until that master key is loaded again",
-            entry["key_versions"],
-            entry["instance"].as_str().unwrap_or_default(),
-            entry["vp"].as_str().unwrap_or_default()
+            entry.key_versions, entry.instance, entry.vp
         );
     }
     let rotation = match units.first() {
-        Some((target, _)) => crate::cmd::rotate::journal(ctx, target.instance).await?,
+        Some((target, _)) => session.service()?.rotation(target.instance).await?,
         None => None,
     };
-    if ctx.json {
+    if session.json {
         let view: Vec<_> = units
             .iter()
             .map(|(t, s)| json!({"number": t.number, "id": t.unit.id, "current": s.current, "new": s.new, "rotation": s.rotation}))
@@ -162,26 +156,27 @@ async fn show_registers(ctx: &Ctx) -> Result<()> {
         )
     );
     if let Some(rotation) = &rotation {
+        let journal = &rotation.journal;
         println!("\nMASTER KEY ROTATION");
         println!(
             "{} → {}: {}",
-            rotation["from"].as_str().unwrap_or_default(),
-            rotation["to"].as_str().unwrap_or_default(),
-            rotation["phase"].as_str().unwrap_or_default()
+            journal.from,
+            journal.to,
+            journal.phase.label()
         );
-        if rotation["remaining"].as_u64().unwrap_or(0) > 0 || rotation["running"] == true {
+        if rotation.remaining > 0 || rotation.running {
             println!(
                 "{} of {} rewrapped, {} left, {:.0} keys/s, about {} s to go",
-                rotation["done"],
-                rotation["total"],
-                rotation["remaining"],
-                rotation["rate"].as_f64().unwrap_or(0.0),
-                rotation["seconds_left"]
-                    .as_f64()
+                journal.done,
+                journal.total,
+                rotation.remaining,
+                rotation.rate,
+                rotation
+                    .seconds_left
                     .map_or_else(|| "?".to_owned(), |s| format!("{s:.0}"))
             );
         }
-        if let Some(waiting) = rotation["waiting"].as_str() {
+        if let Some(waiting) = &journal.waiting {
             println!("waiting: {waiting}");
         }
     }
@@ -190,10 +185,9 @@ async fn show_registers(ctx: &Ctx) -> Result<()> {
             .iter()
             .map(|s| {
                 vec![
-                    s["vp"].as_str().unwrap_or_default().to_owned(),
-                    s["key_versions"].to_string(),
-                    s["held_in"]
-                        .as_str()
+                    s.vp.to_hex(),
+                    s.key_versions.to_string(),
+                    s.held_in
                         .map_or("NO SELECTED UNIT".to_owned(), |r| format!("{r} register")),
                 ]
             })
@@ -208,11 +202,11 @@ async fn show_registers(ctx: &Ctx) -> Result<()> {
 }
 
 /// The VP the selected units' new registers agree on, or the one given.
-async fn expected_vp(ctx: &Ctx, given: Option<&str>, state: NewState) -> Result<Vp> {
+async fn expected_vp(session: &Session, given: Option<&str>, state: NewState) -> Result<Vp> {
     if let Some(text) = given {
         return Vp::from_hex(text).ok_or_else(|| anyhow!("--vp must be 64 hex characters"));
     }
-    let units = statuses(ctx).await?;
+    let units = session.statuses(&session.selected().await?).await?;
     let mut seen: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (target, status) in &units {
         if status.new.state != state {
@@ -245,18 +239,18 @@ async fn expected_vp(ctx: &Ctx, given: Option<&str>, state: NewState) -> Result<
     }
 }
 
-async fn load(ctx: &Ctx, numbers: &[u32]) -> Result<()> {
+async fn load(session: &Session, numbers: &[u32]) -> Result<()> {
     let mut parts: Vec<Secret32> = Vec::new();
     for number in numbers {
-        let path = ctx.home.part_path(*number)?;
+        let path = session.home.part_path(*number)?;
         let file = PartFile::read(&path)?;
         let password = read_password(&format!("Password for key part {number}: "))?;
         parts.push(file.unlock(&path, &password)?);
     }
-    let targets = ctx.selected().await?;
+    let targets = session.selected().await?;
     let mut report = Vec::new();
     for target in targets {
-        let (outcome, _) = ctx.act(&target, Action::CreateImporter).await?;
+        let (outcome, _) = session.act(&target, Action::CreateImporter).await?;
         let Outcome::Importer { public_key } = outcome else {
             bail!(
                 "crypto unit {} did not return an importer key",
@@ -274,7 +268,7 @@ async fn load(ctx: &Ctx, numbers: &[u32]) -> Result<()> {
                     target.number
                 )
             })?;
-        let (_, status) = ctx
+        let (_, status) = session
             .act(
                 &target,
                 Action::LoadNew {
@@ -283,7 +277,7 @@ async fn load(ctx: &Ctx, numbers: &[u32]) -> Result<()> {
                 },
             )
             .await?;
-        if !ctx.json {
+        if !session.json {
             println!(
                 "crypto unit {}: new register {} (VP {})",
                 target.number,
@@ -293,7 +287,7 @@ async fn load(ctx: &Ctx, numbers: &[u32]) -> Result<()> {
         }
         report.push(json!({"unit": target.number, "new": status.new}));
     }
-    if ctx.json {
+    if session.json {
         print_json(&json!({ "units": report }));
     }
     Ok(())

@@ -6,16 +6,16 @@ use serde_json::json;
 
 use crate::args::PartsCommand;
 use crate::output::{print_json, table};
-use crate::session::Ctx;
+use crate::session::Session;
 use crate::workstation::{PartFile, new_password};
 
 /// `rotor parts …`
-pub fn parts(ctx: &Ctx, command: Option<PartsCommand>) -> Result<()> {
+pub fn parts(session: &Session, command: Option<PartsCommand>) -> Result<()> {
     match command {
         None => {
             let mut rows = Vec::new();
             let mut view = Vec::new();
-            for (number, path) in ctx.home.parts()? {
+            for (number, path) in session.home.parts()? {
                 match PartFile::read(&path) {
                     Ok(file) => {
                         rows.push(vec![
@@ -35,7 +35,7 @@ pub fn parts(ctx: &Ctx, command: Option<PartsCommand>) -> Result<()> {
                     }
                 }
             }
-            if ctx.json {
+            if session.json {
                 print_json(&json!({ "parts": view }));
             } else if rows.is_empty() {
                 println!("No key parts yet: create one with 'rotor parts new'.");
@@ -59,8 +59,8 @@ pub fn parts(ctx: &Ctx, command: Option<PartsCommand>) -> Result<()> {
             };
             let password = new_password("the key part")?;
             let file = PartFile::seal(&description, &part, &password)?;
-            let number = ctx.home.add_part(&file)?;
-            if ctx.json {
+            let number = session.home.add_part(&file)?;
+            if session.json {
                 print_json(&json!({"number": number, "vp": file.vp}));
             } else {
                 println!("Created key part {number}, VP {}", file.vp);
@@ -68,8 +68,8 @@ pub fn parts(ctx: &Ctx, command: Option<PartsCommand>) -> Result<()> {
             Ok(())
         }
         Some(PartsCommand::Rm { number }) => {
-            let path = ctx.home.part_path(number)?;
-            ctx.confirm(&format!(
+            let path = session.home.part_path(number)?;
+            session.confirm(&format!(
                 "Delete key part {number}? Without every part of a master key it cannot be loaded again."
             ))?;
             std::fs::remove_file(path)?;

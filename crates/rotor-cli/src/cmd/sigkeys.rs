@@ -6,13 +6,13 @@ use serde_json::json;
 
 use crate::args::SigkeysCommand;
 use crate::output::{print_json, table};
-use crate::session::Ctx;
+use crate::session::Session;
 use crate::workstation::{SigkeyFile, new_password};
 
 /// `rotor sigkeys …`
-pub fn sigkeys(ctx: &Ctx, command: Option<SigkeysCommand>) -> Result<()> {
+pub fn sigkeys(session: &Session, command: Option<SigkeysCommand>) -> Result<()> {
     match command {
-        None => list_sigkeys(ctx),
+        None => list_sigkeys(session),
         Some(SigkeysCommand::New { name, curve }) => {
             check_admin_name(&name)?;
             let Some(alg) = SigAlg::from_name(&curve) else {
@@ -21,9 +21,9 @@ pub fn sigkeys(ctx: &Ctx, command: Option<SigkeysCommand>) -> Result<()> {
             let password = new_password(&format!("signature key '{name}'"))?;
             let key = SigningKey::generate(alg);
             let file = SigkeyFile::seal(&name, &key, &password)?;
-            let number = ctx.home.add_sigkey(&file)?;
+            let number = session.home.add_sigkey(&file)?;
             let ski = file.public_key.ski();
-            if ctx.json {
+            if session.json {
                 print_json(
                     &json!({"number": number, "name": name, "curve": alg.name(), "ski": hex::encode(ski)}),
                 );
@@ -43,9 +43,9 @@ pub fn sigkeys(ctx: &Ctx, command: Option<SigkeysCommand>) -> Result<()> {
             let key = crate::workstation::import_hpcs_sigkey(&file, &password)?;
             let password = new_password(&format!("signature key '{name}'"))?;
             let sealed = SigkeyFile::seal(&name, &key, &password)?;
-            let number = ctx.home.add_sigkey(&sealed)?;
+            let number = session.home.add_sigkey(&sealed)?;
             let ski = hex::encode(sealed.public_key.ski());
-            if ctx.json {
+            if session.json {
                 print_json(&json!({"number": number, "name": name, "curve": "p521", "ski": ski}));
             } else {
                 println!(
@@ -57,12 +57,12 @@ pub fn sigkeys(ctx: &Ctx, command: Option<SigkeysCommand>) -> Result<()> {
         }
         Some(SigkeysCommand::Use { numbers }) => {
             for number in &numbers {
-                SigkeyFile::read(&ctx.home.sigkey_path(*number)?)?;
+                SigkeyFile::read(&session.home.sigkey_path(*number)?)?;
             }
-            let mut settings = ctx.home.settings()?;
+            let mut settings = session.home.settings()?;
             settings.selected_sigkeys = numbers.clone();
-            ctx.home.save_settings(&settings)?;
-            if ctx.json {
+            session.home.save_settings(&settings)?;
+            if session.json {
                 print_json(&json!({ "selected": numbers }));
             } else {
                 let list: Vec<String> = numbers.iter().map(ToString::to_string).collect();
@@ -71,14 +71,14 @@ pub fn sigkeys(ctx: &Ctx, command: Option<SigkeysCommand>) -> Result<()> {
             Ok(())
         }
         Some(SigkeysCommand::Rm { number }) => {
-            let path = ctx.home.sigkey_path(number)?;
-            ctx.confirm(&format!(
+            let path = session.home.sigkey_path(number)?;
+            session.confirm(&format!(
                 "Delete signature key {number}? If its admin is installed on a unit and you have no backup, it can never sign again."
             ))?;
             std::fs::remove_file(&path)?;
-            let mut settings = ctx.home.settings()?;
+            let mut settings = session.home.settings()?;
             settings.selected_sigkeys.retain(|n| *n != number);
-            ctx.home.save_settings(&settings)?;
+            session.home.save_settings(&settings)?;
             println!("Deleted signature key {number}.");
             Ok(())
         }
@@ -93,11 +93,11 @@ fn check_admin_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn list_sigkeys(ctx: &Ctx) -> Result<()> {
-    let selected = ctx.home.settings()?.selected_sigkeys;
+fn list_sigkeys(session: &Session) -> Result<()> {
+    let selected = session.home.settings()?.selected_sigkeys;
     let mut rows = Vec::new();
     let mut view = Vec::new();
-    for (number, path) in ctx.home.sigkeys()? {
+    for (number, path) in session.home.sigkeys()? {
         match SigkeyFile::read(&path) {
             Ok(file) => {
                 let ski = hex::encode(file.public_key.ski());
@@ -122,7 +122,7 @@ fn list_sigkeys(ctx: &Ctx) -> Result<()> {
             }
         }
     }
-    if ctx.json {
+    if session.json {
         print_json(&json!({ "sigkeys": view }));
     } else if rows.is_empty() {
         println!("No signature keys yet: create one with 'rotor sigkeys new --name NAME'.");

@@ -6,14 +6,14 @@ use serde_json::json;
 
 use crate::args::ThresholdsCommand;
 use crate::output::{print_json, table, threshold_rows};
-use crate::session::{Ctx, statuses};
+use crate::session::Session;
 
 /// `rotor thresholds …`
-pub async fn thresholds(ctx: &Ctx, command: Option<ThresholdsCommand>) -> Result<()> {
+pub async fn thresholds(session: &Session, command: Option<ThresholdsCommand>) -> Result<()> {
     match command {
         None => {
-            let units = statuses(ctx).await?;
-            if ctx.json {
+            let units = session.statuses(&session.selected().await?).await?;
+            if session.json {
                 let view: Vec<_> = units
                     .iter()
                     .map(|(t, s)| json!({"number": t.number, "signature": s.signature_threshold, "revocation": s.revocation_threshold, "imprint": s.imprint}))
@@ -43,16 +43,17 @@ pub async fn thresholds(ctx: &Ctx, command: Option<ThresholdsCommand>) -> Result
             signature,
             revocation,
         }) => {
-            ctx.each_selected(
-                &format!("thresholds set to signature {signature}, revocation {revocation}"),
-                |_, _| {
-                    Ok(Some(Action::SetThresholds {
-                        signature,
-                        revocation,
-                    }))
-                },
-            )
-            .await
+            session
+                .each_selected(
+                    &format!("thresholds set to signature {signature}, revocation {revocation}"),
+                    |_, _| {
+                        Ok(Some(Action::SetThresholds {
+                            signature,
+                            revocation,
+                        }))
+                    },
+                )
+                .await
         }
     }
 }

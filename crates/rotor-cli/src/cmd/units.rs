@@ -8,39 +8,42 @@ use uuid::Uuid;
 
 use crate::args::UnitsCommand;
 use crate::output::{admin_rows, join_numbers, print_json, table, threshold_rows};
-use crate::session::{Ctx, statuses};
+use crate::session::Session;
 
 /// `rotor units …`
-pub async fn units(ctx: &Ctx, command: Option<UnitsCommand>) -> Result<()> {
+pub async fn units(session: &Session, command: Option<UnitsCommand>) -> Result<()> {
     match command {
-        None => list_units(ctx).await,
-        Some(UnitsCommand::Select { numbers, all }) => select(ctx, &numbers, all, true).await,
-        Some(UnitsCommand::Deselect { numbers, all }) => select(ctx, &numbers, all, false).await,
-        Some(UnitsCommand::Compare) => compare(ctx).await,
+        None => list_units(session).await,
+        Some(UnitsCommand::Select { numbers, all }) => select(session, &numbers, all, true).await,
+        Some(UnitsCommand::Deselect { numbers, all }) => {
+            select(session, &numbers, all, false).await
+        }
+        Some(UnitsCommand::Compare) => compare(session).await,
         Some(UnitsCommand::Zeroize) => {
-            let count = ctx.selected().await?.len();
-            ctx.confirm(&format!(
+            let count = session.selected().await?.len();
+            session.confirm(&format!(
                 "Zeroize {count} crypto unit(s)? Both registers are cleared and all admins removed; keys wrapped under their master key stay unusable until it is loaded again."
             ))?;
-            ctx.each_selected("zeroized (imprint mode)", |_, _| Ok(Some(Action::Zeroize)))
+            session
+                .each_selected("zeroized (imprint mode)", |_, _| Ok(Some(Action::Zeroize)))
                 .await
         }
         Some(UnitsCommand::Forget { unit }) => {
-            let mut pins = ctx.home.pins()?;
+            let mut pins = session.home.pins()?;
             if pins.remove(&unit).is_none() {
                 bail!("no identity key is pinned for unit {unit}");
             }
-            ctx.home.save_pins(&pins)?;
+            session.home.save_pins(&pins)?;
             println!("Forgot the identity key of unit {unit}; it is pinned again on next contact.");
             Ok(())
         }
     }
 }
 
-async fn list_units(ctx: &Ctx) -> Result<()> {
-    let selected = ctx.home.settings()?.selected_units;
-    let instances = ctx.instances().await?;
-    if ctx.json {
+async fn list_units(session: &Session) -> Result<()> {
+    let selected = session.home.settings()?.selected_units;
+    let instances = session.service()?.instances().await?;
+    if session.json {
         let mut number = 0;
         let view: Vec<_> = instances
             .iter()
@@ -88,8 +91,8 @@ async fn list_units(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn select(ctx: &Ctx, numbers: &[usize], all: bool, add: bool) -> Result<()> {
-    let units = ctx.all_units().await?;
+async fn select(session: &Session, numbers: &[usize], all: bool, add: bool) -> Result<()> {
+    let units = session.all_units().await?;
     if !all && numbers.is_empty() {
         bail!("name the unit numbers to change, or pass --all");
     }
@@ -106,7 +109,7 @@ async fn select(ctx: &Ctx, numbers: &[usize], all: bool, add: bool) -> Result<()
         .filter(|t| all || numbers.contains(&t.number))
         .map(|t| t.unit.id)
         .collect();
-    let mut settings = ctx.home.settings()?;
+    let mut settings = session.home.settings()?;
     if add {
         for id in chosen {
             if !settings.selected_units.contains(&id) {
@@ -116,13 +119,13 @@ async fn select(ctx: &Ctx, numbers: &[usize], all: bool, add: bool) -> Result<()
     } else {
         settings.selected_units.retain(|id| !chosen.contains(id));
     }
-    ctx.home.save_settings(&settings)?;
+    session.home.save_settings(&settings)?;
     let now: Vec<usize> = units
         .iter()
         .filter(|t| settings.selected_units.contains(&t.unit.id))
         .map(|t| t.number)
         .collect();
-    if ctx.json {
+    if session.json {
         print_json(&json!({ "selected": now }));
     } else {
         println!("Selected crypto units: {}", join_numbers(&now));
@@ -174,8 +177,8 @@ const SECTIONS: &[Section] = &[
     },
 ];
 
-async fn compare(ctx: &Ctx) -> Result<()> {
-    let units = statuses(ctx).await?;
+async fn compare(session: &Session) -> Result<()> {
+    let units = session.statuses(&session.selected().await?).await?;
     let mut differences = Vec::new();
     let mut text = String::new();
     for section in SECTIONS {
@@ -215,7 +218,7 @@ async fn compare(ctx: &Ctx) -> Result<()> {
         text.push_str(&table(&headers, &rows));
         text.push('\n');
     }
-    if ctx.json {
+    if session.json {
         let view: Vec<_> = units
             .iter()
             .map(|(t, s)| json!({"number": t.number, "status": s}))
