@@ -433,8 +433,7 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
             "\nBaseline: a bare SQLite rewrite of the same rows in one process....",
         );
         let keystore = info.dir.join("service").join("keys.db");
-        let (rows, seconds) =
-            tokio::task::spawn_blocking(move || crate::baseline::bare_rewrite(&keystore)).await??;
+        let (rows, seconds) = rotor_util::blocking(|| crate::baseline::bare_rewrite(&keystore))?;
         #[allow(clippy::cast_precision_loss)] // a rate, shown rounded
         let rate = rows as f64 / seconds;
         say(

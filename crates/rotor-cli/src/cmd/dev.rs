@@ -4,7 +4,10 @@
 use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
+use rotor_crypto::Vp;
 use rotor_server::dev::{DevInfo, DevOptions, DevUnits, start_units};
+use rotor_unit::wire::{CurrentState, RegisterInfo};
+use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::args::DevArgs;
@@ -37,7 +40,7 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
     if options.units + options.recovery_units == 0 {
         bail!("a dev instance needs at least one unit");
     }
-    let units = tokio::task::spawn_blocking(move || start_units(&options)).await??;
+    let units = rotor_util::blocking(|| start_units(&options))?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -155,14 +158,30 @@ pub(crate) async fn step(info: &DevInfo, args: &[&str], quiet: bool) -> Result<S
     Ok(stdout)
 }
 
+/// The part of `rotor mk --json` the dev instance reads back: each unit's current register.
+#[derive(Deserialize)]
+struct Registers {
+    units: Vec<UnitRegisters>,
+}
+
+#[derive(Deserialize)]
+struct UnitRegisters {
+    current: RegisterInfo<CurrentState>,
+}
+
+/// The current register of every unit, as this binary's `rotor mk --json` shows it.
+async fn current_registers(info: &DevInfo) -> Result<Vec<RegisterInfo<CurrentState>>> {
+    let registers: Registers = serde_json::from_str(&step(info, &["mk", "--json"], true).await?)?;
+    Ok(registers.units.into_iter().map(|u| u.current).collect())
+}
+
 /// Whether the dev instance's units already hold a master key (a restarted `rotor dev --dir`).
 async fn initialized(info: &DevInfo) -> Result<bool> {
     step(info, &["units", "select", "--all"], true).await?;
-    let registers: serde_json::Value =
-        serde_json::from_str(&step(info, &["mk", "--json"], true).await?)?;
-    Ok(registers["units"]
-        .as_array()
-        .is_some_and(|units| units.iter().all(|u| u["current"]["state"] == "Valid")))
+    Ok(current_registers(info)
+        .await?
+        .iter()
+        .all(|current| current.state == CurrentState::Valid))
 }
 
 /// The key-part ceremony on every unit of a dev instance: three admins, thresholds 2/2, a master
@@ -187,17 +206,16 @@ pub(crate) async fn initialize(info: &DevInfo, quiet: bool) -> Result<String> {
     for args in steps {
         step(info, args, quiet).await?;
     }
-    let registers: serde_json::Value =
-        serde_json::from_str(&step(info, &["mk", "--json"], true).await?)?;
-    let units = registers["units"].as_array().cloned().unwrap_or_default();
-    let vps: std::collections::BTreeSet<String> = units
-        .iter()
-        .filter(|u| u["current"]["state"] == "Valid")
-        .filter_map(|u| u["current"]["vp"].as_str().map(str::to_owned))
-        .collect();
+    let currents = current_registers(info).await?;
+    let vps: std::collections::BTreeSet<Vp> = currents.iter().map(|current| current.vp).collect();
     match vps.iter().next() {
-        Some(vp) if vps.len() == 1 && units.iter().all(|u| u["current"]["state"] == "Valid") => {
-            Ok(vp.clone())
+        Some(vp)
+            if vps.len() == 1
+                && currents
+                    .iter()
+                    .all(|current| current.state == CurrentState::Valid) =>
+        {
+            Ok(vp.to_hex())
         }
         _ => bail!("the ceremony did not leave every unit with the same valid master key"),
     }
