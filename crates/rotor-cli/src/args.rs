@@ -12,11 +12,8 @@ use clap::{Args, Parser, Subcommand};
 /// terminal: --yes answers confirmations, ROTOR_PASSWORD answers every password prompt,
 /// ROTOR_API_KEY and ROTOR_ENDPOINT name the service credentials, --json prints
 /// machine-readable output.
-///
-/// Exit codes: 0 success, 1 error, 2 usage, 3 refused by a unit (nothing changed on it),
-/// 4 service or unit unreachable, 5 a unit's identity or response did not verify.
 #[derive(Debug, Parser)]
-#[command(name = "rotor", version, max_term_width = 100)]
+#[command(name = "rotor", version, max_term_width = 100, after_help = crate::exit::HELP)]
 pub struct Cli {
     /// Print machine-readable JSON.
     #[arg(long, global = true)]

@@ -16,8 +16,8 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::args::{DemoArgs, DevArgs};
+use crate::cmd::dev::{initialize, start_dev, step};
 use crate::output::print_json;
-use crate::run::{initialize, start_dev, step};
 
 /// Keys per bulk creation request.
 const CREATE_BATCH: usize = 5_000;
@@ -433,8 +433,7 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
             "\nBaseline: a bare SQLite rewrite of the same rows in one process....",
         );
         let keystore = info.dir.join("service").join("keys.db");
-        let (rows, seconds) =
-            tokio::task::spawn_blocking(move || crate::baseline::bare_rewrite(&keystore)).await??;
+        let (rows, seconds) = rotor_util::blocking(|| crate::baseline::bare_rewrite(&keystore))?;
         #[allow(clippy::cast_precision_loss)] // a rate, shown rounded
         let rate = rows as f64 / seconds;
         say(

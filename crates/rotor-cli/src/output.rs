@@ -1,5 +1,7 @@
 //! Tables for people, JSON for machines.
 
+use rotor_unit::wire::UnitStatus;
+
 /// Left-aligned columns separated by two spaces, with a header row.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
@@ -30,6 +32,38 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 /// Prints one JSON value on one line.
 pub fn print_json(value: &serde_json::Value) {
     println!("{value}");
+}
+
+pub fn join_numbers(numbers: &[usize]) -> String {
+    if numbers.is_empty() {
+        return "none".to_owned();
+    }
+    numbers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The admins of a unit, one row each (name, SKI).
+pub fn admin_rows(status: &UnitStatus) -> Vec<Vec<String>> {
+    if status.admins.is_empty() {
+        return vec![vec!["(none)".to_owned(), String::new()]];
+    }
+    status
+        .admins
+        .iter()
+        .map(|a| vec![a.name.clone(), a.ski.to_hex()])
+        .collect()
+}
+
+/// A unit's thresholds and mode as one row.
+pub fn threshold_rows(status: &UnitStatus) -> Vec<Vec<String>> {
+    vec![vec![
+        status.signature_threshold.to_string(),
+        status.revocation_threshold.to_string(),
+        if status.imprint { "imprint" } else { "secure" }.to_owned(),
+    ]]
 }
 
 #[cfg(test)]

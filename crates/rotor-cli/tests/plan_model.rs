@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
-use rotor_cli::rotate::{Flow, JournalView, Step, UnitView, plan};
+use rotor_cli::plan::{Flow, JournalView, Step, UnitView, plan};
 use rotor_crypto::Vp;
 use rotor_unit::wire::{NewState, Register, RotationLock, Ski, UnitKind};
 
@@ -328,6 +328,16 @@ impl Phase {
     fn open(self) -> bool {
         !matches!(self, Self::Aborted | Self::Completed)
     }
+
+    /// The service's phase this model phase stands for.
+    fn served(self) -> rotor_server::rotation::Phase {
+        match self {
+            Self::Reencrypting => rotor_server::rotation::Phase::Reencrypting,
+            Self::Reencrypted => rotor_server::rotation::Phase::Reencrypted,
+            Self::Aborted => rotor_server::rotation::Phase::Aborted,
+            Self::Completed => rotor_server::rotation::Phase::Completed,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -594,7 +604,7 @@ impl<'a> Sim<'a> {
             let journal = self.journal.map(|j| JournalView {
                 from: vp(j.from),
                 to: vp(j.to),
-                phase: j.phase.label().to_owned(),
+                phase: j.phase.served(),
             });
             let step = plan(self.flow, &views, journal.as_ref())
                 .map_err(|err| format!("plan failed on a reachable state: {err:#}"))?;

@@ -8,53 +8,13 @@
 //! the units' real state, so running a command again after a failure continues where it stopped.
 
 use anyhow::{Result, bail};
-use rotor_crypto::Vp;
 use rotor_unit::wire::{Action, CurrentState, NewState, Register, Ski, UnitKind, UnitStatus};
 use serde_json::json;
 
-use crate::admin::{Ctx, Target};
 use crate::output::print_json;
+use crate::session::{Session, Target};
+use crate::transfer::transfer;
 use crate::workstation::SigkeyFile;
-
-/// The selected units, which must be every unit of exactly one instance.
-pub(crate) async fn whole_instance(ctx: &Ctx) -> Result<Vec<Target>> {
-    let selected = ctx.selected().await?;
-    let instance = selected[0].instance;
-    if selected.iter().any(|t| t.instance != instance) {
-        bail!(
-            "the selected crypto units belong to several instances; select all units of one instance"
-        );
-    }
-    let missing: Vec<String> = ctx
-        .all_units()
-        .await?
-        .into_iter()
-        .filter(|t| t.instance == instance && !selected.iter().any(|s| s.unit.id == t.unit.id))
-        .map(|t| t.number.to_string())
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "not all crypto units of instance {instance} are selected (missing: {}); run 'rotor units select {}'",
-            missing.join(", "),
-            missing.join(" ")
-        );
-    }
-    Ok(selected)
-}
-
-fn say(ctx: &Ctx, line: &str) {
-    if !ctx.json {
-        println!("{line}");
-    }
-}
-
-/// Copies the `register` of `source` into the current register of `target`.
-async fn transfer(ctx: &Ctx, source: &Target, register: Register, target: &Target) -> Result<Vp> {
-    let vp = crate::rotate::transfer_new(ctx, source, register, target).await?;
-    ctx.act(target, Action::Commit { vp }).await?;
-    ctx.act(target, Action::SetImmediate { vp }).await?;
-    Ok(vp)
-}
 
 /// The first recovery unit among `units`.
 fn recovery_unit(units: &[(Target, UnitStatus)]) -> Result<&(Target, UnitStatus)> {
@@ -68,22 +28,14 @@ fn recovery_unit(units: &[(Target, UnitStatus)]) -> Result<&(Target, UnitStatus)
         })
 }
 
-async fn statuses(ctx: &Ctx, targets: &[Target]) -> Result<Vec<(Target, UnitStatus)>> {
-    let mut out = Vec::new();
-    for target in targets {
-        out.push((target.clone(), ctx.status(target).await?.0));
-    }
-    Ok(out)
-}
-
 /// `rotor auto init`
-pub async fn init(ctx: &Ctx, admins: &[u32], signature: u8, revocation: u8) -> Result<()> {
-    let targets = whole_instance(ctx).await?;
+pub async fn init(session: &Session, admins: &[u32], signature: u8, revocation: u8) -> Result<()> {
+    let targets = session.whole_instance().await?;
     let mut files = Vec::new();
     for number in admins {
-        files.push(SigkeyFile::read(&ctx.home.sigkey_path(*number)?)?);
+        files.push(SigkeyFile::read(&session.home.sigkey_path(*number)?)?);
     }
-    let units = statuses(ctx, &targets).await?;
+    let units = session.statuses(&targets).await?;
     recovery_unit(&units)?;
     // A unit that left imprint mode must already have exactly this configuration (a rerun).
     for (target, status) in &units {
@@ -104,68 +56,63 @@ pub async fn init(ctx: &Ctx, admins: &[u32], signature: u8, revocation: u8) -> R
     }
 
     for (index, file) in files.iter().enumerate() {
-        say(
-            ctx,
-            &format!(
-                "Installing {} of {} administrators....",
-                index + 1,
-                files.len()
-            ),
-        );
+        session.say(&format!(
+            "Installing {} of {} administrators....",
+            index + 1,
+            files.len()
+        ));
         let ski = Ski::of(&file.public_key);
         for (target, _) in &units {
-            let (status, _) = ctx.status(target).await?;
+            let status = session.status(target).await?;
             if status.imprint && !status.admins.iter().any(|a| a.ski == ski) {
                 let action = Action::AddAdmin {
                     name: file.name.clone(),
                     public_key: file.public_key.clone(),
                 };
-                ctx.act(target, action).await?;
+                session.act(target, action).await?;
             }
         }
     }
-    say(ctx, "Setting signature thresholds....");
+    session.say("Setting signature thresholds....");
     for (target, _) in &units {
-        if ctx.status(target).await?.0.imprint {
-            ctx.act(
-                target,
-                Action::SetThresholds {
-                    signature,
-                    revocation,
-                },
-            )
-            .await?;
+        if session.status(target).await?.imprint {
+            session
+                .act(
+                    target,
+                    Action::SetThresholds {
+                        signature,
+                        revocation,
+                    },
+                )
+                .await?;
         }
     }
 
-    let units = statuses(ctx, &targets).await?;
+    let units = session.statuses(&targets).await?;
     let (source, source_status) = recovery_unit(&units)?;
     if source_status.current.state == CurrentState::Empty {
-        say(ctx, "Generating a random master key value....");
-        ctx.act(source, Action::GenerateRandom).await?;
+        session.say("Generating a random master key value....");
+        session.act(source, Action::GenerateRandom).await?;
     }
-    let (source_status, _) = ctx.status(source).await?;
+    let source_status = session.status(source).await?;
     let vp = source_status.current.vp;
     let others: Vec<&(Target, UnitStatus)> = units
         .iter()
         .filter(|(t, _)| t.unit.id != source.unit.id)
         .collect();
     for (index, (target, status)) in others.iter().enumerate() {
-        say(
-            ctx,
-            &format!(
-                "Transferring the master key value to {} of {} crypto units....",
-                index + 1,
-                others.len()
-            ),
-        );
+        session.say(&format!(
+            "Transferring the master key value to {} of {} crypto units....",
+            index + 1,
+            others.len()
+        ));
         if status.current.state == CurrentState::Valid && status.current.vp.matches(&vp) {
             continue;
         }
-        prepare_target(ctx, target, status).await?;
-        transfer(ctx, source, Register::Current, target).await?;
+        prepare_target(session, target, status).await?;
+        transfer(session, source, Register::Current, target).await?;
     }
-    if ctx.json {
+    if session.json {
         print_json(&json!({"units": units.len(), "vp": vp}));
     } else {
         println!("OK");
@@ -177,7 +124,7 @@ pub async fn init(ctx: &Ctx, admins: &[u32], signature: u8, revocation: u8) -> R
 
 /// A target must have an empty current register and an empty new register (or one left over
 /// from an interrupted transfer, which is cleared).
-async fn prepare_target(ctx: &Ctx, target: &Target, status: &UnitStatus) -> Result<()> {
+async fn prepare_target(session: &Session, target: &Target, status: &UnitStatus) -> Result<()> {
     if status.current.state == CurrentState::Valid {
         bail!(
             "crypto unit {} holds another master key (VP {}); it would be overwritten. Clear it only if no key depends on it",
@@ -186,15 +133,15 @@ async fn prepare_target(ctx: &Ctx, target: &Target, status: &UnitStatus) -> Resu
         );
     }
     if status.new.state != NewState::Empty {
-        ctx.act(target, Action::ClearNew).await?;
+        session.act(target, Action::ClearNew).await?;
     }
     Ok(())
 }
 
 /// `rotor auto recover`
-pub async fn recover(ctx: &Ctx) -> Result<()> {
-    let targets = ctx.selected().await?;
-    let units = statuses(ctx, &targets).await?;
+pub async fn recover(session: &Session) -> Result<()> {
+    let targets = session.selected().await?;
+    let units = session.statuses(&targets).await?;
     let (source, source_status) = recovery_unit(&units)?;
     if source_status.current.state != CurrentState::Valid {
         bail!(
@@ -216,18 +163,15 @@ pub async fn recover(ctx: &Ctx) -> Result<()> {
                 target.number
             );
         }
-        prepare_target(ctx, target, status).await?;
-        say(
-            ctx,
-            &format!(
-                "Recovering the master key of crypto unit {}....",
-                target.number
-            ),
-        );
-        transfer(ctx, source, Register::Current, target).await?;
+        prepare_target(session, target, status).await?;
+        session.say(&format!(
+            "Recovering the master key of crypto unit {}....",
+            target.number
+        ));
+        transfer(session, source, Register::Current, target).await?;
         recovered.push(target.number);
     }
-    if ctx.json {
+    if session.json {
         print_json(&json!({"recovered": recovered, "vp": vp}));
     } else if recovered.is_empty() {
         println!("Every selected crypto unit already holds the master key (VP {vp}).");

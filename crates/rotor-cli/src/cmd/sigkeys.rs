@@ -1,18 +1,18 @@
-//! Commands on workstation files only: signature keys and key parts.
+//! `rotor sigkeys`: signature key files on this workstation.
 
 use anyhow::{Result, bail};
-use rotor_crypto::{Secret32, SigAlg, SigningKey};
+use rotor_crypto::{SigAlg, SigningKey};
 use serde_json::json;
 
-use crate::admin::Ctx;
-use crate::args::{PartsCommand, SigkeysCommand};
+use crate::args::SigkeysCommand;
 use crate::output::{print_json, table};
-use crate::workstation::{PartFile, SigkeyFile, new_password};
+use crate::session::Session;
+use crate::workstation::{SigkeyFile, new_password};
 
 /// `rotor sigkeys …`
-pub fn sigkeys(ctx: &Ctx, command: Option<SigkeysCommand>) -> Result<()> {
+pub fn sigkeys(session: &Session, command: Option<SigkeysCommand>) -> Result<()> {
     match command {
-        None => list_sigkeys(ctx),
+        None => list_sigkeys(session),
         Some(SigkeysCommand::New { name, curve }) => {
             check_admin_name(&name)?;
             let Some(alg) = SigAlg::from_name(&curve) else {
@@ -21,9 +21,9 @@ pub fn sigkeys(ctx: &Ctx, command: Option<SigkeysCommand>) -> Result<()> {
             let password = new_password(&format!("signature key '{name}'"))?;
             let key = SigningKey::generate(alg);
             let file = SigkeyFile::seal(&name, &key, &password)?;
-            let number = ctx.home.add_sigkey(&file)?;
+            let number = session.home.add_sigkey(&file)?;
             let ski = file.public_key.ski();
-            if ctx.json {
+            if session.json {
                 print_json(
                     &json!({"number": number, "name": name, "curve": alg.name(), "ski": hex::encode(ski)}),
                 );
@@ -43,9 +43,9 @@ pub fn sigkeys(ctx: &Ctx, command: Option<SigkeysCommand>) -> Result<()> {
             let key = crate::workstation::import_hpcs_sigkey(&file, &password)?;
             let password = new_password(&format!("signature key '{name}'"))?;
             let sealed = SigkeyFile::seal(&name, &key, &password)?;
-            let number = ctx.home.add_sigkey(&sealed)?;
+            let number = session.home.add_sigkey(&sealed)?;
             let ski = hex::encode(sealed.public_key.ski());
-            if ctx.json {
+            if session.json {
                 print_json(&json!({"number": number, "name": name, "curve": "p521", "ski": ski}));
             } else {
                 println!(
@@ -57,12 +57,12 @@ pub fn sigkeys(ctx: &Ctx, command: Option<SigkeysCommand>) -> Result<()> {
         }
         Some(SigkeysCommand::Use { numbers }) => {
             for number in &numbers {
-                SigkeyFile::read(&ctx.home.sigkey_path(*number)?)?;
+                SigkeyFile::read(&session.home.sigkey_path(*number)?)?;
             }
-            let mut settings = ctx.home.settings()?;
+            let mut settings = session.home.settings()?;
             settings.selected_sigkeys = numbers.clone();
-            ctx.home.save_settings(&settings)?;
-            if ctx.json {
+            session.home.save_settings(&settings)?;
+            if session.json {
                 print_json(&json!({ "selected": numbers }));
             } else {
                 let list: Vec<String> = numbers.iter().map(ToString::to_string).collect();
@@ -71,14 +71,14 @@ pub fn sigkeys(ctx: &Ctx, command: Option<SigkeysCommand>) -> Result<()> {
             Ok(())
         }
         Some(SigkeysCommand::Rm { number }) => {
-            let path = ctx.home.sigkey_path(number)?;
-            ctx.confirm(&format!(
+            let path = session.home.sigkey_path(number)?;
+            session.confirm(&format!(
                 "Delete signature key {number}? If its admin is installed on a unit and you have no backup, it can never sign again."
             ))?;
             std::fs::remove_file(&path)?;
-            let mut settings = ctx.home.settings()?;
+            let mut settings = session.home.settings()?;
             settings.selected_sigkeys.retain(|n| *n != number);
-            ctx.home.save_settings(&settings)?;
+            session.home.save_settings(&settings)?;
             println!("Deleted signature key {number}.");
             Ok(())
         }
@@ -93,11 +93,11 @@ fn check_admin_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn list_sigkeys(ctx: &Ctx) -> Result<()> {
-    let selected = ctx.home.settings()?.selected_sigkeys;
+fn list_sigkeys(session: &Session) -> Result<()> {
+    let selected = session.home.settings()?.selected_sigkeys;
     let mut rows = Vec::new();
     let mut view = Vec::new();
-    for (number, path) in ctx.home.sigkeys()? {
+    for (number, path) in session.home.sigkeys()? {
         match SigkeyFile::read(&path) {
             Ok(file) => {
                 let ski = hex::encode(file.public_key.ski());
@@ -122,7 +122,7 @@ fn list_sigkeys(ctx: &Ctx) -> Result<()> {
             }
         }
     }
-    if ctx.json {
+    if session.json {
         print_json(&json!({ "sigkeys": view }));
     } else if rows.is_empty() {
         println!("No signature keys yet: create one with 'rotor sigkeys new --name NAME'.");
@@ -142,74 +142,4 @@ fn list_sigkeys(ctx: &Ctx) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// `rotor parts …`
-pub fn parts(ctx: &Ctx, command: Option<PartsCommand>) -> Result<()> {
-    match command {
-        None => {
-            let mut rows = Vec::new();
-            let mut view = Vec::new();
-            for (number, path) in ctx.home.parts()? {
-                match PartFile::read(&path) {
-                    Ok(file) => {
-                        rows.push(vec![
-                            number.to_string(),
-                            file.description.clone(),
-                            file.vp.to_hex(),
-                        ]);
-                        view.push(json!({"number": number, "description": file.description, "vp": file.vp}));
-                    }
-                    Err(err) => {
-                        rows.push(vec![
-                            number.to_string(),
-                            format!("(unreadable: {err})"),
-                            String::new(),
-                        ]);
-                        view.push(json!({"number": number, "error": err.to_string()}));
-                    }
-                }
-            }
-            if ctx.json {
-                print_json(&json!({ "parts": view }));
-            } else if rows.is_empty() {
-                println!("No key parts yet: create one with 'rotor parts new'.");
-            } else {
-                print!(
-                    "{}",
-                    table(&["KEYNUM", "DESCRIPTION", "VERIFICATION PATTERN"], &rows)
-                );
-            }
-            Ok(())
-        }
-        Some(PartsCommand::New { value, description }) => {
-            let part = match value {
-                Some(text) => hex::decode(text.trim())
-                    .ok()
-                    .and_then(|bytes| Secret32::from_slice(&zeroize::Zeroizing::new(bytes)))
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("--value must be 64 hex characters (32 bytes)")
-                    })?,
-                None => Secret32::random(),
-            };
-            let password = new_password("the key part")?;
-            let file = PartFile::seal(&description, &part, &password)?;
-            let number = ctx.home.add_part(&file)?;
-            if ctx.json {
-                print_json(&json!({"number": number, "vp": file.vp}));
-            } else {
-                println!("Created key part {number}, VP {}", file.vp);
-            }
-            Ok(())
-        }
-        Some(PartsCommand::Rm { number }) => {
-            let path = ctx.home.part_path(number)?;
-            ctx.confirm(&format!(
-                "Delete key part {number}? Without every part of a master key it cannot be loaded again."
-            ))?;
-            std::fs::remove_file(path)?;
-            println!("Deleted key part {number}.");
-            Ok(())
-        }
-    }
 }

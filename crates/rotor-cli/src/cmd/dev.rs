@@ -1,86 +1,17 @@
-//! Long-running commands: a unit, the service, a dev instance, and the demo.
+//! `rotor dev`: a local instance, unit processes and the service on loopback, initialized with
+//! the key-part ceremony run through this binary.
 
-use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use rotor_crypto::Vp;
 use rotor_server::dev::{DevInfo, DevOptions, DevUnits, start_units};
-use rotor_unit::daemon::{ServeInfo, Unit};
-use rotor_unit::store::UnitStore;
-use rotor_unit::wire::UnitKind;
+use rotor_unit::wire::{CurrentState, RegisterInfo};
+use serde::Deserialize;
 use tokio::net::TcpListener;
 
-use crate::args::{DevArgs, ServeArgs};
+use crate::args::DevArgs;
 use crate::output::print_json;
-
-/// `rotor unit serve`
-pub async fn unit_serve(args: ServeArgs) -> Result<()> {
-    let kind = if args.recovery {
-        UnitKind::Recovery
-    } else {
-        UnitKind::Operational
-    };
-    let (store, identity, state) = UnitStore::open(&args.dir, kind)?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let address = listener.local_addr()?;
-    let info = ServeInfo {
-        unit: state.unit,
-        kind,
-        address,
-    };
-    eprintln!(
-        "rotor unit {} ({}) listening on {address}",
-        info.unit,
-        kind.label().to_lowercase()
-    );
-    if let Some(path) = &args.info_file {
-        info.write(path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    if args.exit_with_parent {
-        let parent = std::os::unix::process::parent_id();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                if std::os::unix::process::parent_id() != parent {
-                    std::process::exit(0);
-                }
-            }
-        });
-    }
-    let mut unit = Unit::new(store, identity, state);
-    if let Some(path) = &args.service_token_file {
-        let token = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let token = token.trim();
-        if token.len() < 16 {
-            bail!(
-                "the service token in {} is too short (at least 16 characters)",
-                path.display()
-            );
-        }
-        unit = unit.with_service_token(token.as_bytes().to_vec());
-    }
-    unit.serve(listener).await?;
-    Ok(())
-}
-
-/// `rotor server`
-pub async fn server(config_path: &Path) -> Result<()> {
-    let config = rotor_server::Config::load(config_path)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    eprintln!(
-        "rotor server listening on http://{}",
-        listener.local_addr()?
-    );
-    rotor_server::serve(config, listener).await?;
-    Ok(())
-}
 
 /// A dev instance: unit processes plus the service on a background task.
 pub struct DevInstance {
@@ -109,7 +40,7 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
     if options.units + options.recovery_units == 0 {
         bail!("a dev instance needs at least one unit");
     }
-    let units = tokio::task::spawn_blocking(move || start_units(&options)).await??;
+    let units = rotor_util::blocking(|| start_units(&options))?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -227,14 +158,30 @@ pub(crate) async fn step(info: &DevInfo, args: &[&str], quiet: bool) -> Result<S
     Ok(stdout)
 }
 
+/// The part of `rotor mk --json` the dev instance reads back: each unit's current register.
+#[derive(Deserialize)]
+struct Registers {
+    units: Vec<UnitRegisters>,
+}
+
+#[derive(Deserialize)]
+struct UnitRegisters {
+    current: RegisterInfo<CurrentState>,
+}
+
+/// The current register of every unit, as this binary's `rotor mk --json` shows it.
+async fn current_registers(info: &DevInfo) -> Result<Vec<RegisterInfo<CurrentState>>> {
+    let registers: Registers = serde_json::from_str(&step(info, &["mk", "--json"], true).await?)?;
+    Ok(registers.units.into_iter().map(|u| u.current).collect())
+}
+
 /// Whether the dev instance's units already hold a master key (a restarted `rotor dev --dir`).
 async fn initialized(info: &DevInfo) -> Result<bool> {
     step(info, &["units", "select", "--all"], true).await?;
-    let registers: serde_json::Value =
-        serde_json::from_str(&step(info, &["mk", "--json"], true).await?)?;
-    Ok(registers["units"]
-        .as_array()
-        .is_some_and(|units| units.iter().all(|u| u["current"]["state"] == "Valid")))
+    Ok(current_registers(info)
+        .await?
+        .iter()
+        .all(|current| current.state == CurrentState::Valid))
 }
 
 /// The key-part ceremony on every unit of a dev instance: three admins, thresholds 2/2, a master
@@ -259,17 +206,16 @@ pub(crate) async fn initialize(info: &DevInfo, quiet: bool) -> Result<String> {
     for args in steps {
         step(info, args, quiet).await?;
     }
-    let registers: serde_json::Value =
-        serde_json::from_str(&step(info, &["mk", "--json"], true).await?)?;
-    let units = registers["units"].as_array().cloned().unwrap_or_default();
-    let vps: std::collections::BTreeSet<String> = units
-        .iter()
-        .filter(|u| u["current"]["state"] == "Valid")
-        .filter_map(|u| u["current"]["vp"].as_str().map(str::to_owned))
-        .collect();
+    let currents = current_registers(info).await?;
+    let vps: std::collections::BTreeSet<Vp> = currents.iter().map(|current| current.vp).collect();
     match vps.iter().next() {
-        Some(vp) if vps.len() == 1 && units.iter().all(|u| u["current"]["state"] == "Valid") => {
-            Ok(vp.clone())
+        Some(vp)
+            if vps.len() == 1
+                && currents
+                    .iter()
+                    .all(|current| current.state == CurrentState::Valid) =>
+        {
+            Ok(vp.to_hex())
         }
         _ => bail!("the ceremony did not leave every unit with the same valid master key"),
     }

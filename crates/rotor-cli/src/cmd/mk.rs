@@ -1,0 +1,294 @@
+//! `rotor mk`: show the master key registers and key storage, load, commit, set immediate and
+//! clear them; `mk rotate` lives in [`crate::cmd::rotate`].
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, anyhow, bail};
+use rotor_crypto::{Secret32, Vp, seal_to};
+use rotor_unit::machine::envelope_context;
+use rotor_unit::wire::{Action, CurrentState, NewState, Outcome, PART_CONTEXT, UnitStatus};
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::args::MkCommand;
+use crate::output::{join_numbers, print_json, table};
+use crate::session::{Session, Target};
+use crate::workstation::{PartFile, read_password};
+
+/// `rotor mk …`
+pub async fn mk(session: &Session, command: Option<MkCommand>) -> Result<()> {
+    match command {
+        None => show_registers(session).await,
+        Some(MkCommand::Load { parts }) => load(session, &parts).await,
+        Some(MkCommand::Commit { vp }) => {
+            let vp = expected_vp(session, vp.as_deref(), NewState::FullUncommitted).await?;
+            session
+                .each_selected(&format!("new register committed (VP {vp})"), |_, _| {
+                    Ok(Some(Action::Commit { vp }))
+                })
+                .await
+        }
+        Some(MkCommand::Setimm { vp }) => {
+            let vp = expected_vp(session, vp.as_deref(), NewState::FullCommitted).await?;
+            session.confirm(&format!(
+                "Make the new master key (VP {vp}) current on the selected units? This does not reencrypt key storage: use it to initialize units or to finish a rotation whose reencryption is done."
+            ))?;
+            session
+                .each_selected(&format!("new master key is current (VP {vp})"), |_, _| {
+                    Ok(Some(Action::SetImmediate { vp }))
+                })
+                .await
+        }
+        Some(MkCommand::Rotate { abort: false }) => {
+            crate::cmd::rotate::rotate(session, crate::plan::Flow::Parts).await
+        }
+        Some(MkCommand::Rotate { abort: true }) => crate::cmd::rotate::abort(session).await,
+        Some(MkCommand::ClearNew) => {
+            session.confirm("Clear the new master key register of the selected units?")?;
+            session
+                .each_selected("new register cleared", |_, _| Ok(Some(Action::ClearNew)))
+                .await
+        }
+        Some(MkCommand::ClearCurrent) => {
+            session.confirm(
+                "Clear the current master key register of the selected units? Keys wrapped under it are unusable until the same master key is loaded again.",
+            )?;
+            session
+                .each_selected("current register cleared", |_, _| {
+                    Ok(Some(Action::ClearCurrent))
+                })
+                .await
+        }
+    }
+}
+
+/// Key versions of one instance under one master key, and the register of the selected units
+/// that holds it (`None`: no selected unit does). Fields in the order `--json` has always shown.
+#[derive(Debug, Serialize)]
+struct StoredUnder {
+    held_in: Option<&'static str>,
+    instance: Uuid,
+    key_versions: u64,
+    vp: Vp,
+}
+
+/// Key storage per master key for each instance of the selected units.
+async fn key_storage(
+    session: &Session,
+    units: &[(Target, UnitStatus)],
+) -> Result<Vec<StoredUnder>> {
+    let mut instances: Vec<Uuid> = units.iter().map(|(t, _)| t.instance).collect();
+    instances.dedup();
+    let mut out = Vec::new();
+    for instance in instances {
+        for count in session.service()?.keystore(instance).await? {
+            let of_instance = units.iter().filter(|(t, _)| t.instance == instance);
+            let held_in = of_instance
+                .clone()
+                .any(|(_, s)| {
+                    s.current.state == CurrentState::Valid && s.current.vp.matches(&count.vp)
+                })
+                .then_some("current")
+                .or_else(|| {
+                    of_instance
+                        .clone()
+                        .any(|(_, s)| s.new.state != NewState::Empty && s.new.vp.matches(&count.vp))
+                        .then_some("new")
+                });
+            out.push(StoredUnder {
+                held_in,
+                instance,
+                key_versions: count.key_versions,
+                vp: count.vp,
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn show_registers(session: &Session) -> Result<()> {
+    let units = session.statuses(&session.selected().await?).await?;
+    let storage = key_storage(session, &units).await?;
+    for entry in storage.iter().filter(|s| s.held_in.is_none()) {
+        eprintln!(
+            "warning: {} key version(s) of instance {} are wrapped under master key VP {}, which no selected crypto unit holds; they stay unusable until that master key is loaded again",
+            entry.key_versions, entry.instance, entry.vp
+        );
+    }
+    let rotation = match units.first() {
+        Some((target, _)) => session.service()?.rotation(target.instance).await?,
+        None => None,
+    };
+    if session.json {
+        let view: Vec<_> = units
+            .iter()
+            .map(|(t, s)| json!({"number": t.number, "id": t.unit.id, "current": s.current, "new": s.new, "rotation": s.rotation}))
+            .collect();
+        print_json(&json!({ "units": view, "key_storage": storage, "rotation": rotation }));
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for (target, status) in &units {
+        rows.push(vec![
+            target.number.to_string(),
+            "New".to_owned(),
+            status.new.state.label().to_owned(),
+            status.new.vp.to_hex(),
+        ]);
+        rows.push(vec![
+            String::new(),
+            "Current".to_owned(),
+            status.current.state.label().to_owned(),
+            status.current.vp.to_hex(),
+        ]);
+    }
+    print!(
+        "{}",
+        table(
+            &[
+                "CRYPTO UNIT NUM",
+                "REGISTER",
+                "STATUS",
+                "VERIFICATION PATTERN"
+            ],
+            &rows
+        )
+    );
+    if let Some(rotation) = &rotation {
+        let journal = &rotation.journal;
+        println!("\nMASTER KEY ROTATION");
+        println!(
+            "{} → {}: {}",
+            journal.from,
+            journal.to,
+            journal.phase.label()
+        );
+        if rotation.remaining > 0 || rotation.running {
+            println!(
+                "{} of {} rewrapped, {} left, {:.0} keys/s, about {} s to go",
+                journal.done,
+                journal.total,
+                rotation.remaining,
+                rotation.rate,
+                rotation
+                    .seconds_left
+                    .map_or_else(|| "?".to_owned(), |s| format!("{s:.0}"))
+            );
+        }
+        if let Some(waiting) = &journal.waiting {
+            println!("waiting: {waiting}");
+        }
+    }
+    if !storage.is_empty() {
+        let rows: Vec<Vec<String>> = storage
+            .iter()
+            .map(|s| {
+                vec![
+                    s.vp.to_hex(),
+                    s.key_versions.to_string(),
+                    s.held_in
+                        .map_or("NO SELECTED UNIT".to_owned(), |r| format!("{r} register")),
+                ]
+            })
+            .collect();
+        println!("\nKEY STORAGE");
+        print!(
+            "{}",
+            table(&["VERIFICATION PATTERN", "KEY VERSIONS", "HELD IN"], &rows)
+        );
+    }
+    Ok(())
+}
+
+/// The VP the selected units' new registers agree on, or the one given.
+async fn expected_vp(session: &Session, given: Option<&str>, state: NewState) -> Result<Vp> {
+    if let Some(text) = given {
+        return Vp::from_hex(text).ok_or_else(|| anyhow!("--vp must be 64 hex characters"));
+    }
+    let units = session.statuses(&session.selected().await?).await?;
+    let mut seen: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (target, status) in &units {
+        if status.new.state != state {
+            bail!(
+                "crypto unit {}'s new register is {}, not {}; check 'rotor mk'",
+                target.number,
+                status.new.state.label(),
+                state.label()
+            );
+        }
+        seen.entry(status.new.vp.to_hex())
+            .or_default()
+            .push(target.number);
+    }
+    match seen.len() {
+        1 => {
+            let text = seen.keys().next().cloned().unwrap_or_default();
+            Vp::from_hex(&text).ok_or_else(|| anyhow!("bad VP from unit"))
+        }
+        _ => {
+            let detail: Vec<String> = seen
+                .iter()
+                .map(|(vp, numbers)| format!("units {}: {vp}", join_numbers(numbers)))
+                .collect();
+            bail!(
+                "the selected units hold different new master keys:\n  {}\nload the same parts on every unit, or pass --vp",
+                detail.join("\n  ")
+            )
+        }
+    }
+}
+
+async fn load(session: &Session, numbers: &[u32]) -> Result<()> {
+    let mut parts: Vec<Secret32> = Vec::new();
+    for number in numbers {
+        let path = session.home.part_path(*number)?;
+        let file = PartFile::read(&path)?;
+        let password = read_password(&format!("Password for key part {number}: "))?;
+        parts.push(file.unlock(&path, &password)?);
+    }
+    let targets = session.selected().await?;
+    let mut report = Vec::new();
+    for target in targets {
+        let (outcome, _) = session.act(&target, Action::CreateImporter).await?;
+        let Outcome::Importer { public_key } = outcome else {
+            bail!(
+                "crypto unit {} did not return an importer key",
+                target.number
+            );
+        };
+        let context = envelope_context(PART_CONTEXT, target.unit.id);
+        let envelopes = parts
+            .iter()
+            .map(|part| seal_to(&public_key, &context, part))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                anyhow!(
+                    "crypto unit {} returned an invalid importer key",
+                    target.number
+                )
+            })?;
+        let (_, status) = session
+            .act(
+                &target,
+                Action::LoadNew {
+                    importer: public_key,
+                    parts: envelopes,
+                },
+            )
+            .await?;
+        if !session.json {
+            println!(
+                "crypto unit {}: new register {} (VP {})",
+                target.number,
+                status.new.state.label(),
+                status.new.vp
+            );
+        }
+        report.push(json!({"unit": target.number, "new": status.new}));
+    }
+    if session.json {
+        print_json(&json!({ "units": report }));
+    }
+    Ok(())
+}

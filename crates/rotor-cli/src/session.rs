@@ -1,0 +1,301 @@
+//! What every command shares: the workstation, the output mode, the service connection, the
+//! unit selection, the units' verified statuses and the signature keys once unlocked. Every
+//! answer of a unit is checked against its pinned identity key, and every change is a command
+//! signed here.
+
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result, anyhow, bail};
+use rotor_crypto::SigningKey;
+use rotor_server::config::UnitConfig;
+use rotor_unit::wire::{Action, Command, Outcome, Ski, UnitStatus};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::client::ServiceClient;
+use crate::output::print_json;
+use crate::workstation::{Home, SigkeyFile, read_password};
+
+/// A unit with the number the listing gives it.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// 1-based, across all instances, in listing order.
+    pub number: usize,
+    /// Its instance.
+    pub instance: Uuid,
+    /// The unit.
+    pub unit: UnitConfig,
+}
+
+/// One invocation's context.
+pub struct Session {
+    /// Workstation directory.
+    pub home: Home,
+    /// Machine output.
+    pub json: bool,
+    /// Confirmations answered.
+    pub yes: bool,
+    endpoint: Option<String>,
+    api_key: Option<String>,
+    service: OnceLock<ServiceClient>,
+    signers: OnceLock<Vec<SigningKey>>,
+}
+
+impl Session {
+    /// A session for one invocation; `endpoint` and `ROTOR_API_KEY` override the login.
+    pub fn new(home: Home, json: bool, yes: bool, endpoint: Option<String>) -> Self {
+        Self {
+            home,
+            json,
+            yes,
+            endpoint,
+            api_key: std::env::var("ROTOR_API_KEY").ok(),
+            service: OnceLock::new(),
+            signers: OnceLock::new(),
+        }
+    }
+
+    /// The service, as 'rotor login' (or `--endpoint` and `ROTOR_API_KEY`) names it.
+    pub fn service(&self) -> Result<&ServiceClient> {
+        if let Some(service) = self.service.get() {
+            return Ok(service);
+        }
+        let settings = self.home.settings()?;
+        let endpoint = self.endpoint.clone().or(settings.endpoint).ok_or_else(|| {
+            anyhow!("no service endpoint: run 'rotor login --endpoint URL' or set ROTOR_ENDPOINT")
+        })?;
+        let api_key = self.api_key.clone().or(settings.api_key).ok_or_else(|| {
+            anyhow!(
+                "not logged in: run 'rotor login --endpoint URL --api-key KEY' or set ROTOR_API_KEY"
+            )
+        })?;
+        Ok(self
+            .service
+            .get_or_init(|| ServiceClient::new(&endpoint, api_key)))
+    }
+
+    /// Prints a progress line for people (nothing with `--json`).
+    pub fn say(&self, line: &str) {
+        if !self.json {
+            println!("{line}");
+        }
+    }
+
+    /// Asks before a destructive step, unless `--yes`.
+    pub fn confirm(&self, question: &str) -> Result<()> {
+        if self.yes {
+            return Ok(());
+        }
+        if !std::io::stdin().is_terminal() {
+            bail!("{question}\nThis needs confirmation: pass --yes to proceed without a terminal.");
+        }
+        eprint!("{question} [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if matches!(answer.trim(), "y" | "Y" | "yes") {
+            Ok(())
+        } else {
+            bail!("cancelled; nothing was changed")
+        }
+    }
+
+    /// Every unit, numbered.
+    pub async fn all_units(&self) -> Result<Vec<Target>> {
+        let mut targets = Vec::new();
+        for instance in self.service()?.instances().await? {
+            for unit in instance.units {
+                targets.push(Target {
+                    number: targets.len() + 1,
+                    instance: instance.id,
+                    unit,
+                });
+            }
+        }
+        Ok(targets)
+    }
+
+    /// The selected units, in listing order.
+    pub async fn selected(&self) -> Result<Vec<Target>> {
+        let selected = self.home.settings()?.selected_units;
+        let targets: Vec<Target> = self
+            .all_units()
+            .await?
+            .into_iter()
+            .filter(|t| selected.contains(&t.unit.id))
+            .collect();
+        if targets.is_empty() {
+            bail!("no crypto units are selected: run 'rotor units' and 'rotor units select N…'");
+        }
+        Ok(targets)
+    }
+
+    /// The selected units, which must be every unit of exactly one instance.
+    pub async fn whole_instance(&self) -> Result<Vec<Target>> {
+        let selected = self.selected().await?;
+        let instance = selected[0].instance;
+        if selected.iter().any(|t| t.instance != instance) {
+            bail!(
+                "the selected crypto units belong to several instances; select all units of one instance"
+            );
+        }
+        let missing: Vec<String> = self
+            .all_units()
+            .await?
+            .into_iter()
+            .filter(|t| t.instance == instance && !selected.iter().any(|s| s.unit.id == t.unit.id))
+            .map(|t| t.number.to_string())
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "not all crypto units of instance {instance} are selected (missing: {}); run 'rotor units select {}'",
+                missing.join(", "),
+                missing.join(" ")
+            );
+        }
+        Ok(selected)
+    }
+
+    /// A unit's verified status; its identity key is pinned on first contact.
+    pub async fn status(&self, target: &Target) -> Result<UnitStatus> {
+        let mut pins = self.home.pins()?;
+        let pinned = pins.get(&target.unit.id).cloned();
+        let status = self
+            .service()?
+            .unit_status(target.instance, target.unit.id, pinned.as_ref())
+            .await?;
+        if pinned.is_none() {
+            pins.insert(target.unit.id, status.identity.clone());
+            self.home.save_pins(&pins)?;
+        }
+        Ok(status)
+    }
+
+    /// The verified statuses of `targets`, in order.
+    pub async fn statuses(&self, targets: &[Target]) -> Result<Vec<(Target, UnitStatus)>> {
+        let mut out = Vec::new();
+        for target in targets {
+            out.push((target.clone(), self.status(target).await?));
+        }
+        Ok(out)
+    }
+
+    /// The selected signature keys that are admins of this unit, unlocked.
+    fn signers_for(&self, status: &UnitStatus) -> Result<Vec<&SigningKey>> {
+        let admins: Vec<Ski> = status.admins.iter().map(|a| a.ski).collect();
+        let selected = self.home.settings()?.selected_sigkeys;
+        let mut any_admin = false;
+        for number in &selected {
+            let path = self.home.sigkey_path(*number)?;
+            if admins.contains(&Ski::of(&SigkeyFile::read(&path)?.public_key)) {
+                any_admin = true;
+            }
+        }
+        if !any_admin {
+            return Ok(Vec::new());
+        }
+        if self.signers.get().is_none() {
+            let mut locked = Vec::new();
+            for number in &selected {
+                let path = self.home.sigkey_path(*number)?;
+                let file = SigkeyFile::read(&path)?;
+                let password = read_password(&format!(
+                    "Password for signature key {number} ({}): ",
+                    file.name
+                ))?;
+                locked.push((path, file, password));
+            }
+            // Each unlock is a deliberately slow Argon2id; run them side by side.
+            let keys = std::thread::scope(|scope| {
+                let unlocking: Vec<_> = locked
+                    .iter()
+                    .map(|(path, file, password)| scope.spawn(move || file.unlock(path, password)))
+                    .collect();
+                unlocking
+                    .into_iter()
+                    .map(|handle| match handle.join() {
+                        Ok(unlocked) => Ok(unlocked?),
+                        Err(_) => Err(anyhow!("unlocking a signature key failed")),
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            let _ = self.signers.set(keys);
+        }
+        Ok(self
+            .signers
+            .get()
+            .map(|keys| {
+                keys.iter()
+                    .filter(|key| admins.contains(&Ski::of(&key.public_key())))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Signs `action` for the unit's next counter with the selected admin keys and sends it.
+    pub async fn act(&self, target: &Target, action: Action) -> Result<(Outcome, UnitStatus)> {
+        let status = self.status(target).await?;
+        self.act_on(target, &status, action).await
+    }
+
+    async fn act_on(
+        &self,
+        target: &Target,
+        status: &UnitStatus,
+        action: Action,
+    ) -> Result<(Outcome, UnitStatus)> {
+        let signers = self.signers_for(status)?;
+        let command = Command {
+            unit: target.unit.id,
+            counter: status.counter + 1,
+            action,
+        };
+        let name = command.action.name();
+        self.service()?
+            .unit_command(
+                target.instance,
+                target.unit.id,
+                &status.identity,
+                command.sign(&signers),
+            )
+            .await
+            .with_context(|| format!("crypto unit {} refused to {name}", target.number))
+    }
+
+    /// Applies one action per selected unit, in order, stopping at the first refusal.
+    pub async fn each_selected(
+        &self,
+        verb: &str,
+        mut build: impl FnMut(&Target, &UnitStatus) -> Result<Option<Action>>,
+    ) -> Result<()> {
+        let mut report = Vec::new();
+        for target in self.selected().await? {
+            let status = self.status(&target).await?;
+            let Some(action) = build(&target, &status)? else {
+                continue;
+            };
+            match self.act_on(&target, &status, action).await {
+                Ok(_) => {
+                    if !self.json {
+                        println!("crypto unit {}: {verb}", target.number);
+                    }
+                    report
+                        .push(json!({"unit": target.number, "id": target.unit.id, "result": "ok"}));
+                }
+                Err(err) => {
+                    if !report.is_empty() && !self.json {
+                        eprintln!(
+                            "done on {} unit(s) before this error; the rest were not changed",
+                            report.len()
+                        );
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        if self.json {
+            print_json(&json!({ "units": report }));
+        }
+        Ok(())
+    }
+}
