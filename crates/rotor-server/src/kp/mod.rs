@@ -25,7 +25,7 @@ mod keys;
 mod lifecycle;
 mod policies;
 mod registrations;
-mod requests;
+pub(crate) mod requests;
 mod rings;
 mod units;
 mod wire;

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::error::Category;
 use serde_path_to_error::{Path, Segment};
+use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use super::error::{KpError, KpResult};
@@ -25,6 +26,15 @@ impl Base64Bytes {
         &self.0
     }
 }
+
+/// In the OpenAPI document: a non-empty string of canonical base64, as the parser accepts it.
+impl utoipa::PartialSchema for Base64Bytes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::openapi::base64_schema(None).into()
+    }
+}
+
+impl ToSchema for Base64Bytes {}
 
 impl<'de> Deserialize<'de> for Base64Bytes {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -50,6 +60,68 @@ impl<'de> Deserialize<'de> for Base64Bytes {
     }
 }
 
+/// An integer field, also when a client spells it with a zero fraction (`4.0`): JSON Schema,
+/// and so the OpenAPI document, counts that an integer.
+struct IntegerVisitor<T>(std::marker::PhantomData<T>);
+
+impl<T: TryFrom<i128>> serde::de::Visitor<'_> for IntegerVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an integer")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<T, E> {
+        T::try_from(i128::from(value))
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(value), &self))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<T, E> {
+        T::try_from(i128::from(value))
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(value), &self))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<T, E> {
+        let unexpected = || E::invalid_type(serde::de::Unexpected::Float(value), &self);
+        if value.fract() != 0.0 || value.abs() > 1e18 {
+            return Err(unexpected());
+        }
+        // Exact: an integral float of at most 1e18 converts without loss.
+        #[allow(clippy::cast_possible_truncation)]
+        T::try_from(value as i128).map_err(|_| unexpected())
+    }
+}
+
+fn integer<'de, D: Deserializer<'de>, T: TryFrom<i128>>(deserializer: D) -> Result<T, D::Error> {
+    deserializer.deserialize_any(IntegerVisitor(std::marker::PhantomData))
+}
+
+fn optional_integer<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    struct Optional<T>(std::marker::PhantomData<T>);
+    impl<'de, T: TryFrom<i128>> serde::de::Visitor<'de> for Optional<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer or null")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<T>, D::Error> {
+            integer(deserializer).map(Some)
+        }
+    }
+    deserializer.deserialize_option(Optional(std::marker::PhantomData))
+}
+
 /// A collection body: `{"metadata": {...}?, "resources": [...]}`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -65,20 +137,33 @@ struct Metadata {
 }
 
 /// A key to create or import (`POST /keys`, `POST /keys_with_policy_overrides`).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct KeyCreate {
+pub(crate) struct KeyCreate {
+    /// 2 to 90 printable characters.
+    #[schema(pattern = r"^[^\x00-\x1F\x7F-\x9F]{2,90}$")]
     pub(super) name: String,
+    #[schema(max_length = 240, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub(super) description: Option<String>,
+    /// `true` for a standard key, `false` (the default) for a root key.
     pub(super) extractable: Option<bool>,
+    /// At most 5, each 2 to 90 letters, digits, `-` and `_`, not a UUID, unused in the instance.
+    #[schema(schema_with = crate::openapi::alias_list_schema)]
     pub(super) aliases: Option<Vec<String>>,
     /// The Go client sends `Tags`.
     #[serde(alias = "Tags")]
+    #[schema(max_items = 30)]
     pub(super) tags: Option<Vec<String>>,
     /// Key material to import: plain, or encrypted to the import token with `encryptedNonce`.
+    /// A root key's material is 16, 24 or 32 bytes.
+    #[schema(schema_with = crate::openapi::key_material_schema)]
     pub(super) payload: Option<Base64Bytes>,
+    /// Secure import: the import token's nonce, encrypted under the material's key.
     pub(super) encrypted_nonce: Option<Base64Bytes>,
+    /// Secure import: the IV of `encryptedNonce`.
     pub(super) iv: Option<Base64Bytes>,
+    /// Secure import: how `payload` is encrypted to the import token (default RSAES_OAEP_SHA_256).
+    #[schema(schema_with = crate::openapi::encryption_algorithm_schema)]
     pub(super) encryption_algorithm: Option<String>,
     /// Policy overrides; the instance policies apply where absent.
     pub(super) rotation: Option<RotationOverride>,
@@ -86,113 +171,152 @@ pub(super) struct KeyCreate {
 }
 
 /// A rotation policy as a key carries it.
-#[derive(Deserialize)]
-pub(super) struct RotationOverride {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct RotationOverride {
     pub(super) enabled: Option<bool>,
+    #[serde(default, deserialize_with = "optional_integer")]
+    #[schema(minimum = 1, maximum = 12)]
     pub(super) interval_month: Option<i64>,
 }
 
-#[derive(Deserialize)]
-pub(super) struct DualAuthDelete {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct DualAuthDelete {
     pub(super) enabled: bool,
 }
 
 /// `wrap`: no plaintext asks the unit to generate a 32-byte DEK.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct WrapBody {
+pub(crate) struct WrapBody {
     pub(super) plaintext: Option<Base64Bytes>,
+    #[schema(schema_with = crate::openapi::aad_schema)]
     pub(super) aad: Option<Vec<String>>,
 }
 
 /// `unwrap` and `rewrap`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct UnwrapBody {
+pub(crate) struct UnwrapBody {
     pub(super) ciphertext: Base64Bytes,
+    #[schema(schema_with = crate::openapi::aad_schema)]
     pub(super) aad: Option<Vec<String>>,
 }
 
 /// `rotate`: new key material for an imported key, nothing for a generated one.
-#[derive(Deserialize, Default)]
+/// In the OpenAPI document: only `payload`, as the encrypted fields are refused on rotate.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct RotateBody {
+pub(crate) struct RotateBody {
+    /// An imported key's new material (required for it); a generated key takes none.
+    #[schema(schema_with = crate::openapi::key_material_schema)]
     pub(super) payload: Option<Base64Bytes>,
+    #[schema(ignore)]
     pub(super) encrypted_nonce: Option<Base64Bytes>,
+    #[schema(ignore)]
     pub(super) iv: Option<Base64Bytes>,
+    #[schema(ignore)]
     pub(super) encryption_algorithm: Option<String>,
 }
 
 /// `PATCH /keys/{id}`: move to another key ring.
-#[derive(Deserialize)]
-pub(super) struct PatchKeyBody {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct PatchKeyBody {
     /// The Go client sends `KeyRingID`.
     #[serde(rename = "keyRingID", alias = "KeyRingID")]
+    #[schema(pattern = "^[A-Za-z0-9-]{2,100}$")]
     pub(super) key_ring_id: String,
 }
 
 /// One resource of `PUT /keys/{id}/policies`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct KeyPolicy {
+pub(crate) struct KeyPolicy {
     pub(super) rotation: Option<RotationPolicy>,
     pub(super) dual_auth_delete: Option<DualAuthDelete>,
 }
 
-#[derive(Deserialize)]
-pub(super) struct RotationPolicy {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct RotationPolicy {
     pub(super) enabled: Option<bool>,
+    #[serde(deserialize_with = "integer")]
+    #[schema(minimum = 1, maximum = 12)]
     pub(super) interval_month: i64,
 }
 
 /// One resource of `PUT /instance/policies` (snake case, as Key Protect spells it).
-#[derive(Deserialize)]
-pub(super) struct InstancePolicy {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct InstancePolicy {
+    /// The instance policy types rotor enforces.
+    #[schema(schema_with = instance_policy_type_schema)]
     pub(super) policy_type: String,
     pub(super) policy_data: InstancePolicyData,
 }
 
-#[derive(Deserialize)]
-pub(super) struct InstancePolicyData {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct InstancePolicyData {
     pub(super) enabled: bool,
 }
 
 /// `POST /import_token`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct ImportTokenBody {
+pub(crate) struct ImportTokenBody {
     /// Seconds.
+    #[serde(default, deserialize_with = "optional_integer")]
+    #[schema(minimum = 300, maximum = 86400)]
     pub(super) expiration: Option<u64>,
+    #[serde(default, deserialize_with = "optional_integer")]
+    #[schema(minimum = 1, maximum = 500)]
     pub(super) max_allowed_retrievals: Option<u64>,
 }
 
 /// `POST /v1/blobs/{op}`.
-#[derive(Deserialize, Default)]
-pub(super) struct BlobBody {
+/// In the OpenAPI document each operation names the fields it needs (see `openapi.rs`).
+#[derive(Deserialize, Default, ToSchema)]
+pub(crate) struct BlobBody {
+    /// A blob from `generate` or `rewrap`.
+    #[schema(schema_with = crate::openapi::rotor_blob_schema)]
     pub(super) blob: Option<Base64Bytes>,
     pub(super) plaintext: Option<Base64Bytes>,
     pub(super) ciphertext: Option<Base64Bytes>,
+    #[schema(schema_with = crate::openapi::aad_schema)]
     pub(super) aad: Option<Vec<String>>,
 }
 
 /// `POST /v1/instances/{id}/keys/batch`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct BatchBody {
+pub(crate) struct BatchBody {
+    #[schema(min_items = 1, max_items = 10000)]
     pub(super) keys: Vec<BatchKey>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct BatchKey {
+pub(crate) struct BatchKey {
+    #[schema(pattern = r"^[^\x00-\x1F\x7F-\x9F]{2,90}$")]
     pub(super) name: String,
     pub(super) dek: Base64Bytes,
 }
 
+/// `policy_type` in the OpenAPI document: the types [`super::policies`] enforces.
+fn instance_policy_type_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(super::policies::INSTANCE_POLICY_TYPES.iter().copied()))
+        .build()
+}
+
 /// A JSON body the route needs.
 pub(super) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> KpResult<T> {
-    if body.trim_ascii().is_empty() {
+    let body = body.trim_ascii();
+    if body.is_empty() {
         return Err(KpError::NoBody);
+    }
+    // serde would read an array as a struct's fields in order (`[600, 1]`); every body is an
+    // object (or `null` where it is optional).
+    if body.starts_with(b"[") {
+        return Err(KpError::BadBody("the body is not a JSON object".to_owned()));
     }
     let mut json = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut json)
@@ -422,6 +546,33 @@ mod tests {
     }
 
     #[test]
+    fn integers_may_carry_a_zero_fraction() {
+        let policies = parse_collection::<KeyPolicy>(
+            br#"{"resources": [{"rotation": {"interval_month": 4.0}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(policies[0].rotation.as_ref().unwrap().interval_month, 4);
+        let body: ImportTokenBody =
+            parse_body(br#"{"expiration": 600.0, "maxAllowedRetrievals": null}"#).unwrap();
+        assert_eq!(
+            (body.expiration, body.max_allowed_retrievals),
+            (Some(600), None)
+        );
+        let (field, _) = field_error(
+            parse_body::<ImportTokenBody>(br#"{"expiration": 600.5}"#)
+                .err()
+                .unwrap(),
+        );
+        assert_eq!(field, "expiration");
+        let (field, _) = field_error(
+            parse_body::<ImportTokenBody>(br#"{"expiration": -1}"#)
+                .err()
+                .unwrap(),
+        );
+        assert_eq!(field, "expiration");
+    }
+
+    #[test]
     fn the_go_clients_spellings_are_accepted() {
         let patch: PatchKeyBody = parse_body(br#"{"KeyRingID": "ring-1"}"#).unwrap();
         assert_eq!(patch.key_ring_id, "ring-1");
@@ -441,6 +592,10 @@ mod tests {
         ));
         assert!(matches!(
             parse_body::<WrapBody>(b"[1]"),
+            Err(KpError::BadBody(_))
+        ));
+        assert!(matches!(
+            parse_optional_body::<ImportTokenBody>(b" [null, null]"),
             Err(KpError::BadBody(_))
         ));
         assert!(matches!(
