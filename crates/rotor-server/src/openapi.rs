@@ -965,13 +965,16 @@ fn routes() -> Vec<Route> {
             None,
             &[(200, "KeystoreCounts")],
         ),
-        admin(
-            "get",
-            "/v1/instances/{instance}/units/{unit}/status",
-            "Relay: a unit's signed status",
-            None,
-            &[(200, "object")],
-        ),
+        Route {
+            query: &[("challenge", "challenge")],
+            ..admin(
+                "get",
+                "/v1/instances/{instance}/units/{unit}/status",
+                "Relay: a unit's signed status, echoing the challenge",
+                None,
+                &[(200, "object")],
+            )
+        },
         admin(
             "post",
             "/v1/instances/{instance}/units/{unit}/command",
@@ -1027,6 +1030,7 @@ fn query_schema(kind: &str) -> Value {
         "total_count" => {
             json!({"type": "string", "description": "`true` adds metadata.totalCount; anything else does not"})
         }
+        "challenge" => json!({"type": "string", "pattern": "^(?:[0-9a-fA-F]{2}){1,64}$"}),
         "legacy_action" => json!({"type": "string", "enum": [
             "enable", "disable", "sync", "setKeyForDeletion", "unsetKeyForDeletion"
         ]}),
@@ -1062,7 +1066,7 @@ fn operation(route: &Route) -> Value {
         .map(path_parameter)
         .collect();
     for (name, kind) in route.query {
-        parameters.push(json!({"name": name, "in": "query", "required": *name == "action", "schema": query_schema(kind)}));
+        parameters.push(json!({"name": name, "in": "query", "required": matches!(*name, "action" | "challenge"), "schema": query_schema(kind)}));
     }
     if route.headers == Headers::Kp {
         parameters.push(header(
@@ -1206,6 +1210,34 @@ fn refine(schemas: &mut Map<String, Value>) {
     schemas.insert("BlobRewrap".to_owned(), blob(&["blob"], &["blob"]));
 }
 
+/// Links from the keys that `POST /api/v2/keys` creates to every operation on one key, so that
+/// clients (and schemathesis' stateful phase) know where its id goes.
+fn link_created_keys(paths: &mut Map<String, Value>) {
+    let mut links = Map::new();
+    for (path, item) in paths.iter() {
+        if !path.starts_with("/api/v2/keys/{id}") || path.contains("{alias}") {
+            continue;
+        }
+        for operation in item.as_object().into_iter().flat_map(|o| o.values()) {
+            if let Some(id) = operation["operationId"].as_str() {
+                links.insert(
+                    id.to_owned(),
+                    json!({"operationId": id, "parameters": {"id": "$response.body#/resources/0/id"}}),
+                );
+            }
+        }
+    }
+    for path in ["/api/v2/keys", "/api/v2/keys_with_policy_overrides"] {
+        if let Some(created) = paths
+            .get_mut(path)
+            .and_then(|item| item.get_mut("post"))
+            .and_then(|post| post["responses"].get_mut("201"))
+        {
+            created["links"] = Value::Object(links.clone());
+        }
+    }
+}
+
 /// The document.
 pub(crate) fn document() -> Value {
     let mut doc = serde_json::to_value(Components::openapi()).unwrap_or_else(|_| json!({}));
@@ -1221,6 +1253,7 @@ pub(crate) fn document() -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "description": "Key Protect API v2 compatible key service with crypto units, and rotor's own routes"
     });
+    link_created_keys(&mut paths);
     doc["paths"] = Value::Object(paths);
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         refine(schemas);

@@ -210,9 +210,6 @@ pub(super) fn list_filter(query: &ListQuery, headers: &HeaderMap) -> KpResult<Op
             }
         }
     }
-    if asked && states.is_empty() {
-        return Ok(None);
-    }
     let extractable = match query.extractable.as_deref() {
         None => None,
         Some("true") => Some(true),
@@ -224,9 +221,15 @@ pub(super) fn list_filter(query: &ListQuery, headers: &HeaderMap) -> KpResult<Op
             });
         }
     };
+    let limit = number("limit", &query.limit, 200, 5000)?;
+    let offset = number("offset", &query.offset, 0, u32::MAX)?;
+    // Checked after every parameter, so that a bad one is refused whatever `state` asks.
+    if asked && states.is_empty() {
+        return Ok(None);
+    }
     Ok(Some(ListFilter {
-        limit: number("limit", &query.limit, 200, 5000)?,
-        offset: number("offset", &query.offset, 0, u32::MAX)?,
+        limit,
+        offset,
         states,
         extractable,
         key_ring: headers
