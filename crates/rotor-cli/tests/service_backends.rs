@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -265,27 +267,10 @@ async fn copy_register(from: &Admin, register: Register, to: &Admin, admin: &Sig
 }
 
 impl Deployment {
-    async fn token(&self) -> String {
-        let answer: Value = reqwest::Client::new()
-            .post(format!("{}/identity/token", self.endpoint))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!(
-                "grant_type=urn:ibm:params:oauth:grant-type:apikey&apikey={}",
-                self.api_key
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        answer["access_token"].as_str().unwrap().to_owned()
-    }
-
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut request = reqwest::Client::new()
             .request(method, format!("{}{path}", self.endpoint))
-            .bearer_auth(self.token().await)
+            .bearer_auth(support::access_token(&self.endpoint, &self.api_key))
             .header("bluemix-instance", self.instance.to_string());
         if let Some(body) = body {
             request = request.json(&body);
