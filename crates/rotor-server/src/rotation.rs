@@ -144,19 +144,13 @@ impl Rotations {
 
     /// The journal on record.
     pub fn journal(&self, instance: Uuid) -> Result<Option<Journal>, RotationError> {
-        let Some(value) = blocking(|| self.store.rotation_journal(instance))? else {
-            return Ok(None);
-        };
-        serde_json::from_value(value)
-            .map(Some)
-            .map_err(|err| RotationError::Storage(StoreError::Corrupt(err.to_string())))
+        Ok(blocking(|| self.store.rotation_journal(instance))?)
     }
 
     fn save(&self, instance: Uuid, journal: &Journal) -> Result<(), RotationError> {
-        let value = serde_json::to_value(journal)
-            .map_err(|err| RotationError::Storage(StoreError::Corrupt(err.to_string())))?;
-        blocking(|| self.store.put_rotation_journal(instance, &value))?;
-        Ok(())
+        Ok(blocking(|| {
+            self.store.put_rotation_journal(instance, journal)
+        })?)
     }
 
     /// Applies `change` to the journal on record and stores it if `change` says so; returns
@@ -651,28 +645,25 @@ async fn rewrap_in_units(
     }
 }
 
-/// Rewraps the instance's import token private key, if it is under `source`.
+/// Rewraps the instance's import token private key, if it is under `source`. A token whose
+/// row does not parse is reported and left behind: it is short-lived, and a new one can be
+/// made after the rotation, which it must not stop.
 async fn moved_tokens(
     engine: &Rotations,
     instance: Uuid,
     source: &Vp,
     target: &Vp,
 ) -> Result<(), RotationError> {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::STANDARD;
-    let Some(token) = blocking(|| engine.store.update_import_token(instance, &mut |_| Ok(())))?
-    else {
-        return Ok(());
+    let token = match blocking(|| engine.store.update_import_token(instance, &mut |_| Ok(()))) {
+        Ok(Some(token)) => token,
+        Ok(None) => return Ok(()),
+        Err(err @ StoreError::Corrupt(_)) => {
+            tracing::error!(%instance, error = %err, "the import token stays under the old master key; create a new one after the rotation");
+            return Ok(());
+        }
+        Err(err) => return Err(err.into()),
     };
-    let (Some(id), Some(sealed)) = (
-        token["id"].as_str().and_then(|id| Uuid::parse_str(id).ok()),
-        token["sealed_private_key"]
-            .as_str()
-            .and_then(|b64| STANDARD.decode(b64).ok()),
-    ) else {
-        return Ok(());
-    };
-    if !rotor_unit::keys::blob_vp(&sealed).is_some_and(|vp| vp.matches(source)) {
+    if !rotor_unit::keys::blob_vp(&token.sealed_private_key).is_some_and(|vp| vp.matches(source)) {
         return Ok(());
     }
     let request = RewrapBatch {
@@ -680,27 +671,28 @@ async fn moved_tokens(
         items: vec![BatchItem {
             binding: BlobBinding::ImportToken {
                 instance,
-                token: id,
+                token: token.id,
             },
-            blob: sealed.clone(),
+            blob: token.sealed_private_key.clone(),
         }],
     };
-    if let Ok(Some(result)) = engine.units.rewrap_batch(instance, 0, &request).await {
-        let Some(Some(new)) = result.blobs.into_iter().next() else {
-            return Ok(());
-        };
-        let old = STANDARD.encode(&sealed);
-        blocking(|| {
-            engine.store.update_import_token(instance, &mut |slot| {
-                if let Some(value) = slot.as_mut()
-                    && value["sealed_private_key"].as_str() == Some(old.as_str())
-                {
-                    value["sealed_private_key"] = STANDARD.encode(&new).into();
-                }
-                Ok(())
-            })
-        })?;
+    let Ok(Some(result)) = engine.units.rewrap_batch(instance, 0, &request).await else {
         return Ok(());
-    }
+    };
+    let Some(Some(rewrapped)) = result.blobs.into_iter().next() else {
+        return Ok(());
+    };
+    blocking(|| {
+        engine.store.update_import_token(instance, &mut |slot| {
+            // Only the token that was read, unless it was replaced meanwhile.
+            if let Some(stored) = slot.as_mut()
+                && stored.id == token.id
+                && stored.sealed_private_key == token.sealed_private_key
+            {
+                stored.sealed_private_key.clone_from(&rewrapped);
+            }
+            Ok(())
+        })
+    })?;
     Ok(())
 }
