@@ -2,11 +2,11 @@
 //!
 //! [`Journal`] (in `rotor_proto::rotation`, re-exported here) is the durable record of one
 //! rotation (from-VP, to-VP, phase, progress) and a pure state machine; [`Rotations`] is the
-//! engine that drives it: it rewraps every blob still
-//! under the source master key in batches inside a unit, writes each one back only if it is
-//! unchanged meanwhile, and, when none is left, tells every unit that key storage is
-//! reencrypted so that admins may promote it. The engine resumes from the journal and the
-//! keystore alone, so a restarted service picks up where it stopped.
+//! engine that drives it: it rewraps every blob still under the source master key in batches
+//! inside a unit, writes each one back only if it is unchanged meanwhile, and, when none is
+//! left, tells every unit that key storage is reencrypted so that admins may promote it. The
+//! engine resumes from the journal and the keystore alone, so a restarted service picks up
+//! where it stopped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
