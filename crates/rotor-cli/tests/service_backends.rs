@@ -19,6 +19,7 @@ use rotor_server::dev::{DevOptions, DevUnits, start_units};
 use rotor_server::iam::{ApiKeyConfig, IamConfig, Role, new_api_key};
 use rotor_server::pool::{PoolUnit, UnitPool};
 use rotor_server::rotation::{Phase, RotationView};
+use rotor_store::KeyStore as _;
 use rotor_unit::backend::UnitLink;
 use rotor_unit::client::UnitClient;
 use rotor_unit::daemon::Unit;
@@ -75,7 +76,8 @@ struct Deployment {
     /// starting there must fail over).
     units: Vec<Admin>,
     _processes: Option<DevUnits>,
-    _dir: tempfile::TempDir,
+    /// Holds the units' and the service's data, the keystore among them.
+    dir: tempfile::TempDir,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -216,7 +218,7 @@ async fn deploy(backend: Backend) -> Deployment {
         admin,
         units,
         _processes: processes,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -374,6 +376,15 @@ async fn a_rotation_moves_every_key_and_they_all_unwrap(backend: Backend) {
         let ciphertext = deployment.wrap(&key, &[index; 32], &[]).await;
         wrapped.push((key, ciphertext, index));
     }
+    // The import token's private key is sealed under the master key too: it moves along.
+    let (status, answer) = deployment
+        .call(
+            reqwest::Method::POST,
+            "/api/v2/import_token",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 201, "{backend:?}: {answer}");
     let units = &deployment.units;
     let admin = &deployment.admin;
     let from = units[1].status().await.current.vp;
@@ -414,6 +425,16 @@ async fn a_rotation_moves_every_key_and_they_all_unwrap(backend: Backend) {
     let counts = deployment.keystore_vps().await;
     assert_eq!(counts.get(&to.to_string()), Some(&20), "{counts:?}");
     assert_eq!(counts.get(&from.to_string()), None, "{counts:?}");
+    let keystore =
+        rotor_store::SqliteStore::open(&deployment.dir.path().join("service/keys.db")).unwrap();
+    let token = keystore
+        .update_import_token(deployment.instance, &mut |_| Ok(()))
+        .unwrap()
+        .unwrap();
+    assert!(
+        rotor_unit::keys::blob_vp(&token.sealed_private_key).is_some_and(|vp| vp.matches(&to)),
+        "{backend:?}: the import token was left under the old master key"
+    );
     for unit in units {
         unit.run(admin, Action::SetImmediate { vp: to }).await;
         assert_eq!(unit.status().await.current.vp, to);

@@ -4,18 +4,32 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+use std::fmt::Display;
+
 use rotor_crypto::Vp;
+use rotor_proto::keyops::b64;
+use rotor_proto::rotation::Journal;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    BlobReplacement, KeyMeta, KeyRing, KeyStore, KeyVersion, ListFilter, StoreError, StoredBlob,
+    BlobReplacement, ImportToken, KeyMeta, KeyRing, KeyStore, KeyVersion, ListFilter, StoreError,
+    StoredBlob,
 };
 
+/// One schema version.
+enum Migration {
+    /// Statements SQL alone can run.
+    Sql(&'static str),
+    /// A change of stored data that needs more than SQL (decoding base64, for one).
+    Rust(fn(&Transaction<'_>) -> Result<(), StoreError>),
+}
+
 /// Schema versions, applied in order, each once.
-const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[Migration] = &[
     // 1: keys, versions, aliases, key rings, instance policies.
-    "CREATE TABLE keys (
+    Migration::Sql("CREATE TABLE keys (
         instance TEXT NOT NULL,
         id TEXT NOT NULL,
         state INTEGER NOT NULL,
@@ -53,24 +67,62 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE instance_policies (
         instance TEXT PRIMARY KEY,
         doc TEXT NOT NULL
-    );",
+    );"),
     // 2: the import token of each instance.
-    "CREATE TABLE import_tokens (
+    Migration::Sql("CREATE TABLE import_tokens (
         instance TEXT PRIMARY KEY,
         doc TEXT NOT NULL
-    );",
+    );"),
     // 3: the master key rotation journal of each instance.
-    "CREATE TABLE rotations (
+    Migration::Sql("CREATE TABLE rotations (
         instance TEXT PRIMARY KEY,
         doc TEXT NOT NULL
-    );",
+    );"),
     // 4: each version knows whether its key is extractable (part of a blob's binding), so a
     // rotation reads blobs and bindings sequentially, without a lookup per key.
-    "ALTER TABLE key_versions ADD COLUMN extractable INTEGER NOT NULL DEFAULT 0;
+    Migration::Sql("ALTER TABLE key_versions ADD COLUMN extractable INTEGER NOT NULL DEFAULT 0;
     UPDATE key_versions SET extractable = (
         SELECT k.extractable FROM keys k WHERE k.instance = key_versions.instance AND k.id = key_versions.key_id
-    );",
+    );"),
+    // 5: an import token's sealed private key moves from its document into a column of bytes.
+    Migration::Rust(sealed_private_keys_to_column),
 ];
+
+/// Migration 5. A document whose sealed private key does not decode is left as it is: it
+/// then reads as corrupt, naming its instance, instead of stopping every instance's start.
+fn sealed_private_keys_to_column(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    /// Base64 text, as the previous version stored the sealed private key.
+    #[derive(Deserialize)]
+    struct Base64(#[serde(with = "b64")] Vec<u8>);
+
+    tx.execute_batch("ALTER TABLE import_tokens ADD COLUMN sealed_private_key BLOB")?;
+    let rows = tx
+        .prepare("SELECT instance, doc FROM import_tokens")?
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (instance, doc) in rows {
+        let Ok(mut fields) = serde_json::from_str::<serde_json::Map<_, _>>(&doc) else {
+            continue;
+        };
+        let Some(Ok(Base64(sealed))) = fields
+            .remove("sealed_private_key")
+            .map(serde_json::from_value::<Base64>)
+        else {
+            continue;
+        };
+        tx.execute(
+            "UPDATE import_tokens SET doc = ?2, sealed_private_key = ?3 WHERE instance = ?1",
+            params![
+                instance,
+                serde_json::Value::Object(fields).to_string(),
+                sealed
+            ],
+        )?;
+    }
+    Ok(())
+}
 
 /// The embedded key storage.
 #[derive(Debug)]
@@ -99,19 +151,79 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 
 use rotor_util::time::now_ms;
 
-fn parse_doc(doc: &str) -> Result<KeyMeta, StoreError> {
-    serde_json::from_str(doc).map_err(|err| StoreError::Corrupt(err.to_string()))
+/// A row that does not parse, named by its kind and id so that an operator can find it.
+fn corrupt(row: impl Display, why: impl Display) -> StoreError {
+    StoreError::Corrupt(format!("{row}: {why}"))
+}
+
+fn parse_doc(instance: Uuid, id: &str, doc: &str) -> Result<KeyMeta, StoreError> {
+    serde_json::from_str(doc)
+        .map_err(|err| corrupt(format_args!("key {id} of instance {instance}"), err))
 }
 
 fn to_doc(key: &KeyMeta) -> Result<String, StoreError> {
-    serde_json::to_string(key).map_err(|err| StoreError::Corrupt(err.to_string()))
+    serde_json::to_string(key).map_err(|err| corrupt(format_args!("key {}", key.id), err))
 }
 
-fn vp_of(bytes: &[u8]) -> Result<Vp, StoreError> {
+fn vp_of(bytes: &[u8], row: impl Display) -> Result<Vp, StoreError> {
     bytes
         .try_into()
         .map(Vp)
-        .map_err(|_| StoreError::Corrupt("a stored VP is not 32 bytes".to_owned()))
+        .map_err(|_| corrupt(row, "its VP is not 32 bytes"))
+}
+
+/// An import token's document: every field but the sealed private key, which has its own
+/// column. Field names are those of the previous version's documents.
+#[derive(Serialize, Deserialize)]
+struct ImportTokenDoc {
+    id: Uuid,
+    created: i64,
+    expires: i64,
+    max_retrievals: u32,
+    remaining: u32,
+    #[serde(with = "b64")]
+    public_key: Vec<u8>,
+    #[serde(with = "b64")]
+    nonce: Vec<u8>,
+}
+
+fn parse_import_token(
+    instance: Uuid,
+    doc: &str,
+    sealed_private_key: Option<Vec<u8>>,
+) -> Result<ImportToken, StoreError> {
+    let row = format!("import token of instance {instance}");
+    let doc: ImportTokenDoc = serde_json::from_str(doc).map_err(|err| corrupt(&row, err))?;
+    let sealed_private_key =
+        sealed_private_key.ok_or_else(|| corrupt(&row, "it has no sealed private key"))?;
+    Ok(ImportToken {
+        id: doc.id,
+        created: doc.created,
+        expires: doc.expires,
+        max_retrievals: doc.max_retrievals,
+        remaining: doc.remaining,
+        public_key: doc.public_key,
+        nonce: doc.nonce,
+        sealed_private_key,
+    })
+}
+
+fn import_token_doc(instance: Uuid, token: &ImportToken) -> Result<String, StoreError> {
+    serde_json::to_string(&ImportTokenDoc {
+        id: token.id,
+        created: token.created,
+        expires: token.expires,
+        max_retrievals: token.max_retrievals,
+        remaining: token.remaining,
+        public_key: token.public_key.clone(),
+        nonce: token.nonce.clone(),
+    })
+    .map_err(|err| corrupt(format_args!("import token of instance {instance}"), err))
+}
+
+fn parse_journal(instance: Uuid, doc: &str) -> Result<Journal, StoreError> {
+    serde_json::from_str(doc)
+        .map_err(|err| corrupt(format_args!("rotation journal of instance {instance}"), err))
 }
 
 /// version, id, blob, vp, created
@@ -127,12 +239,16 @@ fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
     ))
 }
 
-fn to_version((version, id, blob, vp, created): VersionRow) -> Result<KeyVersion, StoreError> {
+fn to_version(
+    key: Uuid,
+    (version, id, blob, vp, created): VersionRow,
+) -> Result<KeyVersion, StoreError> {
+    let row = format!("version {version} of key {key}");
     Ok(KeyVersion {
         version,
-        id: Uuid::parse_str(&id).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+        id: Uuid::parse_str(&id).map_err(|err| corrupt(&row, err))?,
         blob,
-        vp: vp_of(&vp)?,
+        vp: vp_of(&vp, &row)?,
         created,
     })
 }
@@ -145,7 +261,8 @@ fn load(tx: &Transaction<'_>, instance: Uuid, id: Uuid) -> Result<KeyMeta, Store
             |row| row.get(0),
         )
         .optional()?;
-    parse_doc(&doc.ok_or_else(|| StoreError::NotFound(format!("key {id} does not exist")))?)
+    let doc = doc.ok_or_else(|| StoreError::NotFound(format!("key {id} does not exist")))?;
+    parse_doc(instance, &id.to_string(), &doc)
 }
 
 fn save(tx: &Transaction<'_>, key: &KeyMeta) -> Result<(), StoreError> {
@@ -200,9 +317,12 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
             "the database has schema version {applied}, newer than this rotor ({known}); upgrade rotor"
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
         let tx = connection.transaction()?;
-        tx.execute_batch(sql)?;
+        match migration {
+            Migration::Sql(sql) => tx.execute_batch(sql)?,
+            Migration::Rust(change) => change(&tx)?,
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, applied) VALUES (?1, ?2)",
             params![i64::try_from(index + 1).unwrap_or(i64::MAX), now_ms()],
@@ -240,7 +360,7 @@ impl KeyStore for SqliteStore {
                 |row| row.get(0),
             )
             .optional()?;
-        doc.map(|doc| parse_doc(&doc)).transpose()
+        doc.map(|doc| parse_doc(instance, &id, &doc)).transpose()
     }
 
     fn list(&self, instance: Uuid, filter: &ListFilter) -> Result<(Vec<KeyMeta>, u64), StoreError> {
@@ -272,17 +392,17 @@ impl KeyStore for SqliteStore {
         )?;
         let total = u64::try_from(total).unwrap_or(0);
         let mut statement = connection.prepare(&format!(
-            "SELECT doc FROM keys WHERE {condition} ORDER BY created, id LIMIT {} OFFSET {}",
+            "SELECT id, doc FROM keys WHERE {condition} ORDER BY created, id LIMIT {} OFFSET {}",
             filter.limit, filter.offset
         ))?;
         let docs = statement
             .query_map(rusqlite::params_from_iter(args.iter()), |row| {
-                row.get::<_, String>(0)
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let keys = docs
             .iter()
-            .map(|doc| parse_doc(doc))
+            .map(|(id, doc)| parse_doc(instance, id, doc))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((keys, total))
     }
@@ -332,7 +452,7 @@ impl KeyStore for SqliteStore {
         let rows = statement
             .query_map(params![instance.to_string(), id.to_string()], version_row)?
             .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(to_version).collect()
+        rows.into_iter().map(|row| to_version(id, row)).collect()
     }
 
     fn version(
@@ -349,7 +469,7 @@ impl KeyStore for SqliteStore {
                 version_row,
             )
             .optional()?;
-        row.map(to_version).transpose()
+        row.map(|row| to_version(id, row)).transpose()
     }
 
     fn purge(&self, instance: Uuid, id: Uuid) -> Result<(), StoreError> {
@@ -514,28 +634,31 @@ impl KeyStore for SqliteStore {
     fn update_import_token(
         &self,
         instance: Uuid,
-        change: &mut dyn FnMut(&mut Option<serde_json::Value>) -> Result<(), StoreError>,
-    ) -> Result<Option<serde_json::Value>, StoreError> {
+        change: &mut dyn FnMut(&mut Option<ImportToken>) -> Result<(), StoreError>,
+    ) -> Result<Option<ImportToken>, StoreError> {
         let mut connection = self.lock()?;
         let tx = connection.transaction()?;
-        let doc: Option<String> = tx
+        let row: Option<(String, Option<Vec<u8>>)> = tx
             .query_row(
-                "SELECT doc FROM import_tokens WHERE instance = ?1",
+                "SELECT doc, sealed_private_key FROM import_tokens WHERE instance = ?1",
                 params![instance.to_string()],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()?;
-        let mut token = doc
-            .map(|doc| {
-                serde_json::from_str(&doc).map_err(|err| StoreError::Corrupt(err.to_string()))
-            })
+        let mut token = row
+            .map(|(doc, sealed)| parse_import_token(instance, &doc, sealed))
             .transpose()?;
         change(&mut token)?;
         match &token {
-            Some(value) => tx.execute(
-                "INSERT INTO import_tokens (instance, doc) VALUES (?1, ?2)
-                 ON CONFLICT (instance) DO UPDATE SET doc = excluded.doc",
-                params![instance.to_string(), value.to_string()],
+            Some(token) => tx.execute(
+                "INSERT INTO import_tokens (instance, doc, sealed_private_key) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (instance) DO UPDATE
+                 SET doc = excluded.doc, sealed_private_key = excluded.sealed_private_key",
+                params![
+                    instance.to_string(),
+                    import_token_doc(instance, token)?,
+                    token.sealed_private_key
+                ],
             )?,
             None => tx.execute(
                 "DELETE FROM import_tokens WHERE instance = ?1",
@@ -557,7 +680,10 @@ impl KeyStore for SqliteStore {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter()
-            .map(|(vp, count)| Ok((vp_of(&vp)?, u64::try_from(count).unwrap_or(0))))
+            .map(|(vp, count)| {
+                let vp = vp_of(&vp, format_args!("a key version of instance {instance}"))?;
+                Ok((vp, u64::try_from(count).unwrap_or(0)))
+            })
             .collect()
     }
 
@@ -631,8 +757,9 @@ impl KeyStore for SqliteStore {
             .map(|(position, key, version, extractable, blob)| {
                 Ok(StoredBlob {
                     position,
-                    key: Uuid::parse_str(&key)
-                        .map_err(|err| StoreError::Corrupt(err.to_string()))?,
+                    key: Uuid::parse_str(&key).map_err(|err| {
+                        corrupt(format_args!("version {version} of key {key}"), err)
+                    })?,
                     version,
                     extractable,
                     blob,
@@ -663,7 +790,7 @@ impl KeyStore for SqliteStore {
         Ok(replaced)
     }
 
-    fn rotation_journal(&self, instance: Uuid) -> Result<Option<serde_json::Value>, StoreError> {
+    fn rotation_journal(&self, instance: Uuid) -> Result<Option<Journal>, StoreError> {
         let connection = self.lock()?;
         let doc: Option<String> = connection
             .query_row(
@@ -672,22 +799,17 @@ impl KeyStore for SqliteStore {
                 |row| row.get(0),
             )
             .optional()?;
-        doc.map(|doc| {
-            serde_json::from_str(&doc).map_err(|err| StoreError::Corrupt(err.to_string()))
-        })
-        .transpose()
+        doc.map(|doc| parse_journal(instance, &doc)).transpose()
     }
 
-    fn put_rotation_journal(
-        &self,
-        instance: Uuid,
-        journal: &serde_json::Value,
-    ) -> Result<(), StoreError> {
+    fn put_rotation_journal(&self, instance: Uuid, journal: &Journal) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(journal)
+            .map_err(|err| corrupt(format_args!("rotation journal of instance {instance}"), err))?;
         let connection = self.lock()?;
         connection.execute(
             "INSERT INTO rotations (instance, doc) VALUES (?1, ?2)
              ON CONFLICT (instance) DO UPDATE SET doc = excluded.doc",
-            params![instance.to_string(), journal.to_string()],
+            params![instance.to_string(), doc],
         )?;
         Ok(())
     }
@@ -817,6 +939,246 @@ mod tests {
                 .key(Uuid::new_v4(), &first.id.to_string())
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    fn token() -> ImportToken {
+        ImportToken {
+            id: Uuid::new_v4(),
+            created: 1,
+            expires: 2,
+            max_retrievals: 3,
+            remaining: 3,
+            public_key: vec![1, 2, 3],
+            nonce: vec![4; 12],
+            sealed_private_key: vec![5; 40],
+        }
+    }
+
+    fn corrupt_message(result: Result<impl std::fmt::Debug, StoreError>) -> String {
+        match result {
+            Err(StoreError::Corrupt(why)) => why,
+            other => panic!("expected a corrupt row, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_corrupt_key_row_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("keys.db")).unwrap();
+        let instance = Uuid::new_v4();
+        let a = key(instance, "a");
+        store.create_key(&a, &version(1, 1)).unwrap();
+        store
+            .lock()
+            .unwrap()
+            .execute(
+                "UPDATE keys SET doc = '{\"name\": 7}' WHERE id = ?1",
+                params![a.id.to_string()],
+            )
+            .unwrap();
+        let why = corrupt_message(store.key(instance, &a.id.to_string()));
+        assert!(
+            why.contains(&format!("key {} of instance {instance}", a.id)),
+            "{why}"
+        );
+        let why = corrupt_message(store.list(
+            instance,
+            &ListFilter {
+                limit: 10,
+                ..ListFilter::default()
+            },
+        ));
+        assert!(why.contains(&format!("key {}", a.id)), "{why}");
+    }
+
+    #[test]
+    fn a_corrupt_key_version_row_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("keys.db")).unwrap();
+        let instance = Uuid::new_v4();
+        let a = key(instance, "a");
+        store.create_key(&a, &version(1, 1)).unwrap();
+        store
+            .lock()
+            .unwrap()
+            .execute(
+                "UPDATE key_versions SET vp = x'01' WHERE key_id = ?1",
+                params![a.id.to_string()],
+            )
+            .unwrap();
+        let why = corrupt_message(store.version(instance, a.id, 1));
+        assert!(why.contains(&format!("version 1 of key {}", a.id)), "{why}");
+    }
+
+    #[test]
+    fn a_corrupt_import_token_row_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("keys.db")).unwrap();
+        let (unparsable, keyless) = (Uuid::new_v4(), Uuid::new_v4());
+        {
+            let connection = store.lock().unwrap();
+            connection
+                .execute(
+                    "INSERT INTO import_tokens (instance, doc, sealed_private_key) VALUES (?1, '{\"id\": 1}', x'00')",
+                    params![unparsable.to_string()],
+                )
+                .unwrap();
+            let doc = import_token_doc(keyless, &token()).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO import_tokens (instance, doc) VALUES (?1, ?2)",
+                    params![keyless.to_string(), doc],
+                )
+                .unwrap();
+        }
+        for instance in [unparsable, keyless] {
+            let why = corrupt_message(store.update_import_token(instance, &mut |_| Ok(())));
+            assert!(
+                why.contains(&format!("import token of instance {instance}")),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_corrupt_rotation_journal_row_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("keys.db")).unwrap();
+        let instance = Uuid::new_v4();
+        store
+            .lock()
+            .unwrap()
+            .execute(
+                "INSERT INTO rotations (instance, doc) VALUES (?1, '{\"phase\": \"sideways\"}')",
+                params![instance.to_string()],
+            )
+            .unwrap();
+        let why = corrupt_message(store.rotation_journal(instance));
+        assert!(
+            why.contains(&format!("rotation journal of instance {instance}")),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn import_tokens_and_journals_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        let instance = Uuid::new_v4();
+        let stored = token();
+        let journal = Journal::begin(Vp([1; 32]), Vp([2; 32]), 10, 5);
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store
+                .update_import_token(instance, &mut |slot| {
+                    *slot = Some(stored.clone());
+                    Ok(())
+                })
+                .unwrap();
+            store.put_rotation_journal(instance, &journal).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let read = store
+            .update_import_token(instance, &mut |_| Ok(()))
+            .unwrap();
+        assert_eq!(read, Some(stored));
+        assert_eq!(store.rotation_journal(instance).unwrap(), Some(journal));
+        let removed = store
+            .update_import_token(instance, &mut |slot| {
+                *slot = None;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(removed, None);
+        assert_eq!(
+            store
+                .update_import_token(instance, &mut |_| Ok(()))
+                .unwrap(),
+            None
+        );
+    }
+
+    /// Rows as the previous version (schema 4) wrote them still open, the token's sealed
+    /// private key moved out of its document into its own column.
+    #[test]
+    fn rows_of_the_previous_version_still_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        let (instance, broken) = (Uuid::new_v4(), Uuid::new_v4());
+        let token_id = Uuid::new_v4();
+        {
+            let mut connection = connect(&path).unwrap();
+            connection
+                .execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied INTEGER NOT NULL)")
+                .unwrap();
+            let tx = connection.transaction().unwrap();
+            for (index, migration) in MIGRATIONS.iter().take(4).enumerate() {
+                let Migration::Sql(sql) = migration else {
+                    panic!("the first four migrations are SQL");
+                };
+                tx.execute_batch(sql).unwrap();
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied) VALUES (?1, 0)",
+                    params![i64::try_from(index + 1).unwrap()],
+                )
+                .unwrap();
+            }
+            let old_token = format!(
+                r#"{{"id":"{token_id}","created":1,"expires":2,"max_retrievals":5,"remaining":4,"public_key":"AQID","sealed_private_key":"BQUF","nonce":"BAQE"}}"#
+            );
+            tx.execute(
+                "INSERT INTO import_tokens (instance, doc) VALUES (?1, ?2)",
+                params![instance.to_string(), old_token],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO import_tokens (instance, doc) VALUES (?1, ?2)",
+                params![
+                    broken.to_string(),
+                    r#"{"sealed_private_key":"not base64!"}"#
+                ],
+            )
+            .unwrap();
+            let old_journal = format!(
+                r#"{{"from":"{}","to":"{}","phase":"reencrypting","total":3,"done":1,"started":1,"updated":2}}"#,
+                Vp([1; 32]),
+                Vp([2; 32])
+            );
+            tx.execute(
+                "INSERT INTO rotations (instance, doc) VALUES (?1, ?2)",
+                params![instance.to_string(), old_journal],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let token = store
+            .update_import_token(instance, &mut |_| Ok(()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(token.id, token_id);
+        assert_eq!(token.remaining, 4);
+        assert_eq!(token.public_key, vec![1, 2, 3]);
+        assert_eq!(token.sealed_private_key, vec![5, 5, 5]);
+        assert_eq!(token.nonce, vec![4, 4, 4]);
+        let doc: String = store
+            .lock()
+            .unwrap()
+            .query_row(
+                "SELECT doc FROM import_tokens WHERE instance = ?1",
+                params![instance.to_string()],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert!(!doc.contains("sealed_private_key"), "{doc}");
+        let journal = store.rotation_journal(instance).unwrap().unwrap();
+        assert_eq!((journal.done, journal.waiting), (1, None));
+        // A token the migration could not convert reads as corrupt, naming its instance.
+        let why = corrupt_message(store.update_import_token(broken, &mut |_| Ok(())));
+        assert!(
+            why.contains(&format!("import token of instance {broken}")),
+            "{why}"
         );
     }
 
