@@ -654,7 +654,7 @@ async fn moved_tokens(
     source: &Vp,
     target: &Vp,
 ) -> Result<(), RotationError> {
-    let token = match blocking(|| engine.store.update_import_token(instance, &mut |_| Ok(()))) {
+    let token = match blocking(|| engine.store.import_token(instance)) {
         Ok(Some(token)) => token,
         Ok(None) => return Ok(()),
         Err(err @ StoreError::Corrupt(_)) => {

@@ -289,6 +289,8 @@ pub trait KeyStore: Send + Sync {
         instance: Uuid,
         policies: &serde_json::Value,
     ) -> Result<(), StoreError>;
+    /// The instance's import token, if it has one.
+    fn import_token(&self, instance: Uuid) -> Result<Option<ImportToken>, StoreError>;
     /// Reads the instance's import token, lets `change` edit (or remove) it, and stores the
     /// result, atomically; returns what was stored. If `change` fails, nothing is stored.
     fn update_import_token(

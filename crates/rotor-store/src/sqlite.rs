@@ -208,6 +208,22 @@ fn parse_import_token(
     })
 }
 
+/// The instance's import token, if it has one.
+fn read_import_token(
+    connection: &Connection,
+    instance: Uuid,
+) -> Result<Option<ImportToken>, StoreError> {
+    let row: Option<(String, Option<Vec<u8>>)> = connection
+        .query_row(
+            "SELECT doc, sealed_private_key FROM import_tokens WHERE instance = ?1",
+            params![instance.to_string()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    row.map(|(doc, sealed)| parse_import_token(instance, &doc, sealed))
+        .transpose()
+}
+
 fn import_token_doc(instance: Uuid, token: &ImportToken) -> Result<String, StoreError> {
     serde_json::to_string(&ImportTokenDoc {
         id: token.id,
@@ -631,6 +647,10 @@ impl KeyStore for SqliteStore {
         Ok(())
     }
 
+    fn import_token(&self, instance: Uuid) -> Result<Option<ImportToken>, StoreError> {
+        read_import_token(&*self.lock()?, instance)
+    }
+
     fn update_import_token(
         &self,
         instance: Uuid,
@@ -638,16 +658,7 @@ impl KeyStore for SqliteStore {
     ) -> Result<Option<ImportToken>, StoreError> {
         let mut connection = self.lock()?;
         let tx = connection.transaction()?;
-        let row: Option<(String, Option<Vec<u8>>)> = tx
-            .query_row(
-                "SELECT doc, sealed_private_key FROM import_tokens WHERE instance = ?1",
-                params![instance.to_string()],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?;
-        let mut token = row
-            .map(|(doc, sealed)| parse_import_token(instance, &doc, sealed))
-            .transpose()?;
+        let mut token = read_import_token(&tx, instance)?;
         change(&mut token)?;
         match &token {
             Some(token) => tx.execute(
@@ -1033,7 +1044,7 @@ mod tests {
                 .unwrap();
         }
         for instance in [unparsable, keyless] {
-            let why = corrupt_message(store.update_import_token(instance, &mut |_| Ok(())));
+            let why = corrupt_message(store.import_token(instance));
             assert!(
                 why.contains(&format!("import token of instance {instance}")),
                 "{why}"
@@ -1079,9 +1090,7 @@ mod tests {
             store.put_rotation_journal(instance, &journal).unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
-        let read = store
-            .update_import_token(instance, &mut |_| Ok(()))
-            .unwrap();
+        let read = store.import_token(instance).unwrap();
         assert_eq!(read, Some(stored));
         assert_eq!(store.rotation_journal(instance).unwrap(), Some(journal));
         let removed = store
@@ -1091,12 +1100,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(removed, None);
-        assert_eq!(
-            store
-                .update_import_token(instance, &mut |_| Ok(()))
-                .unwrap(),
-            None
-        );
+        assert_eq!(store.import_token(instance).unwrap(), None);
     }
 
     /// Rows as the previous version (schema 4) wrote them still open, the token's sealed
@@ -1153,10 +1157,7 @@ mod tests {
             tx.commit().unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
-        let token = store
-            .update_import_token(instance, &mut |_| Ok(()))
-            .unwrap()
-            .unwrap();
+        let token = store.import_token(instance).unwrap().unwrap();
         assert_eq!(token.id, token_id);
         assert_eq!(token.remaining, 4);
         assert_eq!(token.public_key, vec![1, 2, 3]);
@@ -1175,7 +1176,7 @@ mod tests {
         let journal = store.rotation_journal(instance).unwrap().unwrap();
         assert_eq!((journal.done, journal.waiting), (1, None));
         // A token the migration could not convert reads as corrupt, naming its instance.
-        let why = corrupt_message(store.update_import_token(broken, &mut |_| Ok(())));
+        let why = corrupt_message(store.import_token(broken));
         assert!(
             why.contains(&format!("import token of instance {broken}")),
             "{why}"

@@ -38,7 +38,7 @@ pub(super) async fn secure_import(
     binding: Binding,
     encrypted: EncryptedMaterial,
 ) -> KpResult<SealedKey> {
-    let token = blocking(|| state.store.update_import_token(instance, &mut |_| Ok(())))
+    let token = blocking(|| state.store.import_token(instance))
         .map_err(token_storage_error)?
         .ok_or(KpError::ImportTokenNotFound)?;
     if now_ms() >= token.expires {
