@@ -364,7 +364,8 @@ impl IntoResponse for KpError {
                 "reasons": [reason],
             }],
         });
-        (status, axum::Json(body)).into_response()
+        // Error bodies are collections (`…kms.error+json`), answered as every collection is.
+        super::wire::collection_response(status, body)
     }
 }
 

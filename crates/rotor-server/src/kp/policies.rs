@@ -14,9 +14,11 @@ use rotor_util::time::{now_ms, rfc3339};
 use super::error::{KpError, KpResult};
 use super::lifecycle::add_version;
 use super::requests::{InstancePolicy, KeyPolicy, parse_collection};
-use super::wire::{collection, crn};
+use super::wire::{collection, collection_response, crn};
 use super::{KpState, blocking};
 use crate::iam::Role;
+
+const POLICY_TYPE: &str = "application/vnd.ibm.kms.policy+json";
 
 /// How often the rotation policy is checked.
 pub(super) const POLICY_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
@@ -73,7 +75,7 @@ pub async fn rotate_due(state: &KpState, instance: Uuid) -> KpResult<usize> {
 pub(super) fn key_policies_json(key: &KeyMeta) -> Vec<Value> {
     let base = |body: Value| {
         let mut policy = json!({
-            "type": "application/vnd.ibm.kms.policy+json",
+            "type": POLICY_TYPE,
             "crn": crn(key.instance, "key", &key.id.to_string()),
             "createdBy": key.created_by,
             "creationDate": rfc3339(key.created),
@@ -95,6 +97,13 @@ pub(super) fn key_policies_json(key: &KeyMeta) -> Vec<Value> {
     out
 }
 
+fn key_policies_response(key: &KeyMeta) -> Response {
+    collection_response(
+        StatusCode::OK,
+        collection(POLICY_TYPE, key_policies_json(key)),
+    )
+}
+
 pub(super) async fn get_key_policies(
     State(state): State<KpState>,
     headers: HeaderMap,
@@ -102,11 +111,7 @@ pub(super) async fn get_key_policies(
 ) -> KpResult<Response> {
     let caller = state.caller(&headers, Role::Reader)?;
     let key = state.find_key(&caller, &id)?;
-    Ok(axum::Json(collection(
-        "application/vnd.ibm.kms.policy+json",
-        key_policies_json(&key),
-    ))
-    .into_response())
+    Ok(key_policies_response(&key))
 }
 
 pub(super) async fn put_key_policies(
@@ -158,11 +163,7 @@ pub(super) async fn put_key_policies(
             Ok(())
         })
     })?;
-    Ok(axum::Json(collection(
-        "application/vnd.ibm.kms.policy+json",
-        key_policies_json(&updated),
-    ))
-    .into_response())
+    Ok(key_policies_response(&updated))
 }
 
 /// Instance policy types that rotor enforces.
@@ -182,7 +183,10 @@ pub(super) async fn get_instance_policies(
                 .collect()
         })
         .unwrap_or_default();
-    Ok(axum::Json(collection("application/vnd.ibm.kms.policy+json", resources)).into_response())
+    Ok(collection_response(
+        StatusCode::OK,
+        collection(POLICY_TYPE, resources),
+    ))
 }
 
 pub(super) async fn put_instance_policies(
