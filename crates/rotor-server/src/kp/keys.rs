@@ -14,9 +14,11 @@ use uuid::Uuid;
 
 use rotor_util::time::{now_ms, rfc3339};
 
+use super::caller::key_ring_header;
 use super::error::{KpError, KpResult};
 use super::import_token::{EncryptedMaterial, secure_import};
-use super::lifecycle::{RESTORE_WINDOW_MS, dual_auth, instance_dual_auth};
+use super::instance_policies::{KeyOrigin, create_import_access, instance_dual_auth};
+use super::lifecycle::{RESTORE_WINDOW_MS, dual_auth};
 use super::requests::{KeyCreate, PatchKeyBody, parse_body, parse_single};
 use super::wire::{
     KEY_TYPE, Prefer, check_alias, check_name, collection, collection_response, key_json,
@@ -59,14 +61,21 @@ pub(super) async fn create_key(
                 .ok_or_else(|| KpError::field("rotation.interval_month", "is 1 to 12"))?,
         ),
     };
-    let key_ring = headers
-        .get("x-kms-key-ring")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("default")
-        .to_owned();
+    let key_ring = caller
+        .key_ring
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
     let rings = blocking(|| state.store.key_rings(caller.instance))?;
     if !rings.iter().any(|ring| ring.id == key_ring) {
         return Err(KpError::KeyRingNotFound(key_ring));
+    }
+    if let Some(access) = create_import_access(&state, caller.instance)? {
+        let origin = match (&request.payload, &request.encrypted_nonce) {
+            (None, _) => KeyOrigin::Generated,
+            (Some(_), None) => KeyOrigin::Imported,
+            (Some(_), Some(_)) => KeyOrigin::SecurelyImported,
+        };
+        access.check(&origin, extractable)?;
     }
     let id = Uuid::new_v4();
     let binding = Binding {
@@ -230,10 +239,7 @@ pub(super) fn list_filter(query: &ListQuery, headers: &HeaderMap) -> KpResult<Op
         offset: number("offset", &query.offset, 0, u32::MAX)?,
         states,
         extractable,
-        key_ring: headers
-            .get("x-kms-key-ring")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        key_ring: key_ring_header(headers),
     }))
 }
 

@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use rotor_store::{Deletion, KeyMeta, KeyState, ListFilter, StoreError};
 use rotor_unit::keys::Binding;
 use serde_json::{Value, json};
@@ -13,7 +13,7 @@ use rotor_util::time::{now_ms, rfc3339};
 
 use super::error::{KpError, KpResult};
 use super::lifecycle::add_version;
-use super::requests::{InstancePolicy, KeyPolicy, parse_collection};
+use super::requests::{KeyPolicy, parse_collection};
 use super::wire::{collection, collection_response, crn};
 use super::{KpState, blocking};
 use crate::iam::Role;
@@ -164,56 +164,4 @@ pub(super) async fn put_key_policies(
         })
     })?;
     Ok(key_policies_response(&updated))
-}
-
-/// Instance policy types that rotor enforces.
-pub(super) const INSTANCE_POLICY_TYPES: &[&str] = &["dualAuthDelete"];
-
-pub(super) async fn get_instance_policies(
-    State(state): State<KpState>,
-    headers: HeaderMap,
-) -> KpResult<Response> {
-    let caller = state.caller(&headers, Role::Manager)?;
-    let policies = blocking(|| state.store.instance_policies(caller.instance))?;
-    let resources = policies
-        .as_object()
-        .map(|map| {
-            map.iter()
-                .map(|(kind, data)| json!({"policy_type": kind, "policy_data": data}))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(collection_response(
-        StatusCode::OK,
-        collection(POLICY_TYPE, resources),
-    ))
-}
-
-pub(super) async fn put_instance_policies(
-    State(state): State<KpState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> KpResult<Response> {
-    let caller = state.caller(&headers, Role::Manager)?;
-    let resources = parse_collection::<InstancePolicy>(&body)?;
-    let mut policies = blocking(|| state.store.instance_policies(caller.instance))?;
-    for resource in resources {
-        let kind = resource.policy_type.as_str();
-        if !INSTANCE_POLICY_TYPES.contains(&kind) {
-            return Err(KpError::field(
-                "policy_type",
-                format!(
-                    "names an instance policy rotor does not support ('{kind}'); supported: {}",
-                    INSTANCE_POLICY_TYPES.join(", ")
-                ),
-            ));
-        }
-        policies[kind] = json!({"enabled": resource.policy_data.enabled});
-    }
-    blocking(|| {
-        state
-            .store
-            .set_instance_policies(caller.instance, &policies)
-    })?;
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
