@@ -10,10 +10,11 @@
 //! Beside it, with the same callers and error body: application-held blobs (`/v1/blobs`) and
 //! bulk key creation (`/v1/instances/{id}/keys/batch`).
 //!
-//! Layout: `caller` says who calls, `requests` parses bodies, `error` maps every error
-//! to its answer, `wire` shapes keys and collections, `units` reaches the crypto units,
-//! `lifecycle` holds the key state rules; the routes live in `keys`, `actions`,
-//! `policies`, `rings`, `import_token`, `registrations`, `blobs` and `batch`.
+//! Layout: `caller` says who calls, `client_address` where from, `requests` parses bodies,
+//! `error` maps every error to its answer, `wire` shapes keys, collections and headers
+//! (media type, `Prefer`, `Correlation-Id`), `units` reaches the crypto units, `lifecycle`
+//! holds the key state rules; the routes live in `keys`, `actions`, `policies`,
+//! `instance_policies`, `rings`, `import_token`, `registrations`, `blobs` and `batch`.
 
 mod actions;
 mod batch;
