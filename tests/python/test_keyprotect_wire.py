@@ -103,6 +103,8 @@ def test_prefer_and_status_codes(kp, rotor):
     assert kp.disable_key(kid, rotor.instance).get_status_code() == 204
     assert kp.enable_key(kid, rotor.instance).get_status_code() == 204
     assert kp.sync_associated_resources(kid, rotor.instance).get_status_code() == 204
+    # One sync an hour.
+    refused(lambda: kp.sync_associated_resources(kid, rotor.instance), 409, "REQ_TOO_EARLY_ERR")
     deleted = kp.delete_key(kid, rotor.instance, prefer="return=representation")
     assert deleted.get_status_code() == 200
     assert body_of(deleted.get_result())["resources"][0]["state"] == 5

@@ -122,6 +122,7 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
         gate: Arc::default(),
         trusted_proxies: Arc::default(),
         listen_port: 0,
+        last_sync: Arc::default(),
     };
     assert_eq!(rotate_due(&state, info.instance).await.unwrap(), 1);
     // Rotated now, so not due again.

@@ -173,6 +173,7 @@ impl Service {
             gate,
             trusted_proxies: config.trusted_proxies.clone().into(),
             listen_port: config.listen.port(),
+            last_sync: Arc::default(),
         };
         Ok(Self {
             config: Arc::new(config),

@@ -119,6 +119,11 @@ pub enum KpError {
     },
     /// The instance's `keyCreateImportAccess` policy does not allow this key.
     KeyCreateImportAccess(&'static str),
+    /// The key was synced less than an hour ago.
+    SyncTooEarly {
+        /// From when it may be synced again (Unix milliseconds).
+        from: i64,
+    },
     /// The import token has expired.
     ImportTokenExpired,
     /// The import token was retrieved as often as it allows.
@@ -310,6 +315,15 @@ impl KpError {
                 S::CONFLICT,
                 "KEY_CREATE_IMPORT_ACCESS_ERR",
                 (*message).to_owned(),
+                None,
+            ),
+            Self::SyncTooEarly { from } => (
+                S::CONFLICT,
+                "REQ_TOO_EARLY_ERR",
+                format!(
+                    "a key is synced at most once an hour; sync it again from {}",
+                    rfc3339(*from)
+                ),
                 None,
             ),
             Self::ImportTokenExpired => (
@@ -618,6 +632,7 @@ mod tests {
                 409,
                 "PURGE_NOT_ALLOWED_ERR",
             ),
+            (KpError::SyncTooEarly { from: 0 }, 409, "REQ_TOO_EARLY_ERR"),
             (KpError::ImportTokenExpired, 409, "IMPORT_TOKEN_EXPIRED_ERR"),
             (
                 KpError::ImportTokenExhausted,

@@ -82,6 +82,8 @@ pub struct KpState {
     pub trusted_proxies: Arc<[Cidr]>,
     /// The port the service listens on, answered by `GET /instance/allowed_ip_port`.
     pub listen_port: u16,
+    /// When each key was last synced (Unix milliseconds), for the one-sync-an-hour rule.
+    pub last_sync: Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, i64>>>,
 }
 
 pub(crate) use rotor_util::blocking;
