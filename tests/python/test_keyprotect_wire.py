@@ -284,6 +284,9 @@ def test_allowed_ip_refuses_other_client_addresses(rotor, proxied_server):
     assert direct.json()["resources"][0]["reasons"][0]["code"] == "CONFIG_RULE_CONFLICT_ERR"
     assert "127.0.0.1" in direct.json()["resources"][0]["reasons"][0]["message"]
     assert call("GET", "/api/v2/keys", client="192.0.2.7").status_code == 403
+    # rotor's own routes of the instance too, whether it is named in a header or in the path.
+    assert call("POST", "/v1/blobs/generate", json_body={}).status_code == 403
+    assert call("POST", f"/v1/instances/{rotor.instance}/keys/batch", json_body={"keys": []}).status_code == 403
     # A client the policy lists, forwarded by the trusted proxy: allowed.
     assert call("GET", "/api/v2/keys", client="10.9.3.4").status_code == 200
     port_info = call("GET", "/api/v2/instance/allowed_ip_port", client="10.9.3.4").json()

@@ -209,15 +209,23 @@ impl InstancePolicies {
         Ok(())
     }
 
-    /// The attributes of an enabled policy.
-    fn enabled<T: serde::de::DeserializeOwned>(&self, kind: PolicyType) -> Option<T> {
-        let record = self.0.get(&kind).filter(|record| record.enabled)?;
-        serde_json::from_value(record.attributes.clone().unwrap_or_else(|| json!({}))).ok()
+    /// The attributes of an enabled policy. Attributes were checked when stored, so ones that
+    /// no longer read are a storage failure: refusing is safer than not enforcing.
+    fn enabled<T: serde::de::DeserializeOwned>(&self, kind: PolicyType) -> KpResult<Option<T>> {
+        let Some(record) = self.0.get(&kind).filter(|record| record.enabled) else {
+            return Ok(None);
+        };
+        let attributes = record.attributes.clone().unwrap_or_else(|| json!({}));
+        serde_json::from_value(attributes).map(Some).map_err(|err| {
+            tracing::error!(policy = kind.name(), error = %err, "stored instance policy unreadable");
+            KpError::Storage
+        })
     }
 
-    fn allowed_ip(&self) -> Option<Vec<Cidr>> {
-        self.enabled::<AllowedIpAttributes>(PolicyType::AllowedIp)
-            .map(|attributes| attributes.allowed_ip)
+    fn allowed_ip(&self) -> KpResult<Option<Vec<Cidr>>> {
+        Ok(self
+            .enabled::<AllowedIpAttributes>(PolicyType::AllowedIp)?
+            .map(|attributes| attributes.allowed_ip))
     }
 }
 
@@ -235,7 +243,7 @@ pub(super) fn create_import_access(
     state: &KpState,
     instance: Uuid,
 ) -> KpResult<Option<CreateImportAccess>> {
-    Ok(InstancePolicies::load(state, instance)?.enabled(PolicyType::KeyCreateImportAccess))
+    InstancePolicies::load(state, instance)?.enabled(PolicyType::KeyCreateImportAccess)
 }
 
 /// Validates a policy's attributes by its type and returns them normalized (defaults filled).
@@ -244,14 +252,10 @@ fn checked_attributes(
     enabled: bool,
     attributes: Option<Value>,
 ) -> KpResult<Option<Value>> {
-    fn parse<T: Serialize + serde::de::DeserializeOwned>(
-        attributes: Value,
-        expected: &str,
-    ) -> KpResult<Value> {
-        let typed: T = serde_json::from_value(attributes).map_err(|err| {
-            KpError::field("policy_data.attributes", format!("{expected}: {err}"))
-        })?;
-        Ok(json!(typed))
+    const ACCESS: &str = "holds create_root_key, create_standard_key, import_root_key, import_standard_key and enforce_token (true or false)";
+    fn parse<T: serde::de::DeserializeOwned>(attributes: Value, expected: &str) -> KpResult<T> {
+        serde_json::from_value(attributes)
+            .map_err(|err| KpError::field("policy_data.attributes", format!("{expected}: {err}")))
     }
     let given = attributes.filter(|a| a.as_object().is_none_or(|map| !map.is_empty()));
     let normalized = match (kind, given) {
@@ -263,46 +267,46 @@ fn checked_attributes(
             ));
         }
         (_, None) if !enabled => None,
-        (PolicyType::KeyCreateImportAccess, None) => Some(parse::<CreateImportAccess>(
-            json!({}),
-            "holds create_root_key, create_standard_key, import_root_key, import_standard_key and enforce_token (true or false)",
-        )?),
+        (PolicyType::KeyCreateImportAccess, None) => {
+            Some(json!(parse::<CreateImportAccess>(json!({}), ACCESS)?))
+        }
         (_, None) => {
             return Err(KpError::field(
                 "policy_data.attributes",
                 format!("is required to enable the {} policy", kind.name()),
             ));
         }
-        (PolicyType::AllowedNetwork, Some(attributes)) => Some(parse::<AllowedNetworkAttributes>(
-            attributes,
-            "holds allowed_network: public-and-private or private-only",
-        )?),
+        (PolicyType::AllowedNetwork, Some(attributes)) => {
+            Some(json!(parse::<AllowedNetworkAttributes>(
+                attributes,
+                "holds allowed_network: public-and-private or private-only",
+            )?))
+        }
         (PolicyType::AllowedIp, Some(attributes)) => {
             let checked = parse::<AllowedIpAttributes>(
                 attributes,
                 "holds allowed_ip: a list of CIDR blocks such as 10.0.0.0/8",
             )?;
-            if enabled && checked["allowed_ip"].as_array().is_none_or(Vec::is_empty) {
+            if enabled && checked.allowed_ip.is_empty() {
                 return Err(KpError::field(
                     "policy_data.attributes.allowed_ip",
                     "lists at least one CIDR block",
                 ));
             }
-            Some(checked)
+            Some(json!(checked))
         }
-        (PolicyType::KeyCreateImportAccess, Some(attributes)) => Some(parse::<CreateImportAccess>(
-            attributes,
-            "holds create_root_key, create_standard_key, import_root_key, import_standard_key and enforce_token (true or false)",
-        )?),
+        (PolicyType::KeyCreateImportAccess, Some(attributes)) => {
+            Some(json!(parse::<CreateImportAccess>(attributes, ACCESS)?))
+        }
         (PolicyType::Rotation, Some(attributes)) => {
             let checked = parse::<RotationAttributes>(attributes, "holds interval_month")?;
-            if !(1..=12).contains(&checked["interval_month"].as_u64().unwrap_or(0)) {
+            if !(1..=12).contains(&checked.interval_month) {
                 return Err(KpError::field(
                     "policy_data.attributes.interval_month",
                     "is 1 to 12",
                 ));
             }
-            Some(checked)
+            Some(json!(checked))
         }
     };
     Ok(normalized)
@@ -441,7 +445,7 @@ pub(super) async fn get_allowed_ip_port(
 ) -> KpResult<Response> {
     let caller = state.caller(&headers, Role::Reader)?;
     let policies = InstancePolicies::load(&state, caller.instance)?;
-    let resources = match policies.allowed_ip() {
+    let resources = match policies.allowed_ip()? {
         Some(_) => vec![json!({"private_endpoint_port": state.listen_port})],
         None => Vec::new(),
     };
@@ -473,16 +477,25 @@ fn peer(extensions: &Extensions) -> Option<SocketAddr> {
 }
 
 fn allowed_ip_refusal(state: &KpState, request: &Request) -> KpResult<Option<KpError>> {
-    let instance = request
+    // Key Protect routes name the instance in `Bluemix-Instance`, rotor's batch route in its path.
+    let named = request
         .headers()
         .get("bluemix-instance")
         .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            request
+                .uri()
+                .path()
+                .strip_prefix("/v1/instances/")
+                .and_then(|rest| rest.split('/').next())
+        });
+    let instance = named
         .and_then(|v| Uuid::parse_str(v.trim()).ok())
         .filter(|instance| state.units.contains(*instance));
     let Some(instance) = instance else {
         return Ok(None);
     };
-    let Some(allowed) = InstancePolicies::load(state, instance)?.allowed_ip() else {
+    let Some(allowed) = InstancePolicies::load(state, instance)?.allowed_ip()? else {
         return Ok(None);
     };
     Ok(
