@@ -23,11 +23,10 @@ use rotor_util::time::{now_ms, rfc3339};
 use super::client_address::{Cidr, client_address};
 use super::error::{KpError, KpResult};
 use super::requests::{InstancePolicy, parse_collection};
-use super::wire::{collection, collection_response};
+use super::wire::{collection, collection_response, policy_collection};
 use super::{KpState, blocking};
 use crate::iam::Role;
 
-const POLICY_TYPE: &str = "application/vnd.ibm.kms.policy+json";
 const ALLOWED_IP_METADATA_TYPE: &str = "application/vnd.ibm.kms.allowed_ip_metadata+json";
 
 /// The instance policy types, as Key Protect names them.
@@ -367,7 +366,7 @@ pub(super) async fn get_instance_policies(
         .collect();
     Ok(collection_response(
         StatusCode::OK,
-        collection(POLICY_TYPE, resources),
+        policy_collection(resources),
     ))
 }
 

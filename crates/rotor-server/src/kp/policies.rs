@@ -14,11 +14,9 @@ use rotor_util::time::{now_ms, rfc3339};
 use super::error::{KpError, KpResult};
 use super::lifecycle::add_version;
 use super::requests::{KeyPolicy, parse_collection};
-use super::wire::{collection, collection_response, crn};
+use super::wire::{POLICY_TYPE, collection_response, crn, policy_collection};
 use super::{KpState, blocking};
 use crate::iam::Role;
-
-const POLICY_TYPE: &str = "application/vnd.ibm.kms.policy+json";
 
 /// How often the rotation policy is checked.
 pub(super) const POLICY_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
@@ -98,10 +96,7 @@ pub(super) fn key_policies_json(key: &KeyMeta) -> Vec<Value> {
 }
 
 fn key_policies_response(key: &KeyMeta) -> Response {
-    collection_response(
-        StatusCode::OK,
-        collection(POLICY_TYPE, key_policies_json(key)),
-    )
+    collection_response(StatusCode::OK, policy_collection(key_policies_json(key)))
 }
 
 pub(super) async fn get_key_policies(

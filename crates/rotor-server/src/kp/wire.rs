@@ -18,6 +18,7 @@ use super::error::{KpError, KpResult};
 use super::lifecycle::RESTORE_WINDOW_MS;
 
 pub(super) const KEY_TYPE: &str = "application/vnd.ibm.kms.key+json";
+pub(super) const POLICY_TYPE: &str = "application/vnd.ibm.kms.policy+json";
 
 /// The media type Key Protect answers every collection body with (DOC:set-up-api), error
 /// bodies included: they are collections too (`collectionType` `…kms.error+json`). IBM's SDK
@@ -151,6 +152,18 @@ pub(super) fn collection(kind: &str, resources: Vec<Value>) -> Value {
         "metadata": {"collectionType": kind, "collectionTotal": resources.len()},
         "resources": resources,
     })
+}
+
+/// A collection of policies: Key Protect answers none with metadata only, no `resources`
+/// (DOC:manage-dual-auth).
+pub(super) fn policy_collection(resources: Vec<Value>) -> Value {
+    let mut body = collection(POLICY_TYPE, resources);
+    if body["metadata"]["collectionTotal"] == 0
+        && let Some(map) = body.as_object_mut()
+    {
+        map.remove("resources");
+    }
+    body
 }
 
 pub(super) fn check_name(name: &str) -> KpResult<()> {
@@ -300,6 +313,15 @@ mod tests {
             response.headers()[header::CONTENT_TYPE],
             COLLECTION_MEDIA_TYPE
         );
+    }
+
+    #[test]
+    fn no_policies_is_metadata_only() {
+        assert_eq!(
+            policy_collection(Vec::new()),
+            json!({"metadata": {"collectionType": POLICY_TYPE, "collectionTotal": 0}})
+        );
+        assert_eq!(policy_collection(vec![json!({})])["resources"], json!([{}]));
     }
 
     #[test]
