@@ -107,6 +107,7 @@ fn config(
         units_token_file: token_file.map(Path::to_owned),
         purge_after_seconds: 0,
         instances: vec![instance],
+        trusted_proxies: Vec::new(),
     }
 }
 

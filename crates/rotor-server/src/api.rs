@@ -171,6 +171,9 @@ impl Service {
             units,
             purge_after_seconds: config.purge_after_seconds,
             gate,
+            trusted_proxies: config.trusted_proxies.clone().into(),
+            listen_port: config.listen.port(),
+            last_sync: Arc::default(),
         };
         Ok(Self {
             config: Arc::new(config),

@@ -23,7 +23,14 @@ pub async fn serve(
 ) -> Result<(), api::StartError> {
     let service = Service::open(config)?;
     let background = service.start_background();
-    let served = axum::serve(listener, service.router()).await;
+    // Connection info gives the Key Protect routes the client address `allowedIP` checks.
+    let served = axum::serve(
+        listener,
+        service
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await;
     background.abort();
     served.map_err(|err| api::StartError(err.to_string()))
 }

@@ -155,6 +155,8 @@ pub(super) struct InstancePolicy {
 #[derive(Deserialize)]
 pub(super) struct InstancePolicyData {
     pub(super) enabled: bool,
+    /// Per policy type; checked by `instance_policies`.
+    pub(super) attributes: Option<serde_json::Value>,
 }
 
 /// `POST /import_token`.
