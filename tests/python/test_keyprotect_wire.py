@@ -3,8 +3,8 @@
 port and sync. Through IBM's SDK where it has a method, else with `requests`.
 
 The allowedIP test starts its own `rotor server` (behind a "proxy" at 127.0.0.1, so that
-`X-Forwarded-For` chooses the client address) next to the session's `rotor dev`, which serves
-without client addresses and therefore refuses an allowedIP policy.
+`X-Forwarded-For` chooses the client address) next to the session's `rotor dev`; against `rotor dev` itself only a policy that admits
+loopback is set, so the session is never locked out.
 """
 
 from __future__ import annotations
@@ -186,12 +186,19 @@ def test_every_instance_policy_type_is_validated_stored_and_returned(kp, rotor):
         for request, kind, code in bad:
             refused(lambda: kp.put_instance_policy(rotor.instance, request, policy=kind), 400, code)
         assert body_of(kp.get_instance_policy(rotor.instance).get_result()) == before
-        # rotor dev sees no client addresses, so it refuses an allowedIP policy it could not enforce.
-        refused(lambda: kp.put_instance_policy(
-            rotor.instance, policies(policy("allowedIP", True, {"allowed_ip": ["127.0.0.0/8"]})),
-            policy="allowedIP"), 403, "FEATURE_RESTRICTED_ERR")
         port = body_of(kp.get_allowed_ip_port(rotor.instance).get_result())
         assert port["metadata"]["collectionTotal"] == 0 and not port.get("resources")
+        # rotor dev sees client addresses: an allowedIP policy that admits loopback holds, and
+        # the requests from here keep working under it.
+        loopback = policies(policy("allowedIP", True, {"allowed_ip": ["127.0.0.0/8"]}))
+        kp.put_instance_policy(rotor.instance, loopback, policy="allowedIP")
+        try:
+            port = body_of(kp.get_allowed_ip_port(rotor.instance).get_result())
+            assert port["metadata"]["collectionTotal"] == 1
+            assert port["resources"][0]["private_endpoint_port"] > 0
+        finally:
+            kp.put_instance_policy(
+                rotor.instance, policies(policy("allowedIP", False)), policy="allowedIP")
     finally:
         for setting in settings:
             off = policy(setting["policy_type"], False)

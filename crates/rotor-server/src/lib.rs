@@ -21,6 +21,12 @@ pub async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
 ) -> Result<(), api::StartError> {
+    let mut config = config;
+    // The address actually bound (the configured port may be 0), which the Key Protect API
+    // reports as the instance's port.
+    config.listen = listener
+        .local_addr()
+        .map_err(|err| api::StartError(err.to_string()))?;
     let service = Service::open(config)?;
     let background = service.start_background();
     // Connection info gives the Key Protect routes the client address `allowedIP` checks.
