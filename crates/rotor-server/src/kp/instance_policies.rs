@@ -14,6 +14,7 @@ use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use rotor_store::StoreError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -177,19 +178,29 @@ struct InstancePolicies(BTreeMap<PolicyType, StoredPolicy>);
 impl InstancePolicies {
     fn load(state: &KpState, instance: Uuid) -> KpResult<Self> {
         let document = blocking(|| state.store.instance_policies(instance))?;
+        Ok(Self::from_document(instance, document)?)
+    }
+
+    /// The policies of a stored document. A record that cannot be read fails the instance's
+    /// requests rather than leave a restriction unenforced; the error names it so an operator
+    /// can find it.
+    fn from_document(instance: Uuid, document: Value) -> Result<Self, StoreError> {
+        let Value::Object(map) = document else {
+            return Err(StoreError::Corrupt(format!(
+                "instance policies of instance {instance}: not an object"
+            )));
+        };
         let mut policies = BTreeMap::new();
-        if let Value::Object(map) = document {
-            for (name, record) in map {
-                // A type this build does not know, or a record it cannot read, is skipped
-                // rather than failing every request of the instance.
-                let (Some(kind), Ok(record)) =
-                    (PolicyType::parse(&name), serde_json::from_value(record))
-                else {
-                    tracing::warn!(%instance, policy = %name, "unreadable instance policy skipped");
-                    continue;
-                };
-                policies.insert(kind, record);
-            }
+        for (name, record) in map {
+            let corrupt = |why: String| {
+                StoreError::Corrupt(format!(
+                    "instance policy {name} of instance {instance}: {why}"
+                ))
+            };
+            let kind = PolicyType::parse(&name)
+                .ok_or_else(|| corrupt("a policy type this rotor does not know".to_owned()))?;
+            let record = serde_json::from_value(record).map_err(|err| corrupt(err.to_string()))?;
+            policies.insert(kind, record);
         }
         Ok(Self(policies))
     }
@@ -517,6 +528,32 @@ fn allowed_ip_refusal(state: &KpState, request: &Request) -> KpResult<Option<KpE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_stored_policy_is_named_never_skipped() {
+        let instance = Uuid::new_v4();
+        let stored = json!({"dualAuthDelete": {"enabled": true}});
+        let policies = InstancePolicies::from_document(instance, stored).unwrap();
+        assert!(policies.0[&PolicyType::DualAuthDelete].enabled);
+        for (document, named) in [
+            (
+                json!({"allowedIP": {"enabled": "yes"}}),
+                "instance policy allowedIP",
+            ),
+            (
+                json!({"firewall": {"enabled": true}}),
+                "instance policy firewall",
+            ),
+            (json!([]), "instance policies"),
+        ] {
+            let Err(StoreError::Corrupt(why)) = InstancePolicies::from_document(instance, document)
+            else {
+                panic!("{named}: read as if valid");
+            };
+            assert!(why.starts_with(named), "{why}");
+            assert!(why.contains(&instance.to_string()), "{why}");
+        }
+    }
 
     #[test]
     fn attributes_are_checked_by_type() {

@@ -356,9 +356,9 @@ impl KeyStore for SqliteStore {
             )
             .optional()?;
         match doc {
-            Some(doc) => {
-                serde_json::from_str(&doc).map_err(|err| StoreError::Corrupt(err.to_string()))
-            }
+            Some(doc) => serde_json::from_str(&doc).map_err(|err| {
+                StoreError::Corrupt(format!("instance policies of instance {instance}: {err}"))
+            }),
             None => Ok(serde_json::json!({})),
         }
     }
