@@ -26,6 +26,19 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+#: The media type Key Protect answers collection bodies (errors included) with.
+COLLECTION_MEDIA_TYPE = "application/vnd.ibm.collection+json"
+
+
+def body_of(result):
+    """The decoded body of what the SDK hands back. IBM's SDK core decodes only `application/json`;
+    for Key Protect's collections (`application/vnd.ibm.collection+json`) it hands back the raw
+    `requests.Response`, and its users call `.json()` on it, as here."""
+    if result is None or isinstance(result, (dict, list)):
+        return result
+    return result.json()
+
+
 def body(obj) -> io.BytesIO:
     """A request body the way the SDK expects it: a file-like object holding JSON."""
     return io.BytesIO(json.dumps(obj).encode())

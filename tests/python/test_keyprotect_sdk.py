@@ -31,7 +31,7 @@ from ibm_cloud_sdk_core import ApiException
 from ibm_cloud_sdk_core.authenticators import BearerTokenAuthenticator, IAMAuthenticator
 from keyprotect.ibm_key_protect_api_v2 import IbmKeyProtectApiV2
 
-from kphelpers import RUN_ID, b64d, b64e, b64url, body, find_leaks
+from kphelpers import COLLECTION_MEDIA_TYPE, RUN_ID, b64d, b64e, b64url, body, body_of, find_leaks
 
 KEY_TYPE = "application/vnd.ibm.kms.key+json"
 POLICY_TYPE = "application/vnd.ibm.kms.policy+json"
@@ -62,6 +62,9 @@ def expect_status(*statuses):
     assert err.status_code in statuses, (
         f"expected HTTP {statuses}, got {err.status_code}: {err.message}; body: {text[:500]}"
     )
+    if err.http_response is not None and "errorMsg" in text:
+        # Key Protect's error body is a collection, answered with the collection media type.
+        assert err.http_response.headers["Content-Type"] == COLLECTION_MEDIA_TYPE
 
 
 def key_resource(name, *, extractable=False, payload=None, description=None, aliases=None, **extra):
@@ -95,7 +98,8 @@ def create_key(kp, rotor, *, name=None, extractable=False, payload=None, ring=No
         x_kms_key_ring=ring,
     )
     assert response.get_status_code() == 201
-    result = response.get_result()
+    assert response.get_headers()["Content-Type"] == COLLECTION_MEDIA_TYPE
+    result = body_of(response.get_result())
     assert result["metadata"]["collectionType"] == KEY_TYPE
     key = single(result)
     if "payload" in key:
@@ -109,7 +113,8 @@ def create_key(kp, rotor, *, name=None, extractable=False, payload=None, ring=No
 def get_key(kp, rotor, key_id) -> dict:
     response = kp.get_key(key_id, rotor.instance)
     assert response.get_status_code() == 200
-    key = single(response.get_result())
+    assert response.get_headers()["Content-Type"] == COLLECTION_MEDIA_TYPE
+    key = single(body_of(response.get_result()))
     if "payload" in key:
         rotor.secrets.add(f"payload of {key['id']}", b64d(key["payload"]))
     return key
@@ -118,7 +123,7 @@ def get_key(kp, rotor, key_id) -> dict:
 def metadata(kp, rotor, key_id) -> dict:
     response = kp.get_key_metadata(key_id, rotor.instance)
     assert response.get_status_code() == 200
-    key = single(response.get_result())
+    key = single(body_of(response.get_result()))
     assert "payload" not in key, "metadata must never carry key material"
     return key
 
@@ -126,14 +131,14 @@ def metadata(kp, rotor, key_id) -> dict:
 def versions(kp, rotor, key_id) -> list[str]:
     response = kp.get_key_versions(key_id, rotor.instance)
     assert response.get_status_code() == 200
-    return [v["id"] for v in response.get_result()["resources"]]
+    return [v["id"] for v in body_of(response.get_result())["resources"]]
 
 
 def key_total(kp, rotor, **filters) -> int:
     filters.setdefault("state", DEFAULT_STATES)
     response = kp.get_key_collection_metadata(rotor.instance, **filters)
     assert response.get_status_code() == 200
-    assert response.get_result() is None
+    assert body_of(response.get_result()) is None
     return int(response.get_headers()["Key-Total"])
 
 
@@ -141,7 +146,8 @@ def list_ids(kp, rotor, **filters) -> list[str]:
     filters.setdefault("state", DEFAULT_STATES)
     response = kp.get_keys(rotor.instance, limit=5000, **filters)
     assert response.get_status_code() == 200
-    result = response.get_result()
+    assert response.get_headers()["Content-Type"] == COLLECTION_MEDIA_TYPE
+    result = body_of(response.get_result())
     resources = result.get("resources", [])
     assert result["metadata"]["collectionTotal"] == len(resources)
     for key in resources:
@@ -158,7 +164,9 @@ def wrap(kp, rotor, key_id, plaintext=None, aad=None) -> dict:
         request["aad"] = aad
     response = kp.wrap_key(key_id, rotor.instance, key_action_wrap_body=body(request))
     assert response.get_status_code() == 200
-    result = response.get_result()
+    # Flat bodies are plain JSON, which the SDK decodes itself.
+    assert isinstance(response.get_result(), dict)
+    result = body_of(response.get_result())
     assert b64d(result["ciphertext"])
     if plaintext is None:
         generated = b64d(result["plaintext"])
@@ -172,7 +180,8 @@ def unwrap(kp, rotor, key_id, ciphertext, aad=None) -> dict:
         request["aad"] = aad
     response = kp.unwrap_key(key_id, rotor.instance, body(request))
     assert response.get_status_code() == 200
-    result = response.get_result()
+    assert isinstance(response.get_result(), dict)
+    result = body_of(response.get_result())
     rotor.secrets.add("DEK returned by unwrap", b64d(result["plaintext"]))
     return result
 
@@ -189,7 +198,7 @@ def rotate(kp, rotor, key_id, payload=None):
 def delete(kp, rotor, key_id) -> dict | None:
     response = kp.delete_key(key_id, rotor.instance)
     assert response.get_status_code() in (200, 204)
-    result = response.get_result()
+    result = body_of(response.get_result())
     if result is not None:
         key = single(result)
         assert key["deleted"] is True
@@ -251,10 +260,10 @@ def test_iam_sdk_authenticator_fetches_and_decodes_the_token(kp, rotor):
     assert kp.authenticator.token_manager.expire_time == claims["exp"]
     response = kp.list_key_rings(rotor.instance)
     assert response.get_status_code() == 200
-    assert "default" in [ring["id"] for ring in response.get_result()["resources"]]
+    assert "default" in [ring["id"] for ring in body_of(response.get_result())["resources"]]
     response = kp.get_keys(rotor.instance, state=DEFAULT_STATES)
     assert response.get_status_code() == 200
-    assert response.get_result()["metadata"]["collectionType"] == KEY_TYPE
+    assert body_of(response.get_result())["metadata"]["collectionType"] == KEY_TYPE
 
 
 def test_iam_token_endpoint_answers_like_ibm_iam(rotor):
@@ -414,7 +423,7 @@ def test_iam_roles_are_enforced(kp, rotor):
 
     response = writer.create_key(rotor.instance, body(key_resource(unique("by-writer"))))
     assert response.get_status_code() == 201
-    assert single(response.get_result())["createdBy"] == sub_of(writer)
+    assert single(body_of(response.get_result()))["createdBy"] == sub_of(writer)
     assert writer.rotate_key(key["id"], rotor.instance).get_status_code() in (200, 204)
     assert len(versions(kp, rotor, key["id"])) == 2
 
@@ -491,7 +500,7 @@ def test_list_paging_and_filters(kp, rotor, raw):
         for offset in range(0, len(everything) + limit, limit):
             response = kp.get_keys(rotor.instance, limit=limit, offset=offset, state=DEFAULT_STATES)
             assert response.get_status_code() == 200
-            page = [k["id"] for k in response.get_result().get("resources", [])]
+            page = [k["id"] for k in body_of(response.get_result()).get("resources", [])]
             assert page == everything[offset:offset + limit], (limit, offset)
             pages += page
         assert pages == everything
@@ -536,7 +545,7 @@ def test_sdk_list_calls_without_a_state_filter(kp, rotor):
     key = create_key(kp, rotor)
     response = kp.get_keys(rotor.instance)
     assert response.get_status_code() == 200
-    assert key["id"] in [k["id"] for k in response.get_result()["resources"]]
+    assert key["id"] in [k["id"] for k in body_of(response.get_result())["resources"]]
     assert kp.get_keys(rotor.instance, limit=1, offset=0).get_status_code() == 200
     assert kp.get_keys(rotor.instance, extractable=False).get_status_code() == 200
     total = kp.get_key_collection_metadata(rotor.instance)
@@ -591,7 +600,7 @@ def test_patch_key_moves_it_to_another_ring(kp, rotor):
     key = create_key(kp, rotor)
     response = kp.patch_key(key["id"], rotor.instance, key_patch_body=body({"keyRingID": ring}))
     assert response.get_status_code() == 200
-    assert single(response.get_result())["keyRingID"] == ring
+    assert single(body_of(response.get_result()))["keyRingID"] == ring
     assert metadata(kp, rotor, key["id"])["keyRingID"] == ring
     assert list_ids(kp, rotor, x_kms_key_ring=ring) == [key["id"]]
     assert key["id"] not in list_ids(kp, rotor, x_kms_key_ring="default")
@@ -606,11 +615,11 @@ def test_create_key_with_policies_overrides(kp, rotor):
                            dualAuthDelete={"enabled": False})
     response = kp.create_key_with_policies_overrides(rotor.instance, body(request))
     assert response.get_status_code() == 201
-    key = single(response.get_result())
+    key = single(body_of(response.get_result()))
     assert key["name"] == name
     assert key["extractable"] is False
     assert key["dualAuthDelete"]["enabled"] is False
-    policies = kp.get_policy(key["id"], rotor.instance).get_result()["resources"]
+    policies = body_of(kp.get_policy(key["id"], rotor.instance).get_result())["resources"]
     rotation = [p["rotation"] for p in policies if "rotation" in p]
     assert rotation and rotation[0]["interval_month"] == 2
     assert rotation[0].get("enabled", True) is True
@@ -651,7 +660,7 @@ def test_wrap_without_plaintext_generates_a_dek(kp, rotor):
     # No body at all, as the SDK sends when key_action_wrap_body is omitted.
     response = kp.wrap_key(key["id"], rotor.instance)
     assert response.get_status_code() == 200
-    result = response.get_result()
+    result = body_of(response.get_result())
     dek = rotor.secrets.add("DEK generated by bodiless wrap", b64d(result["plaintext"]))
     assert len(dek) == 32
     assert b64d(unwrap(kp, rotor, key["id"], result["ciphertext"])["plaintext"]) == dek
@@ -703,7 +712,7 @@ def test_dek_wrapped_before_rotation_unwraps_after_it_and_rewraps(kp, rotor):
 
     response = kp.rewrap_key(key["id"], rotor.instance, body({"ciphertext": old["ciphertext"], "aad": aad}))
     assert response.get_status_code() == 200
-    rewrapped = response.get_result()
+    rewrapped = body_of(response.get_result())
     assert rewrapped["ciphertext"] != old["ciphertext"]
     assert "plaintext" not in rewrapped
     assert dek not in b64d(rewrapped["ciphertext"])
@@ -737,7 +746,7 @@ def test_rewrap_response_names_the_original_and_the_new_version(kp, rotor):
     ciphertext."""
     key, dek, aad, old, v1, v2 = _rotated_key_with_old_dek(kp, rotor)
     rewrapped = kp.rewrap_key(key["id"], rotor.instance, body({"ciphertext": old["ciphertext"], "aad": aad}))
-    result = rewrapped.get_result()
+    result = body_of(rewrapped.get_result())
     assert result["keyVersion"]["id"] == v1, f"keyVersion should be the original version {v1}: {result}"
     assert result["rewrappedKeyVersion"]["id"] == v2, f"rewrappedKeyVersion should be {v2}: {result}"
 
@@ -901,7 +910,7 @@ def test_delete_restore_and_purge(kp, rotor):
 
     response = kp.restore_key(key["id"], rotor.instance)
     assert response.get_status_code() == 201
-    restored = single(response.get_result())
+    restored = single(body_of(response.get_result()))
     assert restored["id"] == key["id"]
     assert restored["deleted"] is False
     assert restored["state"] == 1
@@ -952,7 +961,7 @@ def test_dual_authorization_instance_policy(kp, rotor):
         instance_dual_auth(kp, rotor, True)
         got = kp.get_instance_policy(rotor.instance, policy="dualAuthDelete")
         assert got.get_status_code() == 200
-        assert _policies_by_type(got.get_result())["dualAuthDelete"]["enabled"] is True
+        assert _policies_by_type(body_of(got.get_result()))["dualAuthDelete"]["enabled"] is True
 
         key = create_key(kp, rotor)
         with expect_status(409):
@@ -979,7 +988,7 @@ def test_dual_authorization_instance_policy(kp, rotor):
         assert meta["deletedBy"] == sub_of(second)
     finally:
         instance_dual_auth(kp, rotor, False)
-    got = kp.get_instance_policy(rotor.instance, policy="dualAuthDelete").get_result()
+    got = body_of(kp.get_instance_policy(rotor.instance, policy="dualAuthDelete").get_result())
     assert _policies_by_type(got)["dualAuthDelete"]["enabled"] is False
 
 
@@ -997,7 +1006,7 @@ def test_dual_authorization_applies_only_to_keys_created_under_the_instance_poli
         if metadata(kp, rotor, newer["id"])["dualAuthDelete"]["enabled"] is not True:
             problems.append("a key created while the instance policy is enabled shows "
                             "dualAuthDelete.enabled = false in its metadata")
-        dual = [p["dualAuthDelete"] for p in kp.get_policy(newer["id"], rotor.instance).get_result()
+        dual = [p["dualAuthDelete"] for p in body_of(kp.get_policy(newer["id"], rotor.instance).get_result())
                 .get("resources", []) if "dualAuthDelete" in p]
         if dual != [{"enabled": True}]:
             problems.append(f"GET /keys/{{id}}/policies of a key created under the instance policy lists "
@@ -1029,11 +1038,11 @@ def test_dual_authorization_key_policy(kp, rotor):
     }
     response = kp.put_policy(key["id"], rotor.instance, request)
     assert response.get_status_code() == 200
-    put = response.get_result()["resources"]
+    put = body_of(response.get_result())["resources"]
     assert any(p.get("rotation", {}).get("interval_month") == 3 for p in put)
     assert any(p.get("dualAuthDelete", {}).get("enabled") is True for p in put)
 
-    got = kp.get_policy(key["id"], rotor.instance).get_result()["resources"]
+    got = body_of(kp.get_policy(key["id"], rotor.instance).get_result())["resources"]
     rotation = [p["rotation"] for p in got if "rotation" in p]
     dual = [p["dualAuthDelete"] for p in got if "dualAuthDelete" in p]
     assert rotation and rotation[0]["interval_month"] == 3
@@ -1114,7 +1123,7 @@ def test_key_policy_rejects_bad_rotation_interval(kp, rotor):
                    "resources": [{"type": POLICY_TYPE, "rotation": {"interval_month": months}}]}
         with expect_status(400):
             kp.put_policy(key["id"], rotor.instance, request)
-    assert not [p for p in kp.get_policy(key["id"], rotor.instance).get_result().get("resources", [])
+    assert not [p for p in body_of(kp.get_policy(key["id"], rotor.instance).get_result()).get("resources", [])
                 if "rotation" in p]
 
 
@@ -1127,7 +1136,7 @@ def test_aliases(kp, rotor):
     alias = unique("alias")
     response = kp.create_key_alias(key["id"], alias, rotor.instance)
     assert response.get_status_code() == 201
-    created = single(response.get_result())
+    created = single(body_of(response.get_result()))
     assert created["alias"] == alias
     assert created["keyId"] == key["id"]
     assert get_key(kp, rotor, alias)["id"] == key["id"]
@@ -1176,7 +1185,7 @@ def test_key_rings(kp, rotor):
         kp.create_key_ring(ring, rotor.instance)
     listed = kp.list_key_rings(rotor.instance)
     assert listed.get_status_code() == 200
-    ids = [r["id"] for r in listed.get_result()["resources"]]
+    ids = [r["id"] for r in body_of(listed.get_result())["resources"]]
     assert "default" in ids and ring in ids
 
     moved = create_key(kp, rotor, ring=ring)
@@ -1193,7 +1202,7 @@ def test_key_rings(kp, rotor):
     delete(kp, rotor, purged["id"])
     kp.purge_key(purged["id"], rotor.instance)
     assert kp.delete_key_ring(ring, rotor.instance).get_status_code() == 204
-    ids = [r["id"] for r in kp.list_key_rings(rotor.instance).get_result()["resources"]]
+    ids = [r["id"] for r in body_of(kp.list_key_rings(rotor.instance).get_result())["resources"]]
     assert ring not in ids and "default" in ids
     with expect_status(404):
         kp.delete_key_ring(ring, rotor.instance)
@@ -1209,13 +1218,13 @@ def test_key_rings(kp, rotor):
 def test_registrations_are_empty(kp, rotor):
     response = kp.get_registrations_all_keys(rotor.instance)
     assert response.get_status_code() == 200
-    result = response.get_result()
+    result = body_of(response.get_result())
     assert result.get("resources", []) == []
     assert result["metadata"]["collectionTotal"] == 0
     key = create_key(kp, rotor)
     response = kp.get_registrations(key["id"], rotor.instance)
     assert response.get_status_code() == 200
-    assert response.get_result().get("resources", []) == []
+    assert body_of(response.get_result()).get("resources", []) == []
     with expect_status(404):
         kp.get_registrations(str(uuid.uuid4()), rotor.instance)
 
@@ -1243,8 +1252,8 @@ def victim(kp, rotor):
 
 
 def snapshot(kp, rotor, victim):
-    keys = kp.get_keys(rotor.instance, limit=5000, state=ALL_STATES).get_result().get("resources", [])
-    rings = kp.list_key_rings(rotor.instance).get_result()["resources"]
+    keys = body_of(kp.get_keys(rotor.instance, limit=5000, state=ALL_STATES).get_result()).get("resources", [])
+    rings = body_of(kp.list_key_rings(rotor.instance).get_result())["resources"]
     return {
         "total": key_total(kp, rotor),
         "total_all_states": key_total(kp, rotor, state=ALL_STATES),
@@ -1254,9 +1263,9 @@ def snapshot(kp, rotor, victim):
             for k in keys
         ),
         "rings": sorted(r["id"] for r in rings),
-        "instance_policies": json.dumps(kp.get_instance_policy(rotor.instance).get_result(), sort_keys=True),
+        "instance_policies": json.dumps(body_of(kp.get_instance_policy(rotor.instance).get_result()), sort_keys=True),
         "victim_versions": versions(kp, rotor, victim["key"]["id"]),
-        "victim_policies": json.dumps(kp.get_policy(victim["key"]["id"], rotor.instance).get_result(),
+        "victim_policies": json.dumps(body_of(kp.get_policy(victim["key"]["id"], rotor.instance).get_result()),
                                       sort_keys=True),
     }
 
@@ -1413,7 +1422,7 @@ def test_bad_input_never_yields_5xx_and_changes_nothing(kp, rotor, raw, victim):
             )
         elif response.status_code not in (404, 405) or path.startswith("/api/v2/keys"):
             # Key Protect errors carry the IBM error collection.
-            if response.headers.get("Content-Type", "").startswith("application/json") and response.text:
+            if response.headers.get("Content-Type", "") == COLLECTION_MEDIA_TYPE and response.text:
                 error = response.json()
                 if "resources" in error:
                     reasons = error["resources"][0].get("reasons", [])
@@ -1421,8 +1430,8 @@ def test_bad_input_never_yields_5xx_and_changes_nothing(kp, rotor, raw, victim):
                         failures.append(f"{what}: reason status {reasons[0].get('status')} != HTTP "
                                         f"{response.status_code}")
         if path.startswith("/api/v2") and response.status_code in (400, 413, 422):
-            is_json = response.headers.get("Content-Type", "").startswith("application/json")
-            if not is_json or "resources" not in response.json():
+            is_collection = response.headers.get("Content-Type", "") == COLLECTION_MEDIA_TYPE
+            if not is_collection or "resources" not in response.json():
                 failures.append(f"{what}: {response.status_code} without a Key Protect error body: "
                                 f"{response.text[:200]}")
         after = snapshot(kp, rotor, victim)

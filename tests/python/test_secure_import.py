@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ibm_cloud_sdk_core import ApiException
 
-from kphelpers import b64d, b64e, body
+from kphelpers import b64d, b64e, body, body_of
 
 KEY_TYPE = "application/vnd.ibm.kms.key+json"
 
@@ -24,8 +24,8 @@ def oaep(hash_algorithm):
 def fresh_token(kp, rotor, retrievals=1):
     created = kp.post_import_token(rotor.instance, expiration=600, max_allowed_retrievals=retrievals)
     assert created.get_status_code() == 201
-    assert created.get_result()["remainingRetrievals"] == retrievals
-    token = kp.get_import_token(rotor.instance).get_result()
+    assert body_of(created.get_result())["remainingRetrievals"] == retrievals
+    token = body_of(kp.get_import_token(rotor.instance).get_result())
     assert token["remainingRetrievals"] == retrievals - 1
     public_key = serialization.load_pem_public_key(b64d(token["payload"]))
     assert public_key.key_size == 4096
@@ -56,9 +56,9 @@ def test_secure_import_of_a_standard_key_keeps_the_exact_material(kp, rotor):
     name = f"secure-std-{uuid.uuid4().hex[:8]}"
     created = kp.create_key(rotor.instance, body(secure_body(name, public_key, nonce, material, extractable=True)))
     assert created.get_status_code() == 201
-    key = created.get_result()["resources"][0]
+    key = body_of(created.get_result())["resources"][0]
     assert key["imported"] is True
-    fetched = kp.get_key(key["id"], rotor.instance).get_result()["resources"][0]
+    fetched = body_of(kp.get_key(key["id"], rotor.instance).get_result())["resources"][0]
     assert b64d(fetched["payload"]) == material
 
 
@@ -68,11 +68,11 @@ def test_secure_import_of_a_root_key_wraps_and_unwraps(kp, rotor, algorithm):
     material = rotor.secrets.add("securely imported root key", os.urandom(32))
     name = f"secure-root-{uuid.uuid4().hex[:8]}"
     created = kp.create_key(rotor.instance, body(secure_body(name, public_key, nonce, material, algorithm=algorithm)))
-    key = created.get_result()["resources"][0]
+    key = body_of(created.get_result())["resources"][0]
     assert key["imported"] is True and key["extractable"] is False
     dek = rotor.secrets.add("dek under securely imported key", os.urandom(32))
-    wrapped = kp.wrap_key(key["id"], rotor.instance, key_action_wrap_body=body({"plaintext": b64e(dek)})).get_result()
-    unwrapped = kp.unwrap_key(key["id"], rotor.instance, body({"ciphertext": wrapped["ciphertext"]})).get_result()
+    wrapped = body_of(kp.wrap_key(key["id"], rotor.instance, key_action_wrap_body=body({"plaintext": b64e(dek)})).get_result())
+    unwrapped = body_of(kp.unwrap_key(key["id"], rotor.instance, body({"ciphertext": wrapped["ciphertext"]})).get_result())
     assert b64d(unwrapped["plaintext"]) == dek
 
 

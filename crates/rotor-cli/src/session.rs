@@ -299,3 +299,19 @@ impl Session {
         Ok(())
     }
 }
+
+/// Each unit's rows from `rows`, prefixed with the unit's number: one table for all units.
+pub fn numbered_rows(
+    units: &[(Target, UnitStatus)],
+    rows: impl Fn(&UnitStatus) -> Vec<Vec<String>>,
+) -> Vec<Vec<String>> {
+    units
+        .iter()
+        .flat_map(|(target, status)| {
+            rows(status).into_iter().map(|mut row| {
+                row.insert(0, target.number.to_string());
+                row
+            })
+        })
+        .collect()
+}

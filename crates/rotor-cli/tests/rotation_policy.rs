@@ -120,6 +120,9 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
         units: UnitPool::new(HashMap::from([(info.instance, units)])),
         purge_after_seconds: 0,
         gate: Arc::default(),
+        trusted_proxies: Arc::default(),
+        listen_port: 0,
+        last_sync: Arc::default(),
     };
     assert_eq!(rotate_due(&state, info.instance).await.unwrap(), 1);
     // Rotated now, so not due again.

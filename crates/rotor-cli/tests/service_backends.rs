@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use rotor_server::dev::{DevOptions, DevUnits, start_units};
 use rotor_server::iam::{ApiKeyConfig, IamConfig, Role, new_api_key};
 use rotor_server::pool::{PoolUnit, UnitPool};
 use rotor_server::rotation::{Phase, RotationView};
+use rotor_store::KeyStore as _;
 use rotor_unit::backend::UnitLink;
 use rotor_unit::client::UnitClient;
 use rotor_unit::daemon::Unit;
@@ -73,7 +76,8 @@ struct Deployment {
     /// starting there must fail over).
     units: Vec<Admin>,
     _processes: Option<DevUnits>,
-    _dir: tempfile::TempDir,
+    /// Holds the units' and the service's data, the keystore among them.
+    dir: tempfile::TempDir,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -103,6 +107,7 @@ fn config(
         units_token_file: token_file.map(Path::to_owned),
         purge_after_seconds: 0,
         instances: vec![instance],
+        trusted_proxies: Vec::new(),
     }
 }
 
@@ -214,7 +219,7 @@ async fn deploy(backend: Backend) -> Deployment {
         admin,
         units,
         _processes: processes,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -265,27 +270,10 @@ async fn copy_register(from: &Admin, register: Register, to: &Admin, admin: &Sig
 }
 
 impl Deployment {
-    async fn token(&self) -> String {
-        let answer: Value = reqwest::Client::new()
-            .post(format!("{}/identity/token", self.endpoint))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!(
-                "grant_type=urn:ibm:params:oauth:grant-type:apikey&apikey={}",
-                self.api_key
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        answer["access_token"].as_str().unwrap().to_owned()
-    }
-
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut request = reqwest::Client::new()
             .request(method, format!("{}{path}", self.endpoint))
-            .bearer_auth(self.token().await)
+            .bearer_auth(support::access_token(&self.endpoint, &self.api_key))
             .header("bluemix-instance", self.instance.to_string());
         if let Some(body) = body {
             request = request.json(&body);
@@ -389,6 +377,15 @@ async fn a_rotation_moves_every_key_and_they_all_unwrap(backend: Backend) {
         let ciphertext = deployment.wrap(&key, &[index; 32], &[]).await;
         wrapped.push((key, ciphertext, index));
     }
+    // The import token's private key is sealed under the master key too: it moves along.
+    let (status, answer) = deployment
+        .call(
+            reqwest::Method::POST,
+            "/api/v2/import_token",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 201, "{backend:?}: {answer}");
     let units = &deployment.units;
     let admin = &deployment.admin;
     let from = units[1].status().await.current.vp;
@@ -429,6 +426,13 @@ async fn a_rotation_moves_every_key_and_they_all_unwrap(backend: Backend) {
     let counts = deployment.keystore_vps().await;
     assert_eq!(counts.get(&to.to_string()), Some(&20), "{counts:?}");
     assert_eq!(counts.get(&from.to_string()), None, "{counts:?}");
+    let keystore =
+        rotor_store::SqliteStore::open(&deployment.dir.path().join("service/keys.db")).unwrap();
+    let token = keystore.import_token(deployment.instance).unwrap().unwrap();
+    assert!(
+        rotor_unit::keys::blob_vp(&token.sealed_private_key).is_some_and(|vp| vp.matches(&to)),
+        "{backend:?}: the import token was left under the old master key"
+    );
     for unit in units {
         unit.run(admin, Action::SetImmediate { vp: to }).await;
         assert_eq!(unit.status().await.current.vp, to);

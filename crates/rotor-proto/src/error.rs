@@ -8,134 +8,125 @@ use uuid::Uuid;
 
 use crate::wire::{ErrorBody, Register, RotationLock};
 
-/// Every code a unit answers with, for admin commands and key operations alike. On the wire it
-/// is the snake_case name (`"bad_counter"`); callers match on the enum, never on text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// The command names another unit (signed commands cannot be reused elsewhere).
-    WrongUnit,
-    /// The counter is not the unit's next one: a replay or a stale command (EP11 163).
-    BadCounter,
-    /// The same admin signed twice.
-    DuplicateSigner,
-    /// A signer is not an installed admin (EP11 257).
-    NotAnAdmin,
-    /// A signature does not verify (EP11 192/193).
-    BadSignature,
-    /// Fewer distinct admin signatures than the command class needs (EP11 208).
-    TooFewSignatures,
-    /// Only admin changes, thresholds and zeroize work in imprint mode (EP11 179).
-    ImprintMode,
-    /// The admin is already installed (EP11 256/38).
-    AdminExists,
-    /// Eight admins are installed already (EP11 261/39).
-    AdminLimit,
-    /// Admin name empty, too long or not printable.
-    AdminName,
-    /// The public key is not a valid point for its algorithm.
-    BadPublicKey,
-    /// No admin with that identifier.
-    UnknownAdmin,
-    /// Removing the admin would leave fewer admins than a threshold needs (EP11 209/66).
-    BelowThreshold,
-    /// A threshold outside 1..=8 (EP11 209/76, 209/77, 209/36, 209/56).
-    ThresholdRange,
-    /// A threshold above the number of installed admins (EP11 209/57, 209/58).
-    ThresholdAboveAdmins,
-    /// The register is not in the state the command needs.
-    RegisterState,
-    /// The VP given does not match the register (EP11 101/48).
-    VpMismatch,
-    /// The parts combine to the key already in the current register.
-    SameAsCurrent,
-    /// Not 2 or 3 key parts.
-    PartCount,
-    /// No pending importer key, or not the one the material was encrypted to.
-    NoImporter,
-    /// Encrypted key material did not open; deliberately without detail.
-    ImportFailed,
-    /// Only recovery units may do this (EP11 80/52, 80/131).
-    RecoveryOnly,
-    /// A request that does not parse.
-    BadRequest,
-    /// A response whose signature, unit or challenge does not check out.
-    ResponseNotAuthentic,
-    /// The unit could not make its state durable; nothing was acknowledged.
-    Storage,
-    /// A master key rotation pins the registers; the command would clear or replace them.
-    RotationInProgress,
-    /// No master key rotation is under way on this unit.
-    NoRotation,
-    /// The unit's current register is empty.
-    NoMasterKey,
-    /// The blob is wrapped under a master key this unit does not hold.
-    OtherMasterKey,
-    /// A blob or ciphertext did not authenticate; deliberately without detail.
-    InvalidCiphertext,
-    /// Key material, a DEK or a batch has a size the unit refuses.
-    BadSize,
-    /// Root key material never leaves a unit.
-    NotExtractable,
-    /// A batch names another master key than the one the unit wraps under.
-    WrongTarget,
-    /// No committed new master key to rewrap to.
-    NoNewMasterKey,
-    /// The unit was started without a service token.
-    KeyOperationsDisabled,
-    /// The caller did not present the service token.
-    Unauthorized,
-    /// No such operation.
-    NotFound,
-    /// A code this build does not know (a newer unit); the message still explains it.
-    #[serde(other)]
-    Unknown,
+/// Defines [`ErrorCode`] from one list: each variant with its wire text, written once.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = $text:literal,)*) => {
+        /// Every code a unit answers with, for admin commands and key operations alike. On the
+        /// wire it is its snake_case text (`"bad_counter"`); callers match on the enum, never on
+        /// text.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $variant,)*
+            /// A code this build does not know (a newer unit); the message still explains it.
+            Unknown,
+        }
+
+        impl ErrorCode {
+            /// The code as it appears on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)*
+                    Self::Unknown => "unknown",
+                }
+            }
+
+            /// The code for its wire text; [`Self::Unknown`] for text this build does not know.
+            pub fn from_wire(text: &str) -> Self {
+                match text {
+                    $($text => Self::$variant,)*
+                    _ => Self::Unknown,
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// The code as it appears on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::WrongUnit => "wrong_unit",
-            Self::BadCounter => "bad_counter",
-            Self::DuplicateSigner => "duplicate_signer",
-            Self::NotAnAdmin => "not_an_admin",
-            Self::BadSignature => "bad_signature",
-            Self::TooFewSignatures => "too_few_signatures",
-            Self::ImprintMode => "imprint_mode",
-            Self::AdminExists => "admin_exists",
-            Self::AdminLimit => "admin_limit",
-            Self::AdminName => "admin_name",
-            Self::BadPublicKey => "bad_public_key",
-            Self::UnknownAdmin => "unknown_admin",
-            Self::BelowThreshold => "below_threshold",
-            Self::ThresholdRange => "threshold_range",
-            Self::ThresholdAboveAdmins => "threshold_above_admins",
-            Self::RegisterState => "register_state",
-            Self::VpMismatch => "vp_mismatch",
-            Self::SameAsCurrent => "same_as_current",
-            Self::PartCount => "part_count",
-            Self::NoImporter => "no_importer",
-            Self::ImportFailed => "import_failed",
-            Self::RecoveryOnly => "recovery_only",
-            Self::BadRequest => "bad_request",
-            Self::ResponseNotAuthentic => "response_not_authentic",
-            Self::Storage => "storage",
-            Self::RotationInProgress => "rotation_in_progress",
-            Self::NoRotation => "no_rotation",
-            Self::NoMasterKey => "no_master_key",
-            Self::OtherMasterKey => "other_master_key",
-            Self::InvalidCiphertext => "invalid_ciphertext",
-            Self::BadSize => "bad_size",
-            Self::NotExtractable => "not_extractable",
-            Self::WrongTarget => "wrong_target",
-            Self::NoNewMasterKey => "no_new_master_key",
-            Self::KeyOperationsDisabled => "key_operations_disabled",
-            Self::Unauthorized => "unauthorized",
-            Self::NotFound => "not_found",
-            Self::Unknown => "unknown",
-        }
+error_codes! {
+    /// The command names another unit (signed commands cannot be reused elsewhere).
+    WrongUnit = "wrong_unit",
+    /// The counter is not the unit's next one: a replay or a stale command (EP11 163).
+    BadCounter = "bad_counter",
+    /// The same admin signed twice.
+    DuplicateSigner = "duplicate_signer",
+    /// A signer is not an installed admin (EP11 257).
+    NotAnAdmin = "not_an_admin",
+    /// A signature does not verify (EP11 192/193).
+    BadSignature = "bad_signature",
+    /// Fewer distinct admin signatures than the command class needs (EP11 208).
+    TooFewSignatures = "too_few_signatures",
+    /// Only admin changes, thresholds and zeroize work in imprint mode (EP11 179).
+    ImprintMode = "imprint_mode",
+    /// The admin is already installed (EP11 256/38).
+    AdminExists = "admin_exists",
+    /// Eight admins are installed already (EP11 261/39).
+    AdminLimit = "admin_limit",
+    /// Admin name empty, too long or not printable.
+    AdminName = "admin_name",
+    /// The public key is not a valid point for its algorithm.
+    BadPublicKey = "bad_public_key",
+    /// No admin with that identifier.
+    UnknownAdmin = "unknown_admin",
+    /// Removing the admin would leave fewer admins than a threshold needs (EP11 209/66).
+    BelowThreshold = "below_threshold",
+    /// A threshold outside 1..=8 (EP11 209/76, 209/77, 209/36, 209/56).
+    ThresholdRange = "threshold_range",
+    /// A threshold above the number of installed admins (EP11 209/57, 209/58).
+    ThresholdAboveAdmins = "threshold_above_admins",
+    /// The register is not in the state the command needs.
+    RegisterState = "register_state",
+    /// The VP given does not match the register (EP11 101/48).
+    VpMismatch = "vp_mismatch",
+    /// The parts combine to the key already in the current register.
+    SameAsCurrent = "same_as_current",
+    /// Not 2 or 3 key parts.
+    PartCount = "part_count",
+    /// No pending importer key, or not the one the material was encrypted to.
+    NoImporter = "no_importer",
+    /// Encrypted key material did not open; deliberately without detail.
+    ImportFailed = "import_failed",
+    /// Only recovery units may do this (EP11 80/52, 80/131).
+    RecoveryOnly = "recovery_only",
+    /// A request that does not parse.
+    BadRequest = "bad_request",
+    /// A response whose signature, unit or challenge does not check out.
+    ResponseNotAuthentic = "response_not_authentic",
+    /// The unit could not make its state durable; nothing was acknowledged.
+    Storage = "storage",
+    /// A master key rotation pins the registers; the command would clear or replace them.
+    RotationInProgress = "rotation_in_progress",
+    /// No master key rotation is under way on this unit.
+    NoRotation = "no_rotation",
+    /// The unit's current register is empty.
+    NoMasterKey = "no_master_key",
+    /// The blob is wrapped under a master key this unit does not hold.
+    OtherMasterKey = "other_master_key",
+    /// A blob or ciphertext did not authenticate; deliberately without detail.
+    InvalidCiphertext = "invalid_ciphertext",
+    /// Key material, a DEK or a batch has a size the unit refuses.
+    BadSize = "bad_size",
+    /// Root key material never leaves a unit.
+    NotExtractable = "not_extractable",
+    /// A batch names another master key than the one the unit wraps under.
+    WrongTarget = "wrong_target",
+    /// No committed new master key to rewrap to.
+    NoNewMasterKey = "no_new_master_key",
+    /// The unit was started without a service token.
+    KeyOperationsDisabled = "key_operations_disabled",
+    /// The caller did not present the service token.
+    Unauthorized = "unauthorized",
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(Self::from_wire(&text))
     }
 }
 
@@ -452,3 +443,22 @@ impl std::fmt::Display for UnitError {
 }
 
 impl std::error::Error for UnitError {}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn codes_cross_the_wire_as_their_text_and_unknown_ones_are_kept_apart() {
+        let json = serde_json::to_string(&ErrorCode::BadCounter).unwrap();
+        assert_eq!(json, r#""bad_counter""#);
+        let back: ErrorCode = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ErrorCode::BadCounter);
+        let newer: ErrorCode = serde_json::from_str(r#""a_code_from_a_newer_unit""#).unwrap();
+        assert_eq!(newer, ErrorCode::Unknown);
+        assert_eq!(
+            ErrorCode::from_wire("no_new_master_key"),
+            ErrorCode::NoNewMasterKey
+        );
+    }
+}

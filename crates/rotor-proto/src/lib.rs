@@ -4,7 +4,9 @@
 //! - [`wire`]: admin commands, their signatures and the unit's signed responses;
 //! - [`error`]: every way a unit refuses a request, with its stable code;
 //! - [`keyops`]: the key operations the service calls, each tied to its reply by [`UnitOp`];
-//! - [`binding`]: what a wrapped blob is bound to.
+//! - [`binding`]: what a wrapped blob is bound to;
+//! - [`rotation`]: the master key rotation journal and the service's views of a rotation and
+//!   of key storage.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -12,6 +14,7 @@
 pub mod binding;
 pub mod error;
 pub mod keyops;
+pub mod rotation;
 pub mod wire;
 
 pub use error::{ErrorCode, UnitError};

@@ -33,7 +33,7 @@ use rotor_util::time::unix_now;
 use crate::iam::{Iam, Role, load_or_create_secret};
 use crate::kp::KpState;
 use crate::pool::{PoolUnit, UnitPool};
-use crate::rotation::{RotationError, Rotations};
+use crate::rotation::{Journal, KeystoreView, MasterKeyCount, RotationError, Rotations};
 use rotor_unit::backend::{HttpUnit, UnitLink};
 
 /// The largest request body the service accepts.
@@ -171,6 +171,9 @@ impl Service {
             units,
             purge_after_seconds: config.purge_after_seconds,
             gate,
+            trusted_proxies: config.trusted_proxies.clone().into(),
+            listen_port: config.listen.port(),
+            last_sync: Arc::default(),
         };
         Ok(Self {
             config: Arc::new(config),
@@ -342,14 +345,14 @@ async fn keystore(
     }
     let store = Arc::clone(&service.kp.store);
     match rotor_util::blocking(|| store.count_by_vp(id)) {
-        Ok(counts) => {
-            let master_keys: Vec<_> = counts
-                .iter()
-                .map(|(vp, versions)| serde_json::json!({"vp": vp, "key_versions": versions}))
-                .collect();
-            axum::Json(serde_json::json!({"instance": id, "master_keys": master_keys}))
-                .into_response()
-        }
+        Ok(counts) => axum::Json(KeystoreView {
+            instance: id,
+            master_keys: counts
+                .into_iter()
+                .map(|(vp, key_versions)| MasterKeyCount { vp, key_versions })
+                .collect(),
+        })
+        .into_response(),
         Err(err) => {
             tracing::error!(error = %err, "key storage failed");
             ApiError {
@@ -394,7 +397,7 @@ fn rotation_error(err: &RotationError) -> Response {
 }
 
 /// `{"rotation": journal}`, or the refusal.
-fn journal_reply(result: Result<crate::rotation::Journal, RotationError>) -> Response {
+fn journal_reply(result: Result<Journal, RotationError>) -> Response {
     match result {
         Ok(journal) => axum::Json(serde_json::json!({ "rotation": journal })).into_response(),
         Err(err) => rotation_error(&err),

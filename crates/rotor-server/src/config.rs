@@ -5,6 +5,7 @@
 //! data_dir = "/var/lib/rotor"             # keystore (keys.db) and token signing key (iam.key)
 //! units_token_file = "/etc/rotor/units.token"   # the token units accept for key operations
 //! purge_after_seconds = 14400             # a deleted key can be purged after 4 hours
+//! trusted_proxies = ["10.0.0.0/24"]       # X-Forwarded-For is believed only from these
 //!
 //! [iam]
 //! token_ttl_seconds = 3600
@@ -59,6 +60,10 @@ pub struct Config {
     /// The instances it serves.
     #[serde(default)]
     pub instances: Vec<InstanceConfig>,
+    /// Reverse proxies in front of the service (CIDR blocks): from these peers the client
+    /// address an `allowedIP` instance policy checks is taken from `X-Forwarded-For`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<crate::kp::Cidr>,
 }
 
 /// One instance: a tenant with its units.

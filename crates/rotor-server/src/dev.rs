@@ -297,5 +297,6 @@ pub fn config(
         units_token_file: Some(units.dir.join("units.token")),
         purge_after_seconds,
         instances: vec![units.instance.clone()],
+        trusted_proxies: Vec::new(),
     }
 }

@@ -21,9 +21,22 @@ pub async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
 ) -> Result<(), api::StartError> {
+    let mut config = config;
+    // The address actually bound (the configured port may be 0), which the Key Protect API
+    // reports as the instance's port.
+    config.listen = listener
+        .local_addr()
+        .map_err(|err| api::StartError(err.to_string()))?;
     let service = Service::open(config)?;
     let background = service.start_background();
-    let served = axum::serve(listener, service.router()).await;
+    // Connection info gives the Key Protect routes the client address `allowedIP` checks.
+    let served = axum::serve(
+        listener,
+        service
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await;
     background.abort();
     served.map_err(|err| api::StartError(err.to_string()))
 }

@@ -32,6 +32,8 @@ pub struct PoolUnit {
 
 struct InstanceUnits {
     units: Vec<PoolUnit>,
+    /// The operational ones among them, kept apart so the hot path allocates nothing.
+    operational: Vec<PoolUnit>,
     /// Where the next key operation starts, so load spreads over the units.
     next: AtomicUsize,
 }
@@ -52,12 +54,12 @@ pub enum PoolError {
         /// The last unit's answer, for the log and the message.
         last: String,
     },
-    /// A unit did not answer a request that every unit must answer.
-    UnitUnreachable {
+    /// A unit failed a request that every unit must answer.
+    UnitFailed {
         /// The unit.
         unit: Uuid,
-        /// Why.
-        why: String,
+        /// Its answer, or why there was none.
+        why: CallError,
     },
 }
 
@@ -71,7 +73,7 @@ impl std::fmt::Display for PoolError {
                 f,
                 "no crypto unit of this instance could serve the request: none has a usable current master key or none is reachable (last: {last})"
             ),
-            Self::UnitUnreachable { unit, why } => write!(f, "unit {unit} did not answer ({why})"),
+            Self::UnitFailed { unit, why } => write!(f, "unit {unit}: {why}"),
         }
     }
 }
@@ -102,8 +104,14 @@ impl UnitPool {
         let instances = instances
             .into_iter()
             .map(|(id, units)| {
+                let operational = units
+                    .iter()
+                    .filter(|unit| unit.operational)
+                    .cloned()
+                    .collect();
                 let units = InstanceUnits {
                     units,
+                    operational,
                     next: AtomicUsize::new(0),
                 };
                 (id, units)
@@ -132,16 +140,19 @@ impl UnitPool {
             .ok_or(PoolError::UnknownInstance(instance))
     }
 
-    fn operational(&self, instance: Uuid) -> Result<Vec<&PoolUnit>, PoolError> {
-        let units: Vec<_> = self
-            .units(instance)?
-            .iter()
-            .filter(|unit| unit.operational)
-            .collect();
-        if units.is_empty() {
+    /// The operational units of `instance`, and where the next key operation starts.
+    fn operational(&self, instance: Uuid) -> Result<(&[PoolUnit], usize), PoolError> {
+        let found = self
+            .instances
+            .get(&instance)
+            .ok_or(PoolError::UnknownInstance(instance))?;
+        if found.operational.is_empty() {
             return Err(PoolError::NoOperationalUnit);
         }
-        Ok(units)
+        Ok((
+            &found.operational,
+            found.next.fetch_add(1, Ordering::Relaxed),
+        ))
     }
 
     /// Runs a key operation on the operational units of `instance`, starting from a rotating
@@ -152,14 +163,10 @@ impl UnitPool {
         instance: Uuid,
         request: &Op,
     ) -> Result<Op::Reply, PoolError> {
-        let units = self.operational(instance)?;
-        let start = self
-            .instances
-            .get(&instance)
-            .map_or(0, |units| units.next.fetch_add(1, Ordering::Relaxed));
+        let (units, start) = self.operational(instance)?;
         let mut last = String::new();
         for offset in 0..units.len() {
-            let unit = units[(start + offset) % units.len()];
+            let unit = &units[(start + offset) % units.len()];
             match unit.link.call(request).await {
                 Ok(reply) => return Ok(reply),
                 Err(CallError::Refused(body)) if ends_the_search(body.code) => {
@@ -196,10 +203,7 @@ impl UnitPool {
                 .link
                 .status()
                 .await
-                .map_err(|err| PoolError::UnitUnreachable {
-                    unit: unit.id,
-                    why: err.to_string(),
-                })?;
+                .map_err(|why| PoolError::UnitFailed { unit: unit.id, why })?;
             statuses.push(status);
         }
         Ok(statuses)
@@ -215,10 +219,7 @@ impl UnitPool {
             unit.link
                 .call(request)
                 .await
-                .map_err(|err| PoolError::UnitUnreachable {
-                    unit: unit.id,
-                    why: err.to_string(),
-                })?;
+                .map_err(|why| PoolError::UnitFailed { unit: unit.id, why })?;
         }
         Ok(())
     }
@@ -233,11 +234,11 @@ impl UnitPool {
         first: usize,
         request: &RewrapBatch,
     ) -> Result<Option<RewrapBatchResult>, PoolError> {
-        let units = self.operational(instance)?;
+        let (units, _) = self.operational(instance)?;
         loop {
             let mut wrong_target = 0;
             for offset in 0..units.len() {
-                let unit = units[(first + offset) % units.len()];
+                let unit = &units[(first + offset) % units.len()];
                 match unit.link.call(request).await {
                     Ok(result) => return Ok(Some(result)),
                     Err(err) if err.code() == Some(ErrorCode::WrongTarget) => wrong_target += 1,
@@ -255,6 +256,8 @@ impl UnitPool {
 
     /// How many operational units `instance` has, so the engine runs as many workers.
     pub fn operational_count(&self, instance: Uuid) -> usize {
-        self.operational(instance).map_or(0, |units| units.len())
+        self.instances
+            .get(&instance)
+            .map_or(0, |units| units.operational.len())
     }
 }

@@ -1,14 +1,12 @@
 //! Master key rotation of an instance's key storage.
 //!
-//! [`Journal`] is the durable record of one rotation (from-VP, to-VP, phase, progress) and a
-//! pure state machine; [`Rotations`] is the engine that drives it: it rewraps every blob still
-//! under the source master key in batches inside a unit, writes each one back only if it is
-//! unchanged meanwhile, and, when none is left, tells every unit that key storage is
-//! reencrypted so that admins may promote it. The engine resumes from the journal and the
-//! keystore alone, so a restarted service picks up where it stopped.
-//!
-//! Phases: `reencrypting` → `reencrypted` → `completed` (every unit promoted), or, when admins
-//! abort, `aborting` → `aborted` (everything back under the old master key).
+//! [`Journal`] (in `rotor_proto::rotation`, re-exported here) is the durable record of one
+//! rotation (from-VP, to-VP, phase, progress) and a pure state machine; [`Rotations`] is the
+//! engine that drives it: it rewraps every blob still under the source master key in batches
+//! inside a unit, writes each one back only if it is unchanged meanwhile, and, when none is
+//! left, tells every unit that key storage is reencrypted so that admins may promote it. The
+//! engine resumes from the journal and the keystore alone, so a restarted service picks up
+//! where it stopped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use rotor_crypto::Vp;
 use rotor_proto::keyops::{BatchItem, FinishReencryption, RewrapBatch};
+pub use rotor_proto::rotation::{
+    Journal, JournalConflict, KeystoreView, MasterKeyCount, Phase, RotationView, Start,
+};
 use rotor_store::{BlobReplacement, KeyStore, StoreError, StoredBlob};
 
 use rotor_unit::keys::{Binding, BlobBinding};
@@ -24,7 +25,6 @@ use rotor_util::blocking;
 use rotor_util::time::now_ms;
 
 use crate::pool::{PoolError, UnitPool};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, mpsc};
 use uuid::Uuid;
 
@@ -36,176 +36,6 @@ const PIPELINE_DEPTH: usize = 4;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// How often progress is written to the journal.
 const JOURNAL_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Where a rotation stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Blobs are being rewrapped from `from` to `to`.
-    Reencrypting,
-    /// Every blob is under `to`; units may be promoted.
-    Reencrypted,
-    /// Admins aborted: blobs are being rewrapped back from `to` to `from`.
-    Aborting,
-    /// The abort finished: everything is under `from` again.
-    Aborted,
-    /// Every unit was promoted to `to`.
-    Completed,
-}
-
-/// The durable record of one master key rotation of an instance.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Journal {
-    /// The master key key storage was under.
-    pub from: Vp,
-    /// The master key key storage moves to.
-    pub to: Vp,
-    /// Where it stands.
-    pub phase: Phase,
-    /// Blobs under the source master key when the current direction began.
-    pub total: u64,
-    /// Blobs rewrapped in the current direction.
-    pub done: u64,
-    /// Unix milliseconds.
-    pub started: i64,
-    /// Unix milliseconds of the last change.
-    pub updated: i64,
-    /// Unix milliseconds when it reached `reencrypted` or `aborted`.
-    #[serde(default)]
-    pub reencrypted: Option<i64>,
-    /// Why the engine is waiting, if it is.
-    #[serde(default)]
-    pub waiting: Option<String>,
-}
-
-/// What a request to rotate from one master key to another does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Start {
-    /// No rotation is open: begin one.
-    New,
-    /// The same rotation is open: continue it.
-    Resume,
-}
-
-impl Journal {
-    /// A rotation that begins with `total` blobs under `from`.
-    pub fn begin(from: Vp, to: Vp, total: u64, now: i64) -> Self {
-        Self {
-            from,
-            to,
-            phase: Phase::Reencrypting,
-            total,
-            done: 0,
-            started: now,
-            updated: now,
-            reencrypted: None,
-            waiting: None,
-        }
-    }
-
-    /// Neither completed nor aborted: the registers stay pinned.
-    pub fn open(&self) -> bool {
-        !matches!(self.phase, Phase::Aborted | Phase::Completed)
-    }
-
-    /// The engine's direction (source, target), while it has blobs to move.
-    pub fn direction(&self) -> Option<(Vp, Vp)> {
-        match self.phase {
-            Phase::Reencrypting => Some((self.from, self.to)),
-            Phase::Aborting => Some((self.to, self.from)),
-            _ => None,
-        }
-    }
-
-    /// Decides what a request to rotate `from` → `to` does, given this journal on record.
-    pub fn start(existing: Option<&Self>, from: Vp, to: Vp) -> Result<Start, RotationError> {
-        match existing {
-            Some(journal) if journal.open() => {
-                if !(journal.from.matches(&from) && journal.to.matches(&to)) {
-                    return Err(RotationError::Conflict(format!(
-                        "a rotation from {} to {} is open on this instance; finish it (run the rotation again) or abort it first",
-                        journal.from, journal.to
-                    )));
-                }
-                if journal.phase == Phase::Aborting {
-                    return Err(RotationError::Conflict(
-                        "admins aborted this rotation; key storage is being rewrapped back to the old master key".to_owned(),
-                    ));
-                }
-                Ok(Start::Resume)
-            }
-            _ if from.matches(&to) => Err(RotationError::Conflict(
-                "the new master key is the current one; load a different new master key".to_owned(),
-            )),
-            _ => Ok(Start::New),
-        }
-    }
-
-    /// Records `count` more blobs moved.
-    pub fn record(&mut self, count: u64, now: i64) {
-        self.done = self.done.saturating_add(count);
-        self.updated = now;
-    }
-
-    /// No blob is left under the source master key and every unit knows it.
-    pub fn source_empty(&mut self, now: i64) {
-        self.phase = match self.phase {
-            Phase::Reencrypting => Phase::Reencrypted,
-            Phase::Aborting => Phase::Aborted,
-            other => other,
-        };
-        self.reencrypted = Some(now);
-        self.waiting = None;
-        self.updated = now;
-    }
-
-    /// Admins aborted: move everything back, starting from `total` blobs under `to`.
-    pub fn abort(&mut self, total: u64, now: i64) -> Result<(), RotationError> {
-        match self.phase {
-            Phase::Reencrypting | Phase::Reencrypted => {
-                self.phase = Phase::Aborting;
-                self.total = total;
-                self.done = 0;
-                self.reencrypted = None;
-                self.updated = now;
-                Ok(())
-            }
-            Phase::Aborting => Ok(()),
-            _ => Err(RotationError::Conflict(
-                "no rotation is open on this instance; there is nothing to abort".to_owned(),
-            )),
-        }
-    }
-
-    /// Every unit was promoted.
-    pub fn complete(&mut self, now: i64) -> Result<(), RotationError> {
-        match self.phase {
-            Phase::Reencrypted => {
-                self.phase = Phase::Completed;
-                self.updated = now;
-                Ok(())
-            }
-            Phase::Completed => Ok(()),
-            _ => Err(RotationError::Conflict(format!(
-                "the rotation is {}, not reencrypted; it cannot complete yet",
-                self.phase.label()
-            ))),
-        }
-    }
-}
-
-impl Phase {
-    /// For messages.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Reencrypting => "reencrypting",
-            Self::Reencrypted => "reencrypted",
-            Self::Aborting => "aborting",
-            Self::Aborted => "aborted",
-            Self::Completed => "completed",
-        }
-    }
-}
 
 /// Why a rotation request was refused.
 #[derive(Debug)]
@@ -254,6 +84,12 @@ impl std::fmt::Display for RotationError {
 
 impl std::error::Error for RotationError {}
 
+impl From<JournalConflict> for RotationError {
+    fn from(conflict: JournalConflict) -> Self {
+        Self::Conflict(conflict.to_string())
+    }
+}
+
 impl From<StoreError> for RotationError {
     fn from(err: StoreError) -> Self {
         tracing::error!(error = %err, "key storage failed during a rotation");
@@ -270,22 +106,6 @@ struct Live {
     /// Blobs moved in the current direction, the journal's count plus what this run moved
     /// since (the journal itself is written once a second).
     done: u64,
-}
-
-/// A rotation as `GET /v1/instances/{id}/rotation` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RotationView {
-    /// The journal.
-    #[serde(flatten)]
-    pub journal: Journal,
-    /// Blobs still under the source master key.
-    pub remaining: u64,
-    /// Blobs per second in this run of the engine.
-    pub rate: f64,
-    /// Estimated seconds left.
-    pub seconds_left: Option<f64>,
-    /// Whether the engine is working on it now.
-    pub running: bool,
 }
 
 /// The rotation engine of every instance.
@@ -324,19 +144,13 @@ impl Rotations {
 
     /// The journal on record.
     pub fn journal(&self, instance: Uuid) -> Result<Option<Journal>, RotationError> {
-        let Some(value) = blocking(|| self.store.rotation_journal(instance))? else {
-            return Ok(None);
-        };
-        serde_json::from_value(value)
-            .map(Some)
-            .map_err(|err| RotationError::Storage(StoreError::Corrupt(err.to_string())))
+        Ok(blocking(|| self.store.rotation_journal(instance))?)
     }
 
     fn save(&self, instance: Uuid, journal: &Journal) -> Result<(), RotationError> {
-        let value = serde_json::to_value(journal)
-            .map_err(|err| RotationError::Storage(StoreError::Corrupt(err.to_string())))?;
-        blocking(|| self.store.put_rotation_journal(instance, &value))?;
-        Ok(())
+        Ok(blocking(|| {
+            self.store.put_rotation_journal(instance, journal)
+        })?)
     }
 
     /// Applies `change` to the journal on record and stores it if `change` says so; returns
@@ -831,28 +645,25 @@ async fn rewrap_in_units(
     }
 }
 
-/// Rewraps the instance's import token private key, if it is under `source`.
+/// Rewraps the instance's import token private key, if it is under `source`. A token whose
+/// row does not parse is reported and left behind: it is short-lived, and a new one can be
+/// made after the rotation, which it must not stop.
 async fn moved_tokens(
     engine: &Rotations,
     instance: Uuid,
     source: &Vp,
     target: &Vp,
 ) -> Result<(), RotationError> {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::STANDARD;
-    let Some(token) = blocking(|| engine.store.update_import_token(instance, &mut |_| Ok(())))?
-    else {
-        return Ok(());
+    let token = match blocking(|| engine.store.import_token(instance)) {
+        Ok(Some(token)) => token,
+        Ok(None) => return Ok(()),
+        Err(err @ StoreError::Corrupt(_)) => {
+            tracing::error!(%instance, error = %err, "the import token stays under the old master key; create a new one after the rotation");
+            return Ok(());
+        }
+        Err(err) => return Err(err.into()),
     };
-    let (Some(id), Some(sealed)) = (
-        token["id"].as_str().and_then(|id| Uuid::parse_str(id).ok()),
-        token["sealed_private_key"]
-            .as_str()
-            .and_then(|b64| STANDARD.decode(b64).ok()),
-    ) else {
-        return Ok(());
-    };
-    if !rotor_unit::keys::blob_vp(&sealed).is_some_and(|vp| vp.matches(source)) {
+    if !rotor_unit::keys::blob_vp(&token.sealed_private_key).is_some_and(|vp| vp.matches(source)) {
         return Ok(());
     }
     let request = RewrapBatch {
@@ -860,76 +671,28 @@ async fn moved_tokens(
         items: vec![BatchItem {
             binding: BlobBinding::ImportToken {
                 instance,
-                token: id,
+                token: token.id,
             },
-            blob: sealed.clone(),
+            blob: token.sealed_private_key.clone(),
         }],
     };
-    if let Ok(Some(result)) = engine.units.rewrap_batch(instance, 0, &request).await {
-        let Some(Some(new)) = result.blobs.into_iter().next() else {
-            return Ok(());
-        };
-        let old = STANDARD.encode(&sealed);
-        blocking(|| {
-            engine.store.update_import_token(instance, &mut |slot| {
-                if let Some(value) = slot.as_mut()
-                    && value["sealed_private_key"].as_str() == Some(old.as_str())
-                {
-                    value["sealed_private_key"] = STANDARD.encode(&new).into();
-                }
-                Ok(())
-            })
-        })?;
+    let Ok(Some(result)) = engine.units.rewrap_batch(instance, 0, &request).await else {
         return Ok(());
-    }
+    };
+    let Some(Some(rewrapped)) = result.blobs.into_iter().next() else {
+        return Ok(());
+    };
+    blocking(|| {
+        engine.store.update_import_token(instance, &mut |slot| {
+            // Only the token that was read, unless it was replaced meanwhile.
+            if let Some(stored) = slot.as_mut()
+                && stored.id == token.id
+                && stored.sealed_private_key == token.sealed_private_key
+            {
+                stored.sealed_private_key.clone_from(&rewrapped);
+            }
+            Ok(())
+        })
+    })?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn vp(byte: u8) -> Vp {
-        Vp([byte; 32])
-    }
-
-    #[test]
-    fn a_rotation_resumes_only_itself() {
-        assert_eq!(Journal::start(None, vp(1), vp(2)).unwrap(), Start::New);
-        assert!(Journal::start(None, vp(1), vp(1)).is_err());
-        let mut journal = Journal::begin(vp(1), vp(2), 10, 0);
-        assert_eq!(
-            Journal::start(Some(&journal), vp(1), vp(2)).unwrap(),
-            Start::Resume
-        );
-        assert!(Journal::start(Some(&journal), vp(1), vp(3)).is_err());
-        journal.record(10, 1);
-        journal.source_empty(2);
-        assert_eq!(journal.phase, Phase::Reencrypted);
-        assert_eq!(journal.direction(), None);
-        journal.complete(3).unwrap();
-        assert!(!journal.open());
-        assert_eq!(
-            Journal::start(Some(&journal), vp(2), vp(3)).unwrap(),
-            Start::New
-        );
-    }
-
-    #[test]
-    fn an_abort_reverses_the_direction_and_cannot_complete() {
-        let mut journal = Journal::begin(vp(1), vp(2), 10, 0);
-        journal.record(4, 1);
-        journal.abort(4, 2).unwrap();
-        assert_eq!(journal.direction(), Some((vp(2), vp(1))));
-        assert_eq!(journal.done, 0);
-        assert!(Journal::start(Some(&journal), vp(1), vp(2)).is_err());
-        assert!(journal.complete(3).is_err());
-        journal.source_empty(3);
-        assert_eq!(journal.phase, Phase::Aborted);
-        assert!(journal.abort(0, 4).is_err());
-        assert_eq!(
-            Journal::start(Some(&journal), vp(1), vp(2)).unwrap(),
-            Start::New
-        );
-    }
 }

@@ -1,6 +1,8 @@
 //! rotor's key storage: per instance, keys with their metadata, every version's wrapped blob
-//! (tagged with the VP of the master key that wraps it), aliases, key rings and instance
-//! policies. The storage never sees key material in the clear.
+//! (tagged with the VP of the master key that wraps it), aliases, key rings, instance
+//! policies, the import token and the master key rotation journal. The storage never sees key
+//! material in the clear. Each row kind is a typed record; a row that does not parse is a
+//! [`StoreError::Corrupt`] that names it.
 //!
 //! [`KeyStore`] is the seam; [`SqliteStore`] implements it on an embedded SQLite database in WAL
 //! mode with `synchronous = FULL`, so every acknowledged change is durable.
@@ -11,6 +13,7 @@
 mod sqlite;
 
 use rotor_crypto::Vp;
+use rotor_proto::rotation::Journal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -159,6 +162,28 @@ pub struct KeyRing {
     pub created_by: String,
 }
 
+/// An instance's import token for secure import: an RSA key pair made inside a unit, whose
+/// private key is stored only sealed under the master key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportToken {
+    /// Its id, part of the sealed private key's binding.
+    pub id: Uuid,
+    /// Creation time (ms).
+    pub created: i64,
+    /// Expiry time (ms).
+    pub expires: i64,
+    /// How many times the public key may be retrieved in all.
+    pub max_retrievals: u32,
+    /// How many retrievals are left.
+    pub remaining: u32,
+    /// X.509 SubjectPublicKeyInfo DER.
+    pub public_key: Vec<u8>,
+    /// Random bytes the importer encrypts under the key material, to prove it holds it.
+    pub nonce: Vec<u8>,
+    /// The private key sealed under the master key by a unit (a blob that names its VP).
+    pub sealed_private_key: Vec<u8>,
+}
+
 /// What to list.
 #[derive(Clone, Debug, Default)]
 pub struct ListFilter {
@@ -264,13 +289,15 @@ pub trait KeyStore: Send + Sync {
         instance: Uuid,
         policies: &serde_json::Value,
     ) -> Result<(), StoreError>;
+    /// The instance's import token, if it has one.
+    fn import_token(&self, instance: Uuid) -> Result<Option<ImportToken>, StoreError>;
     /// Reads the instance's import token, lets `change` edit (or remove) it, and stores the
     /// result, atomically; returns what was stored. If `change` fails, nothing is stored.
     fn update_import_token(
         &self,
         instance: Uuid,
-        change: &mut dyn FnMut(&mut Option<serde_json::Value>) -> Result<(), StoreError>,
-    ) -> Result<Option<serde_json::Value>, StoreError>;
+        change: &mut dyn FnMut(&mut Option<ImportToken>) -> Result<(), StoreError>,
+    ) -> Result<Option<ImportToken>, StoreError>;
     /// How many key versions of an instance sit under each master key VP.
     fn count_by_vp(&self, instance: Uuid) -> Result<Vec<(Vp, u64)>, StoreError>;
     /// How many key versions of an instance sit under the master key `vp`.
@@ -290,13 +317,9 @@ pub trait KeyStore: Send + Sync {
     /// transaction; returns how many were replaced (the others changed meanwhile).
     fn replace_blobs(&self, replacements: &[BlobReplacement]) -> Result<u64, StoreError>;
     /// The instance's master key rotation journal, if it ever had one.
-    fn rotation_journal(&self, instance: Uuid) -> Result<Option<serde_json::Value>, StoreError>;
+    fn rotation_journal(&self, instance: Uuid) -> Result<Option<Journal>, StoreError>;
     /// Replaces the instance's rotation journal.
-    fn put_rotation_journal(
-        &self,
-        instance: Uuid,
-        journal: &serde_json::Value,
-    ) -> Result<(), StoreError>;
+    fn put_rotation_journal(&self, instance: Uuid, journal: &Journal) -> Result<(), StoreError>;
 }
 
 /// A stored key version blob, as a rotation reads it.

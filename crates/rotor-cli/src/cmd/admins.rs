@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::args::AdminsCommand;
 use crate::output::{admin_rows, print_json, table};
-use crate::session::{Session, Target};
+use crate::session::{Session, Target, numbered_rows};
 use crate::workstation::SigkeyFile;
 
 /// `rotor admins …`
@@ -21,14 +21,7 @@ pub async fn admins(session: &Session, command: Option<AdminsCommand>) -> Result
                     .collect();
                 print_json(&json!({ "units": view }));
             } else {
-                let mut rows = Vec::new();
-                for (target, status) in &units {
-                    for row in admin_rows(status) {
-                        let mut full = vec![target.number.to_string()];
-                        full.extend(row);
-                        rows.push(full);
-                    }
-                }
+                let rows = numbered_rows(&units, admin_rows);
                 print!(
                     "{}",
                     table(

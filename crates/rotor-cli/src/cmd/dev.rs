@@ -62,7 +62,11 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
     let service = rotor_server::Service::open(config)?;
     let background = service.start_background();
     let server = tokio::spawn(async move {
-        let served = axum::serve(listener, service.router()).await;
+        // Connection info gives the Key Protect routes the client address `allowedIP` checks.
+        let routes = service
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let served = axum::serve(listener, routes).await;
         background.abort();
         served
     });

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::args::ThresholdsCommand;
 use crate::output::{print_json, table, threshold_rows};
-use crate::session::Session;
+use crate::session::{Session, numbered_rows};
 
 /// `rotor thresholds …`
 pub async fn thresholds(session: &Session, command: Option<ThresholdsCommand>) -> Result<()> {
@@ -20,15 +20,7 @@ pub async fn thresholds(session: &Session, command: Option<ThresholdsCommand>) -
                     .collect();
                 print_json(&json!({ "units": view }));
             } else {
-                let rows: Vec<Vec<String>> = units
-                    .iter()
-                    .flat_map(|(t, s)| {
-                        threshold_rows(s).into_iter().map(|mut row| {
-                            row.insert(0, t.number.to_string());
-                            row
-                        })
-                    })
-                    .collect();
+                let rows = numbered_rows(&units, threshold_rows);
                 print!(
                     "{}",
                     table(

@@ -24,6 +24,9 @@ use super::requests::{
 use super::{KpState, blocking};
 use crate::iam::Role;
 
+/// How often a key's associated resources may be synced.
+const SYNC_INTERVAL_MS: i64 = 3600 * 1000;
+
 pub(super) async fn key_action(
     State(state): State<KpState>,
     headers: HeaderMap,
@@ -118,8 +121,33 @@ pub(super) async fn run_action(
             })?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        _ => Ok(StatusCode::NO_CONTENT.into_response()),
+        "sync" => {
+            claim_sync(state, &key, now_ms())?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => Err(KpError::InvalidParameter {
+            name: "action",
+            problem: format!("names no action: '{action}'"),
+        }),
     }
+}
+
+/// Key Protect takes one sync of a key's associated resources an hour (DOC:sync-resources).
+/// Remembered by each replica: a sync only asks associated services to refresh, so one more
+/// through another replica does no harm.
+fn claim_sync(state: &KpState, key: &KeyMeta, now: i64) -> KpResult<()> {
+    let mut last_sync = state
+        .last_sync
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    last_sync.retain(|_, at| now < *at + SYNC_INTERVAL_MS);
+    if let Some(at) = last_sync.get(&key.id) {
+        return Err(KpError::SyncTooEarly {
+            from: at + SYNC_INTERVAL_MS,
+        });
+    }
+    last_sync.insert(key.id, now);
+    Ok(())
 }
 
 pub(super) async fn wrap(

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use rotor_util::time::now_ms;
 
 use super::error::{KpError, KpResult};
-use super::lifecycle::instance_dual_auth;
+use super::instance_policies::{KeyOrigin, create_import_access, instance_dual_auth};
 use super::requests::{BatchBody, parse_body};
 use super::wire::check_name;
 use super::{KpState, blocking};
@@ -43,6 +43,9 @@ pub async fn create_keys_batch(
         if dek.is_empty() || dek.len() > 7_500 {
             return Err(KpError::field("keys[].dek", "is 1 to 7500 bytes"));
         }
+    }
+    if let Some(access) = create_import_access(state, instance)? {
+        access.check(&KeyOrigin::Generated, false)?;
     }
     let dual_auth = instance_dual_auth(state, instance)?.then_some(true);
     let items: Vec<GenerateItem> = keys

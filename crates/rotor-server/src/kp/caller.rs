@@ -14,6 +14,8 @@ use crate::iam::{Claims, Role};
 pub(crate) struct Caller {
     pub(crate) instance: Uuid,
     pub(crate) claims: Claims,
+    /// `X-Kms-Key-Ring`: the ring the caller says the key is in (a filter on lists).
+    pub(crate) key_ring: Option<String>,
 }
 
 impl KpState {
@@ -31,7 +33,9 @@ impl KpState {
             name: "Bluemix-Instance",
             problem: "is not an instance id",
         })?;
-        self.admit(claims, instance, needed)
+        let mut caller = self.admit(claims, instance, needed)?;
+        caller.key_ring = key_ring_header(headers);
+        Ok(caller)
     }
 
     /// The caller of a route that names its instance in the path (`/v1/instances/{id}/…`).
@@ -60,6 +64,20 @@ impl KpState {
         if !self.units.contains(instance) {
             return Err(KpError::InstanceNotFound(instance.to_string()));
         }
-        Ok(Caller { instance, claims })
+        Ok(Caller {
+            instance,
+            claims,
+            key_ring: None,
+        })
     }
+}
+
+/// The `X-Kms-Key-Ring` header, when it names a ring.
+pub(super) fn key_ring_header(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-kms-key-ring")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|ring| !ring.is_empty())
+        .map(str::to_owned)
 }

@@ -68,10 +68,23 @@ pub enum KpError {
         /// Its explanation.
         message: String,
     },
+    /// A collection body holds more resources of one kind than the route takes.
+    NumCollectionResource(String),
+    /// The body's policy type is not the one `?policy=` names.
+    BodyQueryParamMismatch {
+        /// What the query names.
+        query: &'static str,
+        /// What the body holds.
+        body: &'static str,
+    },
     /// The bearer token is missing, malformed, expired or not this service's.
     Unauthorized(String),
     /// The token's identity lacks the role the route needs on the instance.
     Forbidden(String),
+    /// The instance's `allowedIP` policy does not allow the client's address.
+    AddressNotAllowed(String),
+    /// The service cannot provide what was asked for as it is deployed.
+    FeatureRestricted(&'static str),
     /// The instance does not exist on this service.
     InstanceNotFound(String),
     /// No key has this id or alias in the instance.
@@ -102,6 +115,13 @@ pub enum KpError {
     /// A deleted key is purged before its purge time.
     PurgeNotAllowed {
         /// From when it may be purged (Unix milliseconds).
+        from: i64,
+    },
+    /// The instance's `keyCreateImportAccess` policy does not allow this key.
+    KeyCreateImportAccess(&'static str),
+    /// The key was synced less than an hour ago.
+    SyncTooEarly {
+        /// From when it may be synced again (Unix milliseconds).
         from: i64,
     },
     /// The import token has expired.
@@ -201,10 +221,34 @@ impl KpError {
                 message.clone(),
                 None,
             ),
+            Self::NumCollectionResource(message) => (
+                S::BAD_REQUEST,
+                "NUM_COLLECTION_RESOURCE_ERR",
+                message.clone(),
+                Some(("field", "resources".to_owned())),
+            ),
+            Self::BodyQueryParamMismatch { query, body } => (
+                S::BAD_REQUEST,
+                "BODY_QUERY_PARAM_MISMATCH_ERR",
+                format!("the query names the {query} policy but the body sets {body}"),
+                Some(("field", "policy_type".to_owned())),
+            ),
             Self::Unauthorized(message) => {
                 (S::UNAUTHORIZED, "UNAUTHORIZED_ERR", message.clone(), None)
             }
             Self::Forbidden(message) => (S::FORBIDDEN, "FORBIDDEN_ERR", message.clone(), None),
+            Self::AddressNotAllowed(message) => (
+                S::FORBIDDEN,
+                "CONFIG_RULE_CONFLICT_ERR",
+                message.clone(),
+                None,
+            ),
+            Self::FeatureRestricted(message) => (
+                S::FORBIDDEN,
+                "FEATURE_RESTRICTED_ERR",
+                (*message).to_owned(),
+                None,
+            ),
             Self::InstanceNotFound(instance) => (
                 S::NOT_FOUND,
                 "INSTANCE_NOT_FOUND_ERR",
@@ -265,6 +309,21 @@ impl KpError {
                 S::CONFLICT,
                 "PURGE_NOT_ALLOWED_ERR",
                 format!("the key can be purged from {}", rfc3339(*from)),
+                None,
+            ),
+            Self::KeyCreateImportAccess(message) => (
+                S::CONFLICT,
+                "KEY_CREATE_IMPORT_ACCESS_ERR",
+                (*message).to_owned(),
+                None,
+            ),
+            Self::SyncTooEarly { from } => (
+                S::CONFLICT,
+                "REQ_TOO_EARLY_ERR",
+                format!(
+                    "a key is synced at most once an hour; sync it again from {}",
+                    rfc3339(*from)
+                ),
                 None,
             ),
             Self::ImportTokenExpired => (
@@ -364,7 +423,8 @@ impl IntoResponse for KpError {
                 "reasons": [reason],
             }],
         });
-        (status, axum::Json(body)).into_response()
+        // Error bodies are collections (`…kms.error+json`), answered as every collection is.
+        super::wire::collection_response(status, body)
     }
 }
 
@@ -494,6 +554,34 @@ mod tests {
             ),
             (KpError::Forbidden(String::new()), 403, "FORBIDDEN_ERR"),
             (
+                KpError::NumCollectionResource(String::new()),
+                400,
+                "NUM_COLLECTION_RESOURCE_ERR",
+            ),
+            (
+                KpError::BodyQueryParamMismatch {
+                    query: "allowedIP",
+                    body: "metrics",
+                },
+                400,
+                "BODY_QUERY_PARAM_MISMATCH_ERR",
+            ),
+            (
+                KpError::AddressNotAllowed(String::new()),
+                403,
+                "CONFIG_RULE_CONFLICT_ERR",
+            ),
+            (
+                KpError::FeatureRestricted(""),
+                403,
+                "FEATURE_RESTRICTED_ERR",
+            ),
+            (
+                KpError::KeyCreateImportAccess(""),
+                409,
+                "KEY_CREATE_IMPORT_ACCESS_ERR",
+            ),
+            (
                 KpError::InstanceNotFound(String::new()),
                 404,
                 "INSTANCE_NOT_FOUND_ERR",
@@ -544,6 +632,7 @@ mod tests {
                 409,
                 "PURGE_NOT_ALLOWED_ERR",
             ),
+            (KpError::SyncTooEarly { from: 0 }, 409, "REQ_TOO_EARLY_ERR"),
             (KpError::ImportTokenExpired, 409, "IMPORT_TOKEN_EXPIRED_ERR"),
             (
                 KpError::ImportTokenExhausted,

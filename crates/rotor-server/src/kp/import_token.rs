@@ -7,10 +7,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use rotor_store::StoreError;
+use rotor_store::{ImportToken, StoreError};
 use rotor_unit::keyapi::{ImportTokenKeys, ImportTokenRequest, SealedKey, SecureImportRequest};
 use rotor_unit::keys::Binding;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -39,24 +38,19 @@ pub(super) async fn secure_import(
     binding: Binding,
     encrypted: EncryptedMaterial,
 ) -> KpResult<SealedKey> {
-    let token = blocking(|| state.store.update_import_token(instance, &mut |_| Ok(())))?
+    let token = blocking(|| state.store.import_token(instance))
+        .map_err(token_storage_error)?
         .ok_or(KpError::ImportTokenNotFound)?;
-    let token: ImportToken =
-        serde_json::from_value(token).map_err(|_| unreadable_import_token())?;
     if now_ms() >= token.expires {
         return Err(KpError::ImportTokenExpired);
     }
     let request = SecureImportRequest {
         binding,
         token: token.id,
-        sealed_private_key: B64
-            .decode(&token.sealed_private_key)
-            .map_err(|_| unreadable_import_token())?,
+        sealed_private_key: token.sealed_private_key,
         algorithm: encrypted.algorithm,
         encrypted_material: encrypted.material,
-        nonce: B64
-            .decode(&token.nonce)
-            .map_err(|_| unreadable_import_token())?,
+        nonce: token.nonce,
         encrypted_nonce: encrypted.encrypted_nonce,
         iv: encrypted.iv,
     };
@@ -69,25 +63,16 @@ pub(super) async fn secure_import(
         })
 }
 
-pub(super) fn unreadable_import_token() -> KpError {
-    tracing::error!("the stored import token does not parse");
-    KpError::ImportTokenUnreadable
-}
-
-/// An instance's import token as stored.
-#[derive(serde::Serialize, Deserialize)]
-pub(super) struct ImportToken {
-    id: Uuid,
-    created: i64,
-    expires: i64,
-    max_retrievals: u32,
-    remaining: u32,
-    /// X.509 SubjectPublicKeyInfo DER, base64.
-    public_key: String,
-    /// The private key sealed under the master key (by a unit), base64.
-    sealed_private_key: String,
-    /// Random, base64.
-    nonce: String,
+/// A token row that does not parse answers as an unreadable import token, as before the
+/// store typed it; other storage failures keep their own answer.
+fn token_storage_error(err: StoreError) -> KpError {
+    match err {
+        StoreError::Corrupt(_) => {
+            tracing::error!(error = %err, "the stored import token does not parse");
+            KpError::ImportTokenUnreadable
+        }
+        other => other.into(),
+    }
 }
 
 pub(super) fn import_token_json(token: &ImportToken) -> Value {
@@ -131,19 +116,19 @@ pub(super) async fn create_import_token(
         expires: created + i64::try_from(expiration).unwrap_or(600) * 1000,
         max_retrievals,
         remaining: max_retrievals,
-        public_key: B64.encode(&keys.public_key),
-        sealed_private_key: B64.encode(&keys.sealed_private_key),
-        nonce: B64.encode(nonce),
+        public_key: keys.public_key,
+        sealed_private_key: keys.sealed_private_key,
+        nonce: nonce.to_vec(),
     };
-    let stored = serde_json::to_value(&token).map_err(|_| unreadable_import_token())?;
     blocking(|| {
         state
             .store
             .update_import_token(caller.instance, &mut |slot| {
-                *slot = Some(stored.clone());
+                *slot = Some(token.clone());
                 Ok(())
             })
-    })?;
+    })
+    .map_err(token_storage_error)?;
     Ok((StatusCode::CREATED, axum::Json(import_token_json(&token))).into_response())
 }
 
@@ -157,37 +142,35 @@ pub(super) async fn get_import_token(
         state
             .store
             .update_import_token(caller.instance, &mut |slot| {
-                let Some(value) = slot.as_mut() else {
+                let Some(token) = slot.as_mut() else {
                     return Ok(());
                 };
-                let expires = value["expires"].as_i64().unwrap_or(0);
-                let remaining = value["remaining"].as_u64().unwrap_or(0);
-                if now_ms() >= expires {
+                if now_ms() >= token.expires {
                     refusal = Some(KpError::ImportTokenExpired);
                     return Err(StoreError::Refused(String::new()));
                 }
-                if remaining == 0 {
+                if token.remaining == 0 {
                     refusal = Some(KpError::ImportTokenExhausted);
                     return Err(StoreError::Refused(String::new()));
                 }
-                value["remaining"] = json!(remaining - 1);
+                token.remaining -= 1;
                 Ok(())
             })
     });
     if let Some(refusal) = refusal {
         return Err(refusal);
     }
-    let token: ImportToken = serde_json::from_value(stored?.ok_or(KpError::ImportTokenNotFound)?)
-        .map_err(|_| unreadable_import_token())?;
-    let der = B64.decode(&token.public_key).unwrap_or_default();
+    let token = stored
+        .map_err(token_storage_error)?
+        .ok_or(KpError::ImportTokenNotFound)?;
     let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
-    for line in B64.encode(&der).as_bytes().chunks(64) {
+    for line in B64.encode(&token.public_key).as_bytes().chunks(64) {
         pem.push_str(&String::from_utf8_lossy(line));
         pem.push('\n');
     }
     pem.push_str("-----END PUBLIC KEY-----\n");
     let mut body = import_token_json(&token);
     body["payload"] = json!(B64.encode(pem.as_bytes()));
-    body["nonce"] = json!(token.nonce);
+    body["nonce"] = json!(B64.encode(&token.nonce));
     Ok(axum::Json(body).into_response())
 }

@@ -14,11 +14,15 @@ use uuid::Uuid;
 
 use rotor_util::time::{now_ms, rfc3339};
 
+use super::caller::key_ring_header;
 use super::error::{KpError, KpResult};
 use super::import_token::{EncryptedMaterial, secure_import};
-use super::lifecycle::{RESTORE_WINDOW_MS, dual_auth, instance_dual_auth};
+use super::instance_policies::{KeyOrigin, create_import_access, instance_dual_auth};
+use super::lifecycle::{RESTORE_WINDOW_MS, dual_auth};
 use super::requests::{KeyCreate, PatchKeyBody, parse_body, parse_single};
-use super::wire::{KEY_TYPE, check_alias, check_name, collection, key_json};
+use super::wire::{
+    KEY_TYPE, Prefer, check_alias, check_name, collection, collection_response, key_json,
+};
 use super::{KpState, blocking};
 use crate::iam::Role;
 
@@ -57,14 +61,21 @@ pub(super) async fn create_key(
                 .ok_or_else(|| KpError::field("rotation.interval_month", "is 1 to 12"))?,
         ),
     };
-    let key_ring = headers
-        .get("x-kms-key-ring")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("default")
-        .to_owned();
+    let key_ring = caller
+        .key_ring
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
     let rings = blocking(|| state.store.key_rings(caller.instance))?;
     if !rings.iter().any(|ring| ring.id == key_ring) {
         return Err(KpError::KeyRingNotFound(key_ring));
+    }
+    if let Some(access) = create_import_access(&state, caller.instance)? {
+        let origin = match (&request.payload, &request.encrypted_nonce) {
+            (None, _) => KeyOrigin::Generated,
+            (Some(_), None) => KeyOrigin::Imported,
+            (Some(_), Some(_)) => KeyOrigin::SecurelyImported,
+        };
+        access.check(&origin, extractable)?;
     }
     let id = Uuid::new_v4();
     let binding = Binding {
@@ -155,16 +166,15 @@ pub(super) async fn create_key(
     };
     blocking(|| state.store.create_key(&key, &version))?;
     tracing::info!(instance = %key.instance, key = %key.id, extractable, imported, "key created");
-    let body = collection(
-        KEY_TYPE,
-        vec![key_json(
-            &key,
-            Some(&version),
-            sealed.material.as_deref(),
-            state.purge_after_seconds,
-        )],
-    );
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    if Prefer::of(&headers) == Prefer::Minimal {
+        return Ok(StatusCode::CREATED.into_response());
+    }
+    Ok(state.key_collection(
+        StatusCode::CREATED,
+        &key,
+        Some(&version),
+        sealed.material.as_deref(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -232,10 +242,7 @@ pub(super) fn list_filter(query: &ListQuery, headers: &HeaderMap) -> KpResult<Op
         offset,
         states,
         extractable,
-        key_ring: headers
-            .get("x-kms-key-ring")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        key_ring: key_ring_header(headers),
     }))
 }
 
@@ -264,7 +271,7 @@ pub(super) async fn list_keys(
     if query.total_count.as_deref() == Some("true") {
         body["metadata"]["totalCount"] = json!(total);
     }
-    Ok(axum::Json(body).into_response())
+    Ok(collection_response(StatusCode::OK, body))
 }
 
 pub(super) async fn key_total(
@@ -313,16 +320,7 @@ pub(super) async fn get_key(
     } else {
         None
     };
-    let body = collection(
-        KEY_TYPE,
-        vec![key_json(
-            &key,
-            versions.as_ref(),
-            payload.as_deref(),
-            state.purge_after_seconds,
-        )],
-    );
-    Ok(axum::Json(body).into_response())
+    Ok(state.key_collection(StatusCode::OK, &key, versions.as_ref(), payload.as_deref()))
 }
 
 pub(super) async fn get_metadata(
@@ -337,16 +335,7 @@ pub(super) async fn get_metadata(
             .store
             .version(key.instance, key.id, key.newest_version)
     })?;
-    let body = collection(
-        KEY_TYPE,
-        vec![key_json(
-            &key,
-            newest.as_ref(),
-            None,
-            state.purge_after_seconds,
-        )],
-    );
-    Ok(axum::Json(body).into_response())
+    Ok(state.key_collection(StatusCode::OK, &key, newest.as_ref(), None))
 }
 
 pub(super) async fn get_versions(
@@ -362,11 +351,10 @@ pub(super) async fn get_versions(
         .rev()
         .map(|v| json!({"id": v.id, "creationDate": rfc3339(v.created)}))
         .collect();
-    Ok(axum::Json(collection(
-        "application/vnd.ibm.kms.key_version+json",
-        resources,
+    Ok(collection_response(
+        StatusCode::OK,
+        collection("application/vnd.ibm.kms.key_version+json", resources),
     ))
-    .into_response())
 }
 
 pub(super) async fn patch_key(
@@ -388,11 +376,7 @@ pub(super) async fn patch_key(
             Ok(())
         })
     })?;
-    let body = collection(
-        KEY_TYPE,
-        vec![key_json(&updated, None, None, state.purge_after_seconds)],
-    );
-    Ok(axum::Json(body).into_response())
+    Ok(state.key_collection(StatusCode::OK, &updated, None, None))
 }
 
 pub(super) async fn delete_key(
@@ -442,11 +426,10 @@ pub(super) async fn delete_key(
     }
     let deleted = deleted?;
     tracing::info!(key = %key.id, "key deleted");
-    let body = collection(
-        KEY_TYPE,
-        vec![key_json(&deleted, None, None, state.purge_after_seconds)],
-    );
-    Ok(axum::Json(body).into_response())
+    Ok(match Prefer::of(&headers) {
+        Prefer::Minimal => StatusCode::NO_CONTENT.into_response(),
+        Prefer::Representation => state.key_collection(StatusCode::OK, &deleted, None, None),
+    })
 }
 
 pub(super) async fn restore_key(
@@ -472,11 +455,10 @@ pub(super) async fn restore_key(
             Ok(())
         })
     })?;
-    let body = collection(
-        KEY_TYPE,
-        vec![key_json(&restored, None, None, state.purge_after_seconds)],
-    );
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    Ok(match Prefer::of(&headers) {
+        Prefer::Minimal => StatusCode::CREATED.into_response(),
+        Prefer::Representation => state.key_collection(StatusCode::CREATED, &restored, None, None),
+    })
 }
 
 pub(super) async fn purge_key(
@@ -497,9 +479,8 @@ pub(super) async fn purge_key(
     }
     blocking(|| state.store.purge(key.instance, key.id))?;
     tracing::info!(key = %key.id, "key purged");
-    let body = collection(
-        KEY_TYPE,
-        vec![key_json(&key, None, None, state.purge_after_seconds)],
-    );
-    Ok(axum::Json(body).into_response())
+    Ok(match Prefer::of(&headers) {
+        Prefer::Minimal => StatusCode::NO_CONTENT.into_response(),
+        Prefer::Representation => state.key_collection(StatusCode::OK, &key, None, None),
+    })
 }

@@ -43,14 +43,6 @@ pub(super) fn dual_auth(key: &KeyMeta) -> bool {
     key.policies.dual_auth_delete.unwrap_or(false)
 }
 
-/// Whether the instance's dual-authorization policy is on.
-pub(super) fn instance_dual_auth(state: &KpState, instance: Uuid) -> KpResult<bool> {
-    let policies = blocking(|| state.store.instance_policies(instance))?;
-    Ok(policies["dualAuthDelete"]["enabled"]
-        .as_bool()
-        .unwrap_or(false))
-}
-
 /// Makes (or imports) the next version of a root key inside a unit and stores it.
 pub(super) async fn add_version(
     state: &KpState,

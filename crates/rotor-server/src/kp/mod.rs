@@ -10,17 +10,20 @@
 //! Beside it, with the same callers and error body: application-held blobs (`/v1/blobs`) and
 //! bulk key creation (`/v1/instances/{id}/keys/batch`).
 //!
-//! Layout: `caller` says who calls, `requests` parses bodies, `error` maps every error
-//! to its answer, `wire` shapes keys and collections, `units` reaches the crypto units,
-//! `lifecycle` holds the key state rules; the routes live in `keys`, `actions`,
-//! `policies`, `rings`, `import_token`, `registrations`, `blobs` and `batch`.
+//! Layout: `caller` says who calls, `client_address` where from, `requests` parses bodies,
+//! `error` maps every error to its answer, `wire` shapes keys, collections and headers
+//! (media type, `Prefer`, `Correlation-Id`), `units` reaches the crypto units, `lifecycle`
+//! holds the key state rules; the routes live in `keys`, `actions`, `policies`,
+//! `instance_policies`, `rings`, `import_token`, `registrations`, `blobs` and `batch`.
 
 mod actions;
 mod batch;
 mod blobs;
 mod caller;
+mod client_address;
 mod error;
 mod import_token;
+mod instance_policies;
 mod keys;
 mod lifecycle;
 mod policies;
@@ -41,19 +44,22 @@ use rotor_unit::keys::Binding;
 use self::actions::{key_action, key_action_query};
 use self::error::json_rejections;
 use self::import_token::{create_import_token, get_import_token};
+use self::instance_policies::{
+    enforce_allowed_ip, get_allowed_ip_port, get_instance_policies, put_instance_policies,
+};
 use self::keys::{
     create_key, delete_key, get_key, get_metadata, get_versions, key_total, list_keys, patch_key,
     purge_key, restore_key,
 };
-use self::policies::{
-    get_instance_policies, get_key_policies, put_instance_policies, put_key_policies,
-};
+use self::policies::{get_key_policies, put_key_policies};
 use self::registrations::{key_registrations, registrations};
 use self::rings::{create_alias, create_key_ring, delete_alias, delete_key_ring, list_key_rings};
+use self::wire::correlation_id;
 use crate::iam::Iam;
 
 pub use self::batch::{MAX_BATCH_CREATE, create_keys_batch};
 pub(crate) use self::caller::Caller;
+pub use self::client_address::Cidr;
 pub use self::error::KpError;
 pub(crate) use self::error::KpResult;
 pub use self::policies::{rotate_by_policy, rotate_due};
@@ -72,13 +78,27 @@ pub struct KpState {
     /// Held for reading while a new blob is wrapped and stored; a rotation takes it for
     /// writing to count what is left under the old master key (see [`crate::rotation`]).
     pub gate: Arc<tokio::sync::RwLock<()>>,
+    /// Proxies whose `X-Forwarded-For` names the client (for `allowedIP` policies).
+    pub trusted_proxies: Arc<[Cidr]>,
+    /// The port the service listens on, answered by `GET /instance/allowed_ip_port`.
+    pub listen_port: u16,
+    /// When each key was last synced (Unix milliseconds), for the one-sync-an-hour rule.
+    pub last_sync: Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, i64>>>,
 }
 
 pub(crate) use rotor_util::blocking;
 
 impl KpState {
+    /// The key `id` (a UUID or an alias), in the caller's `X-Kms-Key-Ring` when it names one:
+    /// as in Key Protect, a key in another ring is not found.
     fn find_key(&self, caller: &Caller, id: &str) -> KpResult<KeyMeta> {
         blocking(|| self.store.key(caller.instance, id))?
+            .filter(|key| {
+                caller
+                    .key_ring
+                    .as_ref()
+                    .is_none_or(|ring| *ring == key.key_ring)
+            })
             .ok_or_else(|| KpError::KeyNotFound(id.to_owned()))
     }
 
@@ -144,6 +164,7 @@ pub fn router(state: KpState) -> Router {
             "/api/v2/instance/policies",
             get(get_instance_policies).put(put_instance_policies),
         )
+        .route("/api/v2/instance/allowed_ip_port", get(get_allowed_ip_port))
         .route(
             "/api/v2/import_token",
             post(create_import_token).get(get_import_token),
@@ -154,6 +175,11 @@ pub fn router(state: KpState) -> Router {
             "/v1/instances/{instance}/keys/batch",
             post(batch::keys_batch),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            enforce_allowed_ip,
+        ))
         .with_state(state)
         .layer(axum::middleware::map_response(json_rejections))
+        .layer(axum::middleware::from_fn(correlation_id))
 }

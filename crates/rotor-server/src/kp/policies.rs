@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use rotor_store::{Deletion, KeyMeta, KeyState, ListFilter, StoreError};
 use rotor_unit::keys::Binding;
 use serde_json::{Value, json};
@@ -13,8 +13,8 @@ use rotor_util::time::{now_ms, rfc3339};
 
 use super::error::{KpError, KpResult};
 use super::lifecycle::add_version;
-use super::requests::{InstancePolicy, KeyPolicy, parse_collection};
-use super::wire::{collection, crn};
+use super::requests::{KeyPolicy, parse_collection};
+use super::wire::{POLICY_TYPE, collection_response, crn, policy_collection};
 use super::{KpState, blocking};
 use crate::iam::Role;
 
@@ -73,7 +73,7 @@ pub async fn rotate_due(state: &KpState, instance: Uuid) -> KpResult<usize> {
 pub(super) fn key_policies_json(key: &KeyMeta) -> Vec<Value> {
     let base = |body: Value| {
         let mut policy = json!({
-            "type": "application/vnd.ibm.kms.policy+json",
+            "type": POLICY_TYPE,
             "crn": crn(key.instance, "key", &key.id.to_string()),
             "createdBy": key.created_by,
             "creationDate": rfc3339(key.created),
@@ -95,6 +95,10 @@ pub(super) fn key_policies_json(key: &KeyMeta) -> Vec<Value> {
     out
 }
 
+fn key_policies_response(key: &KeyMeta) -> Response {
+    collection_response(StatusCode::OK, policy_collection(key_policies_json(key)))
+}
+
 pub(super) async fn get_key_policies(
     State(state): State<KpState>,
     headers: HeaderMap,
@@ -102,11 +106,7 @@ pub(super) async fn get_key_policies(
 ) -> KpResult<Response> {
     let caller = state.caller(&headers, Role::Reader)?;
     let key = state.find_key(&caller, &id)?;
-    Ok(axum::Json(collection(
-        "application/vnd.ibm.kms.policy+json",
-        key_policies_json(&key),
-    ))
-    .into_response())
+    Ok(key_policies_response(&key))
 }
 
 pub(super) async fn put_key_policies(
@@ -158,58 +158,5 @@ pub(super) async fn put_key_policies(
             Ok(())
         })
     })?;
-    Ok(axum::Json(collection(
-        "application/vnd.ibm.kms.policy+json",
-        key_policies_json(&updated),
-    ))
-    .into_response())
-}
-
-/// Instance policy types that rotor enforces.
-pub(super) const INSTANCE_POLICY_TYPES: &[&str] = &["dualAuthDelete"];
-
-pub(super) async fn get_instance_policies(
-    State(state): State<KpState>,
-    headers: HeaderMap,
-) -> KpResult<Response> {
-    let caller = state.caller(&headers, Role::Manager)?;
-    let policies = blocking(|| state.store.instance_policies(caller.instance))?;
-    let resources = policies
-        .as_object()
-        .map(|map| {
-            map.iter()
-                .map(|(kind, data)| json!({"policy_type": kind, "policy_data": data}))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(axum::Json(collection("application/vnd.ibm.kms.policy+json", resources)).into_response())
-}
-
-pub(super) async fn put_instance_policies(
-    State(state): State<KpState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> KpResult<Response> {
-    let caller = state.caller(&headers, Role::Manager)?;
-    let resources = parse_collection::<InstancePolicy>(&body)?;
-    let mut policies = blocking(|| state.store.instance_policies(caller.instance))?;
-    for resource in resources {
-        let kind = resource.policy_type.as_str();
-        if !INSTANCE_POLICY_TYPES.contains(&kind) {
-            return Err(KpError::field(
-                "policy_type",
-                format!(
-                    "names an instance policy rotor does not support ('{kind}'); supported: {}",
-                    INSTANCE_POLICY_TYPES.join(", ")
-                ),
-            ));
-        }
-        policies[kind] = json!({"enabled": resource.policy_data.enabled});
-    }
-    blocking(|| {
-        state
-            .store
-            .set_instance_policies(caller.instance, &policies)
-    })?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(key_policies_response(&updated))
 }

@@ -1,12 +1,12 @@
 //! Registrations: rotor has none yet, so both routes answer an empty collection.
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 
 use super::KpState;
 use super::error::KpResult;
-use super::wire::collection;
+use super::wire::{collection, collection_response};
 use crate::iam::Role;
 
 pub(super) async fn registrations(
@@ -14,11 +14,7 @@ pub(super) async fn registrations(
     headers: HeaderMap,
 ) -> KpResult<Response> {
     state.caller(&headers, Role::Reader)?;
-    Ok(axum::Json(collection(
-        "application/vnd.ibm.kms.registration+json",
-        Vec::new(),
-    ))
-    .into_response())
+    Ok(no_registrations())
 }
 
 pub(super) async fn key_registrations(
@@ -28,9 +24,12 @@ pub(super) async fn key_registrations(
 ) -> KpResult<Response> {
     let caller = state.caller(&headers, Role::Reader)?;
     state.find_key(&caller, &id)?;
-    Ok(axum::Json(collection(
-        "application/vnd.ibm.kms.registration+json",
-        Vec::new(),
-    ))
-    .into_response())
+    Ok(no_registrations())
+}
+
+fn no_registrations() -> Response {
+    collection_response(
+        StatusCode::OK,
+        collection("application/vnd.ibm.kms.registration+json", Vec::new()),
+    )
 }

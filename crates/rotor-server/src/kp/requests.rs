@@ -255,6 +255,8 @@ pub(crate) struct InstancePolicy {
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct InstancePolicyData {
     pub(super) enabled: bool,
+    /// Per policy type; checked by `instance_policies`.
+    pub(super) attributes: Option<serde_json::Value>,
 }
 
 /// `POST /import_token`.

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use rotor_util::time::{now_ms, rfc3339};
 
 use super::error::{KpError, KpResult};
-use super::wire::{check_alias, collection};
+use super::wire::{check_alias, collection, collection_response};
 use super::{KpState, blocking};
 use crate::iam::Role;
 
@@ -34,14 +34,10 @@ pub(super) async fn create_alias(
         "creationDate": rfc3339(now_ms()),
         "createdBy": caller.claims.sub,
     });
-    Ok((
+    Ok(collection_response(
         StatusCode::CREATED,
-        axum::Json(collection(
-            "application/vnd.ibm.kms.alias+json",
-            vec![resource],
-        )),
-    )
-        .into_response())
+        collection("application/vnd.ibm.kms.alias+json", vec![resource]),
+    ))
 }
 
 pub(super) async fn delete_alias(
@@ -66,11 +62,10 @@ pub(super) async fn list_key_rings(
     let caller = state.caller(&headers, Role::Reader)?;
     let rings = blocking(|| state.store.key_rings(caller.instance))?;
     let resources = rings.iter().map(ring_json).collect();
-    Ok(axum::Json(collection(
-        "application/vnd.ibm.kms.key_ring+json",
-        resources,
+    Ok(collection_response(
+        StatusCode::OK,
+        collection("application/vnd.ibm.kms.key_ring+json", resources),
     ))
-    .into_response())
 }
 
 pub(super) async fn create_key_ring(
@@ -93,14 +88,8 @@ pub(super) async fn create_key_ring(
         created_by: caller.claims.sub.clone(),
     };
     blocking(|| state.store.create_key_ring(caller.instance, &ring))?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(collection(
-            "application/vnd.ibm.kms.key_ring+json",
-            vec![ring_json(&ring)],
-        )),
-    )
-        .into_response())
+    // Key Protect answers a new key ring with 201 and no body.
+    Ok(StatusCode::CREATED.into_response())
 }
 
 pub(super) async fn delete_key_ring(

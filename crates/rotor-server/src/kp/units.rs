@@ -20,7 +20,7 @@ impl From<PoolError> for KpError {
                 ErrorCode::InvalidCiphertext => Self::UnprocessableCiphertext,
                 _ => Self::UnitRefused(body.message),
             },
-            PoolError::Unavailable { .. } | PoolError::UnitUnreachable { .. } => {
+            PoolError::Unavailable { .. } | PoolError::UnitFailed { .. } => {
                 Self::NoMasterKey(err.to_string())
             }
         }

@@ -1,6 +1,10 @@
 //! The Key Protect JSON: keys as it shows them, collection envelopes, and the checks of
 //! names and aliases.
 
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use rotor_store::{KeyMeta, KeyVersion};
@@ -9,10 +13,85 @@ use uuid::Uuid;
 
 use rotor_util::time::{now_ms, rfc3339};
 
+use super::KpState;
 use super::error::{KpError, KpResult};
 use super::lifecycle::RESTORE_WINDOW_MS;
 
 pub(super) const KEY_TYPE: &str = "application/vnd.ibm.kms.key+json";
+pub(super) const POLICY_TYPE: &str = "application/vnd.ibm.kms.policy+json";
+
+/// The media type Key Protect answers every collection body with (DOC:set-up-api), error
+/// bodies included: they are collections too (`collectionType` `…kms.error+json`). IBM's SDK
+/// core parses only `application/json`, so its users call `.json()` on these answers, and
+/// clients written against the real service rely on exactly that. Flat bodies (wrap, unwrap,
+/// rewrap, import token) stay `application/json`.
+pub(super) const COLLECTION_MEDIA_TYPE: &str = "application/vnd.ibm.collection+json";
+
+/// What the caller asked for in `Prefer`: the resource back (the default, as Key Protect's Go
+/// client reads `resources[0]` without sending `Prefer`) or no body at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Prefer {
+    Minimal,
+    Representation,
+}
+
+impl Prefer {
+    pub(super) fn of(headers: &HeaderMap) -> Self {
+        let minimal = headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split([',', ';']))
+            .any(|part| part.trim().eq_ignore_ascii_case("return=minimal"));
+        if minimal {
+            Self::Minimal
+        } else {
+            Self::Representation
+        }
+    }
+}
+
+/// The header Key Protect returns on every response, errors included.
+const CORRELATION_ID: &str = "correlation-id";
+
+/// Returns the request's `Correlation-Id` on its response (a new v4 UUID when the request had
+/// none), so that a caller can match answers to requests in its logs, as with Key Protect.
+pub(super) async fn correlation_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(CORRELATION_ID)
+        .cloned()
+        .or_else(|| HeaderValue::try_from(Uuid::new_v4().to_string()).ok());
+    let mut response = next.run(request).await;
+    if let Some(id) = id {
+        response.headers_mut().insert(CORRELATION_ID, id);
+    }
+    response
+}
+
+/// A collection body with its status and Key Protect's collection media type.
+pub(super) fn collection_response(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(COLLECTION_MEDIA_TYPE),
+    );
+    response
+}
+
+impl KpState {
+    /// The answer of the routes that return one key: a collection of it.
+    pub(super) fn key_collection(
+        &self,
+        status: StatusCode,
+        key: &KeyMeta,
+        newest: Option<&KeyVersion>,
+        payload: Option<&[u8]>,
+    ) -> Response {
+        let resource = key_json(key, newest, payload, self.purge_after_seconds);
+        collection_response(status, collection(KEY_TYPE, vec![resource]))
+    }
+}
 
 pub(super) fn crn(instance: Uuid, kind: &str, id: &str) -> String {
     format!("crn:v1:rotor:private:kms:local:a/rotor:{instance}:{kind}:{id}")
@@ -73,6 +152,18 @@ pub(super) fn collection(kind: &str, resources: Vec<Value>) -> Value {
         "metadata": {"collectionType": kind, "collectionTotal": resources.len()},
         "resources": resources,
     })
+}
+
+/// A collection of policies: Key Protect answers none with metadata only, no `resources`
+/// (DOC:manage-dual-auth).
+pub(super) fn policy_collection(resources: Vec<Value>) -> Value {
+    let mut body = collection(POLICY_TYPE, resources);
+    if body["metadata"]["collectionTotal"] == 0
+        && let Some(map) = body.as_object_mut()
+    {
+        map.remove("resources");
+    }
+    body
 }
 
 pub(super) fn check_name(name: &str) -> KpResult<()> {
@@ -199,6 +290,38 @@ mod tests {
                 "resources": [{"a": 1}, {"b": 2}],
             })
         );
+    }
+
+    #[test]
+    fn prefer_minimal_is_found_among_other_preferences() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(Prefer::of(&headers), Prefer::Representation);
+        headers.insert(
+            "prefer",
+            HeaderValue::from_static("respond-async, return=minimal"),
+        );
+        assert_eq!(Prefer::of(&headers), Prefer::Minimal);
+        headers.insert("prefer", HeaderValue::from_static("return=representation"));
+        assert_eq!(Prefer::of(&headers), Prefer::Representation);
+    }
+
+    #[test]
+    fn collections_carry_the_collection_media_type() {
+        let response = collection_response(StatusCode::CREATED, collection(KEY_TYPE, vec![]));
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            COLLECTION_MEDIA_TYPE
+        );
+    }
+
+    #[test]
+    fn no_policies_is_metadata_only() {
+        assert_eq!(
+            policy_collection(Vec::new()),
+            json!({"metadata": {"collectionType": POLICY_TYPE, "collectionTotal": 0}})
+        );
+        assert_eq!(policy_collection(vec![json!({})])["resources"], json!([{}]));
     }
 
     #[test]

@@ -1,76 +1,33 @@
 //! [`KeyStore`] on SQLite: WAL journal, `synchronous = FULL`, one connection behind a mutex
 //! (SQLite has one writer anyway), schema migrations numbered in `MIGRATIONS`.
+//!
+//! The parts: [`migrations`] (the numbered schema), [`rows`] (how each row kind is written and
+//! read, and a row that does not parse named by its kind and id), and here the store itself.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+use std::fmt::Display;
+
 use rotor_crypto::Vp;
+use rotor_proto::keyops::b64;
+use rotor_proto::rotation::Journal;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    BlobReplacement, KeyMeta, KeyRing, KeyStore, KeyVersion, ListFilter, StoreError, StoredBlob,
+    BlobReplacement, ImportToken, KeyMeta, KeyRing, KeyStore, KeyVersion, ListFilter, StoreError,
+    StoredBlob,
 };
+use rotor_util::time::now_ms;
 
-/// Schema versions, applied in order, each once.
-const MIGRATIONS: &[&str] = &[
-    // 1: keys, versions, aliases, key rings, instance policies.
-    "CREATE TABLE keys (
-        instance TEXT NOT NULL,
-        id TEXT NOT NULL,
-        state INTEGER NOT NULL,
-        extractable INTEGER NOT NULL,
-        key_ring TEXT NOT NULL,
-        created INTEGER NOT NULL,
-        doc TEXT NOT NULL,
-        PRIMARY KEY (instance, id)
-    );
-    CREATE INDEX keys_by_creation ON keys (instance, created, id);
-    CREATE TABLE key_versions (
-        instance TEXT NOT NULL,
-        key_id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        id TEXT NOT NULL,
-        blob BLOB NOT NULL,
-        vp BLOB NOT NULL,
-        created INTEGER NOT NULL,
-        PRIMARY KEY (instance, key_id, version)
-    );
-    CREATE INDEX key_versions_by_vp ON key_versions (vp);
-    CREATE TABLE aliases (
-        instance TEXT NOT NULL,
-        alias TEXT NOT NULL,
-        key_id TEXT NOT NULL,
-        PRIMARY KEY (instance, alias)
-    );
-    CREATE TABLE key_rings (
-        instance TEXT NOT NULL,
-        id TEXT NOT NULL,
-        created INTEGER NOT NULL,
-        created_by TEXT NOT NULL,
-        PRIMARY KEY (instance, id)
-    );
-    CREATE TABLE instance_policies (
-        instance TEXT PRIMARY KEY,
-        doc TEXT NOT NULL
-    );",
-    // 2: the import token of each instance.
-    "CREATE TABLE import_tokens (
-        instance TEXT PRIMARY KEY,
-        doc TEXT NOT NULL
-    );",
-    // 3: the master key rotation journal of each instance.
-    "CREATE TABLE rotations (
-        instance TEXT PRIMARY KEY,
-        doc TEXT NOT NULL
-    );",
-    // 4: each version knows whether its key is extractable (part of a blob's binding), so a
-    // rotation reads blobs and bindings sequentially, without a lookup per key.
-    "ALTER TABLE key_versions ADD COLUMN extractable INTEGER NOT NULL DEFAULT 0;
-    UPDATE key_versions SET extractable = (
-        SELECT k.extractable FROM keys k WHERE k.instance = key_versions.instance AND k.id = key_versions.key_id
-    );",
-];
+use rows::*;
+
+mod migrations;
+mod rows;
+#[cfg(test)]
+mod tests;
 
 /// The embedded key storage.
 #[derive(Debug)]
@@ -97,77 +54,11 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     Ok(connection)
 }
 
-use rotor_util::time::now_ms;
-
-fn parse_doc(doc: &str) -> Result<KeyMeta, StoreError> {
-    serde_json::from_str(doc).map_err(|err| StoreError::Corrupt(err.to_string()))
-}
-
-fn to_doc(key: &KeyMeta) -> Result<String, StoreError> {
-    serde_json::to_string(key).map_err(|err| StoreError::Corrupt(err.to_string()))
-}
-
-fn vp_of(bytes: &[u8]) -> Result<Vp, StoreError> {
-    bytes
-        .try_into()
-        .map(Vp)
-        .map_err(|_| StoreError::Corrupt("a stored VP is not 32 bytes".to_owned()))
-}
-
-/// version, id, blob, vp, created
-type VersionRow = (u32, String, Vec<u8>, Vec<u8>, i64);
-
-fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-    ))
-}
-
-fn to_version((version, id, blob, vp, created): VersionRow) -> Result<KeyVersion, StoreError> {
-    Ok(KeyVersion {
-        version,
-        id: Uuid::parse_str(&id).map_err(|err| StoreError::Corrupt(err.to_string()))?,
-        blob,
-        vp: vp_of(&vp)?,
-        created,
-    })
-}
-
-fn load(tx: &Transaction<'_>, instance: Uuid, id: Uuid) -> Result<KeyMeta, StoreError> {
-    let doc: Option<String> = tx
-        .query_row(
-            "SELECT doc FROM keys WHERE instance = ?1 AND id = ?2",
-            params![instance.to_string(), id.to_string()],
-            |row| row.get(0),
-        )
-        .optional()?;
-    parse_doc(&doc.ok_or_else(|| StoreError::NotFound(format!("key {id} does not exist")))?)
-}
-
-fn save(tx: &Transaction<'_>, key: &KeyMeta) -> Result<(), StoreError> {
-    tx.execute(
-        "UPDATE keys SET state = ?3, extractable = ?4, key_ring = ?5, doc = ?6 WHERE instance = ?1 AND id = ?2",
-        params![
-            key.instance.to_string(),
-            key.id.to_string(),
-            u8::from(key.state),
-            key.extractable,
-            key.key_ring,
-            to_doc(key)?
-        ],
-    )?;
-    Ok(())
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut connection = connect(path)?;
-        migrate(&mut connection)?;
+        migrations::migrate(&mut connection)?;
         Ok(Self {
             connection: Mutex::new(connection),
             reader: Mutex::new(connect(path)?),
@@ -185,31 +76,6 @@ impl SqliteStore {
             .lock()
             .map_err(|_| StoreError::Database("a previous operation panicked".to_owned()))
     }
-}
-
-fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
-    connection.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied INTEGER NOT NULL)")?;
-    let applied: u32 = connection.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-        [],
-        |row| row.get(0),
-    )?;
-    let known = u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX);
-    if applied > known {
-        return Err(StoreError::Database(format!(
-            "the database has schema version {applied}, newer than this rotor ({known}); upgrade rotor"
-        )));
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-        let tx = connection.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, applied) VALUES (?1, ?2)",
-            params![i64::try_from(index + 1).unwrap_or(i64::MAX), now_ms()],
-        )?;
-        tx.commit()?;
-    }
-    Ok(())
 }
 
 impl KeyStore for SqliteStore {
@@ -240,7 +106,7 @@ impl KeyStore for SqliteStore {
                 |row| row.get(0),
             )
             .optional()?;
-        doc.map(|doc| parse_doc(&doc)).transpose()
+        doc.map(|doc| parse_doc(instance, &id, &doc)).transpose()
     }
 
     fn list(&self, instance: Uuid, filter: &ListFilter) -> Result<(Vec<KeyMeta>, u64), StoreError> {
@@ -272,17 +138,17 @@ impl KeyStore for SqliteStore {
         )?;
         let total = u64::try_from(total).unwrap_or(0);
         let mut statement = connection.prepare(&format!(
-            "SELECT doc FROM keys WHERE {condition} ORDER BY created, id LIMIT {} OFFSET {}",
+            "SELECT id, doc FROM keys WHERE {condition} ORDER BY created, id LIMIT {} OFFSET {}",
             filter.limit, filter.offset
         ))?;
         let docs = statement
             .query_map(rusqlite::params_from_iter(args.iter()), |row| {
-                row.get::<_, String>(0)
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let keys = docs
             .iter()
-            .map(|doc| parse_doc(doc))
+            .map(|(id, doc)| parse_doc(instance, id, doc))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((keys, total))
     }
@@ -332,7 +198,7 @@ impl KeyStore for SqliteStore {
         let rows = statement
             .query_map(params![instance.to_string(), id.to_string()], version_row)?
             .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(to_version).collect()
+        rows.into_iter().map(|row| to_version(id, row)).collect()
     }
 
     fn version(
@@ -349,7 +215,7 @@ impl KeyStore for SqliteStore {
                 version_row,
             )
             .optional()?;
-        row.map(to_version).transpose()
+        row.map(|row| to_version(id, row)).transpose()
     }
 
     fn purge(&self, instance: Uuid, id: Uuid) -> Result<(), StoreError> {
@@ -490,9 +356,9 @@ impl KeyStore for SqliteStore {
             )
             .optional()?;
         match doc {
-            Some(doc) => {
-                serde_json::from_str(&doc).map_err(|err| StoreError::Corrupt(err.to_string()))
-            }
+            Some(doc) => serde_json::from_str(&doc).map_err(|err| {
+                StoreError::Corrupt(format!("instance policies of instance {instance}: {err}"))
+            }),
             None => Ok(serde_json::json!({})),
         }
     }
@@ -511,31 +377,29 @@ impl KeyStore for SqliteStore {
         Ok(())
     }
 
+    fn import_token(&self, instance: Uuid) -> Result<Option<ImportToken>, StoreError> {
+        read_import_token(&*self.lock()?, instance)
+    }
+
     fn update_import_token(
         &self,
         instance: Uuid,
-        change: &mut dyn FnMut(&mut Option<serde_json::Value>) -> Result<(), StoreError>,
-    ) -> Result<Option<serde_json::Value>, StoreError> {
+        change: &mut dyn FnMut(&mut Option<ImportToken>) -> Result<(), StoreError>,
+    ) -> Result<Option<ImportToken>, StoreError> {
         let mut connection = self.lock()?;
         let tx = connection.transaction()?;
-        let doc: Option<String> = tx
-            .query_row(
-                "SELECT doc FROM import_tokens WHERE instance = ?1",
-                params![instance.to_string()],
-                |row| row.get(0),
-            )
-            .optional()?;
-        let mut token = doc
-            .map(|doc| {
-                serde_json::from_str(&doc).map_err(|err| StoreError::Corrupt(err.to_string()))
-            })
-            .transpose()?;
+        let mut token = read_import_token(&tx, instance)?;
         change(&mut token)?;
         match &token {
-            Some(value) => tx.execute(
-                "INSERT INTO import_tokens (instance, doc) VALUES (?1, ?2)
-                 ON CONFLICT (instance) DO UPDATE SET doc = excluded.doc",
-                params![instance.to_string(), value.to_string()],
+            Some(token) => tx.execute(
+                "INSERT INTO import_tokens (instance, doc, sealed_private_key) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (instance) DO UPDATE
+                 SET doc = excluded.doc, sealed_private_key = excluded.sealed_private_key",
+                params![
+                    instance.to_string(),
+                    import_token_doc(instance, token)?,
+                    token.sealed_private_key
+                ],
             )?,
             None => tx.execute(
                 "DELETE FROM import_tokens WHERE instance = ?1",
@@ -557,7 +421,10 @@ impl KeyStore for SqliteStore {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter()
-            .map(|(vp, count)| Ok((vp_of(&vp)?, u64::try_from(count).unwrap_or(0))))
+            .map(|(vp, count)| {
+                let vp = vp_of(&vp, format_args!("a key version of instance {instance}"))?;
+                Ok((vp, u64::try_from(count).unwrap_or(0)))
+            })
             .collect()
     }
 
@@ -631,8 +498,9 @@ impl KeyStore for SqliteStore {
             .map(|(position, key, version, extractable, blob)| {
                 Ok(StoredBlob {
                     position,
-                    key: Uuid::parse_str(&key)
-                        .map_err(|err| StoreError::Corrupt(err.to_string()))?,
+                    key: Uuid::parse_str(&key).map_err(|err| {
+                        corrupt(format_args!("version {version} of key {key}"), err)
+                    })?,
                     version,
                     extractable,
                     blob,
@@ -663,7 +531,7 @@ impl KeyStore for SqliteStore {
         Ok(replaced)
     }
 
-    fn rotation_journal(&self, instance: Uuid) -> Result<Option<serde_json::Value>, StoreError> {
+    fn rotation_journal(&self, instance: Uuid) -> Result<Option<Journal>, StoreError> {
         let connection = self.lock()?;
         let doc: Option<String> = connection
             .query_row(
@@ -672,192 +540,18 @@ impl KeyStore for SqliteStore {
                 |row| row.get(0),
             )
             .optional()?;
-        doc.map(|doc| {
-            serde_json::from_str(&doc).map_err(|err| StoreError::Corrupt(err.to_string()))
-        })
-        .transpose()
+        doc.map(|doc| parse_journal(instance, &doc)).transpose()
     }
 
-    fn put_rotation_journal(
-        &self,
-        instance: Uuid,
-        journal: &serde_json::Value,
-    ) -> Result<(), StoreError> {
+    fn put_rotation_journal(&self, instance: Uuid, journal: &Journal) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(journal)
+            .map_err(|err| corrupt(format_args!("rotation journal of instance {instance}"), err))?;
         let connection = self.lock()?;
         connection.execute(
             "INSERT INTO rotations (instance, doc) VALUES (?1, ?2)
              ON CONFLICT (instance) DO UPDATE SET doc = excluded.doc",
-            params![instance.to_string(), journal.to_string()],
+            params![instance.to_string(), doc],
         )?;
         Ok(())
-    }
-}
-
-fn insert_version(
-    tx: &Transaction<'_>,
-    key: &KeyMeta,
-    version: &KeyVersion,
-) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO key_versions (instance, key_id, version, id, blob, vp, created, extractable) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-            key.instance.to_string(),
-            key.id.to_string(),
-            version.version,
-            version.id.to_string(),
-            version.blob,
-            version.vp.0.to_vec(),
-            version.created,
-            key.extractable
-        ])?;
-    Ok(())
-}
-
-fn insert_alias(
-    tx: &Transaction<'_>,
-    instance: Uuid,
-    key: Uuid,
-    alias: &str,
-) -> Result<(), StoreError> {
-    let inserted = tx.execute(
-        "INSERT OR IGNORE INTO aliases (instance, alias, key_id) VALUES (?1, ?2, ?3)",
-        params![instance.to_string(), alias, key.to_string()],
-    )?;
-    if inserted == 0 {
-        return Err(StoreError::Conflict(format!(
-            "alias '{alias}' is already in use in this instance"
-        )));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{KeyPolicies, KeyState};
-
-    fn key(instance: Uuid, name: &str) -> KeyMeta {
-        KeyMeta {
-            instance,
-            id: Uuid::new_v4(),
-            name: name.to_owned(),
-            description: String::new(),
-            extractable: false,
-            imported: false,
-            state: KeyState::Active,
-            key_ring: "default".to_owned(),
-            aliases: vec![format!("{name}-alias")],
-            created: now_ms(),
-            created_by: "test".to_owned(),
-            updated: now_ms(),
-            last_rotated: None,
-            deletion: None,
-            deletion_authorization: None,
-            policies: KeyPolicies::default(),
-            newest_version: 1,
-            labels: Vec::new(),
-        }
-    }
-
-    fn version(n: u32, vp: u8) -> KeyVersion {
-        KeyVersion {
-            version: n,
-            id: Uuid::new_v4(),
-            blob: vec![n as u8; 60],
-            vp: Vp([vp; 32]),
-            created: now_ms(),
-        }
-    }
-
-    #[test]
-    fn keys_versions_aliases_and_rings_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys.db");
-        let instance = Uuid::new_v4();
-        let first = key(instance, "first");
-        {
-            let store = SqliteStore::open(&path).unwrap();
-            store.create_key(&first, &version(1, 1)).unwrap();
-            let rotated = KeyMeta {
-                newest_version: 2,
-                ..first.clone()
-            };
-            store.add_version(&rotated, 1, &version(2, 2)).unwrap();
-            // A second rotation based on the stale version is refused.
-            assert!(matches!(
-                store.add_version(&rotated, 1, &version(3, 2)),
-                Err(StoreError::Conflict(_))
-            ));
-            store
-                .create_key_ring(
-                    instance,
-                    &KeyRing {
-                        id: "ring".to_owned(),
-                        created: 1,
-                        created_by: "t".to_owned(),
-                    },
-                )
-                .unwrap();
-        }
-        let store = SqliteStore::open(&path).unwrap();
-        let by_alias = store.key(instance, "first-alias").unwrap().unwrap();
-        assert_eq!(by_alias.id, first.id);
-        assert_eq!(by_alias.newest_version, 2);
-        assert_eq!(store.versions(instance, first.id).unwrap().len(), 2);
-        assert_eq!(
-            store.count_by_vp(instance).unwrap(),
-            vec![(Vp([1; 32]), 1), (Vp([2; 32]), 1)]
-        );
-        assert!(store.count_by_vp(Uuid::new_v4()).unwrap().is_empty());
-        assert_eq!(store.key_rings(instance).unwrap().len(), 2);
-        // Another instance sees nothing.
-        assert!(
-            store
-                .key(Uuid::new_v4(), &first.id.to_string())
-                .unwrap()
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn alias_conflicts_and_refused_updates_change_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("keys.db")).unwrap();
-        let instance = Uuid::new_v4();
-        let a = key(instance, "a");
-        let b = key(instance, "b");
-        store.create_key(&a, &version(1, 1)).unwrap();
-        store.create_key(&b, &version(1, 1)).unwrap();
-        assert!(matches!(
-            store.add_alias(instance, b.id, "a-alias"),
-            Err(StoreError::Conflict(_))
-        ));
-        let refused = store.update(instance, a.id, &mut |k| {
-            k.state = KeyState::Suspended;
-            Err(StoreError::Refused("no".to_owned()))
-        });
-        assert!(refused.is_err());
-        assert_eq!(
-            store
-                .key(instance, &a.id.to_string())
-                .unwrap()
-                .unwrap()
-                .state,
-            KeyState::Active
-        );
-        let (listed, total) = store
-            .list(
-                instance,
-                &ListFilter {
-                    limit: 1,
-                    ..ListFilter::default()
-                },
-            )
-            .unwrap();
-        assert_eq!((listed.len(), total), (1, 2));
-        store.purge(instance, a.id).unwrap();
-        assert!(store.key(instance, "a-alias").unwrap().is_none());
-        assert!(store.versions(instance, a.id).unwrap().is_empty());
     }
 }
