@@ -80,21 +80,37 @@ def own_dev(tmp_path_factory):
 
 
 def _without_excluded_policies(node):
-    """The document without the excluded policy types wherever an `enum` lists them."""
+    """The document without the excluded policy types wherever an `enum` lists them, and
+    without the `oneOf` alternatives that describe only an excluded type."""
     if isinstance(node, dict):
         out = {key: _without_excluded_policies(value) for key, value in node.items()}
         if isinstance(out.get("enum"), list):
             out["enum"] = [value for value in out["enum"] if value not in EXCLUDED_POLICIES]
+        if isinstance(out.get("oneOf"), list):
+            out["oneOf"] = [choice for choice in out["oneOf"] if not _only_excluded(choice)]
         return out
     if isinstance(node, list):
         return [_without_excluded_policies(value) for value in node]
     return node
 
 
+def _only_excluded(schema) -> bool:
+    """Whether a schema describes a policy whose type list the exclusion emptied."""
+    kind = schema.get("properties", {}).get("policy_type", {}) if isinstance(schema, dict) else {}
+    return kind.get("enum") == []
+
+
 def test_excluded_policies_leave_the_rest():
     schema = {"properties": {"policy_type": {"type": "string", "enum": ["dualAuthDelete", "allowedIP"]}}}
     assert _without_excluded_policies(schema) == {
         "properties": {"policy_type": {"type": "string", "enum": ["dualAuthDelete"]}}
+    }
+    alternatives = {"oneOf": [
+        {"properties": {"policy_type": {"enum": ["allowedIP"]}}},
+        {"properties": {"policy_type": {"enum": ["metrics"]}}},
+    ]}
+    assert _without_excluded_policies(alternatives) == {
+        "oneOf": [{"properties": {"policy_type": {"enum": ["metrics"]}}}]
     }
 
 

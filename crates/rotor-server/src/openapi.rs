@@ -321,7 +321,8 @@ struct KeyPolicyResource {
 #[allow(dead_code)]
 struct KeyPolicyList {
     metadata: CollectionMetadata,
-    resources: Vec<KeyPolicyResource>,
+    /// Absent when the key has no policy (metadata only, as Key Protect answers).
+    resources: Option<Vec<KeyPolicyResource>>,
 }
 
 #[derive(ToSchema)]
@@ -335,7 +336,8 @@ struct InstancePolicyResource {
 #[allow(dead_code)]
 struct InstancePolicyList {
     metadata: CollectionMetadata,
-    resources: Vec<InstancePolicyResource>,
+    /// Absent when no policy is set (metadata only, as Key Protect answers).
+    resources: Option<Vec<InstancePolicyResource>>,
 }
 
 #[derive(ToSchema)]
@@ -867,7 +869,7 @@ fn routes() -> Vec<Route> {
             "Create a key ring",
             "Manager",
             None,
-            &[(201, "KeyRingCollection")],
+            &[(201, "")],
         ),
         kp(
             "delete",
@@ -1013,6 +1015,16 @@ fn routes() -> Vec<Route> {
     ]
 }
 
+/// The media type of an answer: Key Protect's collections (its errors included) are
+/// `application/vnd.ibm.collection+json`, flat bodies `application/json`.
+fn media_type(schema: &str) -> &'static str {
+    if schema.ends_with("Collection") || (schema.ends_with("List") && schema != "InstanceList") {
+        crate::kp::COLLECTION_MEDIA_TYPE
+    } else {
+        "application/json"
+    }
+}
+
 fn schema_ref(name: &str) -> Value {
     match name {
         "object" => json!({"type": "object"}),
@@ -1103,7 +1115,7 @@ fn operation(route: &Route) -> Value {
     for (status, schema) in route.responses {
         let mut response = json!({"description": "success"});
         if !schema.is_empty() {
-            response["content"] = json!({"application/json": {"schema": schema_ref(schema)}});
+            response["content"] = json!({media_type(schema): {"schema": schema_ref(schema)}});
         }
         if route.method == "head" {
             response["headers"] =
@@ -1119,7 +1131,7 @@ fn operation(route: &Route) -> Value {
     };
     responses.insert(
         "default".to_owned(),
-        json!({"description": "an error", "content": {"application/json": {"schema": schema_ref(error)}}}),
+        json!({"description": "an error", "content": {media_type(error): {"schema": schema_ref(error)}}}),
     );
     let mut operation = json!({
         "summary": route.summary,
@@ -1165,6 +1177,88 @@ fn refine(schemas: &mut Map<String, Value>) {
                 },
             },
         ]);
+    }
+    // An instance policy's attributes depend on its type (the handler checks them the same way,
+    // in `kp/instance_policies.rs`).
+    if let Some(policy) = schemas.get_mut("InstancePolicy") {
+        let of_type = |kind: &str, attributes: Value, required: bool| {
+            let mut data = json!({
+                "type": "object",
+                "properties": {
+                    "enabled": {"type": "boolean"},
+                    "attributes": {"oneOf": [{"type": "null"}, attributes]},
+                },
+                "required": ["enabled"],
+                "additionalProperties": false,
+            });
+            if required {
+                // Needed to enable the policy; a disabled one may leave them out or empty.
+                data["properties"]["attributes"] = json!({"oneOf": [
+                    {"type": "null"},
+                    {"type": "object", "maxProperties": 0},
+                    attributes,
+                ]});
+                data["anyOf"] = json!([
+                    {"properties": {"enabled": {"const": false}}},
+                    {"required": ["attributes"], "properties": {"attributes": attributes}},
+                ]);
+            }
+            json!({
+                "type": "object",
+                "properties": {
+                    "policy_type": {"type": "string", "enum": [kind]},
+                    "policy_data": data,
+                },
+                "required": ["policy_type", "policy_data"],
+            })
+        };
+        let none = json!({"oneOf": [{"type": "null"}, {"type": "object", "maxProperties": 0}]});
+        let flags = |names: &[&str]| {
+            let properties: Map<String, Value> = names
+                .iter()
+                .map(|name| ((*name).to_owned(), json!({"type": "boolean"})))
+                .collect();
+            json!({"type": "object", "properties": properties, "additionalProperties": false})
+        };
+        let branches: Vec<Value> = crate::kp::instance_policy_type_names()
+            .map(|kind| {
+                let (attributes, required) = match kind {
+                    "allowedNetwork" => (json!({
+                        "type": "object",
+                        "properties": {"allowed_network": {"enum": ["public-and-private", "private-only"]}},
+                        "required": ["allowed_network"],
+                        "additionalProperties": false,
+                    }), true),
+                    "allowedIP" => (json!({
+                        "type": "object",
+                        "properties": {"allowed_ip": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"type": "string", "pattern": r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$"},
+                        }},
+                        "required": ["allowed_ip"],
+                        "additionalProperties": false,
+                    }), true),
+                    "keyCreateImportAccess" => (flags(&[
+                        "create_root_key",
+                        "create_standard_key",
+                        "import_root_key",
+                        "import_standard_key",
+                        "enforce_token",
+                    ]), false),
+                    "rotation" => (json!({
+                        "type": "object",
+                        "properties": {"interval_month": {"type": "integer", "minimum": 1, "maximum": 12}},
+                        "required": ["interval_month"],
+                        "additionalProperties": false,
+                    }), true),
+                    // dualAuthDelete, metrics: no attributes.
+                    _ => (none.clone(), false),
+                };
+                of_type(kind, attributes, required)
+            })
+            .collect();
+        *policy = json!({ "oneOf": branches });
     }
     // A key policy resource sets at least one policy.
     if let Some(policy) = schemas.get_mut("KeyPolicy") {
@@ -1286,10 +1380,17 @@ mod tests {
         let key = &doc["components"]["schemas"]["KeyCreate"];
         assert_eq!(key["required"], json!(["name"]));
         assert!(key["properties"]["encryptedNonce"].is_object());
-        assert_eq!(
-            doc["components"]["schemas"]["InstancePolicy"]["properties"]["policy_type"]["enum"],
-            json!(["dualAuthDelete"])
-        );
+        // One alternative per instance policy type the handler takes, in its order.
+        let kinds: Vec<Value> = doc["components"]["schemas"]["InstancePolicy"]["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|choice| choice["properties"]["policy_type"]["enum"][0].clone())
+            .collect();
+        let expected: Vec<Value> = crate::kp::instance_policy_type_names()
+            .map(|k| json!(k))
+            .collect();
+        assert_eq!(kinds, expected);
         let rotate = &doc["components"]["schemas"]["RotateBody"]["properties"];
         assert!(rotate.get("iv").is_none(), "{rotate}");
     }

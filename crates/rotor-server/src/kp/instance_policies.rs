@@ -155,6 +155,11 @@ impl CreateImportAccess {
     }
 }
 
+/// The name of every instance policy type, in a fixed order (for the OpenAPI document).
+pub(crate) fn policy_type_names() -> impl Iterator<Item = &'static str> {
+    PolicyType::ALL.into_iter().map(PolicyType::name)
+}
+
 /// One stored instance policy: its data as given (attributes validated and normalized) and
 /// who set it when. Records stored before the times were kept read with them empty.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

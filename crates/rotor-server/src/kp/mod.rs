@@ -62,7 +62,9 @@ pub(crate) use self::caller::Caller;
 pub use self::client_address::Cidr;
 pub use self::error::KpError;
 pub(crate) use self::error::KpResult;
+pub(crate) use self::instance_policies::policy_type_names as instance_policy_type_names;
 pub use self::policies::{rotate_by_policy, rotate_due};
+pub(crate) use self::wire::COLLECTION_MEDIA_TYPE;
 
 /// What the Key Protect routes share.
 #[derive(Clone)]

@@ -245,14 +245,16 @@ pub(crate) struct RotationPolicy {
 
 /// One resource of `PUT /instance/policies` (snake case, as Key Protect spells it).
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct InstancePolicy {
-    /// The instance policy types rotor enforces.
-    #[schema(schema_with = instance_policy_type_schema)]
+    /// One of the instance policy types (the OpenAPI document lists them with their
+    /// attributes).
     pub(super) policy_type: String,
     pub(super) policy_data: InstancePolicyData,
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct InstancePolicyData {
     pub(super) enabled: bool,
     /// Per policy type; checked by `instance_policies`.
@@ -299,14 +301,6 @@ pub(crate) struct BatchKey {
     #[schema(pattern = r"^[^\x00-\x1F\x7F-\x9F]{2,90}$")]
     pub(super) name: String,
     pub(super) dek: Base64Bytes,
-}
-
-/// `policy_type` in the OpenAPI document: the types [`super::policies`] enforces.
-fn instance_policy_type_schema() -> utoipa::openapi::schema::Object {
-    utoipa::openapi::schema::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(super::policies::INSTANCE_POLICY_TYPES.iter().copied()))
-        .build()
 }
 
 /// A JSON body the route needs.

@@ -25,7 +25,7 @@ pub(super) const POLICY_TYPE: &str = "application/vnd.ibm.kms.policy+json";
 /// core parses only `application/json`, so its users call `.json()` on these answers, and
 /// clients written against the real service rely on exactly that. Flat bodies (wrap, unwrap,
 /// rewrap, import token) stay `application/json`.
-pub(super) const COLLECTION_MEDIA_TYPE: &str = "application/vnd.ibm.collection+json";
+pub(crate) const COLLECTION_MEDIA_TYPE: &str = "application/vnd.ibm.collection+json";
 
 /// What the caller asked for in `Prefer`: the resource back (the default, as Key Protect's Go
 /// client reads `resources[0]` without sending `Prefer`) or no body at all.
