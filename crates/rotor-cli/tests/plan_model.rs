@@ -2,43 +2,54 @@
 //!
 //! `rotor mk rotate` (flow Parts) and `rotor auto rotate` (flow Auto) loop "read the real
 //! state → plan → do one step" until the plan says done or the command completed the rotation.
-//! Here the real units, service and keystore are replaced by a small simulator ([`Sim`]) that
-//! follows the rules of `rotor-unit/src/machine.rs` (registers, rotation lock,
-//! `finish_reencryption`; the machine itself is checked against the same rules by
-//! `rotor-unit/tests/machine_model.rs`) and of `rotor-server/src/rotation.rs` (journal, `begin`,
-//! the engine, `complete`), with the keystore as a count of blobs under each master key. The
-//! real `plan` then drives random valid starting worlds while a random event tape kills the
-//! command between any two effects (so a step may be only partly done) and reruns it, lets the
-//! service's engine run on by itself, has the service create keys, and has operators try what
-//! the rotation lock must refuse.
+//! Here the units are the real pure state machine ([`UnitState`], in memory: every step is a
+//! command signed by as many admins as it needs, applied with `UnitState::apply`, and the
+//! planner reads `UnitState::status`), while the service is a small simulator ([`Sim`]) that
+//! follows `rotor-server/src/rotation.rs` (journal, `begin`, the engine telling units
+//! `finish_reencryption`, `complete`), with the keystore as a count of blobs under each master
+//! key. The real `plan` then drives random valid starting worlds while a random event tape
+//! kills the command between any two effects (so a step may be only partly done) and reruns
+//! it, lets the service's engine run on by itself, has the service create keys, and has
+//! operators try what the rotation lock must refuse.
 //!
 //! Checked: the loop ends within [`MAX_PLANS`] steps; at the end every unit has the rotation's
 //! key current and nothing else, and every blob is under it; at every point each blob's master
 //! key is held usable by every unit (so no unit is promoted while blobs remain under its old
 //! key, and no register blobs depend on is cleared or replaced); the auto flow generates one
-//! random key only; `plan` never fails and never proposes a step the units or the service
-//! refuse.
+//! random key only; `plan` never fails and never proposes a step the units (a `UnitError` from
+//! the machine) or the service refuse.
 
 // A failed expectation is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use rotor_cli::plan::{Flow, JournalView, Step, UnitView, plan};
-use rotor_crypto::Vp;
-use rotor_unit::wire::{NewState, Register, RotationLock, Ski, UnitKind};
+use rotor_crypto::{
+    ImporterKey, PublicKey, Secret32, SigAlg, SigningKey, Vp, combine_parts, seal_to, sha256,
+};
+use rotor_unit::UnitError;
+use rotor_unit::machine::{Entropy, NewRegister, UnitState, envelope_context};
+use rotor_unit::wire::{
+    Action, Command, Outcome, PART_CONTEXT, RotationLock, TRANSFER_CONTEXT, UnitKind,
+};
+use uuid::Uuid;
 
 /// Plans one scenario may take across all its runs before it counts as not terminating.
 const MAX_PLANS: usize = 200;
 /// Kills per scenario; later kill events are ignored.
 const MAX_KILLS: usize = 5;
-/// Random cases per flow.
+/// Random cases per flow. The units are the real machine, so every command is really signed
+/// and verified (P-256, fixed admin keys) and key transfers really sealed and opened: the whole
+/// file takes about 30 s on two shared cores, nearly all of it curve arithmetic.
 const CASES: u32 = 1000;
 
-/// A master key, named by a small number; its VP is that byte repeated.
+/// A master key, named by a small number; its secret and VP are fixed per name ([`secret`],
+/// [`vp`]), so traces can name keys and the VPs units report can be read back ([`key_of`]).
 type Key = u8;
 /// The current master key every world starts with.
 const FROM: Key = 1;
@@ -53,253 +64,261 @@ const FIRST_RANDOM: Key = 16;
 /// Key material operators try to force into locked units.
 const FOREIGN: Key = 0xEE;
 
-fn vp(key: Key) -> Vp {
-    Vp([key; 32])
+// ---------------------------------------------------------------------------------------------
+// Key names and the real units
+// ---------------------------------------------------------------------------------------------
+
+/// Fixed material: the admins' signing keys, the units' identity, and one real master key per
+/// key name (two key parts each, combined as the unit combines them).
+struct Material {
+    admins: Vec<SigningKey>,
+    identity: PublicKey,
+    /// An importer public key no unit ever has pending.
+    bogus_importer: Vec<u8>,
+    /// Indexed by key name.
+    keys: Vec<(Secret32, Vp)>,
 }
 
+fn material() -> &'static Material {
+    static MATERIAL: OnceLock<Material> = OnceLock::new();
+    MATERIAL.get_or_init(|| {
+        // Fixed scalars: the test is reproducible, and a signature costs one P-256 signing.
+        let signing = |byte: u8| SigningKey::from_scalar(SigAlg::P256Sha256, &[byte; 32]).unwrap();
+        let keys = (0..=Key::MAX)
+            .map(|key| {
+                let secret = combine_parts(&parts(key));
+                let vp = secret.vp();
+                (secret, vp)
+            })
+            .collect();
+        Material {
+            admins: vec![signing(0x11), signing(0x22)],
+            identity: signing(0x33).public_key(),
+            bogus_importer: ImporterKey::generate().public_sec1().unwrap(),
+            keys,
+        }
+    })
+}
+
+/// The two key parts of the master key named `key`.
+fn parts(key: Key) -> [Secret32; 2] {
+    [0u8, 1].map(|part| Secret32::from_bytes(sha256(&[b'p', b'm', key, part])))
+}
+
+fn secret(key: Key) -> Secret32 {
+    material().keys[usize::from(key)].0.clone()
+}
+
+fn vp(key: Key) -> Vp {
+    material().keys[usize::from(key)].1
+}
+
+/// The name of the master key with this VP; every key a unit ever holds has one.
 fn key_of(vp: &Vp) -> Key {
-    vp.0[0]
+    let index = material()
+        .keys
+        .iter()
+        .position(|(_, known)| known.matches(vp))
+        .unwrap_or_else(|| panic!("no model key has the VP {vp}"));
+    Key::try_from(index).unwrap()
 }
 
 fn short(vp: &Vp) -> String {
     format!("k{}", key_of(vp))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Units: the rules of machine.rs, on key names instead of secrets
-// ---------------------------------------------------------------------------------------------
+/// The units' entropy: `GenerateRandom` draws the key names from `.0` on, in order.
+struct Draws(Key);
 
-/// The new register.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum NewReg {
-    Empty,
-    Uncommitted(Key),
-    Committed(Key),
+impl Entropy for Draws {
+    fn secret(&mut self) -> Secret32 {
+        let key = secret(self.0);
+        self.0 = self.0.wrapping_add(1);
+        key
+    }
+
+    fn importer(&mut self) -> ImporterKey {
+        ImporterKey::generate()
+    }
 }
 
-impl NewReg {
-    fn key(self) -> Option<Key> {
-        match self {
-            Self::Empty => None,
-            Self::Uncommitted(key) | Self::Committed(key) => Some(key),
+/// A real unit state machine ([`UnitState`]) with the number `rotor units` gives it.
+#[derive(Clone)]
+struct Unit {
+    number: usize,
+    state: UnitState,
+}
+
+impl std::fmt::Debug for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = |key: Option<Key>| key.map_or_else(|| "-".to_owned(), |key| format!("k{key}"));
+        let new = match self.state.new {
+            NewRegister::Empty => "Empty",
+            NewRegister::Uncommitted(_) => "Uncommitted",
+            NewRegister::Committed(_) => "Committed",
+        };
+        write!(
+            f,
+            "unit {} ({:?}): current {}, new {new} {}, {:?}{}",
+            self.number,
+            self.state.kind,
+            name(self.current()),
+            name(self.new_key()),
+            self.state.rotation,
+            if self.state.importer.is_some() {
+                ", importer pending"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+impl Unit {
+    /// A unit as the starting worlds have it, set up through its own commands: two admins
+    /// installed in imprint mode, thresholds set, `FROM` loaded from parts, committed and made
+    /// current, and for the key part flow `LOADED` loaded and committed. Built once per kind
+    /// of unit and cloned.
+    fn initialized(number: usize, kind: UnitKind, threshold: u8, loaded: bool) -> Self {
+        type Shape = (usize, bool, u8, bool);
+        static BUILT: Mutex<BTreeMap<Shape, UnitState>> = Mutex::new(BTreeMap::new());
+        let shape = (number, kind == UnitKind::Recovery, threshold, loaded);
+        let mut built = BUILT.lock().unwrap();
+        let state = built.entry(shape).or_insert_with(|| {
+            let id = Uuid::from_u128(0x706c_616e_0000_4000_8000_0000_0000_0000 | number as u128);
+            let mut unit = Self {
+                number,
+                state: UnitState::new(id, kind),
+            };
+            for (index, admin) in material().admins.iter().enumerate() {
+                unit.run(Action::AddAdmin {
+                    name: format!("admin {index}"),
+                    public_key: admin.public_key(),
+                });
+            }
+            unit.run(Action::SetThresholds {
+                signature: threshold,
+                revocation: threshold,
+            });
+            unit.load(FROM);
+            unit.run(Action::SetImmediate { vp: vp(FROM) });
+            if loaded {
+                unit.load(LOADED);
+            }
+            unit.state
+        });
+        Self {
+            number,
+            state: state.clone(),
         }
     }
 
-    /// Key operations only use a committed new register (`UnitState::masters`).
-    fn committed(self) -> Option<Key> {
-        match self {
-            Self::Committed(key) => Some(key),
+    /// Setup only: `rotor mk load` and `rotor mk commit`.
+    fn load(&mut self, key: Key) {
+        let Outcome::Importer { public_key } = self.run(Action::CreateImporter) else {
+            panic!("create importer returned no importer");
+        };
+        let context = envelope_context(PART_CONTEXT, self.state.unit);
+        let parts = parts(key)
+            .iter()
+            .map(|part| seal_to(&public_key, &context, part).unwrap())
+            .collect();
+        self.run(Action::LoadNew {
+            importer: public_key,
+            parts,
+        });
+        self.run(Action::Commit { vp: vp(key) });
+    }
+
+    /// Setup only: a command that must be accepted.
+    fn run(&mut self, action: Action) -> Outcome {
+        let (next, outcome) = self.apply(action, &mut Draws(FOREIGN)).unwrap();
+        self.state = next;
+        outcome
+    }
+
+    /// `action` signed by as many admins as it needs (none in imprint mode), applied to the
+    /// real machine: the next state and the outcome, or the refusal. Like the machine, this
+    /// changes nothing; the caller keeps or replaces `self.state`.
+    fn apply(
+        &self,
+        action: Action,
+        entropy: &mut dyn Entropy,
+    ) -> Result<(UnitState, Outcome), (String, UnitError)> {
+        let label = label(&action);
+        let needed = self
+            .state
+            .required_signatures(&action)
+            .map_or(0, usize::from);
+        let signers: Vec<&SigningKey> = material().admins.iter().take(needed).collect();
+        let signed = Command {
+            unit: self.state.unit,
+            counter: self.state.counter + 1,
+            action,
+        }
+        .sign(&signers);
+        self.state
+            .apply(&signed, entropy)
+            .map_err(|err| (format!("unit {} refuses {label}: {err}", self.number), err))
+    }
+
+    fn current(&self) -> Option<Key> {
+        self.state.current.as_ref().map(|key| key_of(&key.vp()))
+    }
+
+    fn new_key(&self) -> Option<Key> {
+        match &self.state.new {
+            NewRegister::Empty => None,
+            NewRegister::Uncommitted(key) | NewRegister::Committed(key) => Some(key_of(&key.vp())),
+        }
+    }
+
+    fn committed(&self) -> Option<Key> {
+        match &self.state.new {
+            NewRegister::Committed(key) => Some(key_of(&key.vp())),
             _ => None,
         }
     }
 
-    fn state(self) -> NewState {
-        match self {
-            Self::Empty => NewState::Empty,
-            Self::Uncommitted(_) => NewState::FullUncommitted,
-            Self::Committed(_) => NewState::FullCommitted,
-        }
-    }
-}
-
-/// The unit actions a rotation uses, and those operators may try on a locked unit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Act {
-    CreateImporter,
-    Export(Register),
-    ImportNew {
-        importer: u32,
-        key: Key,
-    },
-    LoadNew(Key),
-    /// With the key the unit's entropy would give.
-    GenerateRandom(Key),
-    Commit(Key),
-    PinNew(Key),
-    SetImmediate(Key),
-    ClearNew,
-    ClearCurrent,
-}
-
-/// What an accepted action returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    Done,
-    Importer(u32),
-    Exported(Key),
-    Generated(Key),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Unit {
-    number: usize,
-    kind: UnitKind,
-    current: Option<Key>,
-    new: NewReg,
-    lock: RotationLock,
-    /// The pending importer key, by serial number.
-    importer: Option<u32>,
-}
-
-impl Unit {
-    /// `UnitState::transition`: the next state, or why the unit refuses. Like the machine, a
-    /// refused action changes nothing (the caller keeps `self`).
-    fn apply(&self, act: Act, next_importer: u32) -> Result<(Self, Outcome), String> {
-        let refuse = |why: &str| format!("unit {} refuses {act:?}: {why}", self.number);
-        let locked = self.lock != RotationLock::None;
-        match act {
-            Act::ImportNew { .. }
-            | Act::LoadNew(_)
-            | Act::GenerateRandom(_)
-            | Act::ClearNew
-            | Act::ClearCurrent
-            | Act::PinNew(_)
-                if locked =>
-            {
-                return Err(refuse(&format!("rotation {:?}", self.lock)));
-            }
-            Act::SetImmediate(_) if locked && self.lock != RotationLock::Reencrypted => {
-                return Err(refuse(&format!("rotation {:?}", self.lock)));
-            }
-            _ => {}
-        }
-        let mut next = self.clone();
-        let outcome = match act {
-            Act::CreateImporter => {
-                next.importer = Some(next_importer);
-                Outcome::Importer(next_importer)
-            }
-            Act::Export(register) => {
-                if self.kind != UnitKind::Recovery {
-                    return Err(refuse("not a recovery unit"));
-                }
-                let key = match register {
-                    Register::Current => self.current,
-                    Register::New => self.new.key(),
-                };
-                Outcome::Exported(key.ok_or_else(|| refuse("register empty"))?)
-            }
-            Act::ImportNew { importer, key } => {
-                if self.new != NewReg::Empty {
-                    return Err(refuse("new register not empty"));
-                }
-                if self.importer != Some(importer) {
-                    return Err(refuse("no such importer pending"));
-                }
-                next.importer = None;
-                next.new = NewReg::Uncommitted(key);
-                Outcome::Done
-            }
-            Act::LoadNew(key) => {
-                if self.new != NewReg::Empty {
-                    return Err(refuse("new register not empty"));
-                }
-                if self.current == Some(key) {
-                    return Err(refuse("same as current"));
-                }
-                next.new = NewReg::Uncommitted(key);
-                Outcome::Done
-            }
-            Act::GenerateRandom(key) => {
-                if self.kind != UnitKind::Recovery {
-                    return Err(refuse("not a recovery unit"));
-                }
-                if self.current.is_none() {
-                    next.current = Some(key);
-                } else if self.new == NewReg::Empty {
-                    next.new = NewReg::Uncommitted(key);
-                } else {
-                    return Err(refuse("new register not empty"));
-                }
-                Outcome::Generated(key)
-            }
-            Act::Commit(key) => {
-                if self.new != NewReg::Uncommitted(key) {
-                    return Err(refuse("new register not Full Uncommitted with this VP"));
-                }
-                next.new = NewReg::Committed(key);
-                Outcome::Done
-            }
-            Act::PinNew(key) => {
-                if self.current.is_none() {
-                    return Err(refuse("current register empty"));
-                }
-                if self.new != NewReg::Committed(key) {
-                    return Err(refuse("new register not Full Committed with this VP"));
-                }
-                next.lock = RotationLock::Reencrypting;
-                Outcome::Done
-            }
-            Act::SetImmediate(key) => {
-                if self.new != NewReg::Committed(key) {
-                    return Err(refuse("new register not Full Committed with this VP"));
-                }
-                next.current = Some(key);
-                next.new = NewReg::Empty;
-                next.lock = RotationLock::None;
-                Outcome::Done
-            }
-            Act::ClearNew => {
-                next.new = NewReg::Empty;
-                Outcome::Done
-            }
-            Act::ClearCurrent => {
-                next.current = None;
-                Outcome::Done
-            }
-        };
-        Ok((next, outcome))
-    }
-
-    /// `UnitState::finish_reencryption` (the abort cases are not reachable here).
-    fn finish_reencryption(&self, to: Key) -> Result<Self, String> {
-        let mut next = self.clone();
-        match self.lock {
-            RotationLock::Reencrypting if self.new.key() == Some(to) => {
-                next.lock = RotationLock::Reencrypted;
-            }
-            RotationLock::Reencrypted if self.new.key() == Some(to) => {}
-            RotationLock::None if self.current == Some(to) => {}
-            _ => {
-                return Err(format!(
-                    "unit {} refuses finish-reencryption to k{to}: {self:?}",
-                    self.number
-                ));
-            }
-        }
-        Ok(next)
+    fn lock(&self) -> RotationLock {
+        self.state.rotation
     }
 
     /// Whether key operations on this unit can use `key` (`Masters::for_vp`).
     fn holds(&self, key: Key) -> bool {
-        self.current == Some(key) || self.new.committed() == Some(key)
+        self.state
+            .masters()
+            .is_some_and(|masters| masters.for_vp(&vp(key)).is_ok())
     }
 
-    /// The key new blobs are wrapped under (`Masters::wrapping`): a pinned new register, else
-    /// the current one.
+    /// The key new blobs are wrapped under (`Masters::wrapping`).
     fn wrapping(&self) -> Option<Key> {
-        let pinned = matches!(
-            self.lock,
-            RotationLock::Reencrypting | RotationLock::Reencrypted
-        );
-        match self.new.committed() {
-            Some(new) if pinned && self.current.is_some() => Some(new),
-            _ => self.current,
-        }
+        self.state
+            .masters()
+            .map(|masters| key_of(&masters.wrapping().vp()))
     }
 
-    fn view(&self, threshold: u8) -> UnitView {
-        UnitView {
-            number: self.number,
-            kind: self.kind,
-            imprint: false,
-            signature_threshold: threshold,
-            admins: vec![Ski([0xA1; 32]), Ski([0xA2; 32])],
-            current: self.current.map(vp),
-            new: self.new.state(),
-            new_vp: self.new.key().map_or(Vp::EMPTY, vp),
-            rotation: self.lock,
+    /// What `rotor` reads: the unit's status, as the planner sees it.
+    fn view(&self) -> UnitView {
+        UnitView::of(self.number, &self.state.status(material().identity.clone()))
+    }
+}
+
+/// An action as the trace shows it.
+fn label(action: &Action) -> String {
+    match action {
+        Action::Commit { vp }
+        | Action::SetImmediate { vp }
+        | Action::PinNew { vp }
+        | Action::AbortRotation { vp } => {
+            if material().keys.iter().any(|(_, known)| known.matches(vp)) {
+                format!("{} {}", action.name(), short(vp))
+            } else {
+                format!("{} {vp}", action.name())
+            }
         }
+        Action::Export { register, .. } => format!("{} {register}", action.name()),
+        other => other.name().to_owned(),
     }
 }
 
@@ -496,7 +515,6 @@ struct Reached {
 
 struct Sim<'a> {
     flow: Flow,
-    threshold: u8,
     units: Vec<Unit>,
     journal: Option<Journal>,
     /// The keystore: how many blobs lie under each master key.
@@ -504,8 +522,8 @@ struct Sim<'a> {
     /// Blobs ever stored: the initial ones and those created meanwhile.
     total: u64,
     batch: u64,
-    next_random: Key,
-    next_importer: u32,
+    /// The units' entropy: the next key `GenerateRandom` makes.
+    entropy: Draws,
     /// Keys `GenerateRandom` made, in order.
     generated: Vec<Key>,
     /// The service recorded this scenario's rotation completed.
@@ -526,20 +544,13 @@ impl<'a> Sim<'a> {
             .recovery
             .iter()
             .enumerate()
-            .map(|(index, &recovery)| Unit {
-                number: index + 1,
-                kind: if recovery {
+            .map(|(index, &recovery)| {
+                let kind = if recovery {
                     UnitKind::Recovery
                 } else {
                     UnitKind::Operational
-                },
-                current: Some(FROM),
-                new: match setup.flow {
-                    Flow::Parts => NewReg::Committed(LOADED),
-                    Flow::Auto => NewReg::Empty,
-                },
-                lock: RotationLock::None,
-                importer: None,
+                };
+                Unit::initialized(index + 1, kind, setup.threshold, setup.flow == Flow::Parts)
             })
             .collect();
         let journal = match setup.prior {
@@ -551,14 +562,12 @@ impl<'a> Sim<'a> {
         .map(|(from, to, phase)| Journal { from, to, phase });
         Self {
             flow: setup.flow,
-            threshold: setup.threshold,
             units,
             journal,
             blobs: BTreeMap::from([(FROM, setup.blobs)]),
             total: setup.blobs,
             batch: setup.batch,
-            next_random: FIRST_RANDOM,
-            next_importer: 1,
+            entropy: Draws(FIRST_RANDOM),
             generated: Vec::new(),
             completed: false,
             stepping: false,
@@ -600,7 +609,7 @@ impl<'a> Sim<'a> {
                 // The command reads the state once more, reports and returns.
                 return Ok(Exit::Finished);
             }
-            let views: Vec<UnitView> = self.units.iter().map(|u| u.view(self.threshold)).collect();
+            let views: Vec<UnitView> = self.units.iter().map(Unit::view).collect();
             let journal = self.journal.map(|j| JournalView {
                 from: vp(j.from),
                 to: vp(j.to),
@@ -629,33 +638,46 @@ impl<'a> Sim<'a> {
                     vp: planned,
                 } => {
                     // `transfer_new`: importer on the target, export from the source, import.
-                    let Outcome::Importer(importer) = self.act(target, Act::CreateImporter)? else {
+                    let Outcome::Importer { public_key } =
+                        self.act(target, Action::CreateImporter)?
+                    else {
                         return Err("create importer returned no importer".to_owned());
                     };
                     if self.point()? {
                         return Ok(Exit::Killed);
                     }
-                    let Outcome::Exported(key) = self.act(source, Act::Export(register))? else {
+                    let recipient_unit = self.units[self.unit_index(target)?].state.unit;
+                    let export = Action::Export {
+                        register,
+                        recipient_unit,
+                        recipient_importer: public_key.clone(),
+                    };
+                    let Outcome::Exported { vp, key } = self.act(source, export)? else {
                         return Err("export returned no key".to_owned());
                     };
                     // The CLI does not compare VPs here: the plan must have picked the right
                     // register.
-                    if key != key_of(&planned) {
+                    if !vp.matches(&planned) {
                         return Err(format!(
-                            "unit {source} exported k{key} from its {register} register, not the planned {}",
+                            "unit {source} exported {} from its {register} register, not the planned {}",
+                            short(&vp),
                             short(&planned)
                         ));
                     }
                     if self.point()? {
                         return Ok(Exit::Killed);
                     }
-                    self.act(target, Act::ImportNew { importer, key })?;
+                    let import = Action::ImportNew {
+                        importer: public_key,
+                        key,
+                    };
+                    self.act(target, import)?;
                 }
                 Step::Commit { unit, vp } => {
-                    self.act(unit, Act::Commit(key_of(&vp)))?;
+                    self.act(unit, Action::Commit { vp })?;
                 }
                 Step::Pin { unit, vp } => {
-                    self.act(unit, Act::PinNew(key_of(&vp)))?;
+                    self.act(unit, Action::PinNew { vp })?;
                 }
                 Step::Reencrypt { from, to } => {
                     self.begin(key_of(&from), key_of(&to))?;
@@ -669,7 +691,7 @@ impl<'a> Sim<'a> {
                     }
                 }
                 Step::Promote { unit, vp } => {
-                    self.promote(unit, key_of(&vp))?;
+                    self.promote(unit, vp)?;
                 }
                 Step::Complete => {
                     self.complete()?;
@@ -719,21 +741,17 @@ impl<'a> Sim<'a> {
             .ok_or_else(|| format!("the plan named unit {number}, which does not exist"))
     }
 
-    /// A step's action on a unit: a refusal means the plan proposed something impossible, and
-    /// a rerun would propose it again.
-    fn act(&mut self, number: usize, act: Act) -> Result<Outcome, String> {
+    /// A step's action on a unit: a refusal (a `UnitError` from the machine) means the plan
+    /// proposed something impossible, and a rerun would propose it again.
+    fn act(&mut self, number: usize, action: Action) -> Result<Outcome, String> {
         let index = self.unit_index(number)?;
+        let label = label(&action);
         let (next, outcome) = self.units[index]
-            .apply(act, self.next_importer)
-            .map_err(|why| format!("the planned step was refused: {why}"))?;
-        if outcome == Outcome::Importer(self.next_importer) {
-            self.next_importer += 1;
-        }
-        self.units[index] = next;
-        self.trace.push(format!(
-            "  unit {number}: {act:?} -> {:?}",
-            self.units[index]
-        ));
+            .apply(action, &mut self.entropy)
+            .map_err(|(why, _)| format!("the planned step was refused: {why}"))?;
+        self.units[index].state = next;
+        self.trace
+            .push(format!("  {label} -> {:?}", self.units[index]));
         self.check_safety()?;
         Ok(outcome)
     }
@@ -747,33 +765,32 @@ impl<'a> Sim<'a> {
             && let Some(holder) = self
                 .units
                 .iter()
-                .find(|u| u.current == Some(first) || u.new.key() == Some(first))
+                .find(|u| u.current() == Some(first) || u.new_key() == Some(first))
         {
             return Err(format!(
                 "a second random key is generated although unit {} holds the first, k{first}",
                 holder.number
             ));
         }
-        let key = self.next_random;
-        self.next_random += 1;
-        if let Outcome::Generated(key) = self.act(number, Act::GenerateRandom(key))? {
-            self.generated.push(key);
-        }
+        let Outcome::Generated { vp, .. } = self.act(number, Action::GenerateRandom)? else {
+            return Err("generate returned no key".to_owned());
+        };
+        self.generated.push(key_of(&vp));
         Ok(())
     }
 
     /// `SetImmediate`, checked first against blobs still under the key it retires.
-    fn promote(&mut self, number: usize, key: Key) -> Result<(), String> {
+    fn promote(&mut self, number: usize, vp: Vp) -> Result<(), String> {
         let index = self.unit_index(number)?;
-        if let Some(old) = self.units[index].current {
+        if let Some(old) = self.units[index].current() {
             let left = self.count(old);
-            if left > 0 && old != key {
+            if left > 0 && old != key_of(&vp) {
                 return Err(format!(
                     "unit {number} is promoted while {left} blob(s) remain under its current key k{old}"
                 ));
             }
         }
-        self.act(number, Act::SetImmediate(key))?;
+        self.act(number, Action::SetImmediate { vp })?;
         Ok(())
     }
 
@@ -792,23 +809,22 @@ impl<'a> Sim<'a> {
             _ => false,
         };
         for u in &self.units {
-            let promoted = u.current == Some(to);
-            let pinned = u.current == Some(from)
-                && u.new == NewReg::Committed(to)
+            let promoted = u.current() == Some(to);
+            let pinned = u.current() == Some(from)
+                && u.committed() == Some(to)
                 && matches!(
-                    u.lock,
+                    u.lock(),
                     RotationLock::Reencrypting | RotationLock::Reencrypted
                 );
             if !(promoted || pinned) {
-                return Err(refuse(format!("unit {} is not ready: {u:?}", u.number)));
+                return Err(refuse(format!("{u:?} is not ready")));
             }
         }
         match self.journal {
             // A unit that missed the news (restored, or down at the time) hears it now.
             Some(j) if resume && j.phase == Phase::Reencrypted => {
                 for index in 0..self.units.len() {
-                    self.units[index] =
-                        self.units[index].finish_reencryption(to).map_err(&refuse)?;
+                    self.finish(index, to).map_err(&refuse)?;
                 }
             }
             _ if resume => {}
@@ -838,7 +854,9 @@ impl<'a> Sim<'a> {
         let remaining = self.count(journal.from);
         if remaining > 0 {
             if !self.units.iter().any(|u| {
-                u.kind == UnitKind::Operational && u.holds(journal.from) && u.holds(journal.to)
+                u.state.kind == UnitKind::Operational
+                    && u.holds(journal.from)
+                    && u.holds(journal.to)
             }) {
                 return Err(format!(
                     "{remaining} blob(s) under k{} and no operational unit holds both keys",
@@ -854,11 +872,11 @@ impl<'a> Sim<'a> {
         }
         // `tell_units`: every unit in order; repeating it changes nothing.
         for index in 0..self.units.len() {
-            let next = self.units[index].finish_reencryption(journal.to)?;
-            if next != self.units[index] {
-                self.trace
-                    .push(format!("  engine: finish on unit {}", next.number));
-                self.units[index] = next;
+            if self.finish(index, journal.to)? {
+                self.trace.push(format!(
+                    "  engine: finish on unit {}",
+                    self.units[index].number
+                ));
                 self.check_safety()?;
                 return Ok(true);
             }
@@ -869,13 +887,26 @@ impl<'a> Sim<'a> {
         Ok(true)
     }
 
+    /// The service tells a unit key storage is reencrypted to `to`
+    /// (`UnitState::finish_reencryption`); true when the unit's lock changed.
+    fn finish(&mut self, index: usize, to: Key) -> Result<bool, String> {
+        let unit = &mut self.units[index];
+        let next = unit
+            .state
+            .finish_reencryption(&vp(to))
+            .map_err(|err| format!("{unit:?} refuses finish-reencryption to k{to}: {err}"))?;
+        let changed = next.rotation != unit.state.rotation;
+        unit.state = next;
+        Ok(changed)
+    }
+
     /// `Rotations::complete`: every unit must be promoted and key storage reencrypted.
     fn complete(&mut self) -> Result<(), String> {
         let mut journal = self
             .journal
             .ok_or("the service refused to complete: no journal")?;
         if journal.phase != Phase::Completed {
-            if let Some(u) = self.units.iter().find(|u| u.current != Some(journal.to)) {
+            if let Some(u) = self.units.iter().find(|u| u.current() != Some(journal.to)) {
                 return Err(format!(
                     "the service refused to complete: unit {} is not promoted",
                     u.number
@@ -900,13 +931,13 @@ impl<'a> Sim<'a> {
         let operational: Vec<&Unit> = self
             .units
             .iter()
-            .filter(|u| u.kind == UnitKind::Operational)
+            .filter(|u| u.state.kind == UnitKind::Operational)
             .collect();
         let unit = operational[usize::from(index) % operational.len()];
         let Some(key) = unit.wrapping() else {
             return Ok(());
         };
-        if self.journal.is_none_or(|j| !j.phase.open()) && unit.current != Some(key) {
+        if self.journal.is_none_or(|j| !j.phase.open()) && unit.current() != Some(key) {
             self.reached.key_under_new_early = true;
         }
         self.trace.push(format!(
@@ -924,38 +955,51 @@ impl<'a> Sim<'a> {
     fn tamper(&mut self, tamper: Tamper, index: u8) -> Result<(), String> {
         let index = usize::from(index) % self.units.len();
         let unit = &self.units[index];
-        if unit.lock == RotationLock::None {
+        if unit.lock() == RotationLock::None {
             return match tamper {
                 Tamper::ClearNew => self.clear_unpinned(index),
                 _ => Ok(()),
             };
         }
-        let own = unit.new.key().unwrap_or(FOREIGN);
-        let act = match tamper {
-            Tamper::ClearNew => Act::ClearNew,
-            Tamper::LoadNew => Act::LoadNew(FOREIGN),
-            Tamper::ClearCurrent => Act::ClearCurrent,
-            Tamper::SetImmediate if unit.lock == RotationLock::Reencrypted => {
+        let own = unit.new_key().map_or_else(|| vp(FOREIGN), vp);
+        // Material sealed to the importer the unit has pending, if any, as a workstation would.
+        let importer = unit.state.importer.as_ref().map_or_else(
+            || material().bogus_importer.clone(),
+            |pending| pending.public_sec1().unwrap(),
+        );
+        let seal = |label: &[u8], key: &Secret32| {
+            seal_to(&importer, &envelope_context(label, unit.state.unit), key).unwrap()
+        };
+        let action = match tamper {
+            Tamper::ClearNew => Action::ClearNew,
+            Tamper::LoadNew => Action::LoadNew {
+                importer: importer.clone(),
+                parts: parts(FOREIGN)
+                    .iter()
+                    .map(|part| seal(PART_CONTEXT, part))
+                    .collect(),
+            },
+            Tamper::ClearCurrent => Action::ClearCurrent,
+            Tamper::SetImmediate if unit.lock() == RotationLock::Reencrypted => {
                 return self.promote_by_hand(index);
             }
-            Tamper::SetImmediate => Act::SetImmediate(own),
-            Tamper::Generate => Act::GenerateRandom(FOREIGN),
-            Tamper::Pin => Act::PinNew(own),
-            Tamper::Import => Act::ImportNew {
-                importer: unit.importer.unwrap_or(0),
-                key: FOREIGN,
+            Tamper::SetImmediate => Action::SetImmediate { vp: own },
+            Tamper::Generate => Action::GenerateRandom,
+            Tamper::Pin => Action::PinNew { vp: own },
+            Tamper::Import => Action::ImportNew {
+                importer: importer.clone(),
+                key: seal(TRANSFER_CONTEXT, &secret(FOREIGN)),
             },
         };
-        match unit.apply(act, self.next_importer) {
-            Ok(_) => Err(format!(
-                "unit {} accepted {act:?} while {:?}",
-                unit.number, unit.lock
-            )),
-            Err(why) => {
+        let label = label(&action);
+        match unit.apply(action, &mut Draws(FOREIGN)) {
+            Err((why, UnitError::RotationInProgress { .. })) => {
                 self.trace.push(format!("  operator: {why}"));
                 self.reached.tamper_refused = true;
                 Ok(())
             }
+            Err((why, _)) => Err(format!("{why}, not because of the rotation lock: {unit:?}")),
+            Ok(_) => Err(format!("{unit:?} accepted {label}")),
         }
     }
 
@@ -964,28 +1008,32 @@ impl<'a> Sim<'a> {
     /// flow must give the key back (the key part flow asks for the parts to be loaded again).
     fn clear_unpinned(&mut self, index: usize) -> Result<(), String> {
         let unit = &self.units[index];
-        let Some(key) = unit.new.key() else {
+        let Some(key) = unit.new_key() else {
             return Ok(());
         };
         let kept = self
             .units
             .iter()
-            .any(|u| u.kind == UnitKind::Recovery && u.new.key() == Some(key));
-        let pinned = self.units.iter().any(|u| u.lock != RotationLock::None);
+            .any(|u| u.state.kind == UnitKind::Recovery && u.new_key() == Some(key));
+        let pinned = self.units.iter().any(|u| u.lock() != RotationLock::None);
         // Not while a step is under way: the step would be refused for acting on what its plan
         // read, which is a race with the operator, not a planning error.
         if self.flow != Flow::Auto
-            || unit.kind != UnitKind::Operational
+            || unit.state.kind != UnitKind::Operational
             || !kept
             || pinned
             || self.stepping
         {
             return Ok(());
         }
-        let (next, _) = unit.apply(Act::ClearNew, self.next_importer)?;
-        self.trace
-            .push(format!("  operator: clear new on unit {}", next.number));
-        self.units[index] = next;
+        let (next, _) = unit
+            .apply(Action::ClearNew, &mut Draws(FOREIGN))
+            .map_err(|(why, _)| why)?;
+        self.units[index].state = next;
+        self.trace.push(format!(
+            "  operator: clear new on unit {}",
+            self.units[index].number
+        ));
         self.reached.cleared_unpinned = true;
         self.check_safety()
     }
@@ -994,16 +1042,20 @@ impl<'a> Sim<'a> {
     /// (during a step it would only race the step's own read).
     fn promote_by_hand(&mut self, index: usize) -> Result<(), String> {
         let unit = &self.units[index];
-        let Some(key) = unit.new.committed() else {
+        let Some(key) = unit.committed() else {
             return Ok(());
         };
         if self.stepping {
             return Ok(());
         }
-        let (next, _) = unit.apply(Act::SetImmediate(key), self.next_importer)?;
-        self.trace
-            .push(format!("  operator: set immediate on unit {}", next.number));
-        self.units[index] = next;
+        let (next, _) = unit
+            .apply(Action::SetImmediate { vp: vp(key) }, &mut Draws(FOREIGN))
+            .map_err(|(why, _)| why)?;
+        self.units[index].state = next;
+        self.trace.push(format!(
+            "  operator: set immediate on unit {}",
+            self.units[index].number
+        ));
         self.reached.promoted_by_hand = true;
         self.check_safety()
     }
@@ -1026,8 +1078,7 @@ impl<'a> Sim<'a> {
             }
             if let Some(u) = self.units.iter().find(|u| !u.holds(key)) {
                 return Err(format!(
-                    "{count} blob(s) lie under k{key}, which unit {} cannot use: {u:?}",
-                    u.number
+                    "{count} blob(s) lie under k{key}, which this unit cannot use: {u:?}"
                 ));
             }
         }
@@ -1053,8 +1104,8 @@ impl<'a> Sim<'a> {
             return Err(format!("the rotation went to k{}, not k{to}", journal.to));
         }
         for u in &self.units {
-            if u.current != Some(to) || u.new != NewReg::Empty || u.lock != RotationLock::None {
-                return Err(format!("unit {} at the end: {u:?}", u.number));
+            if u.current() != Some(to) || u.new_key().is_some() || u.lock() != RotationLock::None {
+                return Err(format!("at the end: {u:?}"));
             }
         }
         if self.count(to) != self.total {
@@ -1070,7 +1121,7 @@ impl<'a> Sim<'a> {
 
     /// Notes which partial state a kill left, for the reach check.
     fn note_kill(&mut self) {
-        let locked = |lock: RotationLock| self.units.iter().filter(|u| u.lock == lock).count();
+        let locked = |lock: RotationLock| self.units.iter().filter(|u| u.lock() == lock).count();
         let (reencrypting, reencrypted) = (
             locked(RotationLock::Reencrypting),
             locked(RotationLock::Reencrypted),
@@ -1080,7 +1131,7 @@ impl<'a> Sim<'a> {
         let importing = self
             .units
             .iter()
-            .any(|u| u.importer.is_some() && u.new == NewReg::Empty);
+            .any(|u| u.state.importer.is_some() && u.new_key().is_none());
         let units = self.units.len();
         let reached = &mut self.reached;
         reached.kill_mid_distribute |= importing;
