@@ -19,6 +19,32 @@ use uuid::Uuid;
 
 pub use sqlite::SqliteStore;
 
+/// One instance policy as stored: its data as given (attributes validated and normalized by the
+/// service) and who set it when. Records stored before the times were kept read with them empty.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstancePolicyRecord {
+    /// Whether the policy is on.
+    pub enabled: bool,
+    /// Its attributes, per policy type (Key Protect's `policy_data.attributes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<serde_json::Value>,
+    /// When it was first set (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
+    /// Who first set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// When it last changed (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<i64>,
+    /// Who last changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+}
+
+/// An instance's policies, by Key Protect policy type name (`dualAuthDelete`, `allowedIP`, …).
+pub type InstancePolicies = std::collections::BTreeMap<String, InstancePolicyRecord>;
+
 /// Key states as the Key Protect API numbers them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "u8", try_from = "u8")]
@@ -281,13 +307,13 @@ pub trait KeyStore: Send + Sync {
     fn create_key_ring(&self, instance: Uuid, ring: &KeyRing) -> Result<(), StoreError>;
     /// Deletes an empty key ring (keys purged or moved first).
     fn delete_key_ring(&self, instance: Uuid, id: &str) -> Result<(), StoreError>;
-    /// The instance's policies document.
-    fn instance_policies(&self, instance: Uuid) -> Result<serde_json::Value, StoreError>;
-    /// Replaces the instance's policies document.
+    /// The instance's policies, by Key Protect policy type name.
+    fn instance_policies(&self, instance: Uuid) -> Result<InstancePolicies, StoreError>;
+    /// Replaces the instance's policies.
     fn set_instance_policies(
         &self,
         instance: Uuid,
-        policies: &serde_json::Value,
+        policies: &InstancePolicies,
     ) -> Result<(), StoreError>;
     /// The instance's import token, if it has one.
     fn import_token(&self, instance: Uuid) -> Result<Option<ImportToken>, StoreError>;

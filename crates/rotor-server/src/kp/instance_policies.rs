@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rotor_store::StoreError;
+use rotor_store::{InstancePolicies as StoredPolicies, InstancePolicyRecord, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -160,67 +160,39 @@ pub(crate) fn policy_type_names() -> impl Iterator<Item = &'static str> {
     PolicyType::ALL.into_iter().map(PolicyType::name)
 }
 
-/// One stored instance policy: its data as given (attributes validated and normalized) and
-/// who set it when. Records stored before the times were kept read with them empty.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct StoredPolicy {
-    enabled: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    attributes: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    created: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    created_by: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    updated: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    updated_by: Option<String>,
-}
-
 /// An instance's policies, as stored: one record per type.
-struct InstancePolicies(BTreeMap<PolicyType, StoredPolicy>);
+struct InstancePolicies(BTreeMap<PolicyType, InstancePolicyRecord>);
 
 impl InstancePolicies {
     fn load(state: &KpState, instance: Uuid) -> KpResult<Self> {
-        let document = blocking(|| state.store.instance_policies(instance))?;
-        Ok(Self::from_document(instance, document)?)
+        let records = blocking(|| state.store.instance_policies(instance))?;
+        Ok(Self::from_records(instance, records)?)
     }
 
-    /// The policies of a stored document. A record that cannot be read fails the instance's
-    /// requests rather than leave a restriction unenforced; the error names it so an operator
-    /// can find it.
-    fn from_document(instance: Uuid, document: Value) -> Result<Self, StoreError> {
-        let Value::Object(map) = document else {
-            return Err(StoreError::Corrupt(format!(
-                "instance policies of instance {instance}: not an object"
-            )));
-        };
-        let mut policies = BTreeMap::new();
-        for (name, record) in map {
-            let corrupt = |why: String| {
-                StoreError::Corrupt(format!(
-                    "instance policy {name} of instance {instance}: {why}"
-                ))
-            };
-            let kind = PolicyType::parse(&name)
-                .ok_or_else(|| corrupt("a policy type this rotor does not know".to_owned()))?;
-            let record = serde_json::from_value(record).map_err(|err| corrupt(err.to_string()))?;
-            policies.insert(kind, record);
-        }
-        Ok(Self(policies))
+    /// The stored records by type. A type this rotor does not know fails the instance's
+    /// requests rather than leave a restriction unenforced; the error names it.
+    fn from_records(instance: Uuid, records: StoredPolicies) -> Result<Self, StoreError> {
+        records
+            .into_iter()
+            .map(|(name, record)| {
+                let kind = PolicyType::parse(&name).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "instance policy {name} of instance {instance}: a policy type this rotor does not know"
+                    ))
+                })?;
+                Ok((kind, record))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
     }
 
     fn save(&self, state: &KpState, instance: Uuid) -> KpResult<()> {
-        let document: serde_json::Map<String, Value> = self
+        let records: StoredPolicies = self
             .0
             .iter()
-            .map(|(kind, record)| (kind.name().to_owned(), json!(record)))
+            .map(|(kind, record)| (kind.name().to_owned(), record.clone()))
             .collect();
-        blocking(|| {
-            state
-                .store
-                .set_instance_policies(instance, &Value::Object(document))
-        })?;
+        blocking(|| state.store.set_instance_policies(instance, &records))?;
         Ok(())
     }
 
@@ -345,7 +317,7 @@ fn queried_type(query: &PolicyQuery) -> KpResult<Option<PolicyType>> {
         .transpose()
 }
 
-fn policy_json(kind: PolicyType, record: &StoredPolicy) -> Value {
+fn policy_json(kind: PolicyType, record: &InstancePolicyRecord) -> Value {
     let mut data = json!({"enabled": record.enabled});
     if let Some(attributes) = &record.attributes {
         data["attributes"] = attributes.clone();
@@ -438,11 +410,14 @@ pub(super) async fn put_instance_policies(
     let now = now_ms();
     let sub = &caller.claims.sub;
     for (kind, (enabled, attributes)) in changes {
-        let record = policies.0.entry(kind).or_insert_with(|| StoredPolicy {
-            created: Some(now),
-            created_by: Some(sub.clone()),
-            ..StoredPolicy::default()
-        });
+        let record = policies
+            .0
+            .entry(kind)
+            .or_insert_with(|| InstancePolicyRecord {
+                created: Some(now),
+                created_by: Some(sub.clone()),
+                ..InstancePolicyRecord::default()
+            });
         record.enabled = enabled;
         record.attributes = attributes;
         record.updated = Some(now);
@@ -535,29 +510,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_unreadable_stored_policy_is_named_never_skipped() {
+    fn a_stored_policy_of_an_unknown_type_is_named_never_skipped() {
         let instance = Uuid::new_v4();
-        let stored = json!({"dualAuthDelete": {"enabled": true}});
-        let policies = InstancePolicies::from_document(instance, stored).unwrap();
+        let record = |enabled| InstancePolicyRecord {
+            enabled,
+            ..InstancePolicyRecord::default()
+        };
+        let stored = StoredPolicies::from([("dualAuthDelete".to_owned(), record(true))]);
+        let policies = InstancePolicies::from_records(instance, stored).unwrap();
         assert!(policies.0[&PolicyType::DualAuthDelete].enabled);
-        for (document, named) in [
-            (
-                json!({"allowedIP": {"enabled": "yes"}}),
-                "instance policy allowedIP",
-            ),
-            (
-                json!({"firewall": {"enabled": true}}),
-                "instance policy firewall",
-            ),
-            (json!([]), "instance policies"),
-        ] {
-            let Err(StoreError::Corrupt(why)) = InstancePolicies::from_document(instance, document)
-            else {
-                panic!("{named}: read as if valid");
-            };
-            assert!(why.starts_with(named), "{why}");
-            assert!(why.contains(&instance.to_string()), "{why}");
-        }
+        let stored = StoredPolicies::from([("firewall".to_owned(), record(true))]);
+        let Err(StoreError::Corrupt(why)) = InstancePolicies::from_records(instance, stored) else {
+            panic!("an unknown policy type read as if valid");
+        };
+        assert!(why.starts_with("instance policy firewall"), "{why}");
+        assert!(why.contains(&instance.to_string()), "{why}");
     }
 
     #[test]

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    BlobReplacement, ImportToken, KeyMeta, KeyRing, KeyStore, KeyVersion, ListFilter, StoreError,
-    StoredBlob,
+    BlobReplacement, ImportToken, InstancePolicies, KeyMeta, KeyRing, KeyStore, KeyVersion,
+    ListFilter, StoreError, StoredBlob,
 };
 use rotor_util::time::now_ms;
 
@@ -346,7 +346,7 @@ impl KeyStore for SqliteStore {
         Ok(())
     }
 
-    fn instance_policies(&self, instance: Uuid) -> Result<serde_json::Value, StoreError> {
+    fn instance_policies(&self, instance: Uuid) -> Result<InstancePolicies, StoreError> {
         let connection = self.lock()?;
         let doc: Option<String> = connection
             .query_row(
@@ -355,24 +355,28 @@ impl KeyStore for SqliteStore {
                 |row| row.get(0),
             )
             .optional()?;
-        match doc {
-            Some(doc) => serde_json::from_str(&doc).map_err(|err| {
-                StoreError::Corrupt(format!("instance policies of instance {instance}: {err}"))
-            }),
-            None => Ok(serde_json::json!({})),
-        }
+        doc.map_or_else(
+            || Ok(InstancePolicies::new()),
+            |doc| parse_instance_policies(instance, &doc),
+        )
     }
 
     fn set_instance_policies(
         &self,
         instance: Uuid,
-        policies: &serde_json::Value,
+        policies: &InstancePolicies,
     ) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(policies).map_err(|err| {
+            corrupt(
+                format_args!("instance policies of instance {instance}"),
+                err,
+            )
+        })?;
         let connection = self.lock()?;
         connection.execute(
             "INSERT INTO instance_policies (instance, doc) VALUES (?1, ?2)
              ON CONFLICT (instance) DO UPDATE SET doc = excluded.doc",
-            params![instance.to_string(), policies.to_string()],
+            params![instance.to_string(), doc],
         )?;
         Ok(())
     }

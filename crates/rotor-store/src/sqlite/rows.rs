@@ -186,3 +186,30 @@ pub(super) fn insert_alias(
     }
     Ok(())
 }
+
+/// An instance's policies document: each record named by its type, so a record that does not
+/// parse is reported with the policy and the instance.
+pub(super) fn parse_instance_policies(
+    instance: Uuid,
+    doc: &str,
+) -> Result<InstancePolicies, StoreError> {
+    let records: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(doc).map_err(|err| {
+            corrupt(
+                format_args!("instance policies of instance {instance}"),
+                err,
+            )
+        })?;
+    records
+        .into_iter()
+        .map(|(name, record)| {
+            let record = serde_json::from_value(record).map_err(|err| {
+                corrupt(
+                    format_args!("instance policy {name} of instance {instance}"),
+                    err,
+                )
+            })?;
+            Ok((name, record))
+        })
+        .collect()
+}

@@ -205,6 +205,38 @@ fn a_corrupt_rotation_journal_row_is_named() {
 }
 
 #[test]
+fn a_corrupt_instance_policy_row_is_named_and_an_old_one_still_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("keys.db")).unwrap();
+    let (old, broken) = (Uuid::new_v4(), Uuid::new_v4());
+    let insert = |instance: Uuid, doc: &str| {
+        store
+            .lock()
+            .unwrap()
+            .execute(
+                "INSERT INTO instance_policies (instance, doc) VALUES (?1, ?2)",
+                params![instance.to_string(), doc],
+            )
+            .unwrap();
+    };
+    // The shape written before records carried attributes and times.
+    insert(old, r#"{"dualAuthDelete": {"enabled": true}}"#);
+    let policies = store.instance_policies(old).unwrap();
+    assert!(policies["dualAuthDelete"].enabled);
+    assert_eq!(policies["dualAuthDelete"].created, None);
+    insert(broken, r#"{"allowedIP": {"enabled": "yes"}}"#);
+    let why = corrupt_message(store.instance_policies(broken));
+    assert!(
+        why.contains(&format!("instance policy allowedIP of instance {broken}")),
+        "{why}"
+    );
+    let mut changed = policies;
+    changed.get_mut("dualAuthDelete").unwrap().enabled = false;
+    store.set_instance_policies(old, &changed).unwrap();
+    assert_eq!(store.instance_policies(old).unwrap(), changed);
+}
+
+#[test]
 fn import_tokens_and_journals_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.db");
