@@ -7,6 +7,36 @@ cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 
+# schemathesis gets a virtual environment of its own on a Python that does not crash it:
+# CPython 3.11 before 3.11.8 raises "SystemError: AST constructor recursion depth mismatch"
+# when Hypothesis describes a strategy deep in a draw (CPython gh-106905), which aborts the run
+# on the key creation body. The newest interpreter on the machine is taken.
+schemathesis_python() {
+    local candidate candidates=(python3.13 python3.12)
+    if command -v pyenv >/dev/null; then
+        mapfile -t -O "${#candidates[@]}" candidates < <(
+            ls -d "$(pyenv root)"/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV
+        )
+    fi
+    candidates+=(python3)
+    for candidate in "${candidates[@]}"; do
+        if command -v "$candidate" >/dev/null &&
+            "$candidate" -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 12) or (3, 11, 8) <= v < (3, 12) else 1)' 2>/dev/null; then
+            echo "$candidate"
+            return
+        fi
+    done
+    echo "no Python 3.11.8 or later for schemathesis (install python3.12 or newer)" >&2
+    return 1
+}
+SCHEMATHESIS_VENV="$PWD/target/schemathesis-venv"
+if [ ! -x "$SCHEMATHESIS_VENV/bin/python" ]; then
+    "$(schemathesis_python)" -m venv "$SCHEMATHESIS_VENV"
+fi
+"$SCHEMATHESIS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r tests/schemathesis/requirements.txt
+export ROTOR_SCHEMATHESIS_PYTHON="$SCHEMATHESIS_VENV/bin/python"
+
 cargo build --locked -p rotor-cli
 cargo test --workspace --locked
 ROTOR_BIN="$PWD/target/debug/rotor" python3 -m pytest -q tests/python
