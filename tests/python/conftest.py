@@ -202,8 +202,12 @@ def rotor(tmp_path_factory) -> Rotor:
             pytest.fail(f"rotor dev did not write {info_file} in time:\n{_tail(stderr_path)}")
         mode = stat.S_IMODE(info_file.stat().st_mode)
         assert mode == 0o600, f"the info file has mode {oct(mode)}, not 0600"
-        for name in ("endpoint", "instance", "api_key", "dir", "units"):
+        for name in ("endpoint", "instance", "api_key", "dir", "units", "ca_cert"):
             assert name in info, f"the info file lacks '{name}': {sorted(info)}"
+        assert info["endpoint"].startswith("https://"), info["endpoint"]
+        # Every client of the suite (IBM's SDK, requests) verifies the service's certificate
+        # against the dev instance's own CA, as a deployment's clients would.
+        os.environ["REQUESTS_CA_BUNDLE"] = info["ca_cert"]
         instance = Rotor(
             endpoint=info["endpoint"].rstrip("/"),
             instance=str(info["instance"]),

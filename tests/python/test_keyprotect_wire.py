@@ -243,19 +243,24 @@ def proxied_server(rotor, tmp_path):
         f'[[instances.units]]\nid = "{u["id"]}"\nkind = "{u["kind"]}"\naddress = "{u["address"]}"\n\n'
         for u in rotor.info["units"])
     config = tmp_path / "server.toml"
+    # The dev instance's own CA issued its API, unit and service certificates.
+    pki = rotor.dir / "pki"
     config.write_text(
         f'listen = "127.0.0.1:{port}"\n'
         f'data_dir = "{tmp_path / "data"}"\n'
         'trusted_proxies = ["127.0.0.1/32"]\n\n'
+        f'[tls]\ncert = "{pki / "api.pem"}"\nkey = "{pki / "api.key"}"\n\n'
+        f'[units_tls]\nca = "{pki / "ca.pem"}"\ncrl = "{pki / "crl.pem"}"\n\n'
         '[[iam.api_keys]]\nname = "proxied-manager"\n'
         f'key_sha256 = "{hashlib.sha256(api_key.encode()).hexdigest()}"\n'
         'role = "Manager"\ninstances = ["*"]\n\n'
-        f'[[instances]]\nid = "{rotor.instance}"\n\n{units}')
+        f'[[instances]]\nid = "{rotor.instance}"\n'
+        f'client_cert = "{pki / "service.pem"}"\nclient_key = "{pki / "service.key"}"\n\n{units}')
     log = (tmp_path / "server.log").open("wb")
     binary = os.environ.get("ROTOR_BIN") or str(REPO_ROOT / "target" / "debug" / "rotor")
     process = subprocess.Popen([binary, "server", "--config", str(config)],
                                stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"https://127.0.0.1:{port}"
     try:
         for _ in range(200):
             try:

@@ -124,13 +124,14 @@ def _schemathesis() -> list[str]:
 def test_schemathesis_finds_nothing(own_dev):
     info, base = own_dev
     endpoint = info["endpoint"].rstrip("/")
+    ca_cert = info["ca_cert"]
     response = requests.post(
         endpoint + "/identity/token",
         data={"grant_type": "urn:ibm:params:oauth:grant-type:apikey", "apikey": info["api_keys"]["manager"]},
-        timeout=30,
+        timeout=30, verify=ca_cert,
     )
     assert response.status_code == 200, response.text
-    document = requests.get(endpoint + "/openapi.json", timeout=30).json()
+    document = requests.get(endpoint + "/openapi.json", timeout=30, verify=ca_cert).json()
     schema_file = base / "openapi.json"
     schema_file.write_text(json.dumps(_without_excluded_policies(document)))
     operational = [unit["id"] for unit in info["units"] if unit["kind"] == "operational"]
@@ -139,11 +140,12 @@ def test_schemathesis_finds_nothing(own_dev):
         "ROTOR_TOKEN": response.json()["access_token"],
         "ROTOR_INSTANCE": str(info["instance"]),
         "ROTOR_UNIT": operational[0],
+        "REQUESTS_CA_BUNDLE": ca_cert,
     })
     report = base / "schemathesis.log"
     command = [
         *_schemathesis(), "--config-file", str(CONFIG), "run", str(schema_file), "--url", endpoint,
-        "--workers", "2",
+        "--tls-verify", ca_cert, "--workers", "2",
         "--seed", os.environ.get("ROTOR_SCHEMATHESIS_SEED", DEFAULT_SEED),
     ]
     if os.environ.get("ROTOR_SCHEMATHESIS_EXAMPLES"):

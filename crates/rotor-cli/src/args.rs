@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// Workstation files live in ROTOR_HOME (default ~/.rotor). Every command runs without a
 /// terminal: --yes answers confirmations, ROTOR_PASSWORD answers every password prompt,
-/// ROTOR_API_KEY and ROTOR_ENDPOINT name the service credentials, --json prints
+/// ROTOR_API_KEY, ROTOR_ENDPOINT and ROTOR_CA_CERT name the service and its credentials, --json prints
 /// machine-readable output.
 #[derive(Debug, Parser)]
 #[command(name = "rotor", version, max_term_width = 100, after_help = crate::exit::HELP)]
@@ -24,6 +24,10 @@ pub struct Cli {
     /// Service endpoint for this command (overrides 'rotor login').
     #[arg(long, global = true, env = "ROTOR_ENDPOINT")]
     pub endpoint: Option<String>,
+    /// CA certificate(s) (PEM) that the service's HTTPS certificate must chain to (overrides
+    /// 'rotor login'); without it, the system's trusted roots.
+    #[arg(long, global = true, env = "ROTOR_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Commands,
@@ -32,11 +36,11 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Commands {
-    /// Log in to the service: checks the API key and remembers it (mode 0600) with the endpoint;
-    /// later commands exchange it for short-lived tokens as needed, so long ceremonies never
-    /// fail on an expired token.
+    /// Log in to the service: checks the API key and remembers it (mode 0600) with the endpoint
+    /// and the CA certificate (--ca-cert); later commands exchange it for short-lived tokens as
+    /// needed, so long ceremonies never fail on an expired token.
     Login {
-        /// The service's base URL, e.g. http://127.0.0.1:8080.
+        /// The service's base URL, e.g. https://rotor.example:8443.
         #[arg(long)]
         endpoint: String,
         /// An API key with the Manager or Crypto Unit Administrator role (or ROTOR_API_KEY).
@@ -91,6 +95,13 @@ pub enum Commands {
         /// What to do.
         #[command(subcommand)]
         command: UnitCommand,
+    },
+    /// The deployment's own certificate authority: issue, renew and revoke the certificates of
+    /// the service's API, its units (servers) and the service as their client (mutual TLS).
+    Pki {
+        /// What to do.
+        #[command(subcommand)]
+        command: PkiCommand,
     },
     /// Run the service.
     Server {
@@ -294,6 +305,101 @@ pub enum AutoCommand {
     Rotate,
 }
 
+/// `rotor pki …`
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create the certificate authority in --dir: ca.pem (give it to every peer), ca.key
+    /// (mode 0600: keep it offline between uses), crl.pem, issued.json.
+    Init {
+        /// The authority's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// A name for the deployment, shown in the CA certificate.
+        #[arg(long, default_value = "rotor")]
+        name: String,
+    },
+    /// Issue a certificate and a new key pair: OUT.pem and OUT.key (mode 0600).
+    Issue {
+        /// The authority's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// api: the service's HTTPS API; unit: a crypto unit of --instance (a server);
+        /// service: the service as the client of --instance's units.
+        #[arg(value_enum)]
+        role: PkiRole,
+        /// The instance (unit and service certificates).
+        #[arg(long)]
+        instance: Option<uuid::Uuid>,
+        /// The unit (unit certificates; optional: binds the certificate to one unit).
+        #[arg(long)]
+        unit: Option<uuid::Uuid>,
+        /// A DNS name the server is reached by (repeatable; api and unit certificates).
+        #[arg(long = "dns")]
+        dns_names: Vec<String>,
+        /// An IP address the server is reached at (repeatable; api and unit certificates).
+        #[arg(long = "ip")]
+        ip_addresses: Vec<std::net::IpAddr>,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Where to write: OUT.pem and OUT.key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Issue a new certificate and key with the role and names of CERT (one this authority
+    /// issued), written over CERT and its key unless --out is given. Peers re-read certificate
+    /// files when they change. With --revoke-old the old certificate is revoked at once.
+    Renew {
+        /// The authority's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificate to renew (PEM).
+        cert: PathBuf,
+        /// Where to write instead: OUT.pem and OUT.key.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Revoke the old certificate.
+        #[arg(long)]
+        revoke_old: bool,
+    },
+    /// Revoke a certificate (a PEM file or a serial number in hex) and write a new crl.pem; copy
+    /// it where units and the service read it ([units_tls] crl, `unit serve --crl`).
+    Revoke {
+        /// The authority's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// A certificate file, or its serial number (hex).
+        cert: String,
+    },
+    /// Write a fresh crl.pem (valid 30 days): do it, and distribute it, before the current one
+    /// runs out.
+    Crl {
+        /// The authority's directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// List what the authority issued, and what it revoked.
+    List {
+        /// The authority's directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+/// The role a certificate is issued for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PkiRole {
+    /// The service's HTTPS API.
+    Api,
+    /// A crypto unit (TLS server) of an instance.
+    Unit,
+    /// The service as the client of an instance's units.
+    Service,
+}
+
 /// `rotor unit …`
 #[derive(Debug, Subcommand)]
 pub enum UnitCommand {
@@ -316,9 +422,19 @@ pub struct ServeArgs {
     /// Write the unit id, kind and address as JSON here once listening.
     #[arg(long)]
     pub info_file: Option<PathBuf>,
-    /// Enable key operations for the service, which must present the token in this file.
+    /// The unit's TLS certificate (PEM; `rotor pki issue unit`): it names the unit's instance,
+    /// and only that instance's service is answered.
     #[arg(long)]
-    pub service_token_file: Option<PathBuf>,
+    pub tls_cert: PathBuf,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long)]
+    pub tls_key: PathBuf,
+    /// The deployment CA (PEM) the service's client certificate must chain to.
+    #[arg(long)]
+    pub client_ca: PathBuf,
+    /// The deployment's revocation list (PEM), re-read when the file changes.
+    #[arg(long)]
+    pub crl: Option<PathBuf>,
     /// Exit when the parent process exits (used by 'rotor dev').
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,
@@ -366,4 +482,8 @@ pub struct DevArgs {
     /// How long access tokens live.
     #[arg(long, default_value_t = 3600)]
     pub token_ttl_seconds: u64,
+    /// Serve the API over plain HTTP instead of HTTPS (loopback only; for measuring what TLS
+    /// costs). The units keep mutual TLS.
+    #[arg(long)]
+    pub insecure_plain_http: bool,
 }

@@ -168,14 +168,31 @@ pub struct ServiceClient {
 }
 
 impl ServiceClient {
-    /// A client for the service at `endpoint` (a trailing slash is ignored).
-    pub fn new(endpoint: &str, api_key: String) -> Self {
-        Self {
-            http: reqwest::Client::new(),
+    /// A client for the service at `endpoint` (a trailing slash is ignored), whose HTTPS
+    /// certificate chains to `ca_cert` (or, without it, to the system's trusted roots).
+    pub fn new(
+        endpoint: &str,
+        api_key: String,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self, ServiceError> {
+        let http = match ca_cert {
+            Some(ca) => rotor_tls::config::http_client(&rotor_tls::ClientTls {
+                ca: ca.to_owned(),
+                crl: None,
+                identity: None,
+                expected: rotor_tls::ExpectedPeer::Any,
+            })
+            .map_err(|err| ServiceError::Unexpected(format!("--ca-cert: {err}")))?
+            .build(),
+            None => reqwest::Client::builder().build(),
+        }
+        .map_err(|err| ServiceError::Unexpected(format!("cannot set up HTTPS: {err}")))?;
+        Ok(Self {
+            http,
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             api_key,
             token: OnceLock::new(),
-        }
+        })
     }
 
     /// The service's base URL.

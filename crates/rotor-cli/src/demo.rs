@@ -44,9 +44,14 @@ struct Client {
 
 impl Client {
     async fn new(info: &DevInfo) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(VERIFY_CLIENTS * 2)
-            .build()?;
+        let http = rotor_tls::config::http_client(&rotor_tls::ClientTls {
+            ca: info.ca_cert.clone(),
+            crl: None,
+            identity: None,
+            expected: rotor_tls::ExpectedPeer::Any,
+        })?
+        .pool_max_idle_per_host(VERIFY_CLIENTS * 2)
+        .build()?;
         let api_key = info
             .api_keys
             .get("writer")
@@ -309,13 +314,14 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
         imprint: true,
         purge_after_seconds: 4 * 3600,
         token_ttl_seconds: 3600,
+        insecure_plain_http: false,
     };
     let instance = start_dev(&dev).await?;
     let info = &instance.info;
     say(
         json_output,
         &format!(
-            "Started {} crypto units (2 operational, 1 recovery) as processes and the service at {}.\nCeremony: 3 admins, thresholds 2/2, a master key from 3 key parts, commit, set immediate.",
+            "Started {} crypto units (2 operational, 1 recovery) as processes and the service at {} (TLS everywhere: the service over HTTPS, its units over mutual TLS).\nCeremony: 3 admins, thresholds 2/2, a master key from 3 key parts, commit, set immediate.",
             info.units.len(),
             info.endpoint
         ),

@@ -21,7 +21,7 @@ use args::{AutoCommand, Cli, Commands, UnitCommand};
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     let home = workstation::Home::from_env()?;
-    let session = session::Session::new(home, cli.json, cli.yes, cli.endpoint);
+    let session = session::Session::new(home, cli.json, cli.yes, cli.endpoint, cli.ca_cert);
     match cli.command {
         Commands::Login { endpoint, api_key } => {
             cmd::login::login(&session, &endpoint, &api_key).await
@@ -49,6 +49,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Commands::Unit {
             command: UnitCommand::Serve(args),
         } => cmd::run::unit_serve(args).await,
+        Commands::Pki { command } => cmd::pki::pki(&session, command),
         Commands::Server { config } => cmd::run::server(&config).await,
         Commands::Dev(args) => cmd::dev::dev(args, cli.json).await,
         Commands::Demo(args) => demo::demo(args, cli.json).await,

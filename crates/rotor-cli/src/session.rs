@@ -37,19 +37,28 @@ pub struct Session {
     /// Confirmations answered.
     pub yes: bool,
     endpoint: Option<String>,
+    ca_cert: Option<std::path::PathBuf>,
     api_key: Option<String>,
     service: OnceLock<ServiceClient>,
     signers: OnceLock<Vec<SigningKey>>,
 }
 
 impl Session {
-    /// A session for one invocation; `endpoint` and `ROTOR_API_KEY` override the login.
-    pub fn new(home: Home, json: bool, yes: bool, endpoint: Option<String>) -> Self {
+    /// A session for one invocation; `endpoint`, `ca_cert` and `ROTOR_API_KEY` override the
+    /// login.
+    pub fn new(
+        home: Home,
+        json: bool,
+        yes: bool,
+        endpoint: Option<String>,
+        ca_cert: Option<std::path::PathBuf>,
+    ) -> Self {
         Self {
             home,
             json,
             yes,
             endpoint,
+            ca_cert,
             api_key: std::env::var("ROTOR_API_KEY").ok(),
             service: OnceLock::new(),
             signers: OnceLock::new(),
@@ -70,9 +79,14 @@ impl Session {
                 "not logged in: run 'rotor login --endpoint URL --api-key KEY' or set ROTOR_API_KEY"
             )
         })?;
-        Ok(self
-            .service
-            .get_or_init(|| ServiceClient::new(&endpoint, api_key)))
+        let ca_cert = self.ca_cert.clone().or(settings.ca_cert);
+        let service = ServiceClient::new(&endpoint, api_key, ca_cert.as_deref())?;
+        Ok(self.service.get_or_init(|| service))
+    }
+
+    /// The CA certificate given for this command (`--ca-cert`, `ROTOR_CA_CERT`).
+    pub fn ca_cert(&self) -> Option<&std::path::Path> {
+        self.ca_cert.as_deref()
     }
 
     /// Prints a progress line for people (nothing with `--json`).

@@ -368,6 +368,9 @@ pub struct Settings {
     /// The API key exchanged for tokens (this file is mode 0600).
     #[serde(default)]
     pub api_key: Option<String>,
+    /// The CA certificate the service's HTTPS certificate chains to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
     /// Selected units.
     #[serde(default)]
     pub selected_units: Vec<Uuid>,

@@ -22,8 +22,8 @@ async fn no_master_key_is_a_clear_error_and_admin_routes_need_their_role() {
             &["--imprint", "--units", "2", "--recovery-units", "0"],
         )
     });
-    let http = reqwest::Client::new();
-    let manager = support::access_token(&info.endpoint, &info.api_keys["manager"]);
+    let http = support::api_http(&info);
+    let manager = support::access_token(&info, &info.api_keys["manager"]);
     let count = || async {
         let response = http
             .head(format!("{}/api/v2/keys", info.endpoint))
@@ -69,7 +69,7 @@ async fn no_master_key_is_a_clear_error_and_admin_routes_need_their_role() {
         ("reader", false),
         ("writer", false),
     ] {
-        let token = support::access_token(&info.endpoint, &info.api_keys[identity]);
+        let token = support::access_token(&info, &info.api_keys[identity]);
         let listed = http
             .get(format!("{}/v1/instances", info.endpoint))
             .bearer_auth(&token)

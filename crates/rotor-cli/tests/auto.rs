@@ -44,7 +44,7 @@ fn current_vps(ws: &Workstation) -> Vec<String> {
 }
 
 async fn kp(info: &rotor_server::dev::DevInfo, path: &str, body: Value) -> (u16, Value) {
-    let token = support::access_token(&info.endpoint, &info.api_key);
+    let token = support::access_token(info, &info.api_key);
     support::kp_call(info, &token, reqwest::Method::POST, path, body).await
 }
 

@@ -82,6 +82,7 @@ struct UnitProc {
     guard: Guard,
     info: ServeInfo,
     log: PathBuf,
+    pki: support::TestPki,
 }
 
 impl UnitProc {
@@ -97,12 +98,22 @@ impl UnitProc {
     }
 
     fn client(&self) -> UnitClient {
-        UnitClient::new(
-            reqwest::Client::new(),
-            format!("http://{}/v1", self.info.address),
-            self.info.unit,
-        )
+        UnitClient::new(self.http(), self.base(), self.info.unit)
     }
+
+    /// A client presenting the service certificate of the unit's instance.
+    fn http(&self) -> reqwest::Client {
+        self.pki.service_http()
+    }
+
+    fn base(&self) -> String {
+        format!("https://{}/v1", self.info.address)
+    }
+}
+
+/// The deployment CA beside a unit directory (created on first use).
+fn pki_beside(dir: &Path) -> support::TestPki {
+    support::TestPki::open_or_create(&dir.with_extension("pki"))
 }
 
 fn serve_command(dir: &Path, info_file: &Path) -> Command {
@@ -112,6 +123,7 @@ fn serve_command(dir: &Path, info_file: &Path) -> Command {
         .arg(dir)
         .arg("--info-file")
         .arg(info_file)
+        .args(pki_beside(dir).unit_args("unit"))
         .env("ROTOR_HOME", dir.with_file_name("home"))
         .stdin(Stdio::null())
         .stdout(Stdio::null());
@@ -128,7 +140,12 @@ fn start_unit(dir: &Path) -> UnitProc {
         .expect("start rotor unit serve");
     let mut guard = Guard(child);
     let info = wait_for::<ServeInfo>(&mut guard.0, &info_file, &log);
-    UnitProc { guard, info, log }
+    UnitProc {
+        guard,
+        info,
+        log,
+        pki: pki_beside(dir),
+    }
 }
 
 /// Runs `rotor unit serve` on `dir`, which must refuse to start: returns its stderr.
@@ -215,7 +232,7 @@ fn start_dev(root: &Path) -> Dev {
 
 /// A bearer token for the dev instance's API key.
 fn access_token(info: &DevInfo) -> String {
-    support::access_token(&info.endpoint, &info.api_key)
+    support::access_token(info, &info.api_key)
 }
 
 impl Dev {
@@ -235,10 +252,16 @@ impl Dev {
         let mut headers = reqwest::header::HeaderMap::new();
         let value = format!("Bearer {}", self.token);
         headers.insert(reqwest::header::AUTHORIZATION, value.parse().unwrap());
-        reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .unwrap()
+        rotor_tls::config::http_client(&rotor_tls::ClientTls {
+            ca: self.info.ca_cert.clone(),
+            crl: None,
+            identity: None,
+            expected: rotor_tls::ExpectedPeer::Any,
+        })
+        .unwrap()
+        .default_headers(headers)
+        .build()
+        .unwrap()
     }
 }
 
@@ -1130,8 +1153,8 @@ async fn malformed_requests_to_a_unit_get_signed_bad_request() {
     let client = unit.client();
     let before = client.status(None).await.unwrap();
     assert!(before.imprint);
-    let http = reqwest::Client::new();
-    let base = format!("http://{}/v1", unit.info.address);
+    let http = unit.http();
+    let base = unit.base();
 
     for (what, body, fragment) in bad_command_bodies(&before) {
         let response = http
@@ -1162,7 +1185,8 @@ async fn malformed_requests_to_a_unit_get_signed_bad_request() {
     // A body beyond any sensible size is refused before it is parsed: 413, or the connection
     // is dropped before the upload ends; never a 5xx. (Its own client: a connection the server
     // gave up on must not be reused.)
-    let response = reqwest::Client::new()
+    let response = unit
+        .http()
         .post(format!("{base}/command"))
         .body(vec![b' '; 3 << 20])
         .send()
@@ -1334,9 +1358,10 @@ async fn malformed_requests_to_the_service_get_4xx_and_change_nothing() {
         assert!(response.status().is_client_error(), "{}", response.status());
     }
     // The same without a length up front: chunked, and a body cut off mid-way.
-    let address = endpoint.trim_start_matches("http://").to_owned();
+    let address = endpoint.trim_start_matches("https://").to_owned();
     let path = base.trim_start_matches(endpoint.as_str()).to_owned();
     let head = raw_http(
+        &dev.info.ca_cert,
         &address,
         format!(
             "POST {path}/command HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
@@ -1350,6 +1375,7 @@ async fn malformed_requests_to_the_service_get_4xx_and_change_nothing() {
         "chunked oversized body: {head}"
     );
     let head = raw_http(
+        &dev.info.ca_cert,
         &address,
         format!(
             "POST {path}/command HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{{\"challenge\""
@@ -1383,16 +1409,30 @@ async fn malformed_requests_to_the_service_get_4xx_and_change_nothing() {
 }
 
 type Writer<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+/// A TLS connection to the service, as a client with the dev CA opens it.
+type Stream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
 /// Writes `head`, then whatever `rest` writes, half-closes, and returns the response's first
 /// line (empty if the server closed without answering).
 async fn raw_http(
+    ca: &Path,
     address: &str,
     head: Vec<u8>,
-    rest: impl for<'a> FnOnce(&'a mut tokio::net::TcpStream) -> Writer<'a>,
+    rest: impl for<'a> FnOnce(&'a mut Stream) -> Writer<'a>,
 ) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let config = rotor_tls::config::client_config(&rotor_tls::ClientTls {
+        ca: ca.to_owned(),
+        crl: None,
+        identity: None,
+        expected: rotor_tls::ExpectedPeer::Any,
+    })
+    .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let host = address.rsplit_once(':').unwrap().0.to_owned();
+    let name = rustls::pki_types::ServerName::try_from(host).unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
     stream.write_all(&head).await.unwrap();
     rest(&mut stream).await;
     let _ = stream.shutdown().await;
@@ -1406,7 +1446,7 @@ async fn raw_http(
 }
 
 /// Sends `total` bytes as 64 KiB chunks, stopping quietly if the server hangs up.
-fn chunked_flood(stream: &mut tokio::net::TcpStream, total: usize) -> Writer<'_> {
+fn chunked_flood(stream: &mut Stream, total: usize) -> Writer<'_> {
     Box::pin(async move {
         use tokio::io::AsyncWriteExt;
         let chunk = vec![b'a'; 64 * 1024];

@@ -48,14 +48,14 @@ impl Files for Workstation {
 fn relay(info: &DevInfo, index: usize) -> UnitClient {
     let unit = &info.units[index];
     UnitClient::new(
-        reqwest::Client::new(),
+        support::api_http(info),
         format!(
             "{}/v1/instances/{}/units/{}",
             info.endpoint, info.instance, unit.id
         ),
         unit.id,
     )
-    .with_bearer(support::access_token(&info.endpoint, &info.api_key))
+    .with_bearer(support::access_token(info, &info.api_key))
 }
 
 async fn status(client: &UnitClient) -> UnitStatus {

@@ -35,9 +35,9 @@ struct Seeded {
 }
 
 async fn token(info: &rotor_server::dev::DevInfo) -> String {
-    let endpoint = info.endpoint.clone();
+    let dev = info.clone();
     let key = info.api_keys["writer"].clone();
-    tokio::task::spawn_blocking(move || support::access_token(&endpoint, &key))
+    tokio::task::spawn_blocking(move || support::access_token(&dev, &key))
         .await
         .unwrap()
 }
@@ -46,7 +46,7 @@ async fn token(info: &rotor_server::dev::DevInfo) -> String {
 /// with AAD, and rotated once so that its first-version ciphertext needs the old version.
 async fn seed(info: &rotor_server::dev::DevInfo, count: usize) -> std::sync::Arc<Vec<Seeded>> {
     let token = token(info).await;
-    let http = reqwest::Client::new();
+    let http = support::api_http(info);
     let mut seeded = Vec::new();
     for chunk in 0..count.div_ceil(5_000) {
         let n = 5_000.min(count - chunk * 5_000);
@@ -188,15 +188,15 @@ fn journal(ws: &Workstation) -> Value {
 
 /// Polls the rotation journal through the admin API until `done` says so.
 async fn wait_journal(info: &rotor_server::dev::DevInfo, done: impl Fn(&Value) -> bool) -> Value {
-    let endpoint = info.endpoint.clone();
+    let dev = info.clone();
     let key = info.api_key.clone();
-    let token = tokio::task::spawn_blocking(move || support::access_token(&endpoint, &key))
+    let token = tokio::task::spawn_blocking(move || support::access_token(&dev, &key))
         .await
         .unwrap();
     let url = format!("{}/v1/instances/{}/rotation", info.endpoint, info.instance);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let body: Value = reqwest::Client::new()
+        let body: Value = support::api_http(info)
             .get(&url)
             .bearer_auth(&token)
             .send()
@@ -276,10 +276,17 @@ fn zombie(proc_dir: &Path) -> bool {
 /// Unit `index`'s new register state, read straight from the unit.
 async fn new_register(info: &rotor_server::dev::DevInfo, index: usize) -> Option<String> {
     let url = format!(
-        "http://{}/v1/status?challenge=00",
+        "https://{}/v1/status?challenge=00",
         info.units[index].address
     );
-    let signed: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+    let signed: Value = support::unit_http(info)
+        .get(url)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
     let payload: Value = serde_json::from_str(signed["payload"].as_str()?).ok()?;
     payload["result"]["status"]["new"]["state"]
         .as_str()
@@ -294,8 +301,7 @@ fn restart_unit(info: &rotor_server::dev::DevInfo, index: usize) -> DevProcess {
         .arg(info.units[index].address.to_string())
         .arg("--dir")
         .arg(unit_dir(info, index))
-        .arg("--service-token-file")
-        .arg(info.dir.join("units.token"))
+        .args(support::dev_unit_tls_args(info, &unit_dir(info, index)))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     if index == 2 {

@@ -36,8 +36,7 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
     let (_dev, info) = tokio::task::block_in_place(|| {
         support::start_dev(dir.path(), &["--units", "2", "--recovery-units", "0"])
     });
-    let http = reqwest::Client::new();
-    let token = support::access_token(&info.endpoint, &info.api_key);
+    let token = support::access_token(&info, &info.api_key);
     let post = reqwest::Method::POST;
 
     let policy = json!({"rotation": {"enabled": true, "interval_month": 1}});
@@ -92,23 +91,13 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
     }
 
     // The policy check, against the instance's real units.
-    let units_token = Arc::new(
-        std::fs::read_to_string(info.dir.join("units.token"))
-            .unwrap()
-            .trim()
-            .to_owned(),
-    );
     let units = info
         .units
         .iter()
         .map(|unit| PoolUnit {
             id: unit.id,
             operational: true,
-            link: UnitLink::Http(HttpUnit::new(
-                http.clone(),
-                unit.address,
-                Arc::clone(&units_token),
-            )),
+            link: UnitLink::Http(HttpUnit::new(support::unit_http(&info), unit.address)),
         })
         .collect();
     let state = KpState {

@@ -69,6 +69,8 @@ impl Admin {
 /// A service with one instance, its units and a Writer API key.
 struct Deployment {
     endpoint: String,
+    /// The CA the service's HTTPS certificate chains to.
+    ca_cert: std::path::PathBuf,
     instance: Uuid,
     api_key: String,
     admin: SigningKey,
@@ -90,7 +92,8 @@ fn config(
     dir: &Path,
     instance: InstanceConfig,
     api_key: &str,
-    token_file: Option<&Path>,
+    api_cert: (std::path::PathBuf, std::path::PathBuf),
+    units_tls: Option<rotor_server::config::UnitsTls>,
 ) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -104,7 +107,13 @@ fn config(
             }],
             token_ttl_seconds: 3600,
         },
-        units_token_file: token_file.map(Path::to_owned),
+        tls: Some(rotor_server::config::ApiTls {
+            cert: api_cert.0,
+            key: api_cert.1,
+        }),
+        insecure_plain_http: false,
+        units_tls,
+        units_token_file: None,
         purge_after_seconds: 0,
         instances: vec![instance],
         trusted_proxies: Vec::new(),
@@ -148,8 +157,25 @@ async fn deploy(backend: Backend) -> Deployment {
                 id: instance_id,
                 name: "in-process".to_owned(),
                 units: configs,
+                client_cert: None,
+                client_key: None,
             };
-            let config = config(dir.path(), instance, &api_key, None);
+            // In-process units need no TLS; the API is served over HTTPS all the same.
+            let pki = dir.path().join("pki");
+            let mut ca = rotor_tls::pki::Authority::create(&pki, "in-process").unwrap();
+            let api = ca
+                .issue(
+                    &rotor_tls::pki::Subject {
+                        role: rotor_tls::Role::Api,
+                        dns_names: vec![],
+                        ip_addresses: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+                    },
+                    30,
+                )
+                .unwrap()
+                .write(&pki.join("api"))
+                .unwrap();
+            let config = config(dir.path(), instance, &api_key, api, None);
             let pool = UnitPool::new(HashMap::from([(instance_id, pool_units)]));
             (admins, Some(pool), config, None)
         }
@@ -163,11 +189,17 @@ async fn deploy(backend: Backend) -> Deployment {
                 purge_after_seconds: 0,
             })
             .unwrap();
-            let http = reqwest::Client::new();
+            let http = support::service_http(
+                units.tls.ca_cert.parent().unwrap(),
+                &units.tls.service.0.with_extension(""),
+            );
             let mut admins = Vec::new();
             for unit in &units.instance.units {
-                let client =
-                    UnitClient::new(http.clone(), format!("http://{}/v1", unit.address), unit.id);
+                let client = UnitClient::new(
+                    http.clone(),
+                    format!("https://{}/v1", unit.address),
+                    unit.id,
+                );
                 let identity = client.status(None).await.unwrap().identity;
                 admins.push(Admin::Http(client, identity));
             }
@@ -176,8 +208,17 @@ async fn deploy(backend: Backend) -> Deployment {
             for unit in &mut instance.units {
                 unit.kind = UnitKind::Operational;
             }
-            let token = units.dir().join("units.token");
-            let config = config(dir.path(), instance, &api_key, Some(&token));
+            let units_tls = rotor_server::config::UnitsTls {
+                ca: units.tls.ca_cert.clone(),
+                crl: Some(units.tls.crl.clone()),
+            };
+            let config = config(
+                dir.path(),
+                instance,
+                &api_key,
+                units.tls.api.clone(),
+                Some(units_tls),
+            );
             (admins, None, config, Some(units))
         }
     };
@@ -209,11 +250,22 @@ async fn deploy(backend: Backend) -> Deployment {
         None => rotor_server::Service::open(config).unwrap(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    let transport = rotor_server::api_transport(service.config()).unwrap();
     let _background = service.start_background();
-    tokio::spawn(async move { axum::serve(listener, service.router()).await });
+    tokio::spawn(rotor_tls::serve::serve(
+        listener,
+        transport,
+        service.router(),
+        rotor_tls::serve::Limits::SERVICE,
+    ));
+    let ca_cert = dir.path().join(match backend {
+        Backend::InProcess => "pki/ca.pem",
+        Backend::Processes => "units/pki/ca.pem",
+    });
     Deployment {
         endpoint,
+        ca_cert,
         instance,
         api_key,
         admin,
@@ -271,9 +323,13 @@ async fn copy_register(from: &Admin, register: Register, to: &Admin, admin: &Sig
 
 impl Deployment {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = reqwest::Client::new()
+        let mut request = support::api_http_with(&self.ca_cert)
             .request(method, format!("{}{path}", self.endpoint))
-            .bearer_auth(support::access_token(&self.endpoint, &self.api_key))
+            .bearer_auth(support::access_token_at(
+                &self.endpoint,
+                &self.ca_cert,
+                &self.api_key,
+            ))
             .header("bluemix-instance", self.instance.to_string());
         if let Some(body) = body {
             request = request.json(&body);

@@ -21,6 +21,8 @@
     clippy::zombie_processes
 )]
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -532,6 +534,7 @@ fn start_unit(dir: &Path, info_file: &Path, log: &Path) -> (UnitProcess, ServeIn
         .arg(dir)
         .arg("--info-file")
         .arg(info_file)
+        .args(support::TestPki::open_or_create(&dir.with_extension("pki")).unit_args("unit"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("create the unit log"))
@@ -591,10 +594,7 @@ async fn sigkill_during_commands_never_loses_or_tears_the_state() {
         let info_file = root.path().join(format!("info-{round}.json"));
         let log = root.path().join(format!("unit-{round}.log"));
         let (mut process, info) = start_unit(&dir, &info_file, &log);
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
+        let http = support::TestPki::open_or_create(&dir.with_extension("pki")).service_http();
 
         // The state opens, with the same unit id and identity key as before.
         let (unit, identity) = match &pinned {
@@ -602,7 +602,7 @@ async fn sigkill_during_commands_never_loses_or_tears_the_state() {
             None => {
                 let client = UnitClient::new(
                     http.clone(),
-                    format!("http://{}/v1", info.address),
+                    format!("https://{}/v1", info.address),
                     info.unit,
                 );
                 let status = client.status(None).await.expect("first status");
@@ -614,7 +614,7 @@ async fn sigkill_during_commands_never_loses_or_tears_the_state() {
             info.unit, unit,
             "round {round} (seed {seed}): the unit id changed"
         );
-        let client = UnitClient::new(http, format!("http://{}/v1", info.address), unit);
+        let client = UnitClient::new(http, format!("https://{}/v1", info.address), unit);
         let status = client.status(Some(&identity)).await.unwrap_or_else(|err| {
             panic!("round {round} (seed {seed}): status after restart: {err}")
         });

@@ -15,6 +15,7 @@
 //! and bulk key creation beside it), the token endpoint
 //! ([`crate::iam`]) and `/openapi.json`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,20 +40,45 @@ use rotor_unit::backend::{HttpUnit, UnitLink};
 /// The largest request body the service accepts.
 pub const MAX_BODY: usize = 1 << 20;
 
-/// The HTTP client for units: connections kept open for the hot path.
-fn unit_http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// The HTTPS client for one unit: mutual TLS with the instance's service certificate,
+/// connections kept open for the hot path.
+fn unit_client(
+    config: &Config,
+    instance: &crate::config::InstanceConfig,
+    unit: &UnitConfig,
+) -> Result<HttpUnit, StartError> {
+    let (Some(units_tls), Some(cert), Some(key)) = (
+        &config.units_tls,
+        &instance.client_cert,
+        &instance.client_key,
+    ) else {
+        return Err(StartError(format!(
+            "instance {} has units but no TLS settings for them ([units_tls], client_cert, client_key)",
+            instance.id
+        )));
+    };
+    let tls = HttpUnit::client_tls(
+        &units_tls.ca,
+        units_tls.crl.as_deref(),
+        (cert, key),
+        instance.id,
+        unit.id,
+    );
+    let http = rotor_tls::config::http_client(&tls)
+        .map_err(|err| StartError(format!("unit {}: {err}", unit.id)))?
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(64)
         .build()
-        .unwrap_or_default()
+        .map_err(|err| StartError(format!("unit {}: {err}", unit.id)))?;
+    Ok(HttpUnit::new(http, unit.address))
 }
 
 /// Shared state of the service.
 #[derive(Clone)]
 pub struct Service {
     config: Arc<Config>,
-    http: reqwest::Client,
+    /// The units reached over the network, for the admin relay.
+    relays: Arc<HashMap<Uuid, HttpUnit>>,
     iam: Arc<Iam>,
     kp: KpState,
     rotations: Rotations,
@@ -105,40 +131,25 @@ impl Service {
     /// Opens the keystore and token key in the data directory and connects to the units of
     /// the configuration over HTTP.
     pub fn open(config: Config) -> Result<Self, StartError> {
-        let http = unit_http_client();
-        let token = match &config.units_token_file {
-            Some(path) => Some(Arc::new(
-                std::fs::read_to_string(path)
-                    .map_err(|err| StartError(format!("cannot read {}: {err}", path.display())))?
-                    .trim()
-                    .to_owned(),
-            )),
-            None => None,
-        };
-        let instances = config
-            .instances
-            .iter()
-            .map(|instance| {
-                let units = match &token {
-                    Some(token) => instance
-                        .units
-                        .iter()
-                        .map(|unit| PoolUnit {
-                            id: unit.id,
-                            operational: unit.kind == rotor_unit::wire::UnitKind::Operational,
-                            link: UnitLink::Http(HttpUnit::new(
-                                http.clone(),
-                                unit.address,
-                                Arc::clone(token),
-                            )),
-                        })
-                        .collect(),
-                    None => Vec::new(),
-                };
-                (instance.id, units)
-            })
-            .collect();
-        Self::open_with_units(config, UnitPool::new(instances))
+        let mut relays = HashMap::new();
+        let mut instances = Vec::new();
+        for instance in &config.instances {
+            let mut units = Vec::new();
+            for unit in &instance.units {
+                let link = unit_client(&config, instance, unit)?;
+                relays.insert(unit.id, link.clone());
+                units.push(PoolUnit {
+                    id: unit.id,
+                    operational: unit.kind == rotor_unit::wire::UnitKind::Operational,
+                    link: UnitLink::Http(link),
+                });
+            }
+            instances.push((instance.id, units));
+        }
+        let mut service =
+            Self::open_with_units(config, UnitPool::new(instances.into_iter().collect()))?;
+        service.relays = Arc::new(relays);
+        Ok(service)
     }
 
     /// Opens the keystore and token key in the data directory and serves key operations
@@ -156,7 +167,6 @@ impl Service {
                     config.data_dir.display()
                 ))
             })?;
-        let http = unit_http_client();
         let secret = load_or_create_secret(&config.data_dir.join("iam.key"))
             .map_err(|err| StartError(err.to_string()))?;
         let iam = Arc::new(Iam::new(secret, &config.iam));
@@ -177,7 +187,7 @@ impl Service {
         };
         Ok(Self {
             config: Arc::new(config),
-            http,
+            relays: Arc::default(),
             iam,
             kp,
             rotations,
@@ -320,12 +330,11 @@ async fn relay_status(
         Ok(unit) => unit,
         Err(err) => return err.into_response(),
     };
-    let url = format!(
-        "http://{}/v1/status?{}",
-        unit.address,
-        query.unwrap_or_default()
-    );
-    service.relay(unit, service.http.get(url)).await
+    let Some(link) = service.relays.get(&unit.id) else {
+        return not_found("unit reached over the network", &unit.id.to_string()).into_response();
+    };
+    let url = format!("{}/status?{}", link.base(), query.unwrap_or_default());
+    service.relay(unit, link.http().get(url)).await
 }
 
 /// How many key versions of the instance sit under each master key (by VP).
@@ -378,10 +387,12 @@ async fn relay_command(
         Ok(unit) => unit,
         Err(err) => return err.into_response(),
     };
-    let url = format!("http://{}/v1/command", unit.address);
-    let request = service
-        .http
-        .post(url)
+    let Some(link) = service.relays.get(&unit.id) else {
+        return not_found("unit reached over the network", &unit.id.to_string()).into_response();
+    };
+    let request = link
+        .http()
+        .post(format!("{}/command", link.base()))
         .header(header::CONTENT_TYPE, "application/json")
         .body(body);
     service.relay(unit, request).await

@@ -1,11 +1,19 @@
 //! The service's configuration file (TOML).
 //!
 //! ```toml
-//! listen = "127.0.0.1:8080"
+//! listen = "10.0.0.5:8443"
 //! data_dir = "/var/lib/rotor"             # keystore (keys.db) and token signing key (iam.key)
-//! units_token_file = "/etc/rotor/units.token"   # the token units accept for key operations
 //! purge_after_seconds = 14400             # a deleted key can be purged after 4 hours
 //! trusted_proxies = ["10.0.0.0/24"]       # X-Forwarded-For is believed only from these
+//! # insecure_plain_http = true            # no TLS on the API: loopback development only
+//!
+//! [tls]                                   # the API's certificate (HTTPS)
+//! cert = "/etc/rotor/tls/api.pem"
+//! key = "/etc/rotor/tls/api.key"
+//!
+//! [units_tls]                             # how the service reaches units: mutual TLS
+//! ca = "/etc/rotor/tls/ca.pem"            # the deployment CA (`rotor pki init`)
+//! crl = "/etc/rotor/tls/crl.pem"          # its revocation list, re-read when it changes
 //!
 //! [iam]
 //! token_ttl_seconds = 3600
@@ -19,6 +27,8 @@
 //! [[instances]]
 //! id = "6f1c…"          # UUID of the instance
 //! name = "payments"
+//! client_cert = "/etc/rotor/tls/service-payments.pem"   # `rotor pki issue service --instance …`
+//! client_key = "/etc/rotor/tls/service-payments.key"
 //!
 //! [[instances.units]]
 //! id = "0b3e…"          # printed by `rotor unit serve` on start
@@ -51,8 +61,17 @@ pub struct Config {
     /// API keys and token lifetime.
     #[serde(default)]
     pub iam: IamConfig,
-    /// The token units accept for key operations (units started with the same file).
-    #[serde(default)]
+    /// The API's certificate and key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ApiTls>,
+    /// Serve the API over plain HTTP: allowed only on a loopback address, for development.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_plain_http: bool,
+    /// How the service verifies its units (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units_tls: Option<UnitsTls>,
+    /// Written by releases before mutual TLS; refused with an explanation.
+    #[serde(default, skip_serializing)]
     pub units_token_file: Option<PathBuf>,
     /// How long after deletion a key may be purged.
     #[serde(default = "default_purge_after")]
@@ -77,6 +96,34 @@ pub struct InstanceConfig {
     pub name: String,
     /// Its crypto units.
     pub units: Vec<UnitConfig>,
+    /// The service's client certificate for this instance's units (role `service`, this
+    /// instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// Its private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+}
+
+/// The API's TLS certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTls {
+    /// Certificate chain (PEM), re-read when the file changes.
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// What the service trusts its units by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitsTls {
+    /// The deployment CA that issued the units' certificates.
+    pub ca: PathBuf,
+    /// Its revocation list (PEM), re-read when the file changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
 }
 
 /// Where one unit of an instance runs.
@@ -103,6 +150,8 @@ pub enum ConfigError {
     Duplicate(Uuid),
     /// The IAM section is unusable.
     Iam(String),
+    /// The TLS settings are missing or contradict each other.
+    Tls(String),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -113,7 +162,7 @@ impl std::fmt::Display for ConfigError {
             Self::Duplicate(id) => {
                 write!(f, "invalid configuration: id {id} appears more than once")
             }
-            Self::Iam(why) => write!(f, "invalid configuration: {why}"),
+            Self::Iam(why) | Self::Tls(why) => write!(f, "invalid configuration: {why}"),
         }
     }
 }
@@ -130,11 +179,12 @@ impl Config {
         Ok(config)
     }
 
-    /// Rejects duplicate instance or unit ids.
+    /// Rejects duplicate instance or unit ids, and TLS settings that leave a link open.
     pub fn check(&self) -> Result<(), ConfigError> {
         self.iam
             .check()
             .map_err(|err| ConfigError::Iam(err.to_string()))?;
+        self.check_tls()?;
         let mut seen = HashSet::new();
         for instance in &self.instances {
             if !seen.insert(instance.id) {
@@ -144,6 +194,45 @@ impl Config {
                 if !seen.insert(unit.id) {
                     return Err(ConfigError::Duplicate(unit.id));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_tls(&self) -> Result<(), ConfigError> {
+        let tls = |why: &str| Err(ConfigError::Tls(why.to_owned()));
+        if self.units_token_file.is_some() {
+            return tls(
+                "units_token_file is no longer used: the service reaches its units over mutual TLS. \
+                 Issue certificates with `rotor pki` and set [units_tls] and each instance's \
+                 client_cert and client_key (docs/SECURITY.md, \"Upgrading\")",
+            );
+        }
+        match (&self.tls, self.insecure_plain_http) {
+            (Some(_), true) => return tls("[tls] and insecure_plain_http exclude each other"),
+            (None, false) => {
+                return tls(
+                    "the API needs a certificate: set [tls] cert and key (or, for loopback \
+                     development only, insecure_plain_http = true)",
+                );
+            }
+            (None, true) if !self.listen.ip().is_loopback() => {
+                return tls("insecure_plain_http is allowed only on a loopback address");
+            }
+            _ => {}
+        }
+        for instance in &self.instances {
+            if instance.units.is_empty() {
+                continue;
+            }
+            if self.units_tls.is_none() {
+                return tls("an instance has units: set [units_tls] ca (and crl)");
+            }
+            if instance.client_cert.is_none() || instance.client_key.is_none() {
+                return Err(ConfigError::Tls(format!(
+                    "instance {} has units: set its client_cert and client_key (`rotor pki issue service --instance {}`)",
+                    instance.id, instance.id
+                )));
             }
         }
         Ok(())

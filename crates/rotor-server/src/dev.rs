@@ -51,6 +51,9 @@ pub struct DevInfo {
     /// (Manager, the same as `api_key`), `manager2` (a second Manager, for dual
     /// authorization), `admin` (Crypto Unit Administrator).
     pub api_keys: BTreeMap<String, String>,
+    /// The dev instance's CA certificate: clients verify the endpoint with it
+    /// (`--ca-cert`, `ROTOR_CA_CERT`, `REQUESTS_CA_BUNDLE`).
+    pub ca_cert: PathBuf,
 }
 
 /// A failure to start the dev instance.
@@ -75,6 +78,53 @@ pub struct DevUnits {
     pub instance: InstanceConfig,
     /// The API keys of the instance's identities, by name (see [`DevInfo::api_keys`]).
     pub api_keys: BTreeMap<String, String>,
+    /// The dev instance's certificates.
+    pub tls: DevTls,
+}
+
+/// The certificates of a dev instance, issued by its own CA in `DIR/pki` (the same code as
+/// `rotor pki`): one per unit, the service's client certificate for the units, the API's.
+#[derive(Clone, Debug)]
+pub struct DevTls {
+    /// The CA certificate.
+    pub ca_cert: PathBuf,
+    /// The revocation list.
+    pub crl: PathBuf,
+    /// The service's client certificate and key for the instance's units.
+    pub service: (PathBuf, PathBuf),
+    /// The API's certificate and key (`127.0.0.1`, `::1`, `localhost`).
+    pub api: (PathBuf, PathBuf),
+}
+
+/// The addresses and names dev certificates are valid for: dev listens on loopback.
+fn loopback_subject(role: rotor_tls::Role) -> rotor_tls::pki::Subject {
+    rotor_tls::pki::Subject {
+        role,
+        dns_names: vec!["localhost".to_owned()],
+        ip_addresses: vec![
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+        ],
+    }
+}
+
+/// Dev certificates live long: a kept `--dir` should not expire under its user.
+const DEV_CERT_DAYS: u32 = 825;
+
+/// The certificate `PREFIX.pem` (and key) issued for `subject`, issued now if missing.
+fn dev_cert(
+    ca: &mut rotor_tls::pki::Authority,
+    prefix: &Path,
+    subject: &rotor_tls::pki::Subject,
+) -> Result<(PathBuf, PathBuf), DevError> {
+    let cert = prefix.with_extension("pem");
+    let key = prefix.with_extension("key");
+    if cert.is_file() && key.is_file() {
+        return Ok((cert, key));
+    }
+    ca.issue(subject, DEV_CERT_DAYS)
+        .and_then(|issued| issued.write(prefix))
+        .map_err(|err| DevError(format!("cannot issue {}: {err}", cert.display())))
 }
 
 impl Drop for DevUnits {
@@ -138,7 +188,8 @@ fn spawn_unit(
     program: &Path,
     dir: &Path,
     kind: UnitKind,
-    token_file: &Path,
+    tls: &DevTls,
+    cert: &(PathBuf, PathBuf),
 ) -> Result<(Child, PathBuf), DevError> {
     std::fs::create_dir_all(dir)
         .map_err(|err| DevError(format!("cannot create {}: {err}", dir.display())))?;
@@ -163,8 +214,14 @@ fn spawn_unit(
         .arg(dir)
         .arg("--info-file")
         .arg(&info)
-        .arg("--service-token-file")
-        .arg(token_file)
+        .arg("--tls-cert")
+        .arg(&cert.0)
+        .arg("--tls-key")
+        .arg(&cert.1)
+        .arg("--client-ca")
+        .arg(&tls.ca_cert)
+        .arg("--crl")
+        .arg(&tls.crl)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -211,11 +268,33 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
     };
     std::fs::create_dir_all(&dir)
         .map_err(|err| DevError(format!("cannot create {}: {err}", dir.display())))?;
-    let token_file = dir.join("units.token");
-    kept_secret(&token_file, || {
-        let (token, _) = crate::iam::new_api_key();
-        token
-    })?;
+    let instance = instance_id(&dir)?;
+    let pki = dir.join("pki");
+    let mut ca = rotor_tls::pki::Authority::open_or_create(&pki, &format!("dev {instance}"))
+        .map_err(|err| {
+            DevError(format!(
+                "cannot open the dev CA in {}: {err}",
+                pki.display()
+            ))
+        })?;
+    let tls = DevTls {
+        ca_cert: ca.ca_cert_path(),
+        crl: ca.crl_path(),
+        service: dev_cert(
+            &mut ca,
+            &pki.join("service"),
+            &rotor_tls::pki::Subject {
+                role: rotor_tls::Role::Service { instance },
+                dns_names: Vec::new(),
+                ip_addresses: Vec::new(),
+            },
+        )?,
+        api: dev_cert(
+            &mut ca,
+            &pki.join("api"),
+            &loopback_subject(rotor_tls::Role::Api),
+        )?,
+    };
     let mut api_keys = BTreeMap::new();
     for (name, _) in IDENTITIES {
         let key = kept_secret(&dir.join(format!("api-key.{name}")), || {
@@ -229,10 +308,13 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
         temporary,
         api_keys,
         instance: InstanceConfig {
-            id: instance_id(&dir)?,
+            id: instance,
             name: "dev".to_owned(),
             units: Vec::new(),
+            client_cert: Some(tls.service.0.clone()),
+            client_key: Some(tls.service.1.clone()),
         },
+        tls: tls.clone(),
     };
     let kinds = std::iter::repeat_n(UnitKind::Operational, options.units).chain(
         std::iter::repeat_n(UnitKind::Recovery, options.recovery_units),
@@ -244,7 +326,15 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
             UnitKind::Recovery => "recovery",
         };
         let unit_dir = dir.join("units").join(format!("{prefix}-{index}"));
-        let (child, info) = spawn_unit(&options.unit_program, &unit_dir, kind, &token_file)?;
+        let cert = dev_cert(
+            &mut ca,
+            &pki.join(format!("unit-{prefix}-{index}")),
+            &loopback_subject(rotor_tls::Role::Unit {
+                instance,
+                unit: None,
+            }),
+        )?;
+        let (child, info) = spawn_unit(&options.unit_program, &unit_dir, kind, &tls, &cert)?;
         units.children.push(child);
         started.push((info, unit_dir));
     }
@@ -274,6 +364,7 @@ pub fn config(
     listen: SocketAddr,
     purge_after_seconds: u64,
     token_ttl_seconds: u64,
+    insecure_plain_http: bool,
 ) -> Config {
     let api_keys = IDENTITIES
         .iter()
@@ -294,7 +385,16 @@ pub fn config(
             api_keys,
             token_ttl_seconds,
         },
-        units_token_file: Some(units.dir.join("units.token")),
+        tls: (!insecure_plain_http).then(|| crate::config::ApiTls {
+            cert: units.tls.api.0.clone(),
+            key: units.tls.api.1.clone(),
+        }),
+        insecure_plain_http,
+        units_tls: Some(crate::config::UnitsTls {
+            ca: units.tls.ca_cert.clone(),
+            crl: Some(units.tls.crl.clone()),
+        }),
+        units_token_file: None,
         purge_after_seconds,
         instances: vec![units.instance.clone()],
         trusted_proxies: Vec::new(),

@@ -16,7 +16,24 @@ pub mod rotation;
 pub use api::Service;
 pub use config::Config;
 
-/// Serves `config` on `listener` until the future is dropped or the listener fails.
+/// How the API listens, from the configuration: HTTPS with `[tls]`, or plain HTTP where the
+/// configuration says `insecure_plain_http` (checked to be loopback).
+pub fn api_transport(config: &Config) -> Result<rotor_tls::Transport, api::StartError> {
+    match &config.tls {
+        Some(tls) => rotor_tls::config::server_config(&tls.cert, &tls.key, None)
+            .map(rotor_tls::Transport::Tls)
+            .map_err(|err| api::StartError(format!("the API certificate: {err}"))),
+        None if config.insecure_plain_http && config.listen.ip().is_loopback() => {
+            Ok(rotor_tls::Transport::InsecurePlainHttp)
+        }
+        None => Err(api::StartError(
+            "the API needs [tls] cert and key (plain HTTP only with insecure_plain_http on loopback)"
+                .to_owned(),
+        )),
+    }
+}
+
+/// Serves `config` on `listener` until the future is dropped.
 pub async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
@@ -27,16 +44,16 @@ pub async fn serve(
     config.listen = listener
         .local_addr()
         .map_err(|err| api::StartError(err.to_string()))?;
+    let transport = api_transport(&config)?;
     let service = Service::open(config)?;
     let background = service.start_background();
-    // Connection info gives the Key Protect routes the client address `allowedIP` checks.
-    let served = axum::serve(
+    rotor_tls::serve::serve(
         listener,
-        service
-            .router()
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        transport,
+        service.router(),
+        rotor_tls::serve::Limits::SERVICE,
     )
     .await;
     background.abort();
-    served.map_err(|err| api::StartError(err.to_string()))
+    Ok(())
 }

@@ -66,22 +66,50 @@ impl UnitBackend for Unit {
     }
 }
 
-/// A unit process, reached over HTTP with the service token.
+/// A unit process, reached over HTTPS with mutual TLS: the client presents the service
+/// certificate of the unit's instance and accepts only that instance's unit certificate (see
+/// [`HttpUnit::client_tls`]).
 #[derive(Clone, Debug)]
 pub struct HttpUnit {
     http: reqwest::Client,
-    base: String,
-    token: Arc<String>,
+    base: Arc<str>,
 }
 
 impl HttpUnit {
-    /// A client for the unit at `address`, presenting `token`.
-    pub fn new(http: reqwest::Client, address: std::net::SocketAddr, token: Arc<String>) -> Self {
+    /// A client for the unit at `address`; `http` must carry the TLS of
+    /// [`HttpUnit::client_tls`].
+    pub fn new(http: reqwest::Client, address: std::net::SocketAddr) -> Self {
         Self {
             http,
-            base: format!("http://{address}/v1"),
-            token,
+            base: format!("https://{address}/v1").into(),
         }
+    }
+
+    /// The TLS a client of unit `unit` of `instance` needs: the deployment CA and its revocation
+    /// list, and the service's certificate for that instance.
+    pub fn client_tls(
+        ca: &std::path::Path,
+        crl: Option<&std::path::Path>,
+        service_cert: (&std::path::Path, &std::path::Path),
+        instance: uuid::Uuid,
+        unit: uuid::Uuid,
+    ) -> rotor_tls::ClientTls {
+        rotor_tls::ClientTls {
+            ca: ca.to_owned(),
+            crl: crl.map(std::path::Path::to_owned),
+            identity: Some((service_cert.0.to_owned(), service_cert.1.to_owned())),
+            expected: rotor_tls::ExpectedPeer::UnitOf { instance, unit },
+        }
+    }
+
+    /// The HTTP client (with its TLS) this unit is reached with.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// `https://ADDRESS/v1`.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     async fn send(
@@ -94,7 +122,6 @@ impl HttpUnit {
         let response = self
             .http
             .post(format!("{}/keys/{name}", self.base))
-            .bearer_auth(self.token.as_str())
             .header(header::CONTENT_TYPE, content_type)
             .body(body)
             .send()

@@ -13,15 +13,14 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rotor_crypto::SigningKey;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
+use uuid::Uuid;
 
-use rotor_crypto::{constant_time_eq, sha256};
 use rotor_proto::error::ErrorCode;
 use rotor_proto::keyops::{
     BATCH_CONTENT_TYPE, Encoding, ExportRequest, FinishReencryption, GenerateBatch,
@@ -50,7 +49,6 @@ struct Inner {
 pub struct Unit {
     identity: Arc<SigningKey>,
     inner: Arc<Mutex<Inner>>,
-    service_token: Option<Arc<Vec<u8>>>,
     cache: Arc<RootKeyCache>,
 }
 
@@ -60,15 +58,8 @@ impl Unit {
         Self {
             identity: Arc::new(identity),
             inner: Arc::new(Mutex::new(Inner { store, state })),
-            service_token: None,
             cache: Arc::default(),
         }
-    }
-
-    /// Enables key operations for callers presenting `token` (the service).
-    pub fn with_service_token(mut self, token: Vec<u8>) -> Self {
-        self.service_token = Some(Arc::new(token));
-        self
     }
 
     /// Runs one key operation in process: the HTTP route and the service's in-process backend
@@ -152,18 +143,37 @@ impl Unit {
         Ok(inner.state.status(self.identity.public_key()))
     }
 
-    /// The routes of a unit.
-    pub fn router(self) -> Router {
+    /// The routes of a unit, answered only to the service of `instance` (the client
+    /// certificate each request carries, see [`rotor_tls::PeerCertificate`]).
+    pub fn router(self, instance: Uuid) -> Router {
         Router::new()
             .route("/v1/status", get(status))
             .route("/v1/command", post(command))
             .merge(key_routes())
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    service_of_instance(instance, request, next)
+                },
+            ))
             .with_state(self)
     }
 
-    /// Serves until the listener fails.
-    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
-        axum::serve(listener, self.router()).await
+    /// Serves over mutual TLS until the future is dropped: `tls` demands a client certificate
+    /// from the deployment CA, and the routes admit only the service of `instance`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        instance: Uuid,
+    ) {
+        let router = self.router(instance);
+        rotor_tls::serve::serve(
+            listener,
+            rotor_tls::Transport::Tls(tls),
+            router,
+            rotor_tls::serve::Limits::UNIT,
+        )
+        .await;
     }
 
     async fn respond(&self, challenge: Vec<u8>, result: Result<UnitResult, UnitError>) -> Response {
@@ -269,38 +279,44 @@ fn refusal(body: ErrorBody) -> Response {
     (key_status(body.code), axum::Json(body)).into_response()
 }
 
-/// Checks the `Authorization: Bearer` header against the service token.
-fn authorized(headers: &HeaderMap, token: Option<&[u8]>) -> Result<(), ErrorBody> {
-    let Some(token) = token else {
-        return Err(ErrorBody {
-            code: ErrorCode::KeyOperationsDisabled,
-            message: "key operations are disabled on this unit: start it with --service-token-file"
-                .to_owned(),
-        });
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if constant_time_eq(&sha256(presented.as_bytes()), &sha256(token)) {
-        Ok(())
-    } else {
-        Err(ErrorBody {
+/// Admits a request only when its client certificate is the service's for `instance`: the
+/// chain was verified in the handshake; the role and instance it states are checked here. A
+/// unit of one instance thus never answers the service of another, and nobody else reaches
+/// its admin commands.
+async fn service_of_instance(
+    instance: Uuid,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let role = request
+        .extensions()
+        .get::<rotor_tls::PeerCertificate>()
+        .map(|peer| rotor_tls::Role::of_certificate(&peer.0));
+    match role {
+        Some(Ok(rotor_tls::Role::Service { instance: theirs })) if theirs == instance => {
+            next.run(request).await
+        }
+        Some(Ok(role)) => {
+            tracing::warn!(%role, "refused a client certificate of another role or instance");
+            refusal(ErrorBody {
+                code: ErrorCode::Unauthorized,
+                message: format!(
+                    "this unit answers only the service of instance {instance}; the client certificate is for {role}"
+                ),
+            })
+        }
+        Some(Err(err)) => refusal(ErrorBody {
             code: ErrorCode::Unauthorized,
-            message: "key operations need the service token".to_owned(),
-        })
+            message: format!("the client certificate states no rotor role: {err}"),
+        }),
+        None => refusal(ErrorBody {
+            code: ErrorCode::Unauthorized,
+            message: "a unit answers only over mutual TLS, to its instance's service".to_owned(),
+        }),
     }
 }
 
-async fn key_operation<Op: Served>(
-    State(unit): State<Unit>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(refused) = authorized(&headers, unit.service_token.as_deref().map(Vec::as_slice)) {
-        return refusal(refused);
-    }
+async fn key_operation<Op: Served>(State(unit): State<Unit>, body: Bytes) -> Response {
     let request: Op = match decode(Op::ENCODING, &body) {
         Ok(request) => request,
         Err(why) => {
@@ -353,7 +369,7 @@ async fn command(State(unit): State<Unit>, body: Bytes) -> Response {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ServeInfo {
     /// The unit's id.
-    pub unit: uuid::Uuid,
+    pub unit: Uuid,
     /// Operational or recovery.
     pub kind: crate::wire::UnitKind,
     /// The address it listens on.

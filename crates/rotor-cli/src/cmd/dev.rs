@@ -18,7 +18,7 @@ pub struct DevInstance {
     /// Where the service answers.
     pub info: DevInfo,
     _units: DevUnits,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for DevInstance {
@@ -44,13 +44,23 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
+    if args.insecure_plain_http && !listener.local_addr()?.ip().is_loopback() {
+        bail!("--insecure-plain-http is allowed only on a loopback address");
+    }
+    let scheme = if args.insecure_plain_http {
+        "http"
+    } else {
+        "https"
+    };
+    let endpoint = format!("{scheme}://{}", listener.local_addr()?);
     let config = rotor_server::dev::config(
         &units,
         listener.local_addr()?,
         args.purge_after_seconds,
         args.token_ttl_seconds,
+        args.insecure_plain_http,
     );
+    let transport = rotor_server::api_transport(&config)?;
     let info = DevInfo {
         endpoint,
         instance: units.instance.id,
@@ -58,17 +68,19 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
         units: units.instance.units.clone(),
         api_key: units.api_keys.get("manager").cloned().unwrap_or_default(),
         api_keys: units.api_keys.clone(),
+        ca_cert: units.tls.ca_cert.clone(),
     };
     let service = rotor_server::Service::open(config)?;
     let background = service.start_background();
     let server = tokio::spawn(async move {
-        // Connection info gives the Key Protect routes the client address `allowedIP` checks.
-        let routes = service
-            .router()
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let served = axum::serve(listener, routes).await;
+        rotor_tls::serve::serve(
+            listener,
+            transport,
+            service.router(),
+            rotor_tls::serve::Limits::SERVICE,
+        )
+        .await;
         background.abort();
-        served
     });
     Ok(DevInstance {
         info,
@@ -111,6 +123,7 @@ pub async fn dev(args: DevArgs, json_output: bool) -> Result<()> {
             info.dir.display()
         );
         println!("endpoint: {}", info.endpoint);
+        println!("CA:       {}", info.ca_cert.display());
         println!("instance: {}", info.instance);
         println!("api key:  {} (Manager)", info.api_key);
         if args.imprint {
@@ -122,8 +135,10 @@ pub async fn dev(args: DevArgs, json_output: bool) -> Result<()> {
             );
         }
         println!(
-            "Try: rotor login --endpoint {} --api-key {} && rotor units",
-            info.endpoint, info.api_key
+            "Try: rotor login --endpoint {} --ca-cert {} --api-key {} && rotor units",
+            info.endpoint,
+            info.ca_cert.display(),
+            info.api_key
         );
         println!("Stop with Ctrl-C.");
     }
@@ -143,6 +158,7 @@ pub(crate) async fn step(info: &DevInfo, args: &[&str], quiet: bool) -> Result<S
         .args(args)
         .env("ROTOR_HOME", info.dir.join("workstation"))
         .env("ROTOR_ENDPOINT", &info.endpoint)
+        .env("ROTOR_CA_CERT", &info.ca_cert)
         .env("ROTOR_API_KEY", &info.api_key)
         .env("ROTOR_PASSWORD", DEV_PASSWORD)
         .stdin(Stdio::null())

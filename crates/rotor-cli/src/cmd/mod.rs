@@ -7,6 +7,7 @@ pub mod dev;
 pub mod login;
 pub mod mk;
 pub mod parts;
+pub mod pki;
 pub mod rotate;
 pub mod run;
 pub mod sigkeys;

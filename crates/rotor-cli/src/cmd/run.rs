@@ -19,6 +19,32 @@ pub async fn unit_serve(args: ServeArgs) -> Result<()> {
         UnitKind::Operational
     };
     let (store, identity, state) = UnitStore::open(&args.dir, kind)?;
+    let client_auth = rotor_tls::ClientAuth {
+        ca: args.client_ca.clone(),
+        crl: args.crl.clone(),
+    };
+    let tls = rotor_tls::config::server_config(&args.tls_cert, &args.tls_key, Some(&client_auth))
+        .context("the unit's TLS settings")?;
+    let own = rotor_tls::config::load_certs(&args.tls_cert)?;
+    let instance = match own.first().map(rotor_tls::Role::of_certificate) {
+        Some(Ok(rotor_tls::Role::Unit { instance, unit })) => {
+            if let Some(named) = unit.filter(|named| *named != state.unit) {
+                bail!(
+                    "{} is the certificate of unit {named}, but {} holds unit {}",
+                    args.tls_cert.display(),
+                    args.dir.display(),
+                    state.unit
+                );
+            }
+            instance
+        }
+        Some(Ok(role)) => bail!(
+            "{} is a certificate for {role}, not for a unit (`rotor pki issue unit`)",
+            args.tls_cert.display()
+        ),
+        Some(Err(err)) => bail!("{}: {err}", args.tls_cert.display()),
+        None => bail!("{} holds no certificate", args.tls_cert.display()),
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -29,7 +55,7 @@ pub async fn unit_serve(args: ServeArgs) -> Result<()> {
         address,
     };
     eprintln!(
-        "rotor unit {} ({}) listening on {address}",
+        "rotor unit {} ({}) of instance {instance} listening on https://{address}",
         info.unit,
         kind.label().to_lowercase()
     );
@@ -48,20 +74,9 @@ pub async fn unit_serve(args: ServeArgs) -> Result<()> {
             }
         });
     }
-    let mut unit = Unit::new(store, identity, state);
-    if let Some(path) = &args.service_token_file {
-        let token = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let token = token.trim();
-        if token.len() < 16 {
-            bail!(
-                "the service token in {} is too short (at least 16 characters)",
-                path.display()
-            );
-        }
-        unit = unit.with_service_token(token.as_bytes().to_vec());
-    }
-    unit.serve(listener).await?;
+    Unit::new(store, identity, state)
+        .serve(listener, tls, instance)
+        .await;
     Ok(())
 }
 
@@ -71,8 +86,13 @@ pub async fn server(config_path: &Path) -> Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http (insecure_plain_http: development only)"
+    };
     eprintln!(
-        "rotor server listening on http://{}",
+        "rotor server listening on {scheme}://{}",
         listener.local_addr()?
     );
     rotor_server::serve(config, listener).await?;

@@ -4,14 +4,21 @@
 
 /// A bearer token from the service's token endpoint for `api_key`. Runs its own runtime on a
 /// separate thread, so it works from synchronous and asynchronous tests alike.
-pub(crate) fn access_token(endpoint: &str, api_key: &str) -> String {
+pub(crate) fn access_token(info: &rotor_server::dev::DevInfo, api_key: &str) -> String {
+    access_token_at(&info.endpoint, &info.ca_cert, api_key)
+}
+
+/// A bearer token from the token endpoint of the service at `endpoint`, whose certificate
+/// chains to `ca`.
+pub(crate) fn access_token_at(endpoint: &str, ca: &std::path::Path, api_key: &str) -> String {
     let url = format!("{endpoint}/identity/token");
+    let ca = ca.to_owned();
     let form =
         format!("grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey={api_key}");
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
-            let response = reqwest::Client::new()
+            let response = api_http_with(&ca)
                 .post(url)
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(form)
@@ -113,6 +120,7 @@ impl Workstation {
             .args(args)
             .env("ROTOR_HOME", &self.home)
             .env("ROTOR_ENDPOINT", &self.info.endpoint)
+            .env("ROTOR_CA_CERT", &self.info.ca_cert)
             .env("ROTOR_API_KEY", &self.info.api_key)
             .env("ROTOR_PASSWORD", self.password)
             .stdin(std::process::Stdio::null())
@@ -127,6 +135,7 @@ impl Workstation {
             .args(args)
             .env("ROTOR_HOME", &self.home)
             .env("ROTOR_ENDPOINT", &self.info.endpoint)
+            .env("ROTOR_CA_CERT", &self.info.ca_cert)
             .env("ROTOR_API_KEY", &self.info.api_key)
             .env("ROTOR_PASSWORD", self.password)
             .stdin(std::process::Stdio::null())
@@ -171,7 +180,7 @@ pub(crate) async fn kp_call(
     path: &str,
     body: serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let response = reqwest::Client::new()
+    let response = api_http(info)
         .request(method, format!("{}{path}", info.endpoint))
         .bearer_auth(token)
         .header("bluemix-instance", info.instance.to_string())
@@ -185,4 +194,139 @@ pub(crate) async fn kp_call(
         status,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// An HTTPS client of the API that trusts the CA in `ca`.
+pub(crate) fn api_http_with(ca: &std::path::Path) -> reqwest::Client {
+    rotor_tls::config::http_client(&rotor_tls::ClientTls {
+        ca: ca.to_owned(),
+        crl: None,
+        identity: None,
+        expected: rotor_tls::ExpectedPeer::Any,
+    })
+    .unwrap()
+    .build()
+    .unwrap()
+}
+
+/// An HTTPS client of the dev instance's API (trusting its CA).
+pub(crate) fn api_http(info: &rotor_server::dev::DevInfo) -> reqwest::Client {
+    api_http_with(&info.ca_cert)
+}
+
+/// A client of the dev instance's units, as its service: mutual TLS with the service's
+/// certificate.
+pub(crate) fn unit_http(info: &rotor_server::dev::DevInfo) -> reqwest::Client {
+    let pki = info.dir.join("pki");
+    service_http(&pki, &pki.join("service"))
+}
+
+/// A mutual-TLS client presenting `PREFIX.pem`/`PREFIX.key`, trusting the CA in `pki`.
+pub(crate) fn service_http(pki: &std::path::Path, prefix: &std::path::Path) -> reqwest::Client {
+    rotor_tls::config::http_client(&rotor_tls::ClientTls {
+        ca: pki.join("ca.pem"),
+        crl: Some(pki.join("crl.pem")),
+        identity: Some((prefix.with_extension("pem"), prefix.with_extension("key"))),
+        expected: rotor_tls::ExpectedPeer::Any,
+    })
+    .unwrap()
+    .timeout(std::time::Duration::from_secs(30))
+    .build()
+    .unwrap()
+}
+
+/// A deployment CA for tests that start unit processes themselves.
+pub(crate) struct TestPki {
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) instance: uuid::Uuid,
+}
+
+impl TestPki {
+    /// A new CA in `dir` for a new instance, with the service's client certificate issued.
+    pub(crate) fn new(dir: &std::path::Path) -> Self {
+        let instance = uuid::Uuid::new_v4();
+        let mut ca = rotor_tls::pki::Authority::create(dir, "test").unwrap();
+        let subject = rotor_tls::pki::Subject {
+            role: rotor_tls::Role::Service { instance },
+            dns_names: vec![],
+            ip_addresses: vec![],
+        };
+        ca.issue(&subject, 30)
+            .unwrap()
+            .write(&dir.join("service"))
+            .unwrap();
+        Self {
+            dir: dir.to_owned(),
+            instance,
+        }
+    }
+
+    /// The CA in `dir`, created with a new instance if there is none.
+    pub(crate) fn open_or_create(dir: &std::path::Path) -> Self {
+        let instance_file = dir.join("instance");
+        if let Ok(text) = std::fs::read_to_string(&instance_file) {
+            return Self {
+                dir: dir.to_owned(),
+                instance: text.trim().parse().unwrap(),
+            };
+        }
+        let pki = Self::new(dir);
+        std::fs::write(&instance_file, pki.instance.to_string()).unwrap();
+        pki
+    }
+
+    /// The `rotor unit serve` arguments of a unit of the instance named `name` (its certificate
+    /// issued on first use).
+    pub(crate) fn unit_args(&self, name: &str) -> Vec<std::ffi::OsString> {
+        let prefix = self.dir.join(format!("unit-{name}"));
+        if !prefix.with_extension("pem").exists() {
+            let mut ca = rotor_tls::pki::Authority::open(&self.dir).unwrap();
+            let subject = rotor_tls::pki::Subject {
+                role: rotor_tls::Role::Unit {
+                    instance: self.instance,
+                    unit: None,
+                },
+                dns_names: vec!["localhost".into()],
+                ip_addresses: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+            };
+            ca.issue(&subject, 30).unwrap().write(&prefix).unwrap();
+        }
+        [
+            "--tls-cert".into(),
+            prefix.with_extension("pem").into_os_string(),
+            "--tls-key".into(),
+            prefix.with_extension("key").into_os_string(),
+            "--client-ca".into(),
+            self.dir.join("ca.pem").into_os_string(),
+            "--crl".into(),
+            self.dir.join("crl.pem").into_os_string(),
+        ]
+        .into()
+    }
+
+    /// A client of the instance's units, as its service.
+    pub(crate) fn service_http(&self) -> reqwest::Client {
+        service_http(&self.dir, &self.dir.join("service"))
+    }
+}
+
+/// The TLS arguments `rotor dev` started the unit in `unit_dir` with, to restart it by hand.
+pub(crate) fn dev_unit_tls_args(
+    info: &rotor_server::dev::DevInfo,
+    unit_dir: &std::path::Path,
+) -> Vec<std::ffi::OsString> {
+    let pki = info.dir.join("pki");
+    let name = unit_dir.file_name().unwrap().to_string_lossy();
+    let prefix = pki.join(format!("unit-{name}"));
+    [
+        "--tls-cert".into(),
+        prefix.with_extension("pem").into_os_string(),
+        "--tls-key".into(),
+        prefix.with_extension("key").into_os_string(),
+        "--client-ca".into(),
+        pki.join("ca.pem").into_os_string(),
+        "--crl".into(),
+        pki.join("crl.pem").into_os_string(),
+    ]
+    .into()
 }

@@ -37,13 +37,10 @@ pub struct ApiKeyConfig {
     pub key_sha256: String,
     /// What the key may do.
     pub role: Role,
-    /// The instance UUIDs the key covers, or `"*"` for all (the default).
-    #[serde(default = "all_instances")]
+    /// The instance UUIDs the key covers, or `"*"` for all. Required: a key that names none is
+    /// refused, so that forgetting the line never grants every instance.
+    #[serde(default)]
     pub instances: Vec<String>,
-}
-
-fn all_instances() -> Vec<String> {
-    vec!["*".to_owned()]
 }
 
 /// An IAM service role, named as IBM names them.
@@ -111,7 +108,8 @@ fn invalid(message: String) -> IamError {
 
 impl IamConfig {
     /// Rejects a lifetime of 0 or over a day, empty or duplicate names, hashes that are not 64
-    /// hex characters, the same hash twice, and instances that are neither UUIDs nor `"*"`.
+    /// hex characters, the same hash twice, a key without instances, and instances that are
+    /// neither UUIDs nor `"*"`.
     pub fn check(&self) -> Result<(), IamError> {
         if self.token_ttl_seconds == 0 || self.token_ttl_seconds > MAX_TOKEN_TTL_SECONDS {
             return Err(invalid(format!(
@@ -140,6 +138,12 @@ impl IamConfig {
             if !hashes.insert(hash) {
                 return Err(invalid(format!(
                     "API key '{}' has the same key_sha256 as another key",
+                    key.name
+                )));
+            }
+            if key.instances.is_empty() {
+                return Err(invalid(format!(
+                    "API key '{}' names no instances: list the instance ids it covers, or [\"*\"] for all (an omitted list no longer means all)",
                     key.name
                 )));
             }

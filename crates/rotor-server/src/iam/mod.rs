@@ -22,7 +22,7 @@
 //! name = "alice"
 //! key_sha256 = "9f86d0…"            # printf %s "$KEY" | sha256sum
 //! role = "Manager"                  # Reader, Writer, Manager or "Crypto Unit Administrator"
-//! instances = ["6f1c2d0e-0b7e-4a53-9d1e-2f0c6c1d7a10"]   # or ["*"], the default
+//! instances = ["6f1c2d0e-0b7e-4a53-9d1e-2f0c6c1d7a10"]   # or ["*"]; required
 //! ```
 //!
 //! Tokens are stateless: removing an API key from the configuration or changing its role takes

@@ -641,6 +641,7 @@ fn config_parses_with_defaults_and_is_checked() {
         name = "alice"
         key_sha256 = "{}"
         role = "Crypto Unit Administrator"
+        instances = ["*"]
 
         [[api_keys]]
         name = "bob"
@@ -684,4 +685,14 @@ fn config_parses_with_defaults_and_is_checked() {
     assert!(bad(&|c| c.api_keys[1].key_sha256 = "ab".repeat(31)));
     assert!(bad(&|c| c.api_keys[1].key_sha256 = "zz".repeat(32)));
     assert!(bad(&|c| c.api_keys[1].instances = vec!["prod".to_owned()]));
+    // An omitted list covers no instance and is refused, rather than covering every one.
+    let omitted: IamConfig = toml::from_str(&format!(
+        "[[api_keys]]\nname = \"old\"\nkey_sha256 = \"{}\"\nrole = \"Reader\"",
+        "ef".repeat(32)
+    ))
+    .unwrap();
+    let Err(IamError::InvalidConfig(why)) = omitted.check() else {
+        panic!("a key without instances was accepted");
+    };
+    assert!(why.contains("names no instances"), "{why}");
 }
