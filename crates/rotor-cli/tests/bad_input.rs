@@ -328,6 +328,8 @@ struct Ws {
     home: PathBuf,
     endpoint: Option<String>,
     api_key: Option<String>,
+    /// The CA the endpoint's certificate chains to.
+    ca_cert: Option<PathBuf>,
 }
 
 impl Ws {
@@ -341,6 +343,9 @@ impl Ws {
             .stdin(Stdio::null());
         if let Some(endpoint) = &self.endpoint {
             command.arg("--endpoint").arg(endpoint);
+        }
+        if let Some(ca_cert) = &self.ca_cert {
+            command.arg("--ca-cert").arg(ca_cert);
         }
         match &self.api_key {
             Some(key) => command.env("ROTOR_API_KEY", key),
@@ -560,6 +565,7 @@ fn corrupt_sigkey_files_are_listed_as_unreadable_and_refused() {
         home: root.path().join("home"),
         endpoint: None,
         api_key: None,
+        ca_cert: None,
     };
     for i in 1..=8 {
         ws.ok(&["sigkeys", "new", "--name", &format!("key {i}")]);
@@ -658,6 +664,7 @@ fn bad_part_values_are_refused_and_corrupt_parts_listed_as_unreadable() {
         home: root.path().join("home"),
         endpoint: None,
         api_key: None,
+        ca_cert: None,
     };
     let hex64 = "ab".repeat(32);
     for value in [
@@ -721,6 +728,7 @@ fn a_file_numbered_at_the_limit_gives_an_error_not_a_panic() {
         home: root.path().join("home"),
         endpoint: None,
         api_key: None,
+        ca_cert: None,
     };
     ws.ok(&["sigkeys", "new", "--name", "alice"]);
     ws.ok(&["parts", "new"]);
@@ -766,6 +774,7 @@ fn a_modified_file_is_not_blamed_only_on_the_password() {
         home: root.path().join("home"),
         endpoint: Some("http://127.0.0.1:9".to_owned()),
         api_key: None,
+        ca_cert: None,
     };
     ws.ok(&["parts", "new", "--description", "custodian A"]);
     ws.ok(&["parts", "new", "--description", "custodian B"]);
@@ -802,6 +811,7 @@ fn wrong_passwords_and_corrupt_files_change_nothing_on_a_unit() {
         home: root.path().join("home"),
         endpoint: Some(dev.info.endpoint.clone()),
         api_key: Some(dev.info.api_key.clone()),
+        ca_cert: Some(dev.info.ca_cert.clone()),
     };
     ws.ok(&["units", "select", "--all"]);
     ws.ok(&["sigkeys", "new", "--name", "alice"]);
