@@ -224,8 +224,11 @@ async fn a_fake_unit_behind_the_service_gets_no_parts_and_no_export_and_nothing_
     let real = addresses(&info);
     let before = direct_statuses(&real).await;
     let fake_before = fake.status().await;
-    // Loading key parts seals them to each unit's importer key; the fake is the second unit.
+    // Loading key parts seals them to each selected unit's importer key: only the fake here.
+    ws.ok(&["units", "deselect", "--all"]);
+    ws.ok(&["units", "select", "2"]);
     ws.fails(&["mk", "load", "1", "2", "3"], 5, "not the enrolled");
+    ws.ok(&["units", "select", "--all"]);
     // Recovery exports the master key to a unit that lacks it.
     ws.fails(&["auto", "recover"], 5, "not the enrolled");
     ws.fails(&["mk", "rotate"], 5, "not the enrolled");
@@ -259,7 +262,7 @@ async fn a_unit_restarted_on_an_older_copy_of_its_state_is_refused_by_cli_and_se
         password: support::DEV_PASSWORD,
     };
     let counter = direct_statuses(&addresses(&info)).await[&info.units[0].id].counter;
-    drop(dev);
+    stop(dev, &info);
     // The copy an attacker keeps: the whole unit directory, sealing material included.
     let copy = dir.path().join("old-unit");
     copy_dir(&unit_dir(&info), &copy);
@@ -275,13 +278,14 @@ async fn a_unit_restarted_on_an_older_copy_of_its_state_is_refused_by_cli_and_se
     };
     ws.ok(&["sigkeys", "new", "--name", "admin four"]);
     ws.ok(&["admins", "add", "4"]);
+    mine.ok(&["units", "select", "--all"]);
     mine.ok(&["mk"]);
     // The service reads every status before it starts a rotation (here refused: the units
     // are not ready), and remembers the counter.
     assert_eq!(begin_rotation(&info).await.0, 409);
     let advanced = direct_statuses(&addresses(&info)).await[&info.units[0].id].counter;
     assert!(advanced > counter);
-    drop(dev);
+    stop(dev, &info);
 
     std::fs::remove_dir_all(unit_dir(&info)).unwrap();
     copy_dir(&copy, &unit_dir(&info));
@@ -309,6 +313,22 @@ async fn a_unit_restarted_on_an_older_copy_of_its_state_is_refused_by_cli_and_se
         body["message"].as_str().unwrap().contains("older copy"),
         "{body}"
     );
+}
+
+/// Stops a `rotor dev` and waits until its units (which exit with it) no longer listen.
+fn stop(dev: support::DevProcess, info: &DevInfo) {
+    drop(dev);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for unit in &info.units {
+        while std::net::TcpStream::connect(unit.address).is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unit {} did not stop",
+                unit.id
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }
 
 /// Asks the service to start a rotation between two made-up master keys.

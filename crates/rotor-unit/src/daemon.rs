@@ -381,7 +381,8 @@ mod tests {
     use crate::wire::{RotationLock, UnitKind};
     use rotor_crypto::Secret32;
 
-    #[tokio::test]
+    // Saving the state blocks in place, which needs the multi-threaded runtime.
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_finish_report_that_still_counts_old_keys_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let (store, identity, mut state) =
