@@ -143,7 +143,19 @@ pub enum UnitsCommand {
     /// Clear both registers, remove all admins and return the selected units to imprint mode.
     /// Key storage wrapped under their master key becomes unusable unless the key is reloaded.
     Zeroize,
-    /// Forget a unit's pinned identity key (after replacing the unit on purpose).
+    /// Enroll a unit's identity on this workstation: only enrolled units are sent signed
+    /// commands, key parts or a master key. Compare the fingerprint with the one 'rotor unit
+    /// serve' printed on the unit's host.
+    Enroll {
+        /// The unit's number, as 'rotor units' lists it, or its id.
+        unit: String,
+        /// The identity fingerprint learned out of band (64 hex characters); without it, the
+        /// fingerprint the unit presents is shown for confirmation on the terminal.
+        #[arg(long)]
+        fingerprint: Option<String>,
+    },
+    /// Forget a unit's enrolled identity (after replacing the unit on purpose); enroll the new
+    /// one before using the unit again.
     Forget {
         /// The unit's id.
         unit: uuid::Uuid,

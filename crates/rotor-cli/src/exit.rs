@@ -32,13 +32,19 @@ that does not allow the command).";
 impl ExitCode {
     /// The code for an error: the first typed service error in its chain decides.
     pub fn of(err: &anyhow::Error) -> Self {
+        if err
+            .chain()
+            .any(|e| e.downcast_ref::<crate::session::TrustError>().is_some())
+        {
+            return Self::NotVerified;
+        }
         let Some(service) = err.chain().find_map(|e| e.downcast_ref::<ServiceError>()) else {
             return Self::Error;
         };
         match service {
             ServiceError::UnitRefused(_) => Self::RefusedByUnit,
             ServiceError::Unreachable(_) => Self::Unreachable,
-            ServiceError::NotAuthentic | ServiceError::IdentityChanged { .. } => Self::NotVerified,
+            ServiceError::NotAuthentic | ServiceError::UnitUntrusted(_) => Self::NotVerified,
             ServiceError::AccessDenied { .. } => Self::AccessDenied,
             ServiceError::Failed { .. } | ServiceError::Unexpected(_) => Self::Error,
         }

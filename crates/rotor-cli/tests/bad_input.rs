@@ -214,7 +214,7 @@ fn start_dev(root: &Path) -> Dev {
         .arg(root.join("dev"))
         .arg("--info-file")
         .arg(&info_file)
-        .env("ROTOR_HOME", root.join("dev-home"))
+        .env("ROTOR_HOME", root.join("home"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())

@@ -150,6 +150,7 @@ async fn deploy(backend: Backend) -> Deployment {
                     id,
                     kind: UnitKind::Recovery,
                     address: "127.0.0.1:9".parse().unwrap(),
+                    identity: None,
                 });
                 admins.push(Admin::InProcess(unit));
             }

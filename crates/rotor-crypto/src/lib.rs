@@ -21,7 +21,7 @@ mod sig;
 
 pub use envelope::{Envelope, ImporterKey, P256_POINT_LEN, seal_to};
 pub use rsa::{OaepHash, rsa_oaep_decrypt, rsa_oaep_generate};
-pub use sig::{PublicKey, SigAlg, SigningKey};
+pub use sig::{Fingerprint, PublicKey, SigAlg, SigningKey};
 
 /// Length of every symmetric key rotor uses: AES-256.
 pub const KEY_LEN: usize = 32;

@@ -97,6 +97,8 @@ error_codes! {
     RotationInProgress = "rotation_in_progress",
     /// No master key rotation is under way on this unit.
     NoRotation = "no_rotation",
+    /// The service reported keys still under the master key being rotated away from.
+    KeysRemain = "keys_remain",
     /// The unit's current register is empty.
     NoMasterKey = "no_master_key",
     /// The blob is wrapped under a master key this unit does not hold.
@@ -253,6 +255,11 @@ pub enum UnitError {
     },
     /// No master key rotation is under way on this unit.
     NoRotation,
+    /// The service reported the reencryption finished with keys still under the old master key.
+    KeysRemain {
+        /// The service's count of keys still under the old master key.
+        remaining: u64,
+    },
 }
 
 impl UnitError {
@@ -286,6 +293,7 @@ impl UnitError {
             Self::Storage => ErrorCode::Storage,
             Self::RotationInProgress { .. } => ErrorCode::RotationInProgress,
             Self::NoRotation => ErrorCode::NoRotation,
+            Self::KeysRemain { .. } => ErrorCode::KeysRemain,
         }
     }
 
@@ -437,6 +445,10 @@ impl std::fmt::Display for UnitError {
             Self::NoRotation => write!(
                 f,
                 "no master key rotation is under way on this unit; there is nothing to abort or finish"
+            ),
+            Self::KeysRemain { remaining } => write!(
+                f,
+                "the service reports {remaining} key(s) still under the master key being rotated away from; the rotation lock stays until none is left"
             ),
         }
     }

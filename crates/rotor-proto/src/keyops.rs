@@ -318,6 +318,9 @@ pub struct GeneratedBatch {
 pub struct FinishReencryption {
     /// The master key all key storage is wrapped under.
     pub to: Vp,
+    /// The service's count of keys still under the master key rotated away from: a unit
+    /// refuses anything but 0, so a service bug cannot release the rotation lock early.
+    pub remaining: u64,
 }
 
 /// The most blobs or keys in one batch request (10,000 rewrap items take about 1.3 MB).

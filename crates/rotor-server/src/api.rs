@@ -173,6 +173,13 @@ impl Service {
         let store = rotor_store::SqliteStore::open(&config.data_dir.join("keys.db"))
             .map_err(|err| StartError(format!("cannot open the keystore: {err}")))?;
         let store: Arc<dyn rotor_store::KeyStore> = Arc::new(store);
+        let configured = config
+            .instances
+            .iter()
+            .flat_map(|instance| &instance.units)
+            .filter_map(|unit| Some((unit.id, unit.identity?)))
+            .collect();
+        let units = units.with_trust(Arc::clone(&store), configured);
         let gate = Arc::default();
         let rotations = Rotations::new(Arc::clone(&store), units.clone(), Arc::clone(&gate));
         let kp = KpState {
@@ -212,11 +219,16 @@ impl Service {
         &self.config
     }
 
-    /// Starts the service's background work: master key rotations left under way, and rotation
-    /// of keys whose rotation policy is due. Call once, inside the runtime.
+    /// Starts the service's background work: master key rotations left under way, rotation
+    /// of keys whose rotation policy is due, and the periodic check of every unit's signed
+    /// status. Call once, inside the runtime.
     pub fn start_background(&self) -> tokio::task::JoinHandle<()> {
         self.rotations.resume_all();
-        tokio::spawn(crate::kp::rotate_by_policy(self.kp.clone()))
+        let units = self.kp.units.clone();
+        let kp = self.kp.clone();
+        tokio::spawn(async move {
+            tokio::join!(crate::kp::rotate_by_policy(kp), units.watch());
+        })
     }
 
     /// All routes.

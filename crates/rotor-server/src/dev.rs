@@ -344,9 +344,26 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
             id: info.unit,
             kind: info.kind,
             address: info.address,
+            identity: None,
         });
     }
     Ok(units)
+}
+
+/// Reads each unit's identity from its own signed status, straight from the process this
+/// `rotor dev` started on loopback (no service in between), and names its fingerprint in the
+/// instance, so the service refuses any other identity and workstations can enroll it.
+pub async fn learn_identities(units: &mut DevUnits) -> Result<(), DevError> {
+    let http = reqwest::Client::new();
+    for unit in &mut units.instance.units {
+        let base = format!("http://{}/v1", unit.address);
+        let status = rotor_unit::client::UnitClient::new(http.clone(), base, unit.id)
+            .status(None)
+            .await
+            .map_err(|err| DevError(format!("unit {} did not identify itself: {err}", unit.id)))?;
+        unit.identity = Some(status.identity.fingerprint());
+    }
+    Ok(())
 }
 
 /// The identities of a dev instance and their roles.

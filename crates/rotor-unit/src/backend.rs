@@ -166,8 +166,9 @@ impl UnitBackend for HttpUnit {
         }
     }
 
-    /// The unit's public status. The service reads it to check the rotation lock; it does not
-    /// check the response signature (the CLI does, for admins).
+    /// The unit's status, signed by the identity key it reports, for this request's challenge
+    /// (whether that identity is the right one is the caller's check: see
+    /// [`crate::trust::Enrollment`]).
     async fn status(&self) -> Result<UnitStatus, CallError> {
         let mut challenge = [0u8; 16];
         fill_random(&mut challenge);
@@ -182,14 +183,19 @@ impl UnitBackend for HttpUnit {
             .json()
             .await
             .map_err(|err| unreachable(&err))?;
-        match signed
-            .open_unverified()
-            .map_err(|err| unreachable(&err))?
-            .result
-        {
-            UnitResult::Status(status) => Ok(status),
-            _ => Err(CallError::Unreachable(
+        let claimed = signed.open_unverified().map_err(|err| unreachable(&err))?;
+        let UnitResult::Status(status) = claimed.result else {
+            return Err(CallError::Unreachable(
                 "the unit did not answer with its status".to_owned(),
+            ));
+        };
+        let verified = signed
+            .verify(&status.identity, claimed.unit, &challenge)
+            .map_err(|err| unreachable(&err))?;
+        match verified.result {
+            UnitResult::Status(status) if status.unit == claimed.unit => Ok(status),
+            _ => Err(CallError::Unreachable(
+                "the unit's status does not verify".to_owned(),
             )),
         }
     }

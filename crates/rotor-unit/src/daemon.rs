@@ -121,11 +121,18 @@ impl Unit {
         work(&masters, &self.cache).map_err(|err| err.to_body())
     }
 
-    /// The service reports the reencryption finished; the unit records it durably.
+    /// The service reports the reencryption finished; the unit records it durably. A report
+    /// that still counts keys under the old master key is refused: nothing changes.
     async fn finish_reencryption(
         &self,
         request: &FinishReencryption,
     ) -> Result<UnitStatus, ErrorBody> {
+        if request.remaining != 0 {
+            return Err(UnitError::KeysRemain {
+                remaining: request.remaining,
+            }
+            .to_body());
+        }
         let mut inner = self.inner.lock().await;
         let next = inner
             .state
@@ -380,5 +387,41 @@ impl ServeInfo {
     /// Writes the info file atomically, so a reader never sees half of it.
     pub fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
         rotor_util::fs::write_durable(path, &serde_json::to_vec_pretty(self).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::NewRegister;
+    use crate::wire::{RotationLock, UnitKind};
+    use rotor_crypto::Secret32;
+
+    // Saving the state blocks in place, which needs the multi-threaded runtime.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_finish_report_that_still_counts_old_keys_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, identity, mut state) =
+            UnitStore::open(dir.path(), UnitKind::Operational).unwrap();
+        let new = Secret32::random();
+        let to = new.vp();
+        state.current = Some(Secret32::random());
+        state.new = NewRegister::Committed(new);
+        state.rotation = RotationLock::Reencrypting;
+        let unit = Unit::new(store, identity, state);
+
+        let refused = unit
+            .finish_reencryption(&FinishReencryption { to, remaining: 3 })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::KeysRemain);
+        assert!(refused.message.contains("3 key(s)"), "{}", refused.message);
+        assert_eq!(unit.status().await.rotation, RotationLock::Reencrypting);
+
+        let finished = unit
+            .finish_reencryption(&FinishReencryption { to, remaining: 0 })
+            .await
+            .unwrap();
+        assert_eq!(finished.rotation, RotationLock::Reencrypted);
     }
 }

@@ -6,7 +6,8 @@
 //! - [`daemon`]: the HTTP server (`rotor unit serve`);
 //! - [`keyapi`]: the key operations, as pure functions of the master keys;
 //! - [`client`]: verified admin requests to a unit, directly or through the service;
-//! - [`backend`]: the service's link to a unit's key operations, over HTTP or in process.
+//! - [`backend`]: the service's link to a unit's key operations, over HTTP or in process;
+//! - [`trust`]: a unit's enrolled identity and the highest counter seen from it.
 //!
 //! What crosses the wire is defined in `rotor-proto` and re-exported here as [`wire`] and
 //! [`error`].
@@ -21,5 +22,6 @@ pub mod keyapi;
 pub mod keys;
 pub mod machine;
 pub mod store;
+pub mod trust;
 
 pub use rotor_proto::{UnitError, error, wire};

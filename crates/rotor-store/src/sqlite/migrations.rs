@@ -70,6 +70,13 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     );"),
     // 5: an import token's sealed private key moves from its document into a column of bytes.
     Migration::Rust(sealed_private_keys_to_column),
+    // 6: each unit's identity key, pinned on first contact, and the highest transaction
+    // counter seen in its signed statuses (rollback detection, shared by replicas).
+    Migration::Sql("CREATE TABLE unit_identities (
+        unit TEXT PRIMARY KEY,
+        identity TEXT NOT NULL,
+        last_counter INTEGER NOT NULL
+    );"),
 ];
 
 /// Migration 5. A document whose sealed private key does not decode is left as it is: it
