@@ -18,13 +18,15 @@ use rotor_unit::store::UnitStore;
 use rotor_unit::wire::{UnitKind, UnitStatus};
 use support::Workstation;
 
-/// Every unit's status, read directly from the unit (not through any service).
+/// Every unit's status, read directly from the unit (not through any service), with the dev
+/// service's client certificate.
 async fn direct_statuses(
+    info: &DevInfo,
     units: &[(uuid::Uuid, std::net::SocketAddr)],
 ) -> HashMap<uuid::Uuid, UnitStatus> {
     let mut out = HashMap::new();
     for (id, address) in units {
-        let client = UnitClient::new(reqwest::Client::new(), format!("http://{address}/v1"), *id);
+        let client = UnitClient::new(support::unit_http(info), format!("https://{address}/v1"), *id);
         out.insert(*id, client.status(None).await.unwrap());
     }
     out
@@ -53,13 +55,13 @@ async fn only_enrolled_units_are_acted_on_and_enrollment_checks_the_fingerprint(
     assert!(String::from_utf8_lossy(&shown.stderr).contains("not enrolled"));
     ws.ok(&["parts", "new"]);
     ws.ok(&["parts", "new"]);
-    let before = direct_statuses(&addresses(&info)).await;
+    let before = direct_statuses(&info, &addresses(&info)).await;
     ws.fails(
         &["mk", "load", "1", "2"],
         5,
         "rotor units enroll 1 --fingerprint",
     );
-    assert_eq!(direct_statuses(&addresses(&info)).await, before);
+    assert_eq!(direct_statuses(&info, &addresses(&info)).await, before);
 
     let right = info.units[0].identity.unwrap().to_string();
     let wrong = rotor_crypto::SigningKey::generate(rotor_crypto::SigAlg::P256Sha256)
@@ -110,7 +112,7 @@ async fn only_enrolled_units_are_acted_on_and_enrollment_checks_the_fingerprint(
 async fn pins_of_an_earlier_workstation_keep_working_as_enrollments() {
     let dir = tempfile::tempdir().unwrap();
     let (_dev, info) = support::start_dev(dir.path(), &["--units", "2", "--recovery-units", "0"]);
-    let statuses = direct_statuses(&addresses(&info)).await;
+    let statuses = direct_statuses(&info, &addresses(&info)).await;
     // A copy of an old workstation: settings and pins.json (unit id → identity key), no
     // enrollments.json; the first unit pinned with its real key, the second with another.
     let ws = Workstation::of_dev(&info);
@@ -154,15 +156,35 @@ async fn pins_of_an_earlier_workstation_keep_working_as_enrollments() {
 }
 
 /// A unit process that is not the unit it claims to be: a real unit state machine with a new
-/// identity key, answering under the id of `victim`.
-async fn impostor(dir: &Path, victim: uuid::Uuid) -> (std::net::SocketAddr, Unit) {
+/// identity key, answering under the id of `victim`. It even holds a valid unit certificate of
+/// the instance (as if the CA or a unit host were compromised): only enrollment stops it.
+async fn impostor(info: &DevInfo, dir: &Path, victim: uuid::Uuid) -> (std::net::SocketAddr, Unit) {
     let (store, identity, mut state) = UnitStore::open(dir, UnitKind::Operational).unwrap();
     state.unit = victim;
     let unit = Unit::new(store, identity, state);
+    let pki = info.dir.join("pki");
+    let mut ca = rotor_tls::pki::Authority::open(&pki).unwrap();
+    let subject = rotor_tls::pki::Subject {
+        role: rotor_tls::Role::Unit {
+            instance: info.instance,
+            unit: None,
+        },
+        dns_names: vec![],
+        ip_addresses: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+    };
+    let (cert, key) = ca
+        .issue(&subject, 1)
+        .unwrap()
+        .write(&dir.with_extension("tls"))
+        .unwrap();
+    let client_auth = rotor_tls::ClientAuth {
+        ca: pki.join("ca.pem"),
+        crl: None,
+    };
+    let tls = rotor_tls::config::server_config(&cert, &key, Some(&client_auth)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let router = unit.clone().router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    tokio::spawn(unit.clone().serve(listener, tls, info.instance));
     (address, unit)
 }
 
@@ -180,6 +202,7 @@ async fn service_with_swapped_unit(
         unit.identity = None;
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pki = info.dir.join("pki");
     let config = Config {
         listen: listener.local_addr().unwrap(),
         data_dir: dir.join("swapped-service"),
@@ -192,21 +215,35 @@ async fn service_with_swapped_unit(
             }],
             token_ttl_seconds: 3600,
         },
-        units_token_file: Some(info.dir.join("units.token")),
+        tls: Some(rotor_server::config::ApiTls {
+            cert: pki.join("api.pem"),
+            key: pki.join("api.key"),
+        }),
+        insecure_plain_http: false,
+        units_tls: Some(rotor_server::config::UnitsTls {
+            ca: pki.join("ca.pem"),
+            crl: Some(pki.join("crl.pem")),
+        }),
+        units_token_file: None,
         purge_after_seconds: 3600,
         instances: vec![InstanceConfig {
             id: info.instance,
             name: "swapped".to_owned(),
             units,
+            client_cert: Some(pki.join("service.pem")),
+            client_key: Some(pki.join("service.key")),
         }],
         trusted_proxies: Vec::new(),
     };
-    let endpoint = format!("http://{}", config.listen);
+    let endpoint = format!("https://{}", config.listen);
+    let transport = rotor_server::api_transport(&config).unwrap();
     let service = rotor_server::Service::open(config).unwrap();
-    let routes = service
-        .router()
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, routes).await });
+    tokio::spawn(rotor_tls::serve::serve(
+        listener,
+        transport,
+        service.router(),
+        rotor_tls::serve::Limits::SERVICE,
+    ));
     endpoint
 }
 
@@ -215,14 +252,14 @@ async fn a_fake_unit_behind_the_service_gets_no_parts_and_no_export_and_nothing_
     let dir = tempfile::tempdir().unwrap();
     let (_dev, info) = support::start_dev(dir.path(), &["--units", "2", "--recovery-units", "1"]);
     let victim = info.units[1].id;
-    let (fake_address, fake) = impostor(&dir.path().join("fake"), victim).await;
+    let (fake_address, fake) = impostor(&info, &dir.path().join("fake"), victim).await;
     let endpoint = service_with_swapped_unit(dir.path(), &info, 1, fake_address).await;
     let mut swapped = info.clone();
     swapped.endpoint = endpoint;
     let ws = Workstation::of_dev(&swapped);
 
     let real = addresses(&info);
-    let before = direct_statuses(&real).await;
+    let before = direct_statuses(&info, &real).await;
     let fake_before = fake.status().await;
     // Loading key parts seals them to each selected unit's importer key: only the fake here.
     ws.ok(&["units", "deselect", "--all"]);
@@ -233,7 +270,7 @@ async fn a_fake_unit_behind_the_service_gets_no_parts_and_no_export_and_nothing_
     ws.fails(&["auto", "recover"], 5, "not the enrolled");
     ws.fails(&["mk", "rotate"], 5, "not the enrolled");
     ws.fails(&["auto", "rotate"], 5, "not the enrolled");
-    assert_eq!(direct_statuses(&real).await, before, "a real unit changed");
+    assert_eq!(direct_statuses(&info, &real).await, before, "a real unit changed");
     assert_eq!(
         fake.status().await,
         fake_before,
@@ -261,7 +298,7 @@ async fn a_unit_restarted_on_an_older_copy_of_its_state_is_refused_by_cli_and_se
         info: info.clone(),
         password: support::DEV_PASSWORD,
     };
-    let counter = direct_statuses(&addresses(&info)).await[&info.units[0].id].counter;
+    let counter = direct_statuses(&info, &addresses(&info)).await[&info.units[0].id].counter;
     stop(dev, &info);
     // The copy an attacker keeps: the whole unit directory, sealing material included.
     let copy = dir.path().join("old-unit");
@@ -283,7 +320,7 @@ async fn a_unit_restarted_on_an_older_copy_of_its_state_is_refused_by_cli_and_se
     // The service reads every status before it starts a rotation (here refused: the units
     // are not ready), and remembers the counter.
     assert_eq!(begin_rotation(&info).await.0, 409);
-    let advanced = direct_statuses(&addresses(&info)).await[&info.units[0].id].counter;
+    let advanced = direct_statuses(&info, &addresses(&info)).await[&info.units[0].id].counter;
     assert!(advanced > counter);
     stop(dev, &info);
 
@@ -291,7 +328,7 @@ async fn a_unit_restarted_on_an_older_copy_of_its_state_is_refused_by_cli_and_se
     copy_dir(&copy, &unit_dir(&info));
     let (_dev, info) = dev_on(dir.path(), &["--imprint"]);
     assert_eq!(
-        direct_statuses(&addresses(&info)).await[&info.units[0].id].counter,
+        direct_statuses(&info, &addresses(&info)).await[&info.units[0].id].counter,
         counter
     );
     let ws = Workstation {
@@ -333,8 +370,8 @@ fn stop(dev: support::DevProcess, info: &DevInfo) {
 
 /// Asks the service to start a rotation between two made-up master keys.
 async fn begin_rotation(info: &DevInfo) -> (u16, serde_json::Value) {
-    let token = support::access_token(&info.endpoint, &info.api_key);
-    let response = reqwest::Client::new()
+    let token = support::access_token(info, &info.api_key);
+    let response = support::api_http(info)
         .post(format!(
             "{}/v1/instances/{}/rotation",
             info.endpoint, info.instance

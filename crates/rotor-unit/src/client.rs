@@ -67,7 +67,7 @@ fn challenge() -> Vec<u8> {
 
 impl UnitClient {
     /// `base` is the URL under which `/status` and `/command` are served: a unit's own
-    /// `http://ADDR/v1`, or the service's `.../v1/instances/ID/units/ID`.
+    /// `https://ADDR/v1`, or the service's `.../v1/instances/ID/units/ID`.
     pub fn new(http: reqwest::Client, base: String, unit: Uuid) -> Self {
         Self {
             http,
