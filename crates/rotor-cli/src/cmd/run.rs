@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use rotor_unit::audit::AuditLog;
 use rotor_unit::daemon::{ServeInfo, Unit};
 use rotor_unit::store::UnitStore;
 use rotor_unit::wire::UnitKind;
@@ -19,6 +20,7 @@ pub async fn unit_serve(args: ServeArgs) -> Result<()> {
         UnitKind::Operational
     };
     let (store, identity, state) = UnitStore::open(&args.dir, kind)?;
+    let audit = AuditLog::open(&args.dir)?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -48,7 +50,7 @@ pub async fn unit_serve(args: ServeArgs) -> Result<()> {
             }
         });
     }
-    let mut unit = Unit::new(store, identity, state);
+    let mut unit = Unit::new(store, identity, state, audit);
     if let Some(path) = &args.service_token_file {
         let token = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
