@@ -436,10 +436,8 @@ pub fn verify<R: DeserializeOwned>(
             seq: expected,
             hash: hashes[index],
         };
-        if let Some(check) = signed {
-            if !check(&head, &entries[index].signature) {
-                return Err(ChainError::Changed { seq: expected });
-            }
+        if signed.is_some_and(|check| !check(&head, &entries[index].signature)) {
+            return Err(ChainError::Changed { seq: expected });
         }
         if anchors
             .get(&expected)
