@@ -31,13 +31,12 @@ pub struct Cli {
 
 /// `rotor audit`.
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
     /// Omit to show the chains.
     #[command(subcommand)]
     pub command: Option<AuditCommand>,
-    /// Show only the admin chain of this crypto unit (its number in 'rotor units').
-    #[arg(long)]
+    /// Only the admin chain of this crypto unit (its number in 'rotor units').
+    #[arg(long, global = true)]
     pub unit: Option<usize>,
 }
 

@@ -114,7 +114,7 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
     let store = Arc::new(store);
     let units = UnitPool::new(HashMap::from([(info.instance, units)]));
     let state = KpState {
-        store: Arc::clone(&store) as Arc<dyn rotor_store::KeyStore>,
+        store: store.clone(),
         iam: Arc::new(Iam::new(
             rotor_crypto::Secret32::random(),
             &IamConfig::default(),

@@ -169,7 +169,7 @@ impl Service {
         let store = rotor_store::SqliteStore::open(&config.data_dir.join("keys.db"))
             .map_err(|err| StartError(format!("cannot open the keystore: {err}")))?;
         let store = Arc::new(store);
-        let audit_store: Arc<dyn rotor_store::AuditStore> = Arc::clone(&store);
+        let audit_store: Arc<dyn rotor_store::AuditStore> = store.clone();
         let audit = AuditTrail::new(audit_store, units.clone());
         let store: Arc<dyn rotor_store::KeyStore> = store;
         let gate = Arc::default();
