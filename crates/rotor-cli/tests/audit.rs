@@ -2,6 +2,9 @@
 //! rotation; then, with the service stopped and its stored chains edited in its SQLite
 //! database, it names the exact entry that was changed, removed or reordered (exit code 5).
 
+// Test helpers: a failure to read or edit the test database fails the test.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::path::Path;

@@ -375,6 +375,9 @@ impl std::fmt::Display for ChainError {
 
 impl std::error::Error for ChainError {}
 
+/// Whether a signature stored with an entry is the unit's over the head that entry makes.
+pub type HeadSignatureCheck<'a> = dyn Fn(&ChainHead, &[u8]) -> bool + 'a;
+
 /// Checks a chain as stored, in storage order, and returns its entries.
 ///
 /// `anchors` are heads proven by a unit's signature (checked by the caller): countersignatures,
@@ -388,7 +391,7 @@ impl std::error::Error for ChainError {}
 pub fn verify<R: DeserializeOwned>(
     entries: &[StoredEntry],
     anchors: &BTreeMap<u64, Hash>,
-    signed: Option<&dyn Fn(&ChainHead, &[u8]) -> bool>,
+    signed: Option<&HeadSignatureCheck<'_>>,
 ) -> Result<Vec<Entry<R>>, ChainError> {
     let decoded: Vec<Option<Entry<R>>> = entries.iter().map(|e| Entry::decode(&e.entry)).collect();
     let hashes: Vec<Hash> = entries.iter().map(|e| entry_hash(&e.entry)).collect();
@@ -472,10 +475,15 @@ mod tests {
 
     fn record(n: u64) -> KeyEventRecord {
         KeyEventRecord {
-            event: if n % 3 == 0 { "rotate" } else { "create" }.to_owned(),
+            event: if n.is_multiple_of(3) {
+                "rotate"
+            } else {
+                "create"
+            }
+            .to_owned(),
             key: format!("key-{n}"),
             caller: "alice".to_owned(),
-            verdict: if n % 5 == 0 {
+            verdict: if n.is_multiple_of(5) {
                 Verdict::Refused {
                     code: "KEY_DELETED_ERR".to_owned(),
                 }

@@ -144,7 +144,7 @@ async fn perform_action(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         "setKeyForDeletion" | "unsetKeyForDeletion" => {
-            if !dual_auth(&key) {
+            if !dual_auth(key) {
                 return Err(KpError::NotDualAuth);
             }
             let sub = caller.claims.sub.as_str();
@@ -161,7 +161,7 @@ async fn perform_action(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         "sync" => {
-            claim_sync(state, &key, now_ms())?;
+            claim_sync(state, key, now_ms())?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => Err(KpError::InvalidParameter {
