@@ -33,6 +33,26 @@ pub struct Cli {
     pub command: Commands,
 }
 
+/// `rotor audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Omit to show the chains.
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+    /// Only the admin chain of this crypto unit (its number in 'rotor units').
+    #[arg(long, global = true)]
+    pub unit: Option<usize>,
+}
+
+/// `rotor audit verify`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every unit signature and every link of the chains against the units' signed heads
+    /// (with the identity keys this workstation knows); name the first entry that was changed,
+    /// removed or reordered (exit code 5).
+    Verify,
+}
+
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Commands {
@@ -65,6 +85,9 @@ pub enum Commands {
         #[command(subcommand)]
         command: Option<ThresholdsCommand>,
     },
+    /// Show the audit chains: each unit's admin commands and the key events of each instance;
+    /// 'rotor audit verify' checks them.
+    Audit(AuditArgs),
     /// Show the master key registers of the selected units, or change them.
     Mk {
         /// Omit to show both registers and their verification patterns.

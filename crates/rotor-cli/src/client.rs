@@ -271,6 +271,30 @@ impl ServiceClient {
         serde_json::from_slice(&reply).map_err(|_| ServiceError::Unexpected(url))
     }
 
+    /// The key event chain of `instance` with its countersignatures.
+    pub async fn key_event_chain(
+        &self,
+        instance: Uuid,
+    ) -> Result<rotor_proto::audit::KeyEventChain, ServiceError> {
+        let path = format!("/v1/instances/{instance}/audit");
+        self.call(reqwest::Method::GET, &path, None).await
+    }
+
+    /// The admin chain of `unit` as the service stores it, with the unit's live head signed
+    /// over `challenge`.
+    pub async fn unit_chain(
+        &self,
+        instance: Uuid,
+        unit: Uuid,
+        challenge: &[u8],
+    ) -> Result<rotor_proto::audit::AuditBatch, ServiceError> {
+        let path = format!(
+            "/v1/instances/{instance}/units/{unit}/audit?challenge={}",
+            hex::encode(challenge)
+        );
+        self.call(reqwest::Method::GET, &path, None).await
+    }
+
     /// Instances and their units.
     pub async fn instances(&self) -> Result<Vec<InstanceEntry>, ServiceError> {
         let reply: InstancesReply = self

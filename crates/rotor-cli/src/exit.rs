@@ -16,7 +16,7 @@ pub enum ExitCode {
     RefusedByUnit,
     /// The service or a unit could not be reached.
     Unreachable,
-    /// A unit's identity or response did not verify.
+    /// A unit's identity or response did not verify, or an audit chain did not.
     NotVerified,
     /// The service refused the API key or token (HTTP 401 or 403): unknown or expired key, or a
     /// role or instance it does not cover.
@@ -34,7 +34,10 @@ impl ExitCode {
     pub fn of(err: &anyhow::Error) -> Self {
         if err
             .chain()
-            .any(|e| e.downcast_ref::<crate::session::TrustError>().is_some())
+            .any(|e| {
+                e.downcast_ref::<crate::session::TrustError>().is_some()
+                    || e.is::<crate::cmd::audit::AuditNotVerified>()
+            })
         {
             return Self::NotVerified;
         }

@@ -29,6 +29,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Commands::Units { command } => cmd::units::units(&session, command).await,
         Commands::Admins { command } => cmd::admins::admins(&session, command).await,
         Commands::Thresholds { command } => cmd::thresholds::thresholds(&session, command).await,
+        Commands::Audit(args) => cmd::audit::audit(&session, args).await,
         Commands::Mk { command } => cmd::mk::mk(&session, command).await,
         Commands::Auto {
             command:

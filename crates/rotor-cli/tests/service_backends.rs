@@ -134,12 +134,11 @@ async fn deploy(backend: Backend) -> Deployment {
             let mut configs = Vec::new();
             for index in 0..3 {
                 // Recovery kind lets the test generate and export a master key without parts.
-                let (store, identity, state) = UnitStore::open(
-                    &dir.path().join(format!("unit-{index}")),
-                    UnitKind::Recovery,
-                )
-                .unwrap();
-                let unit = Unit::new(store, identity, state);
+                let unit_dir = dir.path().join(format!("unit-{index}"));
+                let (store, identity, state) =
+                    UnitStore::open(&unit_dir, UnitKind::Recovery).unwrap();
+                let audit = rotor_unit::audit::AuditLog::open(&unit_dir).unwrap();
+                let unit = Unit::new(store, identity, state, audit);
                 let id = unit.status().await.unit;
                 pool_units.push(PoolUnit {
                     id,

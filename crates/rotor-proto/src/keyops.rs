@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::audit::{Countersign, Countersignature};
 use crate::binding::{Binding, BlobBinding};
 use crate::wire::UnitStatus;
 
@@ -61,6 +62,7 @@ unit_ops! {
     RewrapBatch => RewrapBatchResult, "rewrap-batch", Postcard;
     GenerateBatch => GeneratedBatch, "generate-batch", Postcard;
     FinishReencryption => UnitStatus, "finish-reencryption";
+    Countersign => Countersignature, "countersign";
 }
 
 /// `POST /v1/keys/rewrap-to-new`: one application-held blob rewrapped to the committed new

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod audit;
 mod sqlite;
 
 use rotor_crypto::{PublicKey, Vp};
@@ -17,6 +18,7 @@ use rotor_proto::rotation::Journal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use audit::{AuditChain, AuditStore};
 pub use sqlite::SqliteStore;
 
 /// One instance policy as stored: its data as given (attributes validated and normalized by the

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::http::header;
 use rotor_crypto::fill_random;
+use rotor_proto::audit::AuditBatch;
 use rotor_proto::error::ErrorCode;
 use rotor_proto::keyops::{BATCH_CONTENT_TYPE, Encoding};
 use rotor_proto::wire::{ErrorBody, SignedResponse, UnitResult, UnitStatus};
@@ -54,6 +55,13 @@ pub trait UnitBackend: Send + Sync {
 
     /// The unit's status (registers, VPs, rotation lock).
     fn status(&self) -> impl Future<Output = Result<UnitStatus, CallError>> + Send;
+
+    /// The unit's admin chain after entry `after`, with its live head signed over `challenge`.
+    fn audit(
+        &self,
+        after: u64,
+        challenge: Vec<u8>,
+    ) -> impl Future<Output = Result<AuditBatch, CallError>> + Send;
 }
 
 impl UnitBackend for Unit {
@@ -63,6 +71,10 @@ impl UnitBackend for Unit {
 
     async fn status(&self) -> Result<UnitStatus, CallError> {
         Ok(Unit::status(self).await)
+    }
+
+    async fn audit(&self, after: u64, challenge: Vec<u8>) -> Result<AuditBatch, CallError> {
+        Ok(Unit::audit(self, after, challenge).await)
     }
 }
 
@@ -199,6 +211,30 @@ impl UnitBackend for HttpUnit {
             )),
         }
     }
+
+    async fn audit(&self, after: u64, challenge: Vec<u8>) -> Result<AuditBatch, CallError> {
+        let unreachable = |err: &dyn std::fmt::Display| CallError::Unreachable(err.to_string());
+        let url = format!(
+            "{}/audit?after={after}&challenge={}",
+            self.base,
+            hex::encode(challenge)
+        );
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|err| unreachable(&err))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|err| unreachable(&err))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|err| unreachable(&err));
+        }
+        Err(match serde_json::from_slice(&body) {
+            Ok(refusal) => CallError::Refused(refusal),
+            Err(_) => CallError::Unreachable(format!("the unit answered {status}")),
+        })
+    }
 }
 
 /// A unit process or an in-process unit.
@@ -222,6 +258,13 @@ impl UnitBackend for UnitLink {
         match self {
             Self::Http(unit) => unit.status().await,
             Self::InProcess(unit) => UnitBackend::status(unit).await,
+        }
+    }
+
+    async fn audit(&self, after: u64, challenge: Vec<u8>) -> Result<AuditBatch, CallError> {
+        match self {
+            Self::Http(unit) => unit.audit(after, challenge).await,
+            Self::InProcess(unit) => UnitBackend::audit(unit, after, challenge).await,
         }
     }
 }

@@ -4,8 +4,13 @@
 //! - `GET /v1/status?challenge=HEX`: the unit's public status;
 //! - `POST /v1/command` with a [`CommandRequest`]: apply one signed admin command.
 //!
-//! A command is applied to a copy of the state, the copy is sealed and made durable, and only
-//! then does it replace the state in memory and get acknowledged.
+//! A command is applied to a copy of the state; its audit entry is appended durably, the copy is
+//! sealed and made durable, and only then does it replace the state in memory and get
+//! acknowledged. A refused command is recorded too.
+//!
+//! For the service only (its token, like the key operations): `GET /v1/audit?after=N&challenge=HEX`,
+//! the admin chain's entries after `N` with the live head signed over the challenge
+//! ([`AuditBatch`]), and the key operations under `/v1/keys/`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +26,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use rotor_proto::audit::{
+    AdminRecord, AuditBatch, Countersign, Countersignature, SignedHead, Verdict,
+};
 use rotor_proto::error::ErrorCode;
 use rotor_proto::keyops::{
     BATCH_CONTENT_TYPE, Encoding, ExportRequest, FinishReencryption, GenerateBatch,
@@ -29,6 +37,7 @@ use rotor_proto::keyops::{
 };
 use rotor_proto::wire::{ErrorBody, Outcome, SignedCommand, UnitStatus};
 
+use crate::audit::AuditLog;
 use crate::error::UnitError;
 use crate::keyapi::{KeyOperation, RootKeyCache};
 use crate::keys::{KeyError, Masters};
@@ -42,6 +51,7 @@ const MAX_CHALLENGE: usize = 64;
 struct Inner {
     store: UnitStore,
     state: UnitState,
+    audit: AuditLog,
 }
 
 /// A running unit's shared state.
@@ -53,11 +63,15 @@ pub struct Unit {
 }
 
 impl Unit {
-    /// Wraps an opened unit directory.
-    pub fn new(store: UnitStore, identity: SigningKey, state: UnitState) -> Self {
+    /// Wraps an opened unit directory and its audit log.
+    pub fn new(store: UnitStore, identity: SigningKey, state: UnitState, audit: AuditLog) -> Self {
         Self {
             identity: Arc::new(identity),
-            inner: Arc::new(Mutex::new(Inner { store, state })),
+            inner: Arc::new(Mutex::new(Inner {
+                store,
+                state,
+                audit,
+            })),
             cache: Arc::default(),
         }
     }
@@ -77,12 +91,15 @@ impl Unit {
             .status(self.identity.public_key())
     }
 
-    /// Applies one signed admin command: to a copy of the state, which is sealed and made
-    /// durable before it replaces the state in memory and the command is acknowledged.
+    /// Applies one signed admin command: to a copy of the state; the audit entry is appended,
+    /// then the copy is sealed and made durable before it replaces the state in memory and the
+    /// command is acknowledged. A refusal is recorded as well.
     pub async fn apply(&self, signed: &SignedCommand) -> Result<(Outcome, UnitStatus), UnitError> {
         let mut inner = self.inner.lock().await;
         match inner.state.apply(signed, &mut OsEntropy) {
             Ok((next, outcome)) => {
+                // Recorded first: a command is carried out only once its entry is durable.
+                self.record(&mut inner, signed, next.counter, Verdict::Accepted)?;
                 let saved = rotor_util::blocking(|| inner.store.save(&self.identity, &next));
                 match saved {
                     Ok(()) => {
@@ -97,6 +114,12 @@ impl Unit {
                     }
                     Err(err) => {
                         tracing::error!(error = %err, "state not saved; command refused");
+                        let counter = inner.state.counter;
+                        let storage = Verdict::Refused {
+                            code: UnitError::Storage.code().to_owned(),
+                        };
+                        // The entry before said accepted: this one says it did not take effect.
+                        self.record(&mut inner, signed, counter, storage)?;
                         Err(UnitError::Storage)
                     }
                 }
@@ -107,9 +130,66 @@ impl Unit {
                     code = err.code(),
                     "command refused"
                 );
+                let counter = inner.state.counter;
+                let refused = Verdict::Refused {
+                    code: err.code().to_owned(),
+                };
+                self.record(&mut inner, signed, counter, refused)?;
                 Err(err)
             }
         }
+    }
+
+    /// Appends a command's entry to the admin chain, durably.
+    fn record(
+        &self,
+        inner: &mut Inner,
+        signed: &SignedCommand,
+        counter: u64,
+        verdict: Verdict,
+    ) -> Result<(), UnitError> {
+        let record = AdminRecord {
+            signers: signed.signatures.iter().map(|s| s.ski).collect(),
+            action: signed.command.action.name().to_owned(),
+            command: sha256(&signed.command.signing_bytes()),
+            counter,
+            verdict,
+        };
+        let unit = inner.state.unit;
+        let time_ms = u64::try_from(rotor_util::time::now_ms()).unwrap_or_default();
+        rotor_util::blocking(|| {
+            inner
+                .audit
+                .append(&self.identity, unit, time_ms, record)
+                .map_err(|err| {
+                    tracing::error!(error = %err, "audit entry not written; command refused");
+                    UnitError::Storage
+                })
+        })
+    }
+
+    /// The admin chain after entry `after`, with the live head signed over `challenge`.
+    pub async fn audit(&self, after: u64, challenge: Vec<u8>) -> AuditBatch {
+        let inner = self.inner.lock().await;
+        let unit = inner.state.unit;
+        AuditBatch {
+            unit,
+            entries: inner.audit.after(after).to_vec(),
+            head: SignedHead::sign(&self.identity, unit, inner.audit.head(), challenge),
+        }
+    }
+
+    /// Countersigns the head of an instance's key event chain, with the unit's clock.
+    async fn countersign(&self, request: &Countersign) -> Countersignature {
+        let unit = self.inner.lock().await.state.unit;
+        let time_ms = u64::try_from(rotor_util::time::now_ms()).unwrap_or_default();
+        Countersignature::sign(
+            &self.identity,
+            unit,
+            request.instance,
+            request.head,
+            time_ms,
+        )
     }
 
     async fn with_masters<T>(
@@ -156,6 +236,7 @@ impl Unit {
         Router::new()
             .route("/v1/status", get(status))
             .route("/v1/command", post(command))
+            .route("/v1/audit", get(audit))
             .merge(key_routes())
             .layer(axum::middleware::from_fn(
                 move |request: axum::extract::Request, next: axum::middleware::Next| {
@@ -249,6 +330,12 @@ impl Served for FinishReencryption {
     }
 }
 
+impl Served for Countersign {
+    async fn serve(&self, unit: &Unit) -> Result<Countersignature, ErrorBody> {
+        Ok(unit.countersign(self).await)
+    }
+}
+
 /// `POST /v1/keys/{name}` for every operation.
 fn key_routes() -> Router<Unit> {
     fn route<Op: Served>(router: Router<Unit>) -> Router<Unit> {
@@ -266,6 +353,7 @@ fn key_routes() -> Router<Unit> {
     let router = route::<RewrapToNew>(router);
     let router = route::<RewrapBatch>(router);
     let router = route::<GenerateBatch>(router);
+    let router = route::<Countersign>(router);
     route::<FinishReencryption>(router)
 }
 
@@ -349,6 +437,23 @@ fn decode<T: serde::de::DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Re
     match encoding {
         Encoding::Json => serde_json::from_slice(body).map_err(|err| err.to_string()),
         Encoding::Postcard => postcard::from_bytes(body).map_err(|err| err.to_string()),
+    }
+}
+
+/// `GET /v1/audit?after=N&challenge=HEX`, for the service (admitted by the router's
+/// mutual-TLS check, as every route).
+async fn audit(
+    State(unit): State<Unit>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let after = match query.get("after").map(|n| n.parse::<u64>()) {
+        None => Ok(0),
+        Some(Ok(after)) => Ok(after),
+        Some(Err(_)) => Err(UnitError::BadRequest("after is not a number".to_owned())),
+    };
+    match after.and_then(|after| Ok((after, parse_challenge(query.get("challenge"))?))) {
+        Ok((after, challenge)) => axum::Json(unit.audit(after, challenge).await).into_response(),
+        Err(err) => refusal(err.to_body()),
     }
 }
 

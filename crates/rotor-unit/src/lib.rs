@@ -3,6 +3,7 @@
 //! - [`machine`]: registers, admins and quorum rules as a pure state machine;
 //! - [`keys`]: root key blobs and the DEKs they wrap;
 //! - [`store`]: the sealed, atomic, durable state file;
+//! - [`audit`]: the append-only, signed chain of every admin command (`audit.log`);
 //! - [`daemon`]: the HTTP server (`rotor unit serve`);
 //! - [`keyapi`]: the key operations, as pure functions of the master keys;
 //! - [`client`]: verified admin requests to a unit, directly or through the service;
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod backend;
 pub mod client;
 pub mod daemon;

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use rotor_unit::audit::AuditLog;
 use rotor_unit::daemon::{ServeInfo, Unit};
 use rotor_unit::store::UnitStore;
 use rotor_unit::wire::UnitKind;
@@ -45,6 +46,7 @@ pub async fn unit_serve(args: ServeArgs) -> Result<()> {
         Some(Err(err)) => bail!("{}: {err}", args.tls_cert.display()),
         None => bail!("{} holds no certificate", args.tls_cert.display()),
     };
+    let audit = AuditLog::open(&args.dir)?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -74,7 +76,7 @@ pub async fn unit_serve(args: ServeArgs) -> Result<()> {
             }
         });
     }
-    Unit::new(store, identity, state)
+    Unit::new(store, identity, state, audit)
         .serve(listener, tls, instance)
         .await;
     Ok(())

@@ -77,6 +77,28 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         identity TEXT NOT NULL,
         last_counter INTEGER NOT NULL
     );"),
+    // 7: the audit chains: entries as the units and the service wrote them (`chain` is
+    // `unit:<id>` or `instance:<id>`), each chain's head, and the units' countersignatures of
+    // the key event chains.
+    Migration::Sql("CREATE TABLE audit_entries (
+        chain TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        entry BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        PRIMARY KEY (chain, seq)
+    );
+    CREATE TABLE audit_heads (
+        chain TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        hash BLOB NOT NULL
+    );
+    CREATE TABLE audit_countersignatures (
+        instance TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        unit TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (instance, seq, unit)
+    );"),
 ];
 
 /// Migration 5. A document whose sealed private key does not decode is left as it is: it
