@@ -161,7 +161,8 @@ async fn pins_of_an_earlier_workstation_keep_working_as_enrollments() {
 async fn impostor(info: &DevInfo, dir: &Path, victim: uuid::Uuid) -> (std::net::SocketAddr, Unit) {
     let (store, identity, mut state) = UnitStore::open(dir, UnitKind::Operational).unwrap();
     state.unit = victim;
-    let unit = Unit::new(store, identity, state);
+    let audit = rotor_unit::audit::AuditLog::open(dir).unwrap();
+    let unit = Unit::new(store, identity, state, audit);
     let pki = info.dir.join("pki");
     let mut ca = rotor_tls::pki::Authority::open(&pki).unwrap();
     let subject = rotor_tls::pki::Subject {

@@ -179,13 +179,23 @@ async fn show(session: &Session, targets: &[&Target], with_key_events: bool) -> 
     Ok(())
 }
 
-/// The identity keys this workstation knows for the units of `targets` (a unit not yet known is
-/// learned through its verified status, as every admin command does).
+/// The identity keys of the units of `targets`, each checked against the fingerprint this
+/// workstation enrolled: a chain is verified only against a unit enrolled out of band.
 async fn identities(session: &Session, targets: &[&Target]) -> Result<HashMap<Uuid, PublicKey>> {
+    let enrolled = session.home.enrollments()?;
+    let mut identities = HashMap::new();
     for target in targets {
-        session.status(target).await?;
+        let status = session.status(target).await?;
+        if !enrolled.contains_key(&target.unit.id) {
+            return Err(crate::session::TrustError::NotEnrolled {
+                number: target.number,
+                unit: target.unit.id,
+            }
+            .into());
+        }
+        identities.insert(target.unit.id, status.identity);
     }
-    Ok(session.home.pins()?.into_iter().collect())
+    Ok(identities)
 }
 
 fn not_verified(what: &str, err: &ChainError) -> anyhow::Error {
