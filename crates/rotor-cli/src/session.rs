@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use anyhow::{Context, Result, anyhow, bail};
 use rotor_crypto::SigningKey;
 use rotor_server::config::UnitConfig;
-use rotor_unit::wire::{Action, Command, Outcome, Ski, UnitStatus};
+use rotor_unit::wire::{Action, Command, EnrollmentSecret, Outcome, Ski, UnitStatus};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -40,6 +40,7 @@ pub struct Session {
     api_key: Option<String>,
     service: OnceLock<ServiceClient>,
     signers: OnceLock<Vec<SigningKey>>,
+    enrollment: Vec<EnrollmentSecret>,
 }
 
 impl Session {
@@ -53,7 +54,20 @@ impl Session {
             api_key: std::env::var("ROTOR_API_KEY").ok(),
             service: OnceLock::new(),
             signers: OnceLock::new(),
+            enrollment: Vec::new(),
         }
+    }
+
+    /// The enrollment secrets this command may use on units without an admin (each unit takes
+    /// only its own). Refuses text that is not a secret.
+    pub fn with_enrollment_secrets(mut self, secrets: &[String]) -> Result<Self> {
+        for text in secrets.iter().filter(|text| !text.trim().is_empty()) {
+            let secret = EnrollmentSecret::from_hex(text).ok_or_else(|| {
+                anyhow!("an enrollment secret is 64 hex characters, as 'rotor unit serve' prints it")
+            })?;
+            self.enrollment.push(secret);
+        }
+        Ok(self)
     }
 
     /// The service, as 'rotor login' (or `--endpoint` and `ROTOR_API_KEY`) names it.
@@ -251,12 +265,22 @@ impl Session {
             action,
         };
         let name = command.action.name();
+        let first_admin = status.admins.is_empty() && matches!(command.action, Action::AddAdmin { .. });
+        let mut signed = command.sign(&signers);
+        if first_admin {
+            signed.enrollment = status.enrollment_id.as_ref().and_then(|id| {
+                self.enrollment
+                    .iter()
+                    .find(|secret| secret.id() == *id)
+                    .map(|secret| signed.command.enrollment_proof(secret))
+            });
+        }
         self.service()?
             .unit_command(
                 target.instance,
                 target.unit.id,
                 &status.identity,
-                command.sign(&signers),
+                signed,
             )
             .await
             .with_context(|| format!("crypto unit {} refused to {name}", target.number))

@@ -115,6 +115,9 @@ error_codes! {
     KeyOperationsDisabled = "key_operations_disabled",
     /// The caller did not present the service token.
     Unauthorized = "unauthorized",
+    /// A fresh or zeroized unit takes its first admin only with its enrollment secret (or the
+    /// admin key it was started with).
+    EnrollmentRequired = "enrollment_required",
 }
 
 impl Serialize for ErrorCode {
@@ -253,6 +256,10 @@ pub enum UnitError {
     },
     /// No master key rotation is under way on this unit.
     NoRotation,
+    /// A fresh or zeroized unit takes its first admin only with a proof made with its
+    /// enrollment secret, or only the admin key it was started with. Deliberately without
+    /// detail on what did not match.
+    EnrollmentRequired,
 }
 
 impl UnitError {
@@ -286,6 +293,7 @@ impl UnitError {
             Self::Storage => ErrorCode::Storage,
             Self::RotationInProgress { .. } => ErrorCode::RotationInProgress,
             Self::NoRotation => ErrorCode::NoRotation,
+            Self::EnrollmentRequired => ErrorCode::EnrollmentRequired,
         }
     }
 
@@ -305,6 +313,7 @@ impl UnitError {
             | Self::NotAnAdmin(_)
             | Self::BadSignature(_)
             | Self::TooFewSignatures { .. }
+            | Self::EnrollmentRequired
             | Self::RecoveryOnly(_) => 403,
             Self::Storage | Self::ResponseNotAuthentic => 500,
             _ => 409,
@@ -437,6 +446,10 @@ impl std::fmt::Display for UnitError {
             Self::NoRotation => write!(
                 f,
                 "no master key rotation is under way on this unit; there is nothing to abort or finish"
+            ),
+            Self::EnrollmentRequired => write!(
+                f,
+                "this unit has no admin yet and takes its first one only with its enrollment secret (printed by 'rotor unit serve' and written to its info file), or only the admin key it was started with (--initial-admin); pass the secret with --enrollment-secret or ROTOR_ENROLLMENT_SECRET"
             ),
         }
     }

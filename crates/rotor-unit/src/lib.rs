@@ -3,6 +3,7 @@
 //! - [`machine`]: registers, admins and quorum rules as a pure state machine;
 //! - [`keys`]: root key blobs and the DEKs they wrap;
 //! - [`store`]: the sealed, atomic, durable state file;
+//! - [`seal`]: where its sealing key comes from (passphrase, PKCS#11 token, or a file);
 //! - [`daemon`]: the HTTP server (`rotor unit serve`);
 //! - [`keyapi`]: the key operations, as pure functions of the master keys;
 //! - [`client`]: verified admin requests to a unit, directly or through the service;
@@ -20,6 +21,7 @@ pub mod daemon;
 pub mod keyapi;
 pub mod keys;
 pub mod machine;
+pub mod seal;
 pub mod store;
 
 pub use rotor_proto::{UnitError, error, wire};
