@@ -319,20 +319,24 @@ pub enum AutoCommand {
 /// `rotor unit …`
 #[derive(Debug, Subcommand)]
 pub enum UnitCommand {
-    /// Serve a crypto unit from its state directory (created on first start). Prints the unit's
-    /// identity fingerprint and, while it has no admin, its one-time enrollment secret.
+    /// Serve a crypto unit from its state directory (created on first start).
+    ///
+    /// Prints the unit's identity fingerprint and, while it has no admin, its one-time enrollment
+    /// secret: its first admin is installed only with that secret (or the --initial-admin key).
     Serve(ServeArgs),
-    /// Show a unit's id, kind and identity fingerprint from its directory, offline and without
-    /// its passphrase or token.
+    /// Show a unit's id, kind and identity fingerprint, offline and without its passphrase or
+    /// token.
     Id {
         /// State directory.
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Convert a unit's state to a new sealing key from a passphrase or a token, in one atomic
-    /// replacement, and remove a seal.key left beside it (a directory written by an older rotor,
-    /// or a development unit). Stop the unit first. Running it again after an interruption
-    /// finishes the job. Copies and backups made before keep opening with the old key.
+    /// Seal a unit's state under a new key from a passphrase or a token.
+    ///
+    /// One atomic replacement, then a seal.key left beside the state is removed (a directory
+    /// written by an older rotor, or a development unit). Stop the unit first. Running it again
+    /// after an interruption finishes the job. Copies and backups made before keep opening with
+    /// the old key.
     Reseal {
         /// State directory.
         #[arg(long)]

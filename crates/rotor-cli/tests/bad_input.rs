@@ -795,8 +795,10 @@ fn wrong_passwords_and_corrupt_files_change_nothing_on_a_unit() {
     ws.ok(&["units", "select", "--all"]);
     ws.ok(&["sigkeys", "new", "--name", "alice"]);
     ws.ok(&["sigkeys", "new", "--name", "bob"]);
-    ws.ok(&["admins", "add", "1", "2"]);
+    // The first admin with the unit's enrollment secret, the second signed by the first.
     ws.ok(&["sigkeys", "use", "1"]);
+    let secrets = dev.info.enrollment_secrets();
+    ws.ok(&["admins", "add", "1", "2", "--enrollment-secret", &secrets]);
     ws.ok(&["thresholds", "set", "--signature", "1", "--revocation", "1"]);
     for _ in 0..5 {
         ws.ok(&["parts", "new"]);
