@@ -63,7 +63,9 @@ impl Session {
     pub fn with_enrollment_secrets(mut self, secrets: &[String]) -> Result<Self> {
         for text in secrets.iter().filter(|text| !text.trim().is_empty()) {
             let secret = EnrollmentSecret::from_hex(text).ok_or_else(|| {
-                anyhow!("an enrollment secret is 64 hex characters, as 'rotor unit serve' prints it")
+                anyhow!(
+                    "an enrollment secret is 64 hex characters, as 'rotor unit serve' prints it"
+                )
             })?;
             self.enrollment.push(secret);
         }
@@ -265,7 +267,8 @@ impl Session {
             action,
         };
         let name = command.action.name();
-        let first_admin = status.admins.is_empty() && matches!(command.action, Action::AddAdmin { .. });
+        let first_admin =
+            status.admins.is_empty() && matches!(command.action, Action::AddAdmin { .. });
         let mut signed = command.sign(&signers);
         if first_admin {
             signed.enrollment = status.enrollment_id.as_ref().and_then(|id| {
@@ -276,12 +279,7 @@ impl Session {
             });
         }
         self.service()?
-            .unit_command(
-                target.instance,
-                target.unit.id,
-                &status.identity,
-                signed,
-            )
+            .unit_command(target.instance, target.unit.id, &status.identity, signed)
             .await
             .with_context(|| format!("crypto unit {} refused to {name}", target.number))
     }

@@ -407,11 +407,7 @@ fn corrupt_unit_state_is_refused_and_left_untouched() {
         let proof = command.enrollment_proof(&EnrollmentSecret::from_hex(secret).unwrap());
         let mut signed = command.sign(&[]);
         signed.enrollment = Some(proof);
-        client
-            .command(&status.identity, signed)
-            .await
-            .unwrap()
-            .1
+        client.command(&status.identity, signed).await.unwrap().1
     });
     unit.stop();
 

@@ -26,8 +26,8 @@ use rotor_unit::daemon::{ServeInfo, Unit};
 use rotor_unit::seal::SealSource;
 use rotor_unit::store::UnitStore;
 use rotor_unit::wire::{
-    EnrollmentSecret,
-    Action, Command, CurrentState, Outcome, Register, SignedCommand, UnitKind, UnitStatus,
+    Action, Command, CurrentState, EnrollmentSecret, Outcome, Register, SignedCommand, UnitKind,
+    UnitStatus,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -177,7 +177,8 @@ async fn deploy(backend: Backend) -> Deployment {
                     .join("units")
                     .join(format!("recovery-{index}"))
                     .join("serve.json");
-                let info: ServeInfo = serde_json::from_slice(&std::fs::read(info).unwrap()).unwrap();
+                let info: ServeInfo =
+                    serde_json::from_slice(&std::fs::read(info).unwrap()).unwrap();
                 let secret = EnrollmentSecret::from_hex(&info.enrollment_secret.unwrap()).unwrap();
                 admins.push(Admin::Http(client, identity, secret));
             }

@@ -251,7 +251,9 @@ impl Driver {
         let enrollment = plan.enroll.then(|| {
             let info: ServeInfo =
                 serde_json::from_slice(&std::fs::read(&self.info_file).unwrap()).unwrap();
-            let secret = info.enrollment_secret.expect("an enrollment secret without admins");
+            let secret = info
+                .enrollment_secret
+                .expect("an enrollment secret without admins");
             command.enrollment_proof(&EnrollmentSecret::from_hex(&secret).unwrap())
         });
         let mut signed = command.sign(&keys);
@@ -341,7 +343,11 @@ impl Driver {
                     .push((name.clone(), Ski::of(&key.public_key())));
                 // In imprint mode the first admin needs the enrollment secret, the next ones
                 // an installed admin.
-                let signers = self.signers(if imprint { u8::from(n > 0) } else { m.signature });
+                let signers = self.signers(if imprint {
+                    u8::from(n > 0)
+                } else {
+                    m.signature
+                });
                 (
                     Action::AddAdmin {
                         name,

@@ -139,13 +139,18 @@ impl Token {
 
     /// Seals `secret` under the token key `key_label` with AES-256-GCM inside the token and a
     /// fresh random 96-bit IV, binding `aad`. Returns `iv ‖ ciphertext ‖ tag`.
-    pub fn seal(&self, key_label: &str, aad: &[u8], secret: &Secret32) -> Result<Vec<u8>, TokenError> {
+    pub fn seal(
+        &self,
+        key_label: &str,
+        aad: &[u8],
+        secret: &Secret32,
+    ) -> Result<Vec<u8>, TokenError> {
         let key = self.key(key_label)?;
         let mut iv = [0u8; NONCE_LEN];
         fill_random(&mut iv);
         let mut params_iv = iv;
-        let params = GcmParams::new(&mut params_iv, aad, ((TAG_LEN * 8) as u64).into())
-            .map_err(failed)?;
+        let params =
+            GcmParams::new(&mut params_iv, aad, ((TAG_LEN * 8) as u64).into()).map_err(failed)?;
         let sealed = self
             .session
             .encrypt(&Mechanism::AesGcm(params), key, secret.expose())
@@ -167,8 +172,7 @@ impl Token {
             .split_at_checked(NONCE_LEN)
             .ok_or(TokenError::Opaque)?;
         let mut iv = <[u8; NONCE_LEN]>::try_from(iv).map_err(|_| TokenError::Opaque)?;
-        let params =
-            GcmParams::new(&mut iv, aad, ((TAG_LEN * 8) as u64).into()).map_err(failed)?;
+        let params = GcmParams::new(&mut iv, aad, ((TAG_LEN * 8) as u64).into()).map_err(failed)?;
         let plain = self
             .session
             .decrypt(&Mechanism::AesGcm(params), key, body)

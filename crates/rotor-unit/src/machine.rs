@@ -29,8 +29,8 @@ use uuid::Uuid;
 use crate::error::UnitError;
 use crate::keys::Masters;
 use crate::wire::{
-    Action, AdminInfo, CurrentState, MAX_ADMIN_NAME, MAX_ADMINS, MAX_THRESHOLD, NewState, Outcome,
-    EnrollmentSecret, PART_CONTEXT, Register, RegisterInfo, RotationLock, SignedCommand, Ski,
+    Action, AdminInfo, CurrentState, EnrollmentSecret, MAX_ADMIN_NAME, MAX_ADMINS, MAX_THRESHOLD,
+    NewState, Outcome, PART_CONTEXT, Register, RegisterInfo, RotationLock, SignedCommand, Ski,
     TRANSFER_CONTEXT, UnitKind, UnitStatus,
 };
 

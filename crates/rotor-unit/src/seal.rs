@@ -145,9 +145,9 @@ impl std::fmt::Display for SealError {
                 "this unit's state is sealed by a key in token '{stored}', not '{given}'"
             ),
             Self::Token(err) => err.fmt(f),
-            Self::BadParameters => {
-                f.write_str("the state file's Argon2id parameters are unusable; restore it from backup")
-            }
+            Self::BadParameters => f.write_str(
+                "the state file's Argon2id parameters are unusable; restore it from backup",
+            ),
         }
     }
 }

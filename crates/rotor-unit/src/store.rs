@@ -354,16 +354,17 @@ impl UnitStore {
     ) -> Result<(Self, SigningKey, UnitState), StoreError> {
         let unit = Uuid::new_v4();
         // A file key left by a start that died before its first state is reused.
-        let (seal_key, header) = seal::create(source, &token_key_label(unit), || {
-            match read_seal_key(dir) {
-                Err(StoreError::MissingSealKey(path)) => {
-                    let key = Secret32::random();
-                    write_atomically(&path, key.expose())?;
-                    Ok(key)
+        let (seal_key, header) =
+            seal::create(source, &token_key_label(unit), || {
+                match read_seal_key(dir) {
+                    Err(StoreError::MissingSealKey(path)) => {
+                        let key = Secret32::random();
+                        write_atomically(&path, key.expose())?;
+                        Ok(key)
+                    }
+                    other => other,
                 }
-                other => other,
-            }
-        })?;
+            })?;
         let store = Self {
             dir: dir.to_owned(),
             seal_key,
@@ -403,10 +404,11 @@ impl UnitStore {
         };
         let (identity, state) = old.open_state(&stored)?;
         let state = state.with_enrollment_restored(Secret32::random());
-        let (seal_key, header) =
-            seal::create(to, &token_key_label(state.unit), || -> Result<_, StoreError> {
-                Err(StoreError::ResealToFile)
-            })?;
+        let (seal_key, header) = seal::create(
+            to,
+            &token_key_label(state.unit),
+            || -> Result<_, StoreError> { Err(StoreError::ResealToFile) },
+        )?;
         let new = Self {
             seal_key,
             header,
@@ -440,7 +442,8 @@ impl UnitStore {
 
     fn write_identity(&self, identity: &UnitIdentity) -> Result<(), StoreError> {
         let path = self.dir.join(IDENTITY);
-        let text = serde_json::to_vec_pretty(identity).map_err(|_| StoreError::BadIdentity(path.clone()))?;
+        let text = serde_json::to_vec_pretty(identity)
+            .map_err(|_| StoreError::BadIdentity(path.clone()))?;
         if fs::read(&path).is_ok_and(|old| old == text) {
             return Ok(());
         }
@@ -457,7 +460,8 @@ impl UnitStore {
         let plain = Zeroizing::new(
             postcard::to_stdvec(&sealed).map_err(|_| StoreError::Corrupt(path.clone()))?,
         );
-        let header = serde_json::to_vec(&self.header).map_err(|_| StoreError::Corrupt(path.clone()))?;
+        let header =
+            serde_json::to_vec(&self.header).map_err(|_| StoreError::Corrupt(path.clone()))?;
         let length = u32::try_from(header.len()).map_err(|_| StoreError::Corrupt(path.clone()))?;
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&length.to_be_bytes());
@@ -498,34 +502,64 @@ mod tests {
     #[test]
     fn a_passphrase_unit_reopens_with_its_passphrase_only() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, identity, mut state) =
-            UnitStore::open(dir.path(), UnitKind::Recovery, &passphrase("correct horse battery")).unwrap();
+        let (store, identity, mut state) = UnitStore::open(
+            dir.path(),
+            UnitKind::Recovery,
+            &passphrase("correct horse battery"),
+        )
+        .unwrap();
         state.counter = 7;
         store.save(&identity, &state).unwrap();
         drop(store);
         assert!(!dir.path().join(SEAL_KEY).exists());
         let bytes = fs::read(dir.path().join(STATE)).unwrap();
-        assert!(!bytes.windows(32).any(|w| w == identity.to_scalar().as_slice()));
+        assert!(
+            !bytes
+                .windows(32)
+                .any(|w| w == identity.to_scalar().as_slice())
+        );
 
-        let wrong = UnitStore::open(dir.path(), UnitKind::Recovery, &passphrase("wrong horse battery"));
-        assert!(matches!(wrong, Err(StoreError::Seal(SealError::WrongPassphrase))));
+        let wrong = UnitStore::open(
+            dir.path(),
+            UnitKind::Recovery,
+            &passphrase("wrong horse battery"),
+        );
+        assert!(matches!(
+            wrong,
+            Err(StoreError::Seal(SealError::WrongPassphrase))
+        ));
         let file = UnitStore::open(dir.path(), UnitKind::Recovery, &SealSource::File);
         assert!(matches!(
             file,
-            Err(StoreError::Seal(SealError::OtherSource { stored: "passphrase", given: "file" }))
+            Err(StoreError::Seal(SealError::OtherSource {
+                stored: "passphrase",
+                given: "file"
+            }))
         ));
-        let (_, reopened, loaded) =
-            UnitStore::open(dir.path(), UnitKind::Recovery, &passphrase("correct horse battery")).unwrap();
+        let (_, reopened, loaded) = UnitStore::open(
+            dir.path(),
+            UnitKind::Recovery,
+            &passphrase("correct horse battery"),
+        )
+        .unwrap();
         assert_eq!(loaded.counter, 7);
         assert_eq!(reopened.public_key(), identity.public_key());
-        assert_eq!(fs::read(dir.path().join(STATE)).unwrap(), bytes, "opening rewrote the state");
+        assert_eq!(
+            fs::read(dir.path().join(STATE)).unwrap(),
+            bytes,
+            "opening rewrote the state"
+        );
     }
 
     #[test]
     fn a_copy_of_the_directory_does_not_open_without_the_passphrase() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, identity, _) =
-            UnitStore::open(dir.path(), UnitKind::Operational, &passphrase("the real passphrase")).unwrap();
+        let (store, identity, _) = UnitStore::open(
+            dir.path(),
+            UnitKind::Operational,
+            &passphrase("the real passphrase"),
+        )
+        .unwrap();
         drop(store);
         let copy = tempfile::tempdir().unwrap();
         for entry in fs::read_dir(dir.path()).unwrap() {
@@ -545,7 +579,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let unit_dir = dir.path().join("unit");
         let short = UnitStore::open(&unit_dir, UnitKind::Operational, &passphrase("short"));
-        assert!(matches!(short, Err(StoreError::Seal(SealError::WeakPassphrase))));
+        assert!(matches!(
+            short,
+            Err(StoreError::Seal(SealError::WeakPassphrase))
+        ));
         assert!(!unit_dir.join(STATE).exists());
     }
 
@@ -563,24 +600,39 @@ mod tests {
         state.enrollment = crate::machine::Enrollment::Claimed;
         write_version_2(dir.path(), &identity, &state);
 
-        let refused = UnitStore::open(dir.path(), UnitKind::Operational, &passphrase("a new passphrase"));
+        let refused = UnitStore::open(
+            dir.path(),
+            UnitKind::Operational,
+            &passphrase("a new passphrase"),
+        );
         assert!(matches!(
             refused,
-            Err(StoreError::Seal(SealError::OtherSource { stored: "file", given: "passphrase" }))
+            Err(StoreError::Seal(SealError::OtherSource {
+                stored: "file",
+                given: "passphrase"
+            }))
         ));
         assert_eq!(
             UnitStore::seal_header_of(dir.path()).unwrap(),
             SealHeader::File
         );
-        let (shown, removed) =
-            UnitStore::reseal(dir.path(), &SealSource::File, &passphrase("a new passphrase")).unwrap();
+        let (shown, removed) = UnitStore::reseal(
+            dir.path(),
+            &SealSource::File,
+            &passphrase("a new passphrase"),
+        )
+        .unwrap();
         assert!(removed);
         assert_eq!(shown.unit, state.unit);
         assert!(!dir.path().join(SEAL_KEY).exists());
         assert_eq!(UnitIdentity::read(dir.path()).unwrap(), shown);
 
-        let (_, reopened, loaded) =
-            UnitStore::open(dir.path(), UnitKind::Operational, &passphrase("a new passphrase")).unwrap();
+        let (_, reopened, loaded) = UnitStore::open(
+            dir.path(),
+            UnitKind::Operational,
+            &passphrase("a new passphrase"),
+        )
+        .unwrap();
         assert_eq!(reopened.public_key(), identity.public_key());
         assert_eq!(loaded.counter, 42);
         assert!(
@@ -610,11 +662,17 @@ mod tests {
         let mut state = UnitState::new(Uuid::new_v4(), UnitKind::Recovery, Secret32::random());
         state.enrollment = crate::machine::Enrollment::Claimed;
         write_version_2(dir.path(), &identity, &state);
-        let (_, _, loaded) = UnitStore::open(dir.path(), UnitKind::Recovery, &SealSource::File).unwrap();
+        let (_, _, loaded) =
+            UnitStore::open(dir.path(), UnitKind::Recovery, &SealSource::File).unwrap();
         let secret = loaded.enrollment_secret().unwrap();
         drop(loaded);
-        let (_, _, again) = UnitStore::open(dir.path(), UnitKind::Recovery, &SealSource::File).unwrap();
-        assert_eq!(again.enrollment_secret().unwrap().id(), secret.id(), "not kept");
+        let (_, _, again) =
+            UnitStore::open(dir.path(), UnitKind::Recovery, &SealSource::File).unwrap();
+        assert_eq!(
+            again.enrollment_secret().unwrap().id(),
+            secret.id(),
+            "not kept"
+        );
     }
 
     #[test]
@@ -637,7 +695,8 @@ mod tests {
         let mut bytes = MAGIC_V1.to_vec();
         bytes.extend_from_slice(&seal_aes256gcm(&key, MAGIC_V1, &plain));
         fs::write(dir.path().join(STATE), bytes).unwrap();
-        let (_, _, loaded) = UnitStore::open(dir.path(), UnitKind::Recovery, &SealSource::File).unwrap();
+        let (_, _, loaded) =
+            UnitStore::open(dir.path(), UnitKind::Recovery, &SealSource::File).unwrap();
         assert_eq!(loaded.counter, 3);
         assert_eq!(loaded.rotation, crate::wire::RotationLock::None);
     }
@@ -651,7 +710,12 @@ mod tests {
             UnitStore::reseal(dir.path(), &SealSource::File, &SealSource::File),
             Err(StoreError::ResealToFile)
         ));
-        UnitStore::reseal(dir.path(), &SealSource::File, &passphrase("from now on a passphrase")).unwrap();
+        UnitStore::reseal(
+            dir.path(),
+            &SealSource::File,
+            &passphrase("from now on a passphrase"),
+        )
+        .unwrap();
         assert!(!dir.path().join(SEAL_KEY).exists());
         assert!(UnitStore::open(dir.path(), UnitKind::Operational, &SealSource::File).is_err());
     }

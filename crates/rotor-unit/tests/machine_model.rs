@@ -1464,7 +1464,12 @@ fn build(
     let (proof, enrollment_ok) = match (&enroll, &secret) {
         (Enroll::Right, Some(secret)) => (Some(signed.command.enrollment_proof(secret)), true),
         (Enroll::OtherSecret, _) => {
-            let other = EnrollmentSecret(Secret32::from_bytes(derive(b"other secret", salt, index, 0)));
+            let other = EnrollmentSecret(Secret32::from_bytes(derive(
+                b"other secret",
+                salt,
+                index,
+                0,
+            )));
             (Some(signed.command.enrollment_proof(&other)), false)
         }
         (Enroll::OtherCommand, Some(secret)) => {
@@ -2042,8 +2047,7 @@ fn the_first_admin_needs_a_proof_of_the_enrollment_secret_for_exactly_its_comman
         Some(next(add(0)).enrollment_proof(&EnrollmentSecret(Secret32::from_bytes([1; 32]))));
     refused(guessed);
     let mut reused = next(add(NON_ADMIN)).sign(&[]);
-    reused.enrollment =
-        Some(next(add(0)).enrollment_proof(&EnrollmentSecret(secret.clone())));
+    reused.enrollment = Some(next(add(0)).enrollment_proof(&EnrollmentSecret(secret.clone())));
     refused(reused);
 
     // The right proof installs the admin and uses the secret up.
@@ -2090,13 +2094,18 @@ fn the_first_admin_needs_a_proof_of_the_enrollment_secret_for_exactly_its_comman
     let remove = command(&one, Action::RemoveAdmin { ski: ski(2) }, &[2]);
     let (none, _) = one.apply(&remove, &mut other_draws).unwrap();
     assert!(none.admins.is_empty());
-    assert!(none.enrollment_secret().is_some_and(|s| s.id() != new_secret.id()));
+    assert!(
+        none.enrollment_secret()
+            .is_some_and(|s| s.id() != new_secret.id())
+    );
 }
 
 #[test]
 fn a_unit_started_with_an_initial_admin_takes_only_that_key_first() {
     let keys = keys();
-    let state = fresh(UnitKind::Recovery).with_initial_admin(ski(3)).unwrap();
+    let state = fresh(UnitKind::Recovery)
+        .with_initial_admin(ski(3))
+        .unwrap();
     assert!(state.enrollment_secret().is_none());
     let add = |key: usize| Action::AddAdmin {
         name: format!("admin {key}"),

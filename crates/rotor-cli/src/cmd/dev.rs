@@ -145,7 +145,10 @@ pub(crate) async fn step(info: &DevInfo, args: &[&str], quiet: bool) -> Result<S
         .env("ROTOR_ENDPOINT", &info.endpoint)
         .env("ROTOR_API_KEY", &info.api_key)
         .env("ROTOR_PASSWORD", DEV_PASSWORD)
-        .env("ROTOR_ENROLLMENT_SECRET", info.enrollment_secrets().as_str())
+        .env(
+            "ROTOR_ENROLLMENT_SECRET",
+            info.enrollment_secrets().as_str(),
+        )
         .stdin(Stdio::null())
         .output()
         .await?;

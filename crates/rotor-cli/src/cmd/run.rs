@@ -89,7 +89,9 @@ pub async fn unit_serve(args: ServeArgs) -> Result<()> {
             .ok()
             .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
             .map(Ski)
-            .ok_or_else(|| anyhow!("--initial-admin takes a subject key identifier: 64 hex characters"))?;
+            .ok_or_else(|| {
+                anyhow!("--initial-admin takes a subject key identifier: 64 hex characters")
+            })?;
         if state.admins.is_empty() {
             let next = state.with_initial_admin(ski)?;
             store.save(&identity, &next)?;
@@ -139,7 +141,10 @@ pub async fn unit_serve(args: ServeArgs) -> Result<()> {
             let secret = secret.map(EnrollmentSecret::to_hex);
             match &secret {
                 Some(secret) => {
-                    eprintln!("the unit has no admin again; new enrollment secret: {}", secret.as_str());
+                    eprintln!(
+                        "the unit has no admin again; new enrollment secret: {}",
+                        secret.as_str()
+                    );
                 }
                 None => eprintln!("first admin installed; the enrollment secret is used up"),
             }

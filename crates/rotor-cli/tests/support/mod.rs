@@ -115,7 +115,10 @@ impl Workstation {
             .env("ROTOR_ENDPOINT", &self.info.endpoint)
             .env("ROTOR_API_KEY", &self.info.api_key)
             .env("ROTOR_PASSWORD", self.password)
-            .env("ROTOR_ENROLLMENT_SECRET", self.info.enrollment_secrets().as_str())
+            .env(
+                "ROTOR_ENROLLMENT_SECRET",
+                self.info.enrollment_secrets().as_str(),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -130,7 +133,10 @@ impl Workstation {
             .env("ROTOR_ENDPOINT", &self.info.endpoint)
             .env("ROTOR_API_KEY", &self.info.api_key)
             .env("ROTOR_PASSWORD", self.password)
-            .env("ROTOR_ENROLLMENT_SECRET", self.info.enrollment_secrets().as_str())
+            .env(
+                "ROTOR_ENROLLMENT_SECRET",
+                self.info.enrollment_secrets().as_str(),
+            )
             .stdin(std::process::Stdio::null())
             .output()
             .expect("run rotor")
