@@ -296,6 +296,11 @@ fn restart_unit(info: &rotor_server::dev::DevInfo, index: usize) -> DevProcess {
         .arg(unit_dir(info, index))
         .arg("--service-token-file")
         .arg(info.dir.join("units.token"))
+        // The passphrase `rotor dev` seals its units with, kept in its directory.
+        .env(
+            "ROTOR_UNIT_PASSPHRASE",
+            std::fs::read_to_string(info.dir.join("units.passphrase")).unwrap(),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     if index == 2 {
