@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use rotor_crypto::SigningKey;
 use rotor_server::config::UnitConfig;
 use rotor_unit::trust::TrustRefusal;
-use rotor_unit::wire::{Action, Command, Outcome, Ski, UnitStatus};
+use rotor_unit::wire::{Action, Command, EnrollmentSecret, Outcome, Ski, UnitStatus};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -113,6 +113,7 @@ pub struct Session {
     signers: OnceLock<Vec<SigningKey>>,
     /// Units already reported as not enrolled in this invocation.
     warned: Mutex<BTreeSet<Uuid>>,
+    enrollment: Vec<EnrollmentSecret>,
 }
 
 impl Session {
@@ -135,7 +136,22 @@ impl Session {
             service: OnceLock::new(),
             signers: OnceLock::new(),
             warned: Mutex::default(),
+            enrollment: Vec::new(),
         }
+    }
+
+    /// The enrollment secrets this command may use on units without an admin (each unit takes
+    /// only its own). Refuses text that is not a secret.
+    pub fn with_enrollment_secrets(mut self, secrets: &[String]) -> Result<Self> {
+        for text in secrets.iter().filter(|text| !text.trim().is_empty()) {
+            let secret = EnrollmentSecret::from_hex(text).ok_or_else(|| {
+                anyhow!(
+                    "an enrollment secret is 64 hex characters, as 'rotor unit serve' prints it"
+                )
+            })?;
+            self.enrollment.push(secret);
+        }
+        Ok(self)
     }
 
     /// The service, as 'rotor login' (or `--endpoint` and `ROTOR_API_KEY`) names it.
@@ -377,14 +393,20 @@ impl Session {
             action,
         };
         let name = command.action.name();
+        let first_admin =
+            status.admins.is_empty() && matches!(command.action, Action::AddAdmin { .. });
+        let mut signed = command.sign(&signers);
+        if first_admin {
+            signed.enrollment = status.enrollment_id.as_ref().and_then(|id| {
+                self.enrollment
+                    .iter()
+                    .find(|secret| secret.id() == *id)
+                    .map(|secret| signed.command.enrollment_proof(secret))
+            });
+        }
         let (outcome, after) = self
             .service()?
-            .unit_command(
-                target.instance,
-                target.unit.id,
-                &status.identity,
-                command.sign(&signers),
-            )
+            .unit_command(target.instance, target.unit.id, &status.identity, signed)
             .await
             .with_context(|| format!("crypto unit {} refused to {name}", target.number))?;
         self.check_enrolled(target, &after)?;

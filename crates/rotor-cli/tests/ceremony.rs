@@ -99,6 +99,8 @@ async fn key_part_ceremony_and_every_rejection() {
     ws.ok(&["sigkeys", "new", "--name", "alice"]);
     ws.ok(&["sigkeys", "new", "--name", "bob"]);
     ws.ok(&["sigkeys", "new", "--name", "carol", "--curve", "p521"]);
+    // The first admin with each unit's enrollment secret, the next signed by the first.
+    ws.ok(&["sigkeys", "use", "1"]);
     ws.ok(&["admins", "add", "1", "2", "3"]);
     let thresholds = ws.json(&["thresholds"]);
     assert!(

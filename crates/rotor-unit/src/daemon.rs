@@ -35,7 +35,9 @@ use rotor_proto::keyops::{
     GenerateRequest, ImportRequest, ImportTokenRequest, RewrapBatch, RewrapRequest, RewrapToNew,
     SecureImportRequest, UnitOp, UnwrapRequest, WrapRequest,
 };
-use rotor_proto::wire::{ErrorBody, Outcome, SignedCommand, UnitStatus};
+use rotor_proto::wire::{
+    EnrollmentSecret, ErrorBody, Fingerprint, Outcome, SignedCommand, UnitStatus,
+};
 
 use crate::audit::AuditLog;
 use crate::error::UnitError;
@@ -54,12 +56,16 @@ struct Inner {
     audit: AuditLog,
 }
 
+/// Told the unit's new enrollment secret (or `None` once claimed) whenever it changes.
+pub type EnrollmentNotice = Arc<dyn Fn(Option<&EnrollmentSecret>) + Send + Sync>;
+
 /// A running unit's shared state.
 #[derive(Clone)]
 pub struct Unit {
     identity: Arc<SigningKey>,
     inner: Arc<Mutex<Inner>>,
     cache: Arc<RootKeyCache>,
+    enrollment_notice: Option<EnrollmentNotice>,
 }
 
 impl Unit {
@@ -73,7 +79,15 @@ impl Unit {
                 audit,
             })),
             cache: Arc::default(),
+            enrollment_notice: None,
         }
+    }
+
+    /// Calls `notice` whenever the enrollment secret changes (first admin installed, unit
+    /// zeroized), so that its operator learns the new one.
+    pub fn with_enrollment_notice(mut self, notice: EnrollmentNotice) -> Self {
+        self.enrollment_notice = Some(notice);
+        self
     }
 
     /// Runs one key operation in process: the HTTP route and the service's in-process backend
@@ -109,7 +123,14 @@ impl Unit {
                             "command applied"
                         );
                         let status = next.status(self.identity.public_key());
+                        let before = inner.state.enrollment_secret().map(|s| s.id());
+                        let after = next.enrollment_secret();
                         inner.state = next;
+                        if let Some(notice) = &self.enrollment_notice
+                            && before != after.as_ref().map(EnrollmentSecret::id)
+                        {
+                            notice(after.as_ref());
+                        }
                         Ok((outcome, status))
                     }
                     Err(err) => {
@@ -486,6 +507,11 @@ pub struct ServeInfo {
     pub kind: crate::wire::UnitKind,
     /// The address it listens on.
     pub address: std::net::SocketAddr,
+    /// SHA-256 of the unit's identity public key, to enroll it by.
+    pub fingerprint: Fingerprint,
+    /// While the unit has no admin: the one-time secret that installs the first one (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_secret: Option<zeroize::Zeroizing<String>>,
 }
 
 impl ServeInfo {

@@ -4,6 +4,7 @@
 //! - [`keys`]: root key blobs and the DEKs they wrap;
 //! - [`store`]: the sealed, atomic, durable state file;
 //! - [`audit`]: the append-only, signed chain of every admin command (`audit.log`);
+//! - [`seal`]: where its sealing key comes from (passphrase, PKCS#11 token, or a file);
 //! - [`daemon`]: the HTTP server (`rotor unit serve`);
 //! - [`keyapi`]: the key operations, as pure functions of the master keys;
 //! - [`client`]: verified admin requests to a unit, directly or through the service;
@@ -23,6 +24,7 @@ pub mod daemon;
 pub mod keyapi;
 pub mod keys;
 pub mod machine;
+pub mod seal;
 pub mod store;
 pub mod trust;
 

@@ -195,6 +195,10 @@ pub(crate) async fn step(info: &DevInfo, args: &[&str], quiet: bool) -> Result<S
         .env("ROTOR_CA_CERT", &info.ca_cert)
         .env("ROTOR_API_KEY", &info.api_key)
         .env("ROTOR_PASSWORD", DEV_PASSWORD)
+        .env(
+            "ROTOR_ENROLLMENT_SECRET",
+            info.enrollment_secrets().as_str(),
+        )
         .stdin(Stdio::null())
         .output()
         .await?;
@@ -247,8 +251,10 @@ pub(crate) async fn initialize(info: &DevInfo, quiet: bool) -> Result<String> {
         &["sigkeys", "new", "--name", "admin one"],
         &["sigkeys", "new", "--name", "admin two"],
         &["sigkeys", "new", "--name", "admin three", "--curve", "p521"],
-        &["admins", "add", "1", "2", "3"],
+        // The first admin comes in with the units' enrollment secrets; the next ones are signed
+        // by the admins already installed.
         &["sigkeys", "use", "1", "2"],
+        &["admins", "add", "1", "2", "3"],
         &["thresholds", "set", "--signature", "2", "--revocation", "2"],
         &["parts", "new", "--description", "custodian A"],
         &["parts", "new", "--description", "custodian B"],

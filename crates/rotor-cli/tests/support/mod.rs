@@ -125,6 +125,10 @@ impl Workstation {
             .env("ROTOR_CA_CERT", &self.info.ca_cert)
             .env("ROTOR_API_KEY", &self.info.api_key)
             .env("ROTOR_PASSWORD", self.password)
+            .env(
+                "ROTOR_ENROLLMENT_SECRET",
+                self.info.enrollment_secrets().as_str(),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -140,6 +144,10 @@ impl Workstation {
             .env("ROTOR_CA_CERT", &self.info.ca_cert)
             .env("ROTOR_API_KEY", &self.info.api_key)
             .env("ROTOR_PASSWORD", self.password)
+            .env(
+                "ROTOR_ENROLLMENT_SECRET",
+                self.info.enrollment_secrets().as_str(),
+            )
             .stdin(std::process::Stdio::null())
             .output()
             .expect("run rotor")
