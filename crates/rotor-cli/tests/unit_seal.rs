@@ -48,6 +48,7 @@ struct Served {
     child: Child,
     info: ServeInfo,
     log: PathBuf,
+    pki: support::TestPki,
 }
 
 impl Drop for Served {
@@ -64,14 +65,19 @@ impl Served {
 
     async fn status(&self) -> UnitStatus {
         UnitClient::new(
-            reqwest::Client::new(),
-            format!("http://{}/v1", self.info.address),
+            self.pki.service_http(),
+            format!("https://{}/v1", self.info.address),
             self.info.unit,
         )
         .status(None)
         .await
         .unwrap()
     }
+}
+
+/// The deployment CA beside a unit directory (created on first use).
+fn pki_beside(dir: &Path) -> support::TestPki {
+    support::TestPki::open_or_create(&dir.with_extension("pki"))
 }
 
 /// `rotor unit serve --dir DIR ARGS` with `env`; waits for its info file.
@@ -85,6 +91,7 @@ fn serve(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Served {
         .arg(dir)
         .arg("--info-file")
         .arg(&info_file)
+        .args(pki_beside(dir).unit_args("unit"))
         .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::null())
@@ -96,10 +103,11 @@ fn serve(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Served {
             unit: uuid::Uuid::nil(),
             kind: rotor_unit::wire::UnitKind::Operational,
             address: "127.0.0.1:9".parse().unwrap(),
-            fingerprint: Fingerprint([0; 32]),
+            fingerprint: Fingerprint::from_hex(&"00".repeat(32)).unwrap(),
             enrollment_secret: None,
         },
         log,
+        pki: pki_beside(dir),
     };
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
@@ -124,6 +132,7 @@ fn refused(dir: &Path, args: &[&str], env: &[(&str, &str)], message: &str) {
     let output = rotor()
         .args(["unit", "serve", "--listen", "127.0.0.1:0", "--dir"])
         .arg(dir)
+        .args(pki_beside(dir).unit_args("unit"))
         .args(args)
         .envs(env.iter().copied())
         .output()

@@ -113,6 +113,16 @@ impl PublicKey {
 pub struct Fingerprint([u8; 32]);
 
 impl Fingerprint {
+    /// The fingerprint of an identity public key.
+    pub fn of(identity: &PublicKey) -> Self {
+        identity.fingerprint()
+    }
+
+    /// 64 lowercase hex characters.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
     /// Parses 64 hex characters (either case; surrounding blanks and `:` separators ignored).
     pub fn from_hex(text: &str) -> Option<Self> {
         let digits: String = text.trim().chars().filter(|c| *c != ':').collect();

@@ -59,40 +59,9 @@ impl std::fmt::Display for Ski {
     }
 }
 
-/// A unit's identity fingerprint: SHA-256 (FIPS 180-4) of its identity public key's uncompressed
-/// SEC1 encoding (`04 ‖ X ‖ Y`). Administrators compare it out of band to enroll a unit.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Fingerprint(#[serde(with = "hex::serde")] pub [u8; 32]);
-
-impl Fingerprint {
-    /// The fingerprint of an identity public key.
-    pub fn of(identity: &PublicKey) -> Self {
-        Self(rotor_crypto::sha256(&identity.sec1))
-    }
-
-    /// 64 lowercase hex characters.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    /// Parses 64 hex characters (either case).
-    pub fn from_hex(text: &str) -> Option<Self> {
-        let bytes = hex::decode(text.trim()).ok()?;
-        Some(Self(bytes.try_into().ok()?))
-    }
-}
-
-impl std::fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Fingerprint({})", self.to_hex())
-    }
-}
-
-impl std::fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
+/// A unit's identity fingerprint: SHA-256 (FIPS 180-4) of its identity public key's
+/// uncompressed SEC1 encoding. Administrators compare it out of band to enroll a unit.
+pub use rotor_crypto::Fingerprint;
 
 /// The one-time secret that lets whoever holds it install the first admin of a fresh or
 /// zeroized unit. Printed by the unit at start; never sent over the wire itself, only proofs
