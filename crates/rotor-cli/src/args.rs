@@ -33,6 +33,26 @@ pub struct Cli {
     pub command: Commands,
 }
 
+/// `rotor audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Omit to show the chains.
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+    /// Only the admin chain of this crypto unit (its number in 'rotor units').
+    #[arg(long, global = true)]
+    pub unit: Option<usize>,
+}
+
+/// `rotor audit verify`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every unit signature and every link of the chains against the units' signed heads
+    /// (with the identity keys this workstation knows); name the first entry that was changed,
+    /// removed or reordered (exit code 5).
+    Verify,
+}
+
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Commands {
@@ -65,6 +85,9 @@ pub enum Commands {
         #[command(subcommand)]
         command: Option<ThresholdsCommand>,
     },
+    /// Show the audit chains: each unit's admin commands and the key events of each instance;
+    /// 'rotor audit verify' checks them.
+    Audit(AuditArgs),
     /// Show the master key registers of the selected units, or change them.
     Mk {
         /// Omit to show both registers and their verification patterns.
@@ -143,7 +166,19 @@ pub enum UnitsCommand {
     /// Clear both registers, remove all admins and return the selected units to imprint mode.
     /// Key storage wrapped under their master key becomes unusable unless the key is reloaded.
     Zeroize,
-    /// Forget a unit's pinned identity key (after replacing the unit on purpose).
+    /// Enroll a unit's identity on this workstation: only enrolled units are sent signed
+    /// commands, key parts or a master key. Compare the fingerprint with the one 'rotor unit
+    /// serve' printed on the unit's host.
+    Enroll {
+        /// The unit's number, as 'rotor units' lists it, or its id.
+        unit: String,
+        /// The identity fingerprint learned out of band (64 hex characters); without it, the
+        /// fingerprint the unit presents is shown for confirmation on the terminal.
+        #[arg(long)]
+        fingerprint: Option<String>,
+    },
+    /// Forget a unit's enrolled identity (after replacing the unit on purpose); enroll the new
+    /// one before using the unit again.
     Forget {
         /// The unit's id.
         unit: uuid::Uuid,
@@ -158,6 +193,9 @@ pub enum AdminsCommand {
         /// Signature key numbers, as 'rotor sigkeys' lists them.
         #[arg(required = true)]
         sigkeys: Vec<u32>,
+        /// Enrollment secrets of units without an admin yet.
+        #[command(flatten)]
+        enrollment: EnrollmentArgs,
     },
     /// Remove an admin from every selected unit.
     Rm {
@@ -165,6 +203,22 @@ pub enum AdminsCommand {
         /// number prefixed with '#', e.g. '#2'.
         admin: String,
     },
+}
+
+/// The secrets that let the first admin onto fresh or zeroized units.
+#[derive(Debug, Args)]
+pub struct EnrollmentArgs {
+    /// The enrollment secret a unit without admins printed at start (or wrote to its info
+    /// file); repeat it, or separate with commas, for several units: each unit takes only its
+    /// own. The first admin of such a unit is installed only with it.
+    #[arg(
+        long = "enrollment-secret",
+        env = "ROTOR_ENROLLMENT_SECRET",
+        hide_env_values = true,
+        value_delimiter = ',',
+        value_name = "SECRET"
+    )]
+    pub secrets: Vec<String>,
 }
 
 /// `rotor thresholds …`
@@ -294,6 +348,9 @@ pub enum AutoCommand {
         /// Signatures removing an admin needs (1 to 8).
         #[arg(long)]
         revocation: u8,
+        /// Enrollment secrets of units without an admin yet.
+        #[command(flatten)]
+        enrollment: EnrollmentArgs,
     },
     /// Copy a recovery unit's current master key to the selected units whose current register is
     /// empty (after an accidental clear or zeroize, or a replaced unit).
@@ -404,22 +461,88 @@ pub enum PkiRole {
 #[derive(Debug, Subcommand)]
 pub enum UnitCommand {
     /// Serve a crypto unit from its state directory (created on first start).
+    ///
+    /// Prints the unit's identity fingerprint and, while it has no admin, its one-time enrollment
+    /// secret: its first admin is installed only with that secret (or the --initial-admin key).
     Serve(ServeArgs),
+    /// Show a unit's id, kind and identity fingerprint, offline and without its passphrase or
+    /// token.
+    Id {
+        /// State directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Seal a unit's state under a new key from a passphrase or a token.
+    ///
+    /// One atomic replacement, then a seal.key left beside the state is removed (a directory
+    /// written by an older rotor, or a development unit). Stop the unit first. Running it again
+    /// after an interruption finishes the job. Copies and backups made before keep opening with
+    /// the old key.
+    Reseal {
+        /// State directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The new sealing key source (passphrase or token). The current one is read from the
+        /// state; its passphrase comes from ROTOR_UNIT_PASSPHRASE or a prompt, the new one from
+        /// ROTOR_UNIT_NEW_PASSPHRASE or a prompt.
+        #[arg(long, value_enum)]
+        seal: SealKind,
+        /// With the token source, and for a state sealed in a token.
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+}
+
+/// Where a unit's sealing key comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SealKind {
+    /// Argon2id of a passphrase (ROTOR_UNIT_PASSPHRASE or a prompt): a copy of the directory,
+    /// or a stolen disk, is useless without the passphrase.
+    Passphrase,
+    /// A key sealed by an AES key that never leaves a PKCS#11 token (--seal-token): a copy of
+    /// the directory is useless without the token and its PIN.
+    Token,
+    /// DEVELOPMENT ONLY: seal.key beside the state; a copy of the directory is a copy of the
+    /// master keys.
+    File,
+}
+
+/// The PKCS#11 token that seals a unit's key.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The label of the PKCS#11 token holding the sealing key's key (its user PIN from ROTOR_PIN
+    /// or a prompt).
+    #[arg(long, value_name = "LABEL")]
+    pub seal_token: Option<String>,
+    /// The PKCS#11 module (shared library) of the token.
+    #[arg(long, env = "ROTOR_PKCS11_MODULE", value_name = "PATH")]
+    pub module: Option<PathBuf>,
 }
 
 /// `rotor unit serve`
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// State directory (sealed state and its sealing key).
+    /// State directory (the sealed state and the unit's public identity).
     #[arg(long)]
     pub dir: PathBuf,
+    /// Where the sealing key of the state comes from.
+    #[arg(long, value_enum, default_value = "passphrase")]
+    pub seal: SealKind,
+    /// With --seal token.
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
     /// Make this a recovery unit (can generate and export a master key). Fixed at creation.
     #[arg(long)]
     pub recovery: bool,
-    /// Write the unit id, kind and address as JSON here once listening.
+    /// While the unit has no admin, accept as its first admin only this key (its subject key
+    /// identifier, as 'rotor sigkeys' shows it) instead of the enrollment secret.
+    #[arg(long, value_name = "SKI")]
+    pub initial_admin: Option<String>,
+    /// Write the unit id, kind, address, fingerprint and enrollment secret as JSON here (mode
+    /// 0600) once listening, and again when the enrollment secret changes.
     #[arg(long)]
     pub info_file: Option<PathBuf>,
     /// The unit's TLS certificate (PEM; `rotor pki issue unit`): it names the unit's instance,

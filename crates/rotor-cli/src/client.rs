@@ -37,14 +37,10 @@ pub enum ServiceError {
     /// The unit's answer is not signed by its identity key or does not answer this request.
     #[error("{}", UnitError::ResponseNotAuthentic)]
     NotAuthentic,
-    /// The unit presents a different identity key than the one pinned for it.
-    #[error(
-        "unit {unit} presents a different identity key than the one pinned on first contact; refusing it. If the unit was replaced on purpose, run 'rotor units forget {unit}'"
-    )]
-    IdentityChanged {
-        /// The unit.
-        unit: Uuid,
-    },
+    /// The service refuses a unit whose signed status shows another identity than the one it
+    /// knows, or a counter that went backwards.
+    #[error("the service refuses a crypto unit: {0}")]
+    UnitUntrusted(String),
     /// Any other error the service answered with.
     #[error("the service answered {status}: {message}")]
     Failed {
@@ -70,6 +66,8 @@ struct ErrorReply {
 
 /// What the relay answers when the unit does not.
 const UNIT_UNREACHABLE: &str = "unit_unreachable";
+/// What the service answers when a unit's signed status fails its checks.
+const UNIT_UNTRUSTED: &str = "unit_untrusted";
 
 impl ServiceError {
     /// Classifies an error answer of the service.
@@ -80,6 +78,9 @@ impl ServiceError {
             None => String::from_utf8_lossy(body).chars().take(500).collect(),
         };
         let unit_unreachable = reply.as_ref().is_some_and(|r| r.code == UNIT_UNREACHABLE);
+        if reply.as_ref().is_some_and(|r| r.code == UNIT_UNTRUSTED) {
+            return Self::UnitUntrusted(message);
+        }
         match status {
             401 | 403 => Self::AccessDenied {
                 what: "the request",
@@ -105,7 +106,6 @@ impl ServiceError {
             ClientError::Relay { status, body } => Self::from_reply(url, status, body.as_bytes()),
             ClientError::Rejected(body) => Self::UnitRefused(body),
             ClientError::NotAuthentic => Self::NotAuthentic,
-            ClientError::IdentityChanged { unit } => Self::IdentityChanged { unit },
             other => Self::Unexpected(format!("{url} ({other})")),
         }
     }
@@ -271,6 +271,30 @@ impl ServiceClient {
         serde_json::from_slice(&reply).map_err(|_| ServiceError::Unexpected(url))
     }
 
+    /// The key event chain of `instance` with its countersignatures.
+    pub async fn key_event_chain(
+        &self,
+        instance: Uuid,
+    ) -> Result<rotor_proto::audit::KeyEventChain, ServiceError> {
+        let path = format!("/v1/instances/{instance}/audit");
+        self.call(reqwest::Method::GET, &path, None).await
+    }
+
+    /// The admin chain of `unit` as the service stores it, with the unit's live head signed
+    /// over `challenge`.
+    pub async fn unit_chain(
+        &self,
+        instance: Uuid,
+        unit: Uuid,
+        challenge: &[u8],
+    ) -> Result<rotor_proto::audit::AuditBatch, ServiceError> {
+        let path = format!(
+            "/v1/instances/{instance}/units/{unit}/audit?challenge={}",
+            hex::encode(challenge)
+        );
+        self.call(reqwest::Method::GET, &path, None).await
+    }
+
     /// Instances and their units.
     pub async fn instances(&self) -> Result<Vec<InstanceEntry>, ServiceError> {
         let reply: InstancesReply = self
@@ -333,16 +357,16 @@ impl ServiceClient {
         Ok((base, client))
     }
 
-    /// A unit's status, signed by `pinned` or, without a pin, by the identity it reports.
+    /// A unit's status, signed by the identity it presents (whether that is the enrolled one
+    /// is the caller's check).
     pub async fn unit_status(
         &self,
         instance: Uuid,
         unit: Uuid,
-        pinned: Option<&PublicKey>,
     ) -> Result<UnitStatus, ServiceError> {
         let (base, client) = self.unit(instance, unit).await?;
         client
-            .status(pinned)
+            .status(None)
             .await
             .map_err(|err| ServiceError::from_unit(&base, err))
     }

@@ -16,7 +16,7 @@ pub enum ExitCode {
     RefusedByUnit,
     /// The service or a unit could not be reached.
     Unreachable,
-    /// A unit's identity or response did not verify.
+    /// A unit's identity or response did not verify, or an audit chain did not.
     NotVerified,
     /// The service refused the API key or token (HTTP 401 or 403): unknown or expired key, or a
     /// role or instance it does not cover.
@@ -32,13 +32,22 @@ that does not allow the command).";
 impl ExitCode {
     /// The code for an error: the first typed service error in its chain decides.
     pub fn of(err: &anyhow::Error) -> Self {
+        if err
+            .chain()
+            .any(|e| {
+                e.downcast_ref::<crate::session::TrustError>().is_some()
+                    || e.is::<crate::cmd::audit::AuditNotVerified>()
+            })
+        {
+            return Self::NotVerified;
+        }
         let Some(service) = err.chain().find_map(|e| e.downcast_ref::<ServiceError>()) else {
             return Self::Error;
         };
         match service {
             ServiceError::UnitRefused(_) => Self::RefusedByUnit,
             ServiceError::Unreachable(_) => Self::Unreachable,
-            ServiceError::NotAuthentic | ServiceError::IdentityChanged { .. } => Self::NotVerified,
+            ServiceError::NotAuthentic | ServiceError::UnitUntrusted(_) => Self::NotVerified,
             ServiceError::AccessDenied { .. } => Self::AccessDenied,
             ServiceError::Failed { .. } | ServiceError::Unexpected(_) => Self::Error,
         }

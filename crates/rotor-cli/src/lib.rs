@@ -21,7 +21,16 @@ use args::{AutoCommand, Cli, Commands, UnitCommand};
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     let home = workstation::Home::from_env()?;
-    let session = session::Session::new(home, cli.json, cli.yes, cli.endpoint, cli.ca_cert);
+    let mut session = session::Session::new(home, cli.json, cli.yes, cli.endpoint, cli.ca_cert);
+    if let Commands::Admins {
+        command: Some(args::AdminsCommand::Add { enrollment, .. }),
+    }
+    | Commands::Auto {
+        command: AutoCommand::Init { enrollment, .. },
+    } = &cli.command
+    {
+        session = session.with_enrollment_secrets(&enrollment.secrets)?;
+    }
     match cli.command {
         Commands::Login { endpoint, api_key } => {
             cmd::login::login(&session, &endpoint, &api_key).await
@@ -29,6 +38,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Commands::Units { command } => cmd::units::units(&session, command).await,
         Commands::Admins { command } => cmd::admins::admins(&session, command).await,
         Commands::Thresholds { command } => cmd::thresholds::thresholds(&session, command).await,
+        Commands::Audit(args) => cmd::audit::audit(&session, args).await,
         Commands::Mk { command } => cmd::mk::mk(&session, command).await,
         Commands::Auto {
             command:
@@ -36,6 +46,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     admins,
                     signature,
                     revocation,
+                    ..
                 },
         } => cmd::auto::init(&session, &admins, signature, revocation).await,
         Commands::Auto {
@@ -50,6 +61,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             command: UnitCommand::Serve(args),
         } => cmd::run::unit_serve(args).await,
         Commands::Pki { command } => cmd::pki::pki(&session, command),
+        Commands::Unit {
+            command: UnitCommand::Id { dir },
+        } => cmd::run::unit_id(&dir, cli.json),
+        Commands::Unit {
+            command: UnitCommand::Reseal { dir, seal, token },
+        } => cmd::run::unit_reseal(&dir, seal, &token, cli.json),
         Commands::Server { config } => cmd::run::server(&config).await,
         Commands::Dev(args) => cmd::dev::dev(args, cli.json).await,
         Commands::Demo(args) => demo::demo(args, cli.json).await,

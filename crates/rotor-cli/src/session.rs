@@ -1,21 +1,91 @@
 //! What every command shares: the workstation, the output mode, the service connection, the
 //! unit selection, the units' verified statuses and the signature keys once unlocked. Every
-//! answer of a unit is checked against its pinned identity key, and every change is a command
-//! signed here.
+//! answer of a unit is checked against the identity enrolled for it and the highest counter
+//! seen from it; every change is a command signed here, and only for an enrolled unit.
 
+use std::collections::BTreeSet;
 use std::io::IsTerminal;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result, anyhow, bail};
 use rotor_crypto::SigningKey;
 use rotor_server::config::UnitConfig;
-use rotor_unit::wire::{Action, Command, Outcome, Ski, UnitStatus};
+use rotor_unit::trust::TrustRefusal;
+use rotor_unit::wire::{Action, Command, EnrollmentSecret, Outcome, Ski, UnitStatus};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::client::ServiceClient;
 use crate::output::print_json;
 use crate::workstation::{Home, SigkeyFile, read_password};
+
+/// Why the workstation does not trust a unit's answer. Every case exits with code 5.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TrustError {
+    /// No identity is enrolled for the unit: nothing is signed for it.
+    NotEnrolled {
+        /// The unit's number in the listing.
+        number: usize,
+        /// The unit.
+        unit: Uuid,
+    },
+    /// The unit's signed status does not match its enrollment.
+    Refused {
+        /// The unit's number in the listing.
+        number: usize,
+        /// The unit.
+        unit: Uuid,
+        /// What does not match.
+        refusal: TrustRefusal,
+    },
+    /// The fingerprint given to `rotor units enroll` is not the one the unit presents.
+    FingerprintMismatch {
+        /// The unit's number in the listing.
+        number: usize,
+        /// The fingerprint given.
+        given: rotor_crypto::Fingerprint,
+        /// The fingerprint the unit presents.
+        presented: rotor_crypto::Fingerprint,
+    },
+}
+
+impl std::fmt::Display for TrustError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotEnrolled { number, unit } => write!(
+                f,
+                "crypto unit {number} ({unit}) is not enrolled on this workstation: no command is signed for it and no key part or master key is sent to it. Compare its identity fingerprint with the one 'rotor unit serve' printed on its host, then run 'rotor units enroll {number} --fingerprint HEX'"
+            ),
+            Self::Refused {
+                number,
+                unit,
+                refusal,
+            } => {
+                write!(f, "crypto unit {number} ({unit}) is refused: {refusal}. ")?;
+                match refusal {
+                    TrustRefusal::RolledBack { .. } => f.write_str(
+                        "Do not use the unit until its latest state is restored on its host",
+                    ),
+                    _ => write!(
+                        f,
+                        "If the unit was replaced on purpose, run 'rotor units forget {unit}' and enroll the new identity with 'rotor units enroll {number} --fingerprint HEX'"
+                    ),
+                }
+            }
+            Self::FingerprintMismatch {
+                number,
+                given,
+                presented,
+            } => write!(
+                f,
+                "crypto unit {number} presents identity fingerprint {presented}, not the {given} given; it is not enrolled. Check the fingerprint on the unit's host: another process may be answering in its place"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TrustError {}
 
 /// A unit with the number the listing gives it.
 #[derive(Clone, Debug)]
@@ -41,6 +111,9 @@ pub struct Session {
     api_key: Option<String>,
     service: OnceLock<ServiceClient>,
     signers: OnceLock<Vec<SigningKey>>,
+    /// Units already reported as not enrolled in this invocation.
+    warned: Mutex<BTreeSet<Uuid>>,
+    enrollment: Vec<EnrollmentSecret>,
 }
 
 impl Session {
@@ -62,7 +135,23 @@ impl Session {
             api_key: std::env::var("ROTOR_API_KEY").ok(),
             service: OnceLock::new(),
             signers: OnceLock::new(),
+            warned: Mutex::default(),
+            enrollment: Vec::new(),
         }
+    }
+
+    /// The enrollment secrets this command may use on units without an admin (each unit takes
+    /// only its own). Refuses text that is not a secret.
+    pub fn with_enrollment_secrets(mut self, secrets: &[String]) -> Result<Self> {
+        for text in secrets.iter().filter(|text| !text.trim().is_empty()) {
+            let secret = EnrollmentSecret::from_hex(text).ok_or_else(|| {
+                anyhow!(
+                    "an enrollment secret is 64 hex characters, as 'rotor unit serve' prints it"
+                )
+            })?;
+            self.enrollment.push(secret);
+        }
+        Ok(self)
     }
 
     /// The service, as 'rotor login' (or `--endpoint` and `ROTOR_API_KEY`) names it.
@@ -170,19 +259,51 @@ impl Session {
         Ok(selected)
     }
 
-    /// A unit's verified status; its identity key is pinned on first contact.
+    /// A unit's status, signed by the identity it presents. For an enrolled unit that identity
+    /// must be the enrolled one and the counter at least the highest seen (which then
+    /// advances); an unenrolled unit's status is returned for reading, with a warning.
     pub async fn status(&self, target: &Target) -> Result<UnitStatus> {
-        let mut pins = self.home.pins()?;
-        let pinned = pins.get(&target.unit.id).cloned();
         let status = self
             .service()?
-            .unit_status(target.instance, target.unit.id, pinned.as_ref())
+            .unit_status(target.instance, target.unit.id)
             .await?;
-        if pinned.is_none() {
-            pins.insert(target.unit.id, status.identity.clone());
-            self.home.save_pins(&pins)?;
+        if !self.check_enrolled(target, &status)? {
+            let first = self
+                .warned
+                .lock()
+                .map(|mut warned| warned.insert(target.unit.id))
+                .unwrap_or(true);
+            if first {
+                eprintln!(
+                    "warning: crypto unit {} is not enrolled on this workstation; what it shows is not verified to come from it (identity fingerprint presented: {}). Enroll it with 'rotor units enroll {} --fingerprint HEX'",
+                    target.number,
+                    status.identity.fingerprint(),
+                    target.number
+                );
+            }
         }
         Ok(status)
+    }
+
+    /// Whether the unit is enrolled; if it is, checks `status` against the enrollment and
+    /// remembers its counter.
+    fn check_enrolled(&self, target: &Target, status: &UnitStatus) -> Result<bool> {
+        let mut enrollments = self.home.enrollments()?;
+        let Some(enrolled) = enrollments.get(&target.unit.id) else {
+            return Ok(false);
+        };
+        let checked = enrolled
+            .check(&status.identity, status.counter)
+            .map_err(|refusal| TrustError::Refused {
+                number: target.number,
+                unit: target.unit.id,
+                refusal,
+            })?;
+        if checked != *enrolled {
+            enrollments.insert(target.unit.id, checked);
+            self.home.save_enrollments(&enrollments)?;
+        }
+        Ok(true)
     }
 
     /// The verified statuses of `targets`, in order.
@@ -258,6 +379,13 @@ impl Session {
         status: &UnitStatus,
         action: Action,
     ) -> Result<(Outcome, UnitStatus)> {
+        if !self.home.enrollments()?.contains_key(&target.unit.id) {
+            return Err(TrustError::NotEnrolled {
+                number: target.number,
+                unit: target.unit.id,
+            }
+            .into());
+        }
         let signers = self.signers_for(status)?;
         let command = Command {
             unit: target.unit.id,
@@ -265,15 +393,24 @@ impl Session {
             action,
         };
         let name = command.action.name();
-        self.service()?
-            .unit_command(
-                target.instance,
-                target.unit.id,
-                &status.identity,
-                command.sign(&signers),
-            )
+        let first_admin =
+            status.admins.is_empty() && matches!(command.action, Action::AddAdmin { .. });
+        let mut signed = command.sign(&signers);
+        if first_admin {
+            signed.enrollment = status.enrollment_id.as_ref().and_then(|id| {
+                self.enrollment
+                    .iter()
+                    .find(|secret| secret.id() == *id)
+                    .map(|secret| signed.command.enrollment_proof(secret))
+            });
+        }
+        let (outcome, after) = self
+            .service()?
+            .unit_command(target.instance, target.unit.id, &status.identity, signed)
             .await
-            .with_context(|| format!("crypto unit {} refused to {name}", target.number))
+            .with_context(|| format!("crypto unit {} refused to {name}", target.number))?;
+        self.check_enrolled(target, &after)?;
+        Ok((outcome, after))
     }
 
     /// Applies one action per selected unit, in order, stopping at the first refusal.

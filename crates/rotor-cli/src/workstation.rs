@@ -1,7 +1,10 @@
 //! The administrator's workstation: everything under `ROTOR_HOME` (default `~/.rotor`).
 //!
 //! - `settings.json`: the service endpoint and the selected units and signature keys;
-//! - `pins.json`: each unit's identity key, pinned on first contact;
+//! - `enrollments.json`: each unit's identity fingerprint, enrolled out of band, and the
+//!   highest transaction counter seen in its signed statuses (`pins.json` of earlier versions,
+//!   identity keys pinned on first contact, reads as enrollments of those keys until this
+//!   file is first written);
 //! - `sigkeys/N.sigkey`: a signature key, its private half encrypted under a password;
 //! - `parts/N.part`: a master key part, encrypted under a password.
 //!
@@ -14,11 +17,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rotor_crypto::{Argon2Params, PublicKey, Secret32, SigningKey, Vp, argon2id, fill_random};
+use rotor_unit::trust::Enrollment;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
 const SIGKEY_FORMAT: &str = "rotor-sigkey-v1";
+/// The enrolled units.
+const ENROLLMENTS: &str = "enrollments.json";
+/// Identity keys pinned on first contact by earlier versions.
+const OLD_PINS: &str = "pins.json";
 const PART_FORMAT: &str = "rotor-part-v1";
 /// The shortest password accepted for a new file.
 pub const MIN_PASSWORD: usize = 8;
@@ -453,14 +461,30 @@ impl Home {
         self.write_json("rotations.json", rotations)
     }
 
-    /// Pinned unit identity keys.
-    pub fn pins(&self) -> Result<BTreeMap<Uuid, PublicKey>, FileError> {
-        self.read_json("pins.json")
+    /// The enrolled units. A workstation of an earlier version has `pins.json` instead: each
+    /// pinned identity key reads as an enrollment of its fingerprint, no counter seen yet;
+    /// the next save writes `enrollments.json`, which is read from then on.
+    pub fn enrollments(&self) -> Result<BTreeMap<Uuid, Enrollment>, FileError> {
+        let path = self.root.join(ENROLLMENTS);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => self.read_json(ENROLLMENTS),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let pins: BTreeMap<Uuid, PublicKey> = self.read_json(OLD_PINS)?;
+                Ok(pins
+                    .into_iter()
+                    .map(|(unit, key)| (unit, Enrollment::new(key.fingerprint(), 0)))
+                    .collect())
+            }
+            Err(err) => Err(io_err(&path)(err)),
+        }
     }
 
-    /// Saves the pinned keys.
-    pub fn save_pins(&self, pins: &BTreeMap<Uuid, PublicKey>) -> Result<(), FileError> {
-        self.write_json("pins.json", pins)
+    /// Saves the enrolled units.
+    pub fn save_enrollments(
+        &self,
+        enrollments: &BTreeMap<Uuid, Enrollment>,
+    ) -> Result<(), FileError> {
+        self.write_json(ENROLLMENTS, enrollments)
     }
 
     fn numbered(&self, dir: &str, extension: &str) -> Result<Vec<(u32, PathBuf)>, FileError> {
@@ -585,5 +609,26 @@ mod tests {
         let mut other = file;
         other.vp = Secret32::random().vp();
         assert!(other.unlock(path, "correct horse").is_err());
+    }
+
+    #[test]
+    fn pins_of_an_earlier_version_read_as_enrollments_until_enrollments_are_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("home")).unwrap();
+        let unit = Uuid::new_v4();
+        let key = SigningKey::generate(SigAlg::P256Sha256).public_key();
+        // The file as earlier versions wrote it: unit id → identity key.
+        let old = format!(
+            r#"{{"{unit}": {{"alg": "p256", "sec1": "{}"}}}}"#,
+            hex::encode(&key.sec1)
+        );
+        fs::write(dir.path().join("home").join("pins.json"), old).unwrap();
+        let enrolled = home.enrollments().unwrap();
+        assert_eq!(enrolled[&unit], Enrollment::new(key.fingerprint(), 0));
+
+        let mut advanced = enrolled;
+        advanced.insert(unit, Enrollment::new(key.fingerprint(), 7));
+        home.save_enrollments(&advanced).unwrap();
+        assert_eq!(home.enrollments().unwrap(), advanced);
     }
 }

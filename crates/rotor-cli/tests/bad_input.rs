@@ -30,8 +30,8 @@ use rotor_server::dev::DevInfo;
 use rotor_unit::client::UnitClient;
 use rotor_unit::daemon::ServeInfo;
 use rotor_unit::wire::{
-    Action, Command as UnitCommand, CommandRequest, NewState, SignedResponse, UnitResult,
-    UnitStatus,
+    Action, Command as UnitCommand, CommandRequest, EnrollmentSecret, NewState, SignedResponse,
+    UnitResult, UnitStatus,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -119,7 +119,15 @@ fn pki_beside(dir: &Path) -> support::TestPki {
 fn serve_command(dir: &Path, info_file: &Path) -> Command {
     let mut command = rotor();
     command
-        .args(["unit", "serve", "--listen", "127.0.0.1:0", "--dir"])
+        .args([
+            "unit",
+            "serve",
+            "--seal",
+            "file",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
         .arg(dir)
         .arg("--info-file")
         .arg(info_file)
@@ -214,7 +222,7 @@ fn start_dev(root: &Path) -> Dev {
         .arg(root.join("dev"))
         .arg("--info-file")
         .arg(&info_file)
-        .env("ROTOR_HOME", root.join("dev-home"))
+        .env("ROTOR_HOME", root.join("home"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -423,11 +431,11 @@ fn corrupt_unit_state_is_refused_and_left_untouched() {
                 public_key: admin.public_key(),
             },
         };
-        client
-            .command(&status.identity, command.sign(&[]))
-            .await
-            .unwrap()
-            .1
+        let secret = unit.info.enrollment_secret.as_ref().unwrap();
+        let proof = command.enrollment_proof(&EnrollmentSecret::from_hex(secret).unwrap());
+        let mut signed = command.sign(&[]);
+        signed.enrollment = Some(proof);
+        client.command(&status.identity, signed).await.unwrap().1
     });
     unit.stop();
 
@@ -435,7 +443,7 @@ fn corrupt_unit_state_is_refused_and_left_untouched() {
     let key = dir.join("seal.key");
     let good_state = std::fs::read(&state).unwrap();
     let good_key = std::fs::read(&key).unwrap();
-    let magic_len = b"rotor-unit-state-v1\n".len();
+    let magic_len = b"rotor-unit-state-v3\n".len();
     assert!(good_state.len() > magic_len + 12 + 16);
     let corrupt_message = "is corrupt, truncated or sealed under another key";
 
@@ -816,8 +824,10 @@ fn wrong_passwords_and_corrupt_files_change_nothing_on_a_unit() {
     ws.ok(&["units", "select", "--all"]);
     ws.ok(&["sigkeys", "new", "--name", "alice"]);
     ws.ok(&["sigkeys", "new", "--name", "bob"]);
-    ws.ok(&["admins", "add", "1", "2"]);
+    // The first admin with the unit's enrollment secret, the second signed by the first.
     ws.ok(&["sigkeys", "use", "1"]);
+    let secrets = dev.info.enrollment_secrets();
+    ws.ok(&["admins", "add", "1", "2", "--enrollment-secret", &secrets]);
     ws.ok(&["thresholds", "set", "--signature", "1", "--revocation", "1"]);
     for _ in 0..5 {
         ws.ok(&["parts", "new"]);
@@ -926,17 +936,19 @@ fn wrong_passwords_and_corrupt_files_change_nothing_on_a_unit() {
 
 /// A request body that would be accepted: an imprint-mode "add admin" for the unit's next
 /// counter, so that any leniency towards a damaged variant of it shows as a changed unit.
-fn valid_request(status: &UnitStatus) -> Value {
+fn valid_request(status: &UnitStatus, secret: &EnrollmentSecret) -> Value {
     let admin = SigningKey::generate(SigAlg::P256Sha256);
-    let signed = UnitCommand {
+    let command = UnitCommand {
         unit: status.unit,
         counter: status.counter + 1,
         action: Action::AddAdmin {
             name: "would be added".to_owned(),
             public_key: admin.public_key(),
         },
-    }
-    .sign(&[]);
+    };
+    let proof = command.enrollment_proof(secret);
+    let mut signed = command.sign(&[]);
+    signed.enrollment = Some(proof);
     serde_json::to_value(CommandRequest {
         challenge: vec![0x5a; 16],
         signed,
@@ -945,8 +957,11 @@ fn valid_request(status: &UnitStatus) -> Value {
 }
 
 /// Malformed command bodies and the fragment each rejection must contain.
-fn bad_command_bodies(status: &UnitStatus) -> Vec<(String, Vec<u8>, &'static str)> {
-    let base = valid_request(status);
+fn bad_command_bodies(
+    status: &UnitStatus,
+    secret: &EnrollmentSecret,
+) -> Vec<(String, Vec<u8>, &'static str)> {
+    let base = valid_request(status, secret);
     let edited = |edit: &dyn Fn(&mut Value)| {
         let mut value = base.clone();
         edit(&mut value);
@@ -1163,10 +1178,11 @@ async fn malformed_requests_to_a_unit_get_signed_bad_request() {
     let client = unit.client();
     let before = client.status(None).await.unwrap();
     assert!(before.imprint);
+    let secret = EnrollmentSecret::from_hex(unit.info.enrollment_secret.as_ref().unwrap()).unwrap();
     let http = unit.http();
     let base = unit.base();
 
-    for (what, body, fragment) in bad_command_bodies(&before) {
+    for (what, body, fragment) in bad_command_bodies(&before, &secret) {
         let response = http
             .post(format!("{base}/command"))
             .header("content-type", "application/json")
@@ -1215,7 +1231,7 @@ async fn malformed_requests_to_a_unit_get_signed_bad_request() {
     assert_eq!(after, before, "a malformed request changed the unit");
     let response = http
         .post(format!("{base}/command"))
-        .json(&valid_request(&before))
+        .json(&valid_request(&before, &secret))
         .send()
         .await
         .unwrap();
@@ -1233,6 +1249,7 @@ async fn malformed_requests_to_the_service_get_4xx_and_change_nothing() {
     let dev = tokio::task::block_in_place(|| start_dev(root.path()));
     let relay = dev.relay();
     let before = relay.status(None).await.unwrap();
+    let secret = EnrollmentSecret::from_hex(&dev.info.enrollment_secrets()).unwrap();
     let http = dev.http();
     let endpoint = &dev.info.endpoint;
     let instance = dev.info.instance;
@@ -1250,7 +1267,7 @@ async fn malformed_requests_to_the_service_get_4xx_and_change_nothing() {
         http.post(format!(
             "{endpoint}/v1/instances/{stranger}/units/{unit}/command"
         ))
-        .json(&valid_request(&before)),
+        .json(&valid_request(&before, &secret)),
     ] {
         let response = request.send().await.unwrap();
         assert_eq!(response.status().as_u16(), 403);
@@ -1292,7 +1309,7 @@ async fn malformed_requests_to_the_service_get_4xx_and_change_nothing() {
         );
         let response = http
             .post(format!("{url}/command"))
-            .json(&valid_request(&before))
+            .json(&valid_request(&before, &secret))
             .send()
             .await
             .unwrap();
@@ -1300,7 +1317,7 @@ async fn malformed_requests_to_the_service_get_4xx_and_change_nothing() {
     }
 
     // Malformed bodies and queries are relayed and refused by the unit, signed.
-    for (what, body, fragment) in bad_command_bodies(&before) {
+    for (what, body, fragment) in bad_command_bodies(&before, &secret) {
         let response = http
             .post(format!("{base}/command"))
             .header("content-type", "application/json")
@@ -1402,7 +1419,7 @@ async fn malformed_requests_to_the_service_get_4xx_and_change_nothing() {
     let response = dev
         .http()
         .post(format!("{base}/command"))
-        .json(&valid_request(&before))
+        .json(&valid_request(&before, &secret))
         .send()
         .await
         .unwrap();

@@ -99,6 +99,8 @@ async fn key_part_ceremony_and_every_rejection() {
     ws.ok(&["sigkeys", "new", "--name", "alice"]);
     ws.ok(&["sigkeys", "new", "--name", "bob"]);
     ws.ok(&["sigkeys", "new", "--name", "carol", "--curve", "p521"]);
+    // The first admin with each unit's enrollment secret, the next signed by the first.
+    ws.ok(&["sigkeys", "use", "1"]);
     ws.ok(&["admins", "add", "1", "2", "3"]);
     let thresholds = ws.json(&["thresholds"]);
     assert!(
@@ -286,14 +288,17 @@ async fn key_part_ceremony_and_every_rejection() {
         "new register is Full Uncommitted",
     );
 
-    // The CLI pins each unit's identity key and refuses a unit whose key changes.
-    let pins_path = ws.home.join("pins.json");
-    let mut pins: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&pins_path).unwrap()).unwrap();
+    // The CLI checks each unit against the identity enrolled for it and refuses another one.
+    let enrollments_path = ws.home.join("enrollments.json");
+    let mut enrollments: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&enrollments_path).unwrap()).unwrap();
     let impostor = SigningKey::generate(SigAlg::P256Sha256).public_key();
-    pins[info.units[0].id.to_string()] = serde_json::to_value(impostor).unwrap();
-    std::fs::write(&pins_path, pins.to_string()).unwrap();
-    ws.fails(&["mk"], 5, "different identity key");
+    enrollments[info.units[0].id.to_string()]["fingerprint"] =
+        serde_json::to_value(impostor.fingerprint()).unwrap();
+    std::fs::write(&enrollments_path, enrollments.to_string()).unwrap();
+    ws.fails(&["mk"], 5, "not the enrolled");
     ws.ok(&["units", "forget", &info.units[0].id.to_string()]);
+    let fingerprint = info.units[0].identity.unwrap().to_string();
+    ws.ok(&["units", "enroll", "1", "--fingerprint", &fingerprint]);
     ws.ok(&["mk"]);
 }

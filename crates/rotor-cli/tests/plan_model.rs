@@ -188,7 +188,7 @@ impl Unit {
             let id = Uuid::from_u128(0x706c_616e_0000_4000_8000_0000_0000_0000 | number as u128);
             let mut unit = Self {
                 number,
-                state: UnitState::new(id, kind),
+                state: UnitState::new(id, kind, Secret32::from_bytes([0x5e; 32])),
             };
             for (index, admin) in material().admins.iter().enumerate() {
                 unit.run(Action::AddAdmin {
@@ -237,7 +237,7 @@ impl Unit {
         outcome
     }
 
-    /// `action` signed by as many admins as it needs (none in imprint mode), applied to the
+    /// `action` signed by as many admins as it needs (none for the first admin), applied to the
     /// real machine: the next state and the outcome, or the refusal. Like the machine, this
     /// changes nothing; the caller keeps or replaces `self.state`.
     fn apply(
@@ -251,12 +251,19 @@ impl Unit {
             .required_signatures(&action)
             .map_or(0, usize::from);
         let signers: Vec<&SigningKey> = material().admins.iter().take(needed).collect();
-        let signed = Command {
+        let command = Command {
             unit: self.state.unit,
             counter: self.state.counter + 1,
             action,
-        }
-        .sign(&signers);
+        };
+        // The first admin comes in with the unit's enrollment secret.
+        let proof = self
+            .state
+            .enrollment_secret()
+            .filter(|_| self.state.admins.is_empty())
+            .map(|secret| command.enrollment_proof(&secret));
+        let mut signed = command.sign(&signers);
+        signed.enrollment = proof;
         self.state
             .apply(&signed, entropy)
             .map_err(|err| (format!("unit {} refuses {label}: {err}", self.number), err))

@@ -302,6 +302,11 @@ fn restart_unit(info: &rotor_server::dev::DevInfo, index: usize) -> DevProcess {
         .arg("--dir")
         .arg(unit_dir(info, index))
         .args(support::dev_unit_tls_args(info, &unit_dir(info, index)))
+        // The passphrase `rotor dev` seals its units with, kept in its directory.
+        .env(
+            "ROTOR_UNIT_PASSPHRASE",
+            std::fs::read_to_string(info.dir.join("units.passphrase")).unwrap(),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     if index == 2 {

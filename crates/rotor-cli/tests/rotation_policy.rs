@@ -100,18 +100,21 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
             link: UnitLink::Http(HttpUnit::new(support::unit_http(&info), unit.address)),
         })
         .collect();
+    let store = Arc::new(store);
+    let units = UnitPool::new(HashMap::from([(info.instance, units)]));
     let state = KpState {
-        store: Arc::new(store),
+        store: store.clone(),
         iam: Arc::new(Iam::new(
             rotor_crypto::Secret32::random(),
             &IamConfig::default(),
         )),
-        units: UnitPool::new(HashMap::from([(info.instance, units)])),
+        units: units.clone(),
         purge_after_seconds: 0,
         gate: Arc::default(),
         trusted_proxies: Arc::default(),
         listen_port: 0,
         last_sync: Arc::default(),
+        audit: rotor_server::audit::AuditTrail::new(store, units),
     };
     assert_eq!(rotate_due(&state, info.instance).await.unwrap(), 1);
     // Rotated now, so not due again.

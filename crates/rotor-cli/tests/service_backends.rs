@@ -22,46 +22,47 @@ use rotor_server::rotation::{Phase, RotationView};
 use rotor_store::KeyStore as _;
 use rotor_unit::backend::UnitLink;
 use rotor_unit::client::UnitClient;
-use rotor_unit::daemon::Unit;
+use rotor_unit::daemon::{ServeInfo, Unit};
+use rotor_unit::seal::SealSource;
 use rotor_unit::store::UnitStore;
 use rotor_unit::wire::{
-    Action, Command, CurrentState, Outcome, Register, SignedCommand, UnitKind, UnitStatus,
+    Action, Command, CurrentState, EnrollmentSecret, Outcome, Register, SignedCommand, UnitKind,
+    UnitStatus,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// How the test reaches a unit for admin commands: directly, or over its HTTP port.
 enum Admin {
-    InProcess(Unit),
-    Http(UnitClient, rotor_crypto::PublicKey),
+    InProcess(Unit, EnrollmentSecret),
+    Http(UnitClient, rotor_crypto::PublicKey, EnrollmentSecret),
 }
 
 impl Admin {
     async fn status(&self) -> UnitStatus {
         match self {
-            Self::InProcess(unit) => unit.status().await,
-            Self::Http(client, identity) => client.status(Some(identity)).await.unwrap(),
+            Self::InProcess(unit, _) => unit.status().await,
+            Self::Http(client, identity, _) => client.status(Some(identity)).await.unwrap(),
         }
     }
 
     async fn run(&self, admin: &SigningKey, action: Action) -> (Outcome, UnitStatus) {
         let status = self.status().await;
-        // In imprint mode admins are installed unsigned: nobody is an admin yet.
-        let signers: &[&SigningKey] = if status.imprint && matches!(action, Action::AddAdmin { .. })
-        {
-            &[]
-        } else {
-            &[admin]
-        };
-        let signed: SignedCommand = Command {
+        // The first admin comes in unsigned, with the unit's enrollment secret.
+        let first = status.admins.is_empty();
+        let signers: &[&SigningKey] = if first { &[] } else { &[admin] };
+        let command = Command {
             unit: status.unit,
             counter: status.counter + 1,
             action,
-        }
-        .sign(signers);
+        };
+        let (Self::InProcess(_, secret) | Self::Http(_, _, secret)) = self;
+        let proof = first.then(|| command.enrollment_proof(secret));
+        let mut signed: SignedCommand = command.sign(signers);
+        signed.enrollment = proof;
         match self {
-            Self::InProcess(unit) => unit.apply(&signed).await.unwrap(),
-            Self::Http(client, identity) => client.command(identity, signed).await.unwrap(),
+            Self::InProcess(unit, _) => unit.apply(&signed).await.unwrap(),
+            Self::Http(client, identity, _) => client.command(identity, signed).await.unwrap(),
         }
     }
 }
@@ -134,12 +135,12 @@ async fn deploy(backend: Backend) -> Deployment {
             let mut configs = Vec::new();
             for index in 0..3 {
                 // Recovery kind lets the test generate and export a master key without parts.
-                let (store, identity, state) = UnitStore::open(
-                    &dir.path().join(format!("unit-{index}")),
-                    UnitKind::Recovery,
-                )
-                .unwrap();
-                let unit = Unit::new(store, identity, state);
+                let unit_dir = dir.path().join(format!("unit-{index}"));
+                let (store, identity, state) =
+                    UnitStore::open(&unit_dir, UnitKind::Recovery, &SealSource::File).unwrap();
+                let secret = state.enrollment_secret().unwrap();
+                let audit = rotor_unit::audit::AuditLog::open(&unit_dir).unwrap();
+                let unit = Unit::new(store, identity, state, audit);
                 let id = unit.status().await.unit;
                 pool_units.push(PoolUnit {
                     id,
@@ -150,8 +151,9 @@ async fn deploy(backend: Backend) -> Deployment {
                     id,
                     kind: UnitKind::Recovery,
                     address: "127.0.0.1:9".parse().unwrap(),
+                    identity: None,
                 });
-                admins.push(Admin::InProcess(unit));
+                admins.push(Admin::InProcess(unit, secret));
             }
             let instance = InstanceConfig {
                 id: instance_id,
@@ -194,14 +196,22 @@ async fn deploy(backend: Backend) -> Deployment {
                 &units.tls.service.0.with_extension(""),
             );
             let mut admins = Vec::new();
-            for unit in &units.instance.units {
+            for (index, unit) in units.instance.units.iter().enumerate() {
                 let client = UnitClient::new(
                     http.clone(),
                     format!("https://{}/v1", unit.address),
                     unit.id,
                 );
                 let identity = client.status(None).await.unwrap().identity;
-                admins.push(Admin::Http(client, identity));
+                let info = units
+                    .dir()
+                    .join("units")
+                    .join(format!("recovery-{index}"))
+                    .join("serve.json");
+                let info: ServeInfo =
+                    serde_json::from_slice(&std::fs::read(info).unwrap()).unwrap();
+                let secret = EnrollmentSecret::from_hex(&info.enrollment_secret.unwrap()).unwrap();
+                admins.push(Admin::Http(client, identity, secret));
             }
             let mut instance = units.instance.clone();
             // The service treats them as operational: they serve key operations.

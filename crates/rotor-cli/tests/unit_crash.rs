@@ -33,7 +33,8 @@ use rotor_unit::client::{ClientError, UnitClient};
 use rotor_unit::daemon::ServeInfo;
 use rotor_unit::machine::envelope_context;
 use rotor_unit::wire::{
-    Action, Command as UnitCommand, CurrentState, NewState, Outcome, PART_CONTEXT, Ski, UnitStatus,
+    Action, Command as UnitCommand, CurrentState, EnrollmentSecret, NewState, Outcome,
+    PART_CONTEXT, SignedCommand, Ski, UnitStatus,
 };
 use uuid::Uuid;
 
@@ -227,15 +228,41 @@ struct Driver {
     failure: Option<String>,
     round: usize,
     unit: Uuid,
+    /// The running unit's info file, which holds its enrollment secret while it has no admin.
+    info_file: PathBuf,
 }
 
 struct Plan {
     action: Action,
     signers: Vec<Ski>,
+    /// The first admin: the command carries a proof of the enrollment secret.
+    enroll: bool,
     expected: Model,
 }
 
 impl Driver {
+    /// The planned command for the next counter, signed, with an enrollment proof if it needs
+    /// one.
+    fn sign(&self, plan: &Plan) -> SignedCommand {
+        let keys: Vec<&SigningKey> = plan.signers.iter().map(|ski| &self.keys[ski]).collect();
+        let command = UnitCommand {
+            unit: self.unit,
+            counter: self.model.counter + 1,
+            action: plan.action.clone(),
+        };
+        let enrollment = plan.enroll.then(|| {
+            let info: ServeInfo =
+                serde_json::from_slice(&std::fs::read(&self.info_file).unwrap()).unwrap();
+            let secret = info
+                .enrollment_secret
+                .expect("an enrollment secret without admins");
+            command.enrollment_proof(&EnrollmentSecret::from_hex(&secret).unwrap())
+        });
+        let mut signed = command.sign(&keys);
+        signed.enrollment = enrollment;
+        signed
+    }
+
     /// `k` admin SKIs to sign with (sometimes one more than needed, which is allowed).
     fn signers(&mut self, k: u8) -> Vec<Ski> {
         let n = self.model.admins.len();
@@ -316,7 +343,13 @@ impl Driver {
                 expected
                     .admins
                     .push((name.clone(), Ski::of(&key.public_key())));
-                let signers = self.signers(m.signature);
+                // In imprint mode the first admin needs the enrollment secret, the next ones
+                // an installed admin.
+                let signers = self.signers(if imprint {
+                    u8::from(n > 0)
+                } else {
+                    m.signature
+                });
                 (
                     Action::AddAdmin {
                         name,
@@ -329,7 +362,8 @@ impl Driver {
                 let index = self.rng.index(n);
                 let ski = m.admins[index].1;
                 expected.admins.remove(index);
-                (Action::RemoveAdmin { ski }, self.signers(m.revocation))
+                let needed = if imprint { 1 } else { m.revocation };
+                (Action::RemoveAdmin { ski }, self.signers(needed))
             }
             2 => {
                 let top = n.min(3) as u64;
@@ -357,7 +391,8 @@ impl Driver {
                     new: NewReg::Empty,
                     importer: Importer::None,
                 };
-                (Action::Zeroize, self.signers(if imprint { 0 } else { 1 }))
+                let needed = if imprint { u8::from(n > 0) } else { 1 };
+                (Action::Zeroize, self.signers(needed))
             }
             4 => {
                 expected.importer = Importer::Fresh;
@@ -411,13 +446,14 @@ impl Driver {
             }
         };
         Plan {
+            enroll: n == 0 && matches!(action, Action::AddAdmin { .. }),
             action,
             signers,
             expected,
         }
     }
 
-    fn new(seed: u64, unit: Uuid, model: Model) -> Self {
+    fn new(seed: u64, unit: Uuid, model: Model, info_file: PathBuf) -> Self {
         Self {
             rng: Rng(seed),
             model,
@@ -428,6 +464,7 @@ impl Driver {
             failure: None,
             round: 0,
             unit,
+            info_file,
         }
     }
 
@@ -438,16 +475,7 @@ impl Driver {
             let plan = self.plan();
             let name = plan.action.name();
             let counter = self.model.counter + 1;
-            let signed = {
-                let keys: Vec<&SigningKey> =
-                    plan.signers.iter().map(|ski| &self.keys[ski]).collect();
-                UnitCommand {
-                    unit: self.unit,
-                    counter,
-                    action: plan.action,
-                }
-                .sign(&keys)
-            };
+            let signed = self.sign(&plan);
             match client.command(&identity, signed).await {
                 Ok((outcome, status)) => {
                     let actual = match Model::of(&status) {
@@ -530,7 +558,17 @@ fn start_unit(dir: &Path, info_file: &Path, log: &Path) -> (UnitProcess, ServeIn
     let home = dir.with_file_name("home");
     let child = Command::new(env!("CARGO_BIN_EXE_rotor"))
         .env("ROTOR_HOME", home)
-        .args(["unit", "serve", "--listen", "127.0.0.1:0", "--dir"])
+        // The file mode: this test is about durability, and a passphrase's Argon2id on each of
+        // the many restarts would only slow it down.
+        .args([
+            "unit",
+            "serve",
+            "--seal",
+            "file",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
         .arg(dir)
         .arg("--info-file")
         .arg(info_file)
@@ -625,7 +663,7 @@ async fn sigkill_during_commands_never_loses_or_tears_the_state() {
 
         // It is the acknowledged state, or that plus the one command in flight.
         let mut current = match driver.take() {
-            None => Driver::new(rng.next(), unit, actual),
+            None => Driver::new(rng.next(), unit, actual, info_file.clone()),
             Some(mut previous) => {
                 let acked = previous.model.clone();
                 let in_flight = previous.in_flight.take();
@@ -662,20 +700,14 @@ async fn sigkill_during_commands_never_loses_or_tears_the_state() {
                 }
                 previous.model = actual;
                 previous.round = round;
+                previous.info_file = info_file.clone();
                 previous
             }
         };
         if round == ROUNDS {
             // The restarted unit still accepts commands.
             let plan = current.plan();
-            let keys: Vec<&SigningKey> =
-                plan.signers.iter().map(|ski| &current.keys[ski]).collect();
-            let signed = UnitCommand {
-                unit,
-                counter: current.model.counter + 1,
-                action: plan.action,
-            }
-            .sign(&keys);
+            let signed = current.sign(&plan);
             let (_, status) = client
                 .command(&identity, signed)
                 .await

@@ -18,10 +18,12 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 mod envelope;
 mod rsa;
 mod sig;
+mod token;
 
 pub use envelope::{Envelope, ImporterKey, P256_POINT_LEN, seal_to};
 pub use rsa::{OaepHash, rsa_oaep_decrypt, rsa_oaep_generate};
-pub use sig::{PublicKey, SigAlg, SigningKey};
+pub use sig::{Fingerprint, PublicKey, SigAlg, SigningKey};
+pub use token::{Token, TokenError};
 
 /// Length of every symmetric key rotor uses: AES-256.
 pub const KEY_LEN: usize = 32;

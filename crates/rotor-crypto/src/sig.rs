@@ -81,6 +81,12 @@ impl PublicKey {
         sha256(&self.sec1)
     }
 
+    /// The identity fingerprint people compare out of band: SHA-256 (FIPS 180-4) of the
+    /// uncompressed point.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint(sha256(&self.sec1))
+    }
+
     /// Verifies `signature` (fixed-size `r ‖ s`) over `message`.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), Opaque> {
         use p256::ecdsa::signature::Verifier;
@@ -98,6 +104,61 @@ impl PublicKey {
                 key.verify(message, &sig).map_err(|_| Opaque)
             }
         }
+    }
+}
+
+/// A unit identity's fingerprint: SHA-256 of its uncompressed public point, shown and read as
+/// 64 lowercase hex characters. Whoever holds it can tell the unit from an impostor.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of an identity public key.
+    pub fn of(identity: &PublicKey) -> Self {
+        identity.fingerprint()
+    }
+
+    /// 64 lowercase hex characters.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 hex characters (either case; surrounding blanks and `:` separators ignored).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let digits: String = text.trim().chars().filter(|c| *c != ':').collect();
+        let bytes = hex::decode(digits).ok()?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+
+    /// The 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Self::from_hex(&text)
+            .ok_or_else(|| serde::de::Error::custom("a fingerprint is 64 hex characters"))
     }
 }
 
@@ -188,5 +249,24 @@ impl SigningKey {
                 sig.to_vec()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_is_the_sha256_of_the_point_and_reads_back_from_its_hex() {
+        let key = SigningKey::generate(SigAlg::P256Sha256).public_key();
+        let fingerprint = key.fingerprint();
+        assert_eq!(fingerprint.as_bytes(), &sha256(&key.sec1));
+        let text = fingerprint.to_string();
+        assert_eq!(text, hex::encode(sha256(&key.sec1)));
+        assert_eq!(
+            Fingerprint::from_hex(&text.to_uppercase()),
+            Some(fingerprint)
+        );
+        assert_eq!(Fingerprint::from_hex(&text[..62]), None);
     }
 }

@@ -1,8 +1,16 @@
 //! What a blob is bound to: the associated data that ties a wrapped key to its instance, key,
 //! version and kind, so that a blob cannot be moved to another key or made extractable.
 
+use rotor_crypto::Vp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+/// The VP of the master key a blob is wrapped under: its first 32 bytes (docs/FORMATS.md).
+/// Whoever stores a blob reads its master key from here, not from what a unit reports.
+pub fn blob_vp(blob: &[u8]) -> Option<Vp> {
+    let vp: [u8; 32] = blob.get(..32)?.try_into().ok()?;
+    Some(Vp(vp))
+}
 
 /// What a root key blob is bound to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -97,6 +97,8 @@ error_codes! {
     RotationInProgress = "rotation_in_progress",
     /// No master key rotation is under way on this unit.
     NoRotation = "no_rotation",
+    /// The service reported keys still under the master key being rotated away from.
+    KeysRemain = "keys_remain",
     /// The unit's current register is empty.
     NoMasterKey = "no_master_key",
     /// The blob is wrapped under a master key this unit does not hold.
@@ -115,6 +117,9 @@ error_codes! {
     KeyOperationsDisabled = "key_operations_disabled",
     /// The caller did not present the service token.
     Unauthorized = "unauthorized",
+    /// A fresh or zeroized unit takes its first admin only with its enrollment secret (or the
+    /// admin key it was started with).
+    EnrollmentRequired = "enrollment_required",
 }
 
 impl Serialize for ErrorCode {
@@ -253,6 +258,15 @@ pub enum UnitError {
     },
     /// No master key rotation is under way on this unit.
     NoRotation,
+    /// The service reported the reencryption finished with keys still under the old master key.
+    KeysRemain {
+        /// The service's count of keys still under the old master key.
+        remaining: u64,
+    },
+    /// A fresh or zeroized unit takes its first admin only with a proof made with its
+    /// enrollment secret, or only the admin key it was started with. Deliberately without
+    /// detail on what did not match.
+    EnrollmentRequired,
 }
 
 impl UnitError {
@@ -286,6 +300,8 @@ impl UnitError {
             Self::Storage => ErrorCode::Storage,
             Self::RotationInProgress { .. } => ErrorCode::RotationInProgress,
             Self::NoRotation => ErrorCode::NoRotation,
+            Self::KeysRemain { .. } => ErrorCode::KeysRemain,
+            Self::EnrollmentRequired => ErrorCode::EnrollmentRequired,
         }
     }
 
@@ -305,6 +321,7 @@ impl UnitError {
             | Self::NotAnAdmin(_)
             | Self::BadSignature(_)
             | Self::TooFewSignatures { .. }
+            | Self::EnrollmentRequired
             | Self::RecoveryOnly(_) => 403,
             Self::Storage | Self::ResponseNotAuthentic => 500,
             _ => 409,
@@ -437,6 +454,14 @@ impl std::fmt::Display for UnitError {
             Self::NoRotation => write!(
                 f,
                 "no master key rotation is under way on this unit; there is nothing to abort or finish"
+            ),
+            Self::KeysRemain { remaining } => write!(
+                f,
+                "the service reports {remaining} key(s) still under the master key being rotated away from; the rotation lock stays until none is left"
+            ),
+            Self::EnrollmentRequired => write!(
+                f,
+                "this unit has no admin yet and takes its first one only with its enrollment secret (printed by 'rotor unit serve' and written to its info file), or only the admin key it was started with (--initial-admin); pass the secret with --enrollment-secret or ROTOR_ENROLLMENT_SECRET"
             ),
         }
     }

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::audit::{Countersign, Countersignature};
 use crate::binding::{Binding, BlobBinding};
 use crate::wire::UnitStatus;
 
@@ -61,6 +62,7 @@ unit_ops! {
     RewrapBatch => RewrapBatchResult, "rewrap-batch", Postcard;
     GenerateBatch => GeneratedBatch, "generate-batch", Postcard;
     FinishReencryption => UnitStatus, "finish-reencryption";
+    Countersign => Countersignature, "countersign";
 }
 
 /// `POST /v1/keys/rewrap-to-new`: one application-held blob rewrapped to the committed new
@@ -318,6 +320,9 @@ pub struct GeneratedBatch {
 pub struct FinishReencryption {
     /// The master key all key storage is wrapped under.
     pub to: Vp,
+    /// The service's count of keys still under the master key rotated away from: a unit
+    /// refuses anything but 0, so a service bug cannot release the rotation lock early.
+    pub remaining: u64,
 }
 
 /// The most blobs or keys in one batch request (10,000 rewrap items take about 1.3 MB).

@@ -1,6 +1,7 @@
 //! What crosses the wire between the workstation, the service and a crypto unit, defined once
 //! for every side:
 //!
+//! - [`audit`]: the tamper-evident audit chains (admin commands, Key Protect events);
 //! - [`wire`]: admin commands, their signatures and the unit's signed responses;
 //! - [`error`]: every way a unit refuses a request, with its stable code;
 //! - [`keyops`]: the key operations the service calls, each tied to its reply by [`UnitOp`];
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod binding;
 pub mod error;
 pub mod keyops;

@@ -5,7 +5,7 @@
 //! and the unit checks every signature itself. Every unit response is a [`SignedResponse`]: the
 //! payload text, signed by the unit's identity key and bound to the caller's random challenge.
 
-use rotor_crypto::{Envelope, PublicKey, SigningKey, Vp};
+use rotor_crypto::{Envelope, PublicKey, Secret32, SigningKey, Vp};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -13,6 +13,10 @@ use crate::error::{ErrorCode, UnitError};
 
 /// Domain separation for admin signatures.
 const COMMAND_DOMAIN: &[u8] = b"rotor admin command v1\0";
+/// Domain separation for enrollment proofs.
+const ENROLLMENT_DOMAIN: &[u8] = b"rotor enrollment proof v1\0";
+/// Domain separation for enrollment secret identifiers.
+const ENROLLMENT_ID_DOMAIN: &[u8] = b"rotor enrollment secret id v1\0";
 /// Domain separation for unit response signatures.
 const RESPONSE_DOMAIN: &[u8] = b"rotor unit response v1\0";
 /// Context bound into every key part envelope.
@@ -52,6 +56,57 @@ impl std::fmt::Debug for Ski {
 impl std::fmt::Display for Ski {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.to_hex())
+    }
+}
+
+/// A unit's identity fingerprint: SHA-256 (FIPS 180-4) of its identity public key's
+/// uncompressed SEC1 encoding. Administrators compare it out of band to enroll a unit.
+pub use rotor_crypto::Fingerprint;
+
+/// The one-time secret that lets whoever holds it install the first admin of a fresh or
+/// zeroized unit. Printed by the unit at start; never sent over the wire itself, only proofs
+/// made with it ([`Command::enrollment_proof`]).
+#[derive(Clone)]
+pub struct EnrollmentSecret(pub Secret32);
+
+impl EnrollmentSecret {
+    /// 64 hex characters, as the unit prints it.
+    pub fn to_hex(&self) -> zeroize::Zeroizing<String> {
+        zeroize::Zeroizing::new(hex::encode(self.0.expose()))
+    }
+
+    /// Parses the printed form.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = zeroize::Zeroizing::new(hex::decode(text.trim()).ok()?);
+        Secret32::from_slice(&bytes).map(Self)
+    }
+
+    /// A short public name for the secret, which a unit shows in its status so that a
+    /// workstation holding several secrets knows which one is this unit's: the first 8 bytes
+    /// of SHA-256 over a domain label and the secret, as hex. It reveals nothing usable about
+    /// the 256-bit secret.
+    pub fn id(&self) -> String {
+        let mut input = zeroize::Zeroizing::new(ENROLLMENT_ID_DOMAIN.to_vec());
+        input.extend_from_slice(self.0.expose());
+        hex::encode(&rotor_crypto::sha256(&input)[..8])
+    }
+}
+
+impl std::fmt::Debug for EnrollmentSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnrollmentSecret(..)")
+    }
+}
+
+/// HMAC-SHA-256 under an [`EnrollmentSecret`] over one [`Command`]'s signing bytes: proves the
+/// sender holds the secret, and binds it to that command (unit, counter, action and admin key),
+/// so a relay cannot reuse it for another admin.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentProof(#[serde(with = "hex::serde")] pub [u8; 32]);
+
+impl std::fmt::Debug for EnrollmentProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnrollmentProof(..)")
     }
 }
 
@@ -292,6 +347,26 @@ impl Command {
         out
     }
 
+    /// The bytes an enrollment proof is computed over.
+    fn enrollment_bytes(&self) -> Vec<u8> {
+        let mut out = ENROLLMENT_DOMAIN.to_vec();
+        out.extend_from_slice(&self.signing_bytes());
+        out
+    }
+
+    /// The proof that the sender of this command holds `secret`.
+    pub fn enrollment_proof(&self, secret: &EnrollmentSecret) -> EnrollmentProof {
+        EnrollmentProof(rotor_crypto::hmac_sha256(
+            &secret.0,
+            &self.enrollment_bytes(),
+        ))
+    }
+
+    /// Checks, in constant time, that `proof` was made for this command with `secret`.
+    pub fn verify_enrollment(&self, secret: &EnrollmentSecret, proof: &EnrollmentProof) -> bool {
+        rotor_crypto::verify_hmac_sha256(&secret.0, &self.enrollment_bytes(), &proof.0).is_ok()
+    }
+
     /// Signs this command with each key.
     pub fn sign(self, keys: &[&SigningKey]) -> SignedCommand {
         let message = self.signing_bytes();
@@ -305,6 +380,7 @@ impl Command {
         SignedCommand {
             command: self,
             signatures,
+            enrollment: None,
         }
     }
 }
@@ -329,6 +405,9 @@ pub struct SignedCommand {
     /// Admin signatures; may be empty where imprint mode allows it.
     #[serde(default)]
     pub signatures: Vec<CommandSignature>,
+    /// The first admin of a fresh or zeroized unit: proof of its enrollment secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment: Option<EnrollmentProof>,
 }
 
 /// The body of a command request: the signed command and the caller's fresh challenge.
@@ -391,6 +470,10 @@ pub struct UnitStatus {
     /// Where the unit stands in a master key rotation.
     #[serde(default)]
     pub rotation: RotationLock,
+    /// While the unit waits for its first admin under an enrollment secret: that secret's
+    /// [`EnrollmentSecret::id`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_id: Option<String>,
 }
 
 /// What a successful command produced besides the new status.

@@ -6,6 +6,10 @@
 //! - `GET /v1/instances/{instance}/keystore`: key versions per master key VP;
 //! - `GET|POST /v1/instances/{instance}/rotation`, `POST .../rotation/abort`,
 //!   `POST .../rotation/complete`: the master key rotation ([`crate::rotation`]);
+//! - `GET /v1/instances/{instance}/audit`: the instance's key event chain with the units'
+//!   countersignatures; `GET /v1/instances/{instance}/units/{unit}/audit?challenge=HEX`: the
+//!   unit's admin chain as stored here (brought up to date first) with the unit's live head,
+//!   signed over the caller's challenge ([`crate::audit`]);
 //!
 //! The service relays admin traffic byte for byte. It cannot forge a command (units check the
 //! admins' signatures) nor a response (the CLI checks the unit's signature). These routes need a
@@ -31,6 +35,7 @@ use uuid::Uuid;
 use crate::config::{Config, UnitConfig};
 use rotor_util::time::unix_now;
 
+use crate::audit::AuditTrail;
 use crate::iam::{Iam, Role, load_or_create_secret};
 use crate::kp::KpState;
 use crate::pool::{PoolUnit, UnitPool};
@@ -82,6 +87,7 @@ pub struct Service {
     iam: Arc<Iam>,
     kp: KpState,
     rotations: Rotations,
+    audit: AuditTrail,
 }
 
 /// Why the service could not start.
@@ -172,7 +178,17 @@ impl Service {
         let iam = Arc::new(Iam::new(secret, &config.iam));
         let store = rotor_store::SqliteStore::open(&config.data_dir.join("keys.db"))
             .map_err(|err| StartError(format!("cannot open the keystore: {err}")))?;
-        let store: Arc<dyn rotor_store::KeyStore> = Arc::new(store);
+        let store = Arc::new(store);
+        let audit_store: Arc<dyn rotor_store::AuditStore> = store.clone();
+        let store: Arc<dyn rotor_store::KeyStore> = store;
+        let configured = config
+            .instances
+            .iter()
+            .flat_map(|instance| &instance.units)
+            .filter_map(|unit| Some((unit.id, unit.identity?)))
+            .collect();
+        let units = units.with_trust(Arc::clone(&store), configured);
+        let audit = AuditTrail::new(audit_store, units.clone());
         let gate = Arc::default();
         let rotations = Rotations::new(Arc::clone(&store), units.clone(), Arc::clone(&gate));
         let kp = KpState {
@@ -184,6 +200,7 @@ impl Service {
             trusted_proxies: config.trusted_proxies.clone().into(),
             listen_port: config.listen.port(),
             last_sync: Arc::default(),
+            audit: audit.clone(),
         };
         Ok(Self {
             config: Arc::new(config),
@@ -191,6 +208,7 @@ impl Service {
             iam,
             kp,
             rotations,
+            audit,
         })
     }
 
@@ -212,11 +230,20 @@ impl Service {
         &self.config
     }
 
-    /// Starts the service's background work: master key rotations left under way, and rotation
-    /// of keys whose rotation policy is due. Call once, inside the runtime.
+    /// Starts the service's background work: master key rotations left under way, rotation
+    /// of keys whose rotation policy is due, the periodic check of every unit's signed status,
+    /// and the audit chains' copies and countersignatures. Call once, inside the runtime.
     pub fn start_background(&self) -> tokio::task::JoinHandle<()> {
         self.rotations.resume_all();
-        tokio::spawn(crate::kp::rotate_by_policy(self.kp.clone()))
+        let units = self.kp.units.clone();
+        let (kp, audit) = (self.kp.clone(), self.audit.clone());
+        tokio::spawn(async move {
+            tokio::join!(
+                crate::kp::rotate_by_policy(kp),
+                units.watch(),
+                audit.run()
+            );
+        })
     }
 
     /// All routes.
@@ -250,6 +277,11 @@ impl Service {
             .route(
                 "/v1/instances/{instance}/rotation/complete",
                 post(rotation_complete),
+            )
+            .route("/v1/instances/{instance}/audit", get(key_event_audit))
+            .route(
+                "/v1/instances/{instance}/units/{unit}/audit",
+                get(unit_audit),
             )
             .with_state(self)
             .merge(kp)
@@ -395,7 +427,13 @@ async fn relay_command(
         .post(format!("{}/command", link.base()))
         .header(header::CONTENT_TYPE, "application/json")
         .body(body);
-    service.relay(unit, request).await
+    let response = service.relay(unit, request).await;
+    // The command, accepted or refused, is now in the unit's chain: copy it, and have the key
+    // event chain countersigned.
+    if let Ok(instance) = Uuid::parse_str(&instance) {
+        service.audit.after_admin_command(instance, unit.id).await;
+    }
+    response
 }
 
 fn rotation_error(err: &RotationError) -> Response {
@@ -511,4 +549,85 @@ async fn rotation_complete(
         Err(response) => return *response,
     };
     journal_reply(service.rotations.complete(id).await)
+}
+
+fn audit_failed(err: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %err, "audit chain unavailable");
+    ApiError {
+        code: "audit_unavailable",
+        message: format!("the audit chain could not be read: {err}"),
+        status: StatusCode::BAD_GATEWAY,
+    }
+    .into_response()
+}
+
+/// The instance's key event chain and its countersignatures (the head is countersigned first if
+/// it moved since).
+async fn key_event_audit(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path(instance): Path<String>,
+) -> Response {
+    let id = match service.admin_instance(&headers, &instance) {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
+    if let Err(err) = service.audit.countersign(id).await {
+        tracing::warn!(instance = %id, error = %err, "key event chain not countersigned");
+    }
+    let store = Arc::clone(service.audit.store());
+    let read = rotor_util::blocking(|| {
+        Ok::<_, rotor_store::StoreError>((
+            store.audit_entries(rotor_store::AuditChain::Instance(id))?,
+            store.countersignatures(id)?,
+        ))
+    });
+    match read {
+        Ok((entries, countersignatures)) => axum::Json(rotor_proto::audit::KeyEventChain {
+            instance: id,
+            entries,
+            countersignatures,
+        })
+        .into_response(),
+        Err(err) => audit_failed(&err),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ChallengeQuery {
+    challenge: String,
+}
+
+/// The unit's admin chain as stored here, after copying what is new, with the unit's live head.
+async fn unit_audit(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path((instance, unit)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<ChallengeQuery>,
+) -> Response {
+    let id = match service.admin_instance(&headers, &instance) {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
+    let unit = match service.unit(&instance, &unit) {
+        Ok(unit) => unit.id,
+        Err(err) => return err.into_response(),
+    };
+    let Ok(challenge) = hex::decode(&query.challenge) else {
+        return bad_request("challenge is not hex");
+    };
+    let head = match service.audit.sync_unit(id, unit, challenge).await {
+        Ok(head) => head,
+        Err(err) => return audit_failed(&err),
+    };
+    let store = Arc::clone(service.audit.store());
+    match rotor_util::blocking(|| store.audit_entries(rotor_store::AuditChain::Unit(unit))) {
+        Ok(entries) => axum::Json(rotor_proto::audit::AuditBatch {
+            unit,
+            entries,
+            head,
+        })
+        .into_response(),
+        Err(err) => audit_failed(&err),
+    }
 }

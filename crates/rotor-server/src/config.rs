@@ -34,12 +34,14 @@
 //! id = "0b3e…"          # printed by `rotor unit serve` on start
 //! kind = "operational"  # or "recovery"
 //! address = "127.0.0.1:9001"
+//! identity = "3a7f…"    # the unit's identity fingerprint, as `rotor unit serve` prints it
 //! ```
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use rotor_crypto::Fingerprint;
 use rotor_unit::wire::UnitKind;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -136,6 +138,11 @@ pub struct UnitConfig {
     pub kind: UnitKind,
     /// Its loopback or private address.
     pub address: SocketAddr,
+    /// The unit's identity fingerprint, learned out of band (`rotor unit serve` prints it): a
+    /// unit signing its statuses with another identity is refused. Without it, the service
+    /// pins the identity it meets first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Fingerprint>,
 }
 
 /// A configuration that cannot be used.

@@ -56,6 +56,32 @@ pub struct DevInfo {
     pub ca_cert: PathBuf,
 }
 
+impl DevInfo {
+    /// The enrollment secrets of this instance's units that have no admin yet, as their info
+    /// files hold them now (a zeroized unit writes a new one), joined by commas the way
+    /// `ROTOR_ENROLLMENT_SECRET` takes them.
+    pub fn enrollment_secrets(&self) -> zeroize::Zeroizing<String> {
+        let mut secrets = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("units")) {
+            for entry in entries.flatten() {
+                let info = std::fs::read(entry.path().join("serve.json"))
+                    .ok()
+                    .and_then(|text| serde_json::from_slice::<ServeInfo>(&text).ok());
+                if let Some(secret) = info.and_then(|info| info.enrollment_secret) {
+                    secrets.push(secret);
+                }
+            }
+        }
+        zeroize::Zeroizing::new(
+            secrets
+                .iter()
+                .map(|secret| secret.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    }
+}
+
 /// A failure to start the dev instance.
 #[derive(Debug)]
 pub struct DevError(pub String);
@@ -190,6 +216,7 @@ fn spawn_unit(
     kind: UnitKind,
     tls: &DevTls,
     cert: &(PathBuf, PathBuf),
+    passphrase: &str,
 ) -> Result<(Child, PathBuf), DevError> {
     std::fs::create_dir_all(dir)
         .map_err(|err| DevError(format!("cannot create {}: {err}", dir.display())))?;
@@ -209,9 +236,17 @@ fn spawn_unit(
             "--listen",
             "127.0.0.1:0",
             "--exit-with-parent",
+            "--seal",
+            // A unit directory of an older dev instance keeps its seal.key.
+            if dir.join("seal.key").exists() {
+                "file"
+            } else {
+                "passphrase"
+            },
             "--dir",
         ])
         .arg(dir)
+        .env("ROTOR_UNIT_PASSPHRASE", passphrase)
         .arg("--info-file")
         .arg(&info)
         .arg("--tls-cert")
@@ -295,6 +330,13 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
             &loopback_subject(rotor_tls::Role::Api),
         )?,
     };
+    // Development: the units' passphrase lies in the directory (mode 0600), so the instance
+    // starts without a prompt; a production unit gets it from its operator.
+    let passphrase = kept_secret(&dir.join("units.passphrase"), || {
+        let mut bytes = [0u8; 32];
+        rotor_crypto::fill_random(&mut bytes);
+        hex::encode(bytes)
+    })?;
     let mut api_keys = BTreeMap::new();
     for (name, _) in IDENTITIES {
         let key = kept_secret(&dir.join(format!("api-key.{name}")), || {
@@ -334,7 +376,14 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
                 unit: None,
             }),
         )?;
-        let (child, info) = spawn_unit(&options.unit_program, &unit_dir, kind, &tls, &cert)?;
+        let (child, info) = spawn_unit(
+            &options.unit_program,
+            &unit_dir,
+            kind,
+            &tls,
+            &cert,
+            &passphrase,
+        )?;
         units.children.push(child);
         started.push((info, unit_dir));
     }
@@ -344,9 +393,40 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
             id: info.unit,
             kind: info.kind,
             address: info.address,
+            identity: None,
         });
     }
     Ok(units)
+}
+
+/// Reads each unit's identity from its own signed status, straight from the process this
+/// `rotor dev` started on loopback (no service in between), and names its fingerprint in the
+/// instance, so the service refuses any other identity and workstations can enroll it.
+pub async fn learn_identities(units: &mut DevUnits) -> Result<(), DevError> {
+    let instance = units.instance.id;
+    for unit in &mut units.instance.units {
+        let tls = rotor_unit::backend::HttpUnit::client_tls(
+            &units.tls.ca_cert,
+            Some(&units.tls.crl),
+            (&units.tls.service.0, &units.tls.service.1),
+            instance,
+            unit.id,
+        );
+        let http = rotor_tls::config::http_client(&tls)
+            .and_then(|builder| {
+                builder
+                    .build()
+                    .map_err(|err| rotor_tls::TlsError::Certificate(err.to_string()))
+            })
+            .map_err(|err| DevError(format!("unit {}: {err}", unit.id)))?;
+        let base = format!("https://{}/v1", unit.address);
+        let status = rotor_unit::client::UnitClient::new(http, base, unit.id)
+            .status(None)
+            .await
+            .map_err(|err| DevError(format!("unit {} did not identify itself: {err}", unit.id)))?;
+        unit.identity = Some(status.identity.fingerprint());
+    }
+    Ok(())
 }
 
 /// The identities of a dev instance and their roles.

@@ -2,21 +2,34 @@
 //! serves a key operation, when to skip to the next, when to give up, and when to try again
 //! with freshly read blobs. The Key Protect routes, application-held blobs and the rotation
 //! engine all go through here.
+//!
+//! Every status the pool reads is signed by the unit; with a keystore to remember units in
+//! ([`UnitPool::with_trust`]), the signer must be the identity the configuration names (or, if
+//! it names none, the one met first) and the transaction counter must never go backwards. A
+//! unit that fails either check is unusable, for key operations too, until a status passes.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use rotor_crypto::Fingerprint;
 
 use rotor_proto::error::ErrorCode;
 use rotor_proto::keyops::{FinishReencryption, RewrapBatch, RewrapBatchResult};
 use rotor_proto::wire::{ErrorBody, UnitStatus};
+use rotor_store::{KeyStore, UnitRecord};
 use rotor_unit::backend::{CallError, UnitBackend, UnitLink};
 use rotor_unit::daemon::Served;
+use rotor_unit::trust::{Enrollment, TrustRefusal};
+use rotor_util::blocking;
 use uuid::Uuid;
 
 /// How long the rotation engine waits before it asks the units again when none could rewrap.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// How often the service reads every unit's signed status, so a unit restarted on an older
+/// copy of its state, or replaced, is noticed without waiting for an admin request.
+const CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// One unit of an instance.
 #[derive(Clone)]
@@ -61,6 +74,14 @@ pub enum PoolError {
         /// Its answer, or why there was none.
         why: CallError,
     },
+    /// A unit's signed status shows another identity or a counter that went backwards: the
+    /// unit is unusable.
+    Untrusted {
+        /// The unit.
+        unit: Uuid,
+        /// What its status shows.
+        why: String,
+    },
 }
 
 impl std::fmt::Display for PoolError {
@@ -74,6 +95,10 @@ impl std::fmt::Display for PoolError {
                 "no crypto unit of this instance could serve the request: none has a usable current master key or none is reachable (last: {last})"
             ),
             Self::UnitFailed { unit, why } => write!(f, "unit {unit}: {why}"),
+            Self::Untrusted { unit, why } => write!(
+                f,
+                "crypto unit {unit} is refused and unusable: {why}; restore its latest state, or if it was replaced on purpose, enroll the new identity in the service configuration"
+            ),
         }
     }
 }
@@ -92,10 +117,21 @@ fn ends_the_search(code: ErrorCode) -> bool {
     )
 }
 
+/// What the pool checks units' statuses against.
+struct Trust {
+    /// Each unit's pinned identity and last counter, shared by the service's replicas.
+    store: Arc<dyn KeyStore>,
+    /// The identity fingerprints the configuration names.
+    configured: HashMap<Uuid, Fingerprint>,
+}
+
 /// The units of every instance.
 #[derive(Clone, Default)]
 pub struct UnitPool {
     instances: Arc<HashMap<Uuid, InstanceUnits>>,
+    trust: Option<Arc<Trust>>,
+    /// Units whose last status check failed, with why: key operations skip them.
+    refused: Arc<RwLock<HashMap<Uuid, String>>>,
 }
 
 impl UnitPool {
@@ -119,6 +155,109 @@ impl UnitPool {
             .collect();
         Self {
             instances: Arc::new(instances),
+            trust: None,
+            refused: Arc::default(),
+        }
+    }
+
+    /// Checks every status against the identities in `store` and `configured` (see the
+    /// module documentation), and remembers each unit's identity and counter there.
+    pub fn with_trust(
+        mut self,
+        store: Arc<dyn KeyStore>,
+        configured: HashMap<Uuid, Fingerprint>,
+    ) -> Self {
+        self.trust = Some(Arc::new(Trust { store, configured }));
+        self
+    }
+
+    /// Why `unit` is refused, if it is.
+    fn refusal(&self, unit: Uuid) -> Option<String> {
+        self.refused
+            .read()
+            .ok()
+            .and_then(|refused| refused.get(&unit).cloned())
+    }
+
+    fn set_refusal(&self, unit: Uuid, why: Option<String>) {
+        if let Ok(mut refused) = self.refused.write() {
+            match why {
+                Some(why) => refused.insert(unit, why),
+                None => refused.remove(&unit),
+            };
+        }
+    }
+
+    /// Checks a unit's signed status against its pinned or configured identity and its last
+    /// counter, and records the counter. A refusal marks the unit unusable and is logged.
+    fn check(&self, unit: Uuid, status: &UnitStatus) -> Result<(), PoolError> {
+        let Some(trust) = &self.trust else {
+            return Ok(());
+        };
+        let verdict = blocking(|| -> Result<Result<(), String>, rotor_store::StoreError> {
+            if status.unit != unit {
+                return Ok(Err(format!("it answers as unit {}", status.unit)));
+            }
+            let presented = status.identity.fingerprint();
+            if let Some(configured) = trust.configured.get(&unit)
+                && *configured != presented
+            {
+                return Ok(Err(TrustRefusal::IdentityChanged {
+                    enrolled: *configured,
+                    presented,
+                }
+                .to_string()));
+            }
+            if let Some(record) = trust.store.unit_record(unit)? {
+                let known = Enrollment::new(record.identity.fingerprint(), record.last_counter);
+                if let Err(refusal) = known.check(&status.identity, status.counter) {
+                    return Ok(Err(refusal.to_string()));
+                }
+            } else {
+                tracing::info!(%unit, fingerprint = %presented, "crypto unit identity pinned on first contact");
+            }
+            trust.store.note_unit(
+                unit,
+                &UnitRecord {
+                    identity: status.identity.clone(),
+                    last_counter: status.counter,
+                },
+            )?;
+            Ok(Ok(()))
+        });
+        let why = match verdict {
+            Ok(Ok(())) => {
+                if self.refusal(unit).is_some() {
+                    tracing::info!(%unit, "crypto unit passes its status check again; usable");
+                }
+                self.set_refusal(unit, None);
+                return Ok(());
+            }
+            Ok(Err(why)) => why,
+            Err(err) => format!("its record in key storage cannot be read or written: {err}"),
+        };
+        tracing::error!(%unit, reason = %why, "crypto unit refused: unusable for key operations and rotations");
+        self.set_refusal(unit, Some(why.clone()));
+        Err(PoolError::Untrusted { unit, why })
+    }
+
+    /// Reads and checks every unit's status now and then (see [`CHECK_INTERVAL`]); a refused
+    /// unit is logged and skipped until it passes. Runs until the task is aborted.
+    pub async fn watch(self) {
+        loop {
+            for instance in self.instances.values() {
+                for unit in &instance.units {
+                    match unit.link.status().await {
+                        Ok(status) => {
+                            let _ = self.check(unit.id, &status);
+                        }
+                        Err(err) => {
+                            tracing::debug!(unit = %unit.id, error = %err, "crypto unit status not read");
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(CHECK_INTERVAL).await;
         }
     }
 
@@ -167,6 +306,10 @@ impl UnitPool {
         let mut last = String::new();
         for offset in 0..units.len() {
             let unit = &units[(start + offset) % units.len()];
+            if let Some(why) = self.refusal(unit.id) {
+                last = why;
+                continue;
+            }
             match unit.link.call(request).await {
                 Ok(reply) => return Ok(reply),
                 Err(CallError::Refused(body)) if ends_the_search(body.code) => {
@@ -195,7 +338,7 @@ impl UnitPool {
         }
     }
 
-    /// The status of every unit of `instance`; every unit must answer.
+    /// The checked status of every unit of `instance`; every unit must answer and pass.
     pub async fn statuses(&self, instance: Uuid) -> Result<Vec<UnitStatus>, PoolError> {
         let mut statuses = Vec::new();
         for unit in self.units(instance)? {
@@ -204,6 +347,7 @@ impl UnitPool {
                 .status()
                 .await
                 .map_err(|why| PoolError::UnitFailed { unit: unit.id, why })?;
+            self.check(unit.id, &status)?;
             statuses.push(status);
         }
         Ok(statuses)
@@ -216,6 +360,9 @@ impl UnitPool {
         request: &FinishReencryption,
     ) -> Result<(), PoolError> {
         for unit in self.units(instance)? {
+            if let Some(why) = self.refusal(unit.id) {
+                return Err(PoolError::Untrusted { unit: unit.id, why });
+            }
             unit.link
                 .call(request)
                 .await
@@ -239,6 +386,9 @@ impl UnitPool {
             let mut wrong_target = 0;
             for offset in 0..units.len() {
                 let unit = &units[(first + offset) % units.len()];
+                if self.refusal(unit.id).is_some() {
+                    continue;
+                }
                 match unit.link.call(request).await {
                     Ok(result) => return Ok(Some(result)),
                     Err(err) if err.code() == Some(ErrorCode::WrongTarget) => wrong_target += 1,

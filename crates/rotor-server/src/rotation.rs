@@ -45,6 +45,8 @@ pub enum RotationError {
     Conflict(String),
     /// A unit did not answer; nothing changed.
     Unreachable(String),
+    /// A unit's signed status shows another identity or a rolled-back state; nothing changed.
+    Untrusted(String),
     /// No such instance.
     NotFound(String),
     /// The keystore failed.
@@ -56,7 +58,7 @@ impl RotationError {
     pub fn http_status(&self) -> u16 {
         match self {
             Self::Conflict(_) => 409,
-            Self::Unreachable(_) => 502,
+            Self::Unreachable(_) | Self::Untrusted(_) => 502,
             Self::NotFound(_) => 404,
             Self::Storage(_) => 500,
         }
@@ -67,6 +69,7 @@ impl RotationError {
         match self {
             Self::Conflict(_) => "rotation_conflict",
             Self::Unreachable(_) => "unit_unreachable",
+            Self::Untrusted(_) => "unit_untrusted",
             Self::NotFound(_) => "not_found",
             Self::Storage(_) => "storage",
         }
@@ -76,7 +79,10 @@ impl RotationError {
 impl std::fmt::Display for RotationError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Conflict(why) | Self::Unreachable(why) | Self::NotFound(why) => f.write_str(why),
+            Self::Conflict(why)
+            | Self::Unreachable(why)
+            | Self::Untrusted(why)
+            | Self::NotFound(why) => f.write_str(why),
             Self::Storage(_) => f.write_str("key storage failed"),
         }
     }
@@ -178,6 +184,7 @@ impl Rotations {
     async fn statuses(&self, instance: Uuid) -> Result<Vec<UnitStatus>, RotationError> {
         self.units.statuses(instance).await.map_err(|err| match err {
             PoolError::UnknownInstance(_) => RotationError::NotFound(err.to_string()),
+            PoolError::Untrusted { .. } => RotationError::Untrusted(err.to_string()),
             _ => RotationError::Unreachable(format!(
                 "{err}; every unit of the instance must be reachable to start or change a rotation"
             )),
@@ -215,7 +222,8 @@ impl Rotations {
             (Start::Resume, Some(journal)) => {
                 if journal.phase == Phase::Reencrypted {
                     // A unit that missed the news (restored, or down at the time) hears it now.
-                    self.tell_units(instance, &to)
+                    let remaining = self.count_under(instance, &from)?;
+                    self.tell_units(instance, &to, remaining)
                         .await
                         .map_err(RotationError::Unreachable)?;
                 }
@@ -421,7 +429,7 @@ impl Rotations {
                 }
                 continue;
             }
-            match self.tell_units(instance, &target).await {
+            match self.tell_units(instance, &target, remaining).await {
                 Ok(()) => {
                     let finished = self
                         .update(instance, |journal| {
@@ -464,9 +472,13 @@ impl Rotations {
         Ok(())
     }
 
-    /// Tells every unit that key storage is entirely under `target`.
-    async fn tell_units(&self, instance: Uuid, target: &Vp) -> Result<(), String> {
-        let request = FinishReencryption { to: *target };
+    /// Tells every unit that key storage is entirely under `target`, with the keystore's count
+    /// of keys still under the source master key (units refuse anything but 0).
+    async fn tell_units(&self, instance: Uuid, target: &Vp, remaining: u64) -> Result<(), String> {
+        let request = FinishReencryption {
+            to: *target,
+            remaining,
+        };
         self.units
             .finish_reencryption(instance, &request)
             .await

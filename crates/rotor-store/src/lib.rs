@@ -10,13 +10,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod audit;
 mod sqlite;
 
-use rotor_crypto::Vp;
+use rotor_crypto::{PublicKey, Vp};
 use rotor_proto::rotation::Journal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use audit::{AuditChain, AuditStore};
 pub use sqlite::SqliteStore;
 
 /// One instance policy as stored: its data as given (attributes validated and normalized by the
@@ -346,6 +348,23 @@ pub trait KeyStore: Send + Sync {
     fn rotation_journal(&self, instance: Uuid) -> Result<Option<Journal>, StoreError>;
     /// Replaces the instance's rotation journal.
     fn put_rotation_journal(&self, instance: Uuid, journal: &Journal) -> Result<(), StoreError>;
+    /// What the service knows of a unit's identity, if it has met the unit.
+    fn unit_record(&self, unit: Uuid) -> Result<Option<UnitRecord>, StoreError>;
+    /// Pins the unit's identity if none is pinned, and raises its last counter to
+    /// `record.last_counter` if the identity is the pinned one. The counter never goes down,
+    /// whatever order replicas write in.
+    fn note_unit(&self, unit: Uuid, record: &UnitRecord) -> Result<(), StoreError>;
+}
+
+/// A unit as the service knows it: its identity key, pinned on first contact (checked against
+/// the fingerprint of the configuration when there is one), and the highest transaction
+/// counter seen in its signed statuses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitRecord {
+    /// The unit's identity public key.
+    pub identity: PublicKey,
+    /// The highest counter seen.
+    pub last_counter: u64,
 }
 
 /// A stored key version blob, as a rotation reads it.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::http::header;
 use rotor_crypto::fill_random;
+use rotor_proto::audit::AuditBatch;
 use rotor_proto::error::ErrorCode;
 use rotor_proto::keyops::{BATCH_CONTENT_TYPE, Encoding};
 use rotor_proto::wire::{ErrorBody, SignedResponse, UnitResult, UnitStatus};
@@ -54,6 +55,13 @@ pub trait UnitBackend: Send + Sync {
 
     /// The unit's status (registers, VPs, rotation lock).
     fn status(&self) -> impl Future<Output = Result<UnitStatus, CallError>> + Send;
+
+    /// The unit's admin chain after entry `after`, with its live head signed over `challenge`.
+    fn audit(
+        &self,
+        after: u64,
+        challenge: Vec<u8>,
+    ) -> impl Future<Output = Result<AuditBatch, CallError>> + Send;
 }
 
 impl UnitBackend for Unit {
@@ -63,6 +71,10 @@ impl UnitBackend for Unit {
 
     async fn status(&self) -> Result<UnitStatus, CallError> {
         Ok(Unit::status(self).await)
+    }
+
+    async fn audit(&self, after: u64, challenge: Vec<u8>) -> Result<AuditBatch, CallError> {
+        Ok(Unit::audit(self, after, challenge).await)
     }
 }
 
@@ -166,8 +178,9 @@ impl UnitBackend for HttpUnit {
         }
     }
 
-    /// The unit's public status. The service reads it to check the rotation lock; it does not
-    /// check the response signature (the CLI does, for admins).
+    /// The unit's status, signed by the identity key it reports, for this request's challenge
+    /// (whether that identity is the right one is the caller's check: see
+    /// [`crate::trust::Enrollment`]).
     async fn status(&self) -> Result<UnitStatus, CallError> {
         let mut challenge = [0u8; 16];
         fill_random(&mut challenge);
@@ -182,16 +195,45 @@ impl UnitBackend for HttpUnit {
             .json()
             .await
             .map_err(|err| unreachable(&err))?;
-        match signed
-            .open_unverified()
-            .map_err(|err| unreachable(&err))?
-            .result
-        {
-            UnitResult::Status(status) => Ok(status),
-            _ => Err(CallError::Unreachable(
+        let claimed = signed.open_unverified().map_err(|err| unreachable(&err))?;
+        let UnitResult::Status(status) = claimed.result else {
+            return Err(CallError::Unreachable(
                 "the unit did not answer with its status".to_owned(),
+            ));
+        };
+        let verified = signed
+            .verify(&status.identity, claimed.unit, &challenge)
+            .map_err(|err| unreachable(&err))?;
+        match verified.result {
+            UnitResult::Status(status) if status.unit == claimed.unit => Ok(status),
+            _ => Err(CallError::Unreachable(
+                "the unit's status does not verify".to_owned(),
             )),
         }
+    }
+
+    async fn audit(&self, after: u64, challenge: Vec<u8>) -> Result<AuditBatch, CallError> {
+        let unreachable = |err: &dyn std::fmt::Display| CallError::Unreachable(err.to_string());
+        let url = format!(
+            "{}/audit?after={after}&challenge={}",
+            self.base,
+            hex::encode(challenge)
+        );
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|err| unreachable(&err))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|err| unreachable(&err))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|err| unreachable(&err));
+        }
+        Err(match serde_json::from_slice(&body) {
+            Ok(refusal) => CallError::Refused(refusal),
+            Err(_) => CallError::Unreachable(format!("the unit answered {status}")),
+        })
     }
 }
 
@@ -216,6 +258,13 @@ impl UnitBackend for UnitLink {
         match self {
             Self::Http(unit) => unit.status().await,
             Self::InProcess(unit) => UnitBackend::status(unit).await,
+        }
+    }
+
+    async fn audit(&self, after: u64, challenge: Vec<u8>) -> Result<AuditBatch, CallError> {
+        match self {
+            Self::Http(unit) => unit.audit(after, challenge).await,
+            Self::InProcess(unit) => UnitBackend::audit(unit, after, challenge).await,
         }
     }
 }

@@ -26,7 +26,7 @@ pub enum ClientError {
     Rejected(ErrorBody),
     /// The response is not signed by the expected identity or does not answer this request.
     NotAuthentic,
-    /// The unit presents a different identity key than the one pinned for it.
+    /// The unit presents a different identity key than the one expected.
     IdentityChanged {
         /// The unit.
         unit: Uuid,
@@ -42,7 +42,7 @@ impl std::fmt::Display for ClientError {
             Self::NotAuthentic => f.write_str(&UnitError::ResponseNotAuthentic.to_string()),
             Self::IdentityChanged { unit } => write!(
                 f,
-                "unit {unit} presents a different identity key than the one pinned on first contact; refusing it. If the unit was replaced on purpose, run 'rotor units forget {unit}'"
+                "unit {unit} presents a different identity key than the one expected; refusing it"
             ),
         }
     }
@@ -67,7 +67,7 @@ fn challenge() -> Vec<u8> {
 
 impl UnitClient {
     /// `base` is the URL under which `/status` and `/command` are served: a unit's own
-    /// `http://ADDR/v1`, or the service's `.../v1/instances/ID/units/ID`.
+    /// `https://ADDR/v1`, or the service's `.../v1/instances/ID/units/ID`.
     pub fn new(http: reqwest::Client, base: String, unit: Uuid) -> Self {
         Self {
             http,
@@ -112,7 +112,8 @@ impl UnitClient {
     }
 
     /// Queries the unit. With `pinned` the response must be signed by that key; without, it must
-    /// be signed by the identity key it reports, which the caller should then pin.
+    /// be signed by the identity key it reports, which the caller must then check against the
+    /// unit's enrollment ([`crate::trust::Enrollment`]).
     pub async fn status(&self, pinned: Option<&PublicKey>) -> Result<UnitStatus, ClientError> {
         let challenge = challenge();
         let url = format!("{}/status?challenge={}", self.base, hex::encode(&challenge));

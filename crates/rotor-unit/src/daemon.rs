@@ -4,8 +4,13 @@
 //! - `GET /v1/status?challenge=HEX`: the unit's public status;
 //! - `POST /v1/command` with a [`CommandRequest`]: apply one signed admin command.
 //!
-//! A command is applied to a copy of the state, the copy is sealed and made durable, and only
-//! then does it replace the state in memory and get acknowledged.
+//! A command is applied to a copy of the state; its audit entry is appended durably, the copy is
+//! sealed and made durable, and only then does it replace the state in memory and get
+//! acknowledged. A refused command is recorded too.
+//!
+//! For the service only (its token, like the key operations): `GET /v1/audit?after=N&challenge=HEX`,
+//! the admin chain's entries after `N` with the live head signed over the challenge
+//! ([`AuditBatch`]), and the key operations under `/v1/keys/`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,14 +26,20 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use rotor_proto::audit::{
+    AdminRecord, AuditBatch, Countersign, Countersignature, SignedHead, Verdict,
+};
 use rotor_proto::error::ErrorCode;
 use rotor_proto::keyops::{
     BATCH_CONTENT_TYPE, Encoding, ExportRequest, FinishReencryption, GenerateBatch,
     GenerateRequest, ImportRequest, ImportTokenRequest, RewrapBatch, RewrapRequest, RewrapToNew,
     SecureImportRequest, UnitOp, UnwrapRequest, WrapRequest,
 };
-use rotor_proto::wire::{ErrorBody, Outcome, SignedCommand, UnitStatus};
+use rotor_proto::wire::{
+    EnrollmentSecret, ErrorBody, Fingerprint, Outcome, SignedCommand, UnitStatus,
+};
 
+use crate::audit::AuditLog;
 use crate::error::UnitError;
 use crate::keyapi::{KeyOperation, RootKeyCache};
 use crate::keys::{KeyError, Masters};
@@ -42,7 +53,11 @@ const MAX_CHALLENGE: usize = 64;
 struct Inner {
     store: UnitStore,
     state: UnitState,
+    audit: AuditLog,
 }
+
+/// Told the unit's new enrollment secret (or `None` once claimed) whenever it changes.
+pub type EnrollmentNotice = Arc<dyn Fn(Option<&EnrollmentSecret>) + Send + Sync>;
 
 /// A running unit's shared state.
 #[derive(Clone)]
@@ -50,16 +65,29 @@ pub struct Unit {
     identity: Arc<SigningKey>,
     inner: Arc<Mutex<Inner>>,
     cache: Arc<RootKeyCache>,
+    enrollment_notice: Option<EnrollmentNotice>,
 }
 
 impl Unit {
-    /// Wraps an opened unit directory.
-    pub fn new(store: UnitStore, identity: SigningKey, state: UnitState) -> Self {
+    /// Wraps an opened unit directory and its audit log.
+    pub fn new(store: UnitStore, identity: SigningKey, state: UnitState, audit: AuditLog) -> Self {
         Self {
             identity: Arc::new(identity),
-            inner: Arc::new(Mutex::new(Inner { store, state })),
+            inner: Arc::new(Mutex::new(Inner {
+                store,
+                state,
+                audit,
+            })),
             cache: Arc::default(),
+            enrollment_notice: None,
         }
+    }
+
+    /// Calls `notice` whenever the enrollment secret changes (first admin installed, unit
+    /// zeroized), so that its operator learns the new one.
+    pub fn with_enrollment_notice(mut self, notice: EnrollmentNotice) -> Self {
+        self.enrollment_notice = Some(notice);
+        self
     }
 
     /// Runs one key operation in process: the HTTP route and the service's in-process backend
@@ -77,12 +105,15 @@ impl Unit {
             .status(self.identity.public_key())
     }
 
-    /// Applies one signed admin command: to a copy of the state, which is sealed and made
-    /// durable before it replaces the state in memory and the command is acknowledged.
+    /// Applies one signed admin command: to a copy of the state; the audit entry is appended,
+    /// then the copy is sealed and made durable before it replaces the state in memory and the
+    /// command is acknowledged. A refusal is recorded as well.
     pub async fn apply(&self, signed: &SignedCommand) -> Result<(Outcome, UnitStatus), UnitError> {
         let mut inner = self.inner.lock().await;
         match inner.state.apply(signed, &mut OsEntropy) {
             Ok((next, outcome)) => {
+                // Recorded first: a command is carried out only once its entry is durable.
+                self.record(&mut inner, signed, next.counter, Verdict::Accepted)?;
                 let saved = rotor_util::blocking(|| inner.store.save(&self.identity, &next));
                 match saved {
                     Ok(()) => {
@@ -92,11 +123,24 @@ impl Unit {
                             "command applied"
                         );
                         let status = next.status(self.identity.public_key());
+                        let before = inner.state.enrollment_secret().map(|s| s.id());
+                        let after = next.enrollment_secret();
                         inner.state = next;
+                        if let Some(notice) = &self.enrollment_notice
+                            && before != after.as_ref().map(EnrollmentSecret::id)
+                        {
+                            notice(after.as_ref());
+                        }
                         Ok((outcome, status))
                     }
                     Err(err) => {
                         tracing::error!(error = %err, "state not saved; command refused");
+                        let counter = inner.state.counter;
+                        let storage = Verdict::Refused {
+                            code: UnitError::Storage.code().to_owned(),
+                        };
+                        // The entry before said accepted: this one says it did not take effect.
+                        self.record(&mut inner, signed, counter, storage)?;
                         Err(UnitError::Storage)
                     }
                 }
@@ -107,9 +151,66 @@ impl Unit {
                     code = err.code(),
                     "command refused"
                 );
+                let counter = inner.state.counter;
+                let refused = Verdict::Refused {
+                    code: err.code().to_owned(),
+                };
+                self.record(&mut inner, signed, counter, refused)?;
                 Err(err)
             }
         }
+    }
+
+    /// Appends a command's entry to the admin chain, durably.
+    fn record(
+        &self,
+        inner: &mut Inner,
+        signed: &SignedCommand,
+        counter: u64,
+        verdict: Verdict,
+    ) -> Result<(), UnitError> {
+        let record = AdminRecord {
+            signers: signed.signatures.iter().map(|s| s.ski).collect(),
+            action: signed.command.action.name().to_owned(),
+            command: sha256(&signed.command.signing_bytes()),
+            counter,
+            verdict,
+        };
+        let unit = inner.state.unit;
+        let time_ms = u64::try_from(rotor_util::time::now_ms()).unwrap_or_default();
+        rotor_util::blocking(|| {
+            inner
+                .audit
+                .append(&self.identity, unit, time_ms, record)
+                .map_err(|err| {
+                    tracing::error!(error = %err, "audit entry not written; command refused");
+                    UnitError::Storage
+                })
+        })
+    }
+
+    /// The admin chain after entry `after`, with the live head signed over `challenge`.
+    pub async fn audit(&self, after: u64, challenge: Vec<u8>) -> AuditBatch {
+        let inner = self.inner.lock().await;
+        let unit = inner.state.unit;
+        AuditBatch {
+            unit,
+            entries: inner.audit.after(after).to_vec(),
+            head: SignedHead::sign(&self.identity, unit, inner.audit.head(), challenge),
+        }
+    }
+
+    /// Countersigns the head of an instance's key event chain, with the unit's clock.
+    async fn countersign(&self, request: &Countersign) -> Countersignature {
+        let unit = self.inner.lock().await.state.unit;
+        let time_ms = u64::try_from(rotor_util::time::now_ms()).unwrap_or_default();
+        Countersignature::sign(
+            &self.identity,
+            unit,
+            request.instance,
+            request.head,
+            time_ms,
+        )
     }
 
     async fn with_masters<T>(
@@ -121,11 +222,18 @@ impl Unit {
         work(&masters, &self.cache).map_err(|err| err.to_body())
     }
 
-    /// The service reports the reencryption finished; the unit records it durably.
+    /// The service reports the reencryption finished; the unit records it durably. A report
+    /// that still counts keys under the old master key is refused: nothing changes.
     async fn finish_reencryption(
         &self,
         request: &FinishReencryption,
     ) -> Result<UnitStatus, ErrorBody> {
+        if request.remaining != 0 {
+            return Err(UnitError::KeysRemain {
+                remaining: request.remaining,
+            }
+            .to_body());
+        }
         let mut inner = self.inner.lock().await;
         let next = inner
             .state
@@ -149,6 +257,7 @@ impl Unit {
         Router::new()
             .route("/v1/status", get(status))
             .route("/v1/command", post(command))
+            .route("/v1/audit", get(audit))
             .merge(key_routes())
             .layer(axum::middleware::from_fn(
                 move |request: axum::extract::Request, next: axum::middleware::Next| {
@@ -242,6 +351,12 @@ impl Served for FinishReencryption {
     }
 }
 
+impl Served for Countersign {
+    async fn serve(&self, unit: &Unit) -> Result<Countersignature, ErrorBody> {
+        Ok(unit.countersign(self).await)
+    }
+}
+
 /// `POST /v1/keys/{name}` for every operation.
 fn key_routes() -> Router<Unit> {
     fn route<Op: Served>(router: Router<Unit>) -> Router<Unit> {
@@ -259,6 +374,7 @@ fn key_routes() -> Router<Unit> {
     let router = route::<RewrapToNew>(router);
     let router = route::<RewrapBatch>(router);
     let router = route::<GenerateBatch>(router);
+    let router = route::<Countersign>(router);
     route::<FinishReencryption>(router)
 }
 
@@ -345,6 +461,23 @@ fn decode<T: serde::de::DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Re
     }
 }
 
+/// `GET /v1/audit?after=N&challenge=HEX`, for the service (admitted by the router's
+/// mutual-TLS check, as every route).
+async fn audit(
+    State(unit): State<Unit>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let after = match query.get("after").map(|n| n.parse::<u64>()) {
+        None => Ok(0),
+        Some(Ok(after)) => Ok(after),
+        Some(Err(_)) => Err(UnitError::BadRequest("after is not a number".to_owned())),
+    };
+    match after.and_then(|after| Ok((after, parse_challenge(query.get("challenge"))?))) {
+        Ok((after, challenge)) => axum::Json(unit.audit(after, challenge).await).into_response(),
+        Err(err) => refusal(err.to_body()),
+    }
+}
+
 async fn command(State(unit): State<Unit>, body: Bytes) -> Response {
     let request: CommandRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -374,11 +507,52 @@ pub struct ServeInfo {
     pub kind: crate::wire::UnitKind,
     /// The address it listens on.
     pub address: std::net::SocketAddr,
+    /// SHA-256 of the unit's identity public key, to enroll it by.
+    pub fingerprint: Fingerprint,
+    /// While the unit has no admin: the one-time secret that installs the first one (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_secret: Option<zeroize::Zeroizing<String>>,
 }
 
 impl ServeInfo {
     /// Writes the info file atomically, so a reader never sees half of it.
     pub fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
         rotor_util::fs::write_durable(path, &serde_json::to_vec_pretty(self).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::NewRegister;
+    use crate::wire::{RotationLock, UnitKind};
+    use rotor_crypto::Secret32;
+
+    // Saving the state blocks in place, which needs the multi-threaded runtime.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_finish_report_that_still_counts_old_keys_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, identity, mut state) =
+            UnitStore::open(dir.path(), UnitKind::Operational).unwrap();
+        let new = Secret32::random();
+        let to = new.vp();
+        state.current = Some(Secret32::random());
+        state.new = NewRegister::Committed(new);
+        state.rotation = RotationLock::Reencrypting;
+        let unit = Unit::new(store, identity, state);
+
+        let refused = unit
+            .finish_reencryption(&FinishReencryption { to, remaining: 3 })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::KeysRemain);
+        assert!(refused.message.contains("3 key(s)"), "{}", refused.message);
+        assert_eq!(unit.status().await.rotation, RotationLock::Reencrypting);
+
+        let finished = unit
+            .finish_reencryption(&FinishReencryption { to, remaining: 0 })
+            .await
+            .unwrap();
+        assert_eq!(finished.rotation, RotationLock::Reencrypted);
     }
 }

@@ -13,7 +13,7 @@
 
 use rotor_crypto::{Secret32, Vp, hkdf_sha256, open_aes256gcm, seal_aes256gcm};
 use rotor_proto::binding::import_key_aad;
-pub use rotor_proto::binding::{Binding, BlobBinding};
+pub use rotor_proto::binding::{Binding, BlobBinding, blob_vp};
 use rotor_proto::error::ErrorCode;
 use rotor_proto::wire::ErrorBody;
 use uuid::Uuid;
@@ -146,12 +146,6 @@ impl Masters {
     pub fn for_blob(&self, blob: &[u8]) -> Result<&Secret32, KeyError> {
         self.for_vp(&blob_vp(blob).ok_or(KeyError::Invalid)?)
     }
-}
-
-/// The VP a blob is wrapped under.
-pub fn blob_vp(blob: &[u8]) -> Option<Vp> {
-    let vp: [u8; 32] = blob.get(..32)?.try_into().ok()?;
-    Some(Vp(vp))
 }
 
 /// Wraps key material under `master`.

@@ -3,10 +3,13 @@
 //! - [`machine`]: registers, admins and quorum rules as a pure state machine;
 //! - [`keys`]: root key blobs and the DEKs they wrap;
 //! - [`store`]: the sealed, atomic, durable state file;
+//! - [`audit`]: the append-only, signed chain of every admin command (`audit.log`);
+//! - [`seal`]: where its sealing key comes from (passphrase, PKCS#11 token, or a file);
 //! - [`daemon`]: the HTTP server (`rotor unit serve`);
 //! - [`keyapi`]: the key operations, as pure functions of the master keys;
 //! - [`client`]: verified admin requests to a unit, directly or through the service;
-//! - [`backend`]: the service's link to a unit's key operations, over HTTP or in process.
+//! - [`backend`]: the service's link to a unit's key operations, over HTTP or in process;
+//! - [`trust`]: a unit's enrolled identity and the highest counter seen from it.
 //!
 //! What crosses the wire is defined in `rotor-proto` and re-exported here as [`wire`] and
 //! [`error`].
@@ -14,12 +17,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod backend;
 pub mod client;
 pub mod daemon;
 pub mod keyapi;
 pub mod keys;
 pub mod machine;
+pub mod seal;
 pub mod store;
+pub mod trust;
 
 pub use rotor_proto::{UnitError, error, wire};

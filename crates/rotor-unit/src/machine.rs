@@ -5,12 +5,16 @@
 //!
 //! | command | imprint mode | after imprint |
 //! |---|---|---|
-//! | add admin | none | signature threshold |
-//! | remove admin | none | revocation threshold |
+//! | add admin | none for the first admin (which needs the enrollment secret), then 1 | signature threshold |
+//! | remove admin | 1 | revocation threshold |
 //! | set thresholds | the *new* signature threshold (leaves imprint) | signature threshold |
 //! | create importer, load, import, set immediate, clear new/current, generate | refused | 1 |
 //! | commit, export, pin new, abort rotation | refused | signature threshold |
-//! | zeroize | none | 1 |
+//! | zeroize | none without admins, else 1 | 1 |
+//!
+//! Unlike HPCS, imprint mode is claimed, not grabbed: a unit without admins takes its first one
+//! only with a proof made with its one-time enrollment secret ([`Enrollment`]), and from then on
+//! imprint-mode commands need the signature of an installed admin.
 //!
 //! A master key rotation adds a lock HPCS lacks: once the new register is pinned, load, import,
 //! generate, clear new and clear current are refused, and set immediate waits until the
@@ -25,9 +29,9 @@ use uuid::Uuid;
 use crate::error::UnitError;
 use crate::keys::Masters;
 use crate::wire::{
-    Action, AdminInfo, CurrentState, MAX_ADMIN_NAME, MAX_ADMINS, MAX_THRESHOLD, NewState, Outcome,
-    PART_CONTEXT, Register, RegisterInfo, RotationLock, SignedCommand, Ski, TRANSFER_CONTEXT,
-    UnitKind, UnitStatus,
+    Action, AdminInfo, CurrentState, EnrollmentSecret, MAX_ADMIN_NAME, MAX_ADMINS, MAX_THRESHOLD,
+    NewState, Outcome, PART_CONTEXT, Register, RegisterInfo, RotationLock, SignedCommand, Ski,
+    TRANSFER_CONTEXT, UnitKind, UnitStatus,
 };
 
 /// Where fresh secrets come from. The daemon uses the OS CSPRNG; tests may use anything.
@@ -97,6 +101,17 @@ impl NewRegister {
     }
 }
 
+/// How a unit without admins takes its first one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Enrollment {
+    /// An admin is installed; the unit is claimed.
+    Claimed,
+    /// The first admin command must carry a proof made with this one-time secret.
+    Secret(Secret32),
+    /// The first admin must be this key, given to the unit at start by its operator.
+    InitialAdmin(Ski),
+}
+
 /// Everything a unit remembers, master keys included. Lives only inside the unit and, sealed,
 /// in its state file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -121,11 +136,19 @@ pub struct UnitState {
     pub importer: Option<ImporterKey>,
     /// Where the unit stands in a master key rotation.
     pub rotation: RotationLock,
+    /// How the first admin is accepted while there is none. The last field: states sealed
+    /// before it existed read as [`Enrollment::Claimed`] (see the store).
+    pub enrollment: Enrollment,
 }
 
 impl UnitState {
-    /// A fresh unit in imprint mode.
-    pub fn new(unit: Uuid, kind: UnitKind) -> Self {
+    /// A fresh unit in imprint mode, waiting for a first admin that proves `enrollment_secret`.
+    pub fn new(unit: Uuid, kind: UnitKind, enrollment_secret: Secret32) -> Self {
+        Self::empty(unit, kind, Enrollment::Secret(enrollment_secret))
+    }
+
+    /// Imprint mode with no admin, no key and counter 0.
+    fn empty(unit: Uuid, kind: UnitKind, enrollment: Enrollment) -> Self {
         Self {
             unit,
             kind,
@@ -137,7 +160,36 @@ impl UnitState {
             new: NewRegister::Empty,
             importer: None,
             rotation: RotationLock::None,
+            enrollment,
         }
+    }
+
+    /// The secret that installs the first admin, while the unit waits for it under one.
+    pub fn enrollment_secret(&self) -> Option<EnrollmentSecret> {
+        match &self.enrollment {
+            Enrollment::Secret(secret) => Some(EnrollmentSecret(secret.clone())),
+            Enrollment::Claimed | Enrollment::InitialAdmin(_) => None,
+        }
+    }
+
+    /// The unit's operator names its first admin at start: only that key will be accepted as
+    /// the first admin (no enrollment secret). Refused once the unit has an admin.
+    pub fn with_initial_admin(&self, ski: Ski) -> Result<Self, UnitError> {
+        if !self.admins.is_empty() {
+            return Err(UnitError::AdminExists(ski.to_hex()));
+        }
+        let mut next = self.clone();
+        next.enrollment = Enrollment::InitialAdmin(ski);
+        Ok(next)
+    }
+
+    /// Restores the invariant "no admins ⇔ not claimed" for a state sealed before enrollment
+    /// existed (read as claimed): a unit without admins gets `secret`.
+    pub fn with_enrollment_restored(mut self, secret: Secret32) -> Self {
+        if self.admins.is_empty() && matches!(self.enrollment, Enrollment::Claimed) {
+            self.enrollment = Enrollment::Secret(secret);
+        }
+        self
     }
 
     /// The master keys key operations may use, or `None` without a current master key.
@@ -217,14 +269,19 @@ impl UnitState {
                 .and_then(|importer| importer.public_sec1().ok())
                 .unwrap_or_default(),
             rotation: self.rotation,
+            enrollment_id: self.enrollment_secret().map(|secret| secret.id()),
         }
     }
 
     /// How many distinct admin signatures `action` needs in this state.
     pub fn required_signatures(&self, action: &Action) -> Result<u8, UnitError> {
         if self.imprint() {
+            // Once claimed, imprint mode belongs to the installed admins.
+            let claimed = u8::from(!self.admins.is_empty());
             return match action {
-                Action::AddAdmin { .. } | Action::RemoveAdmin { .. } | Action::Zeroize => Ok(0),
+                Action::AddAdmin { .. } | Action::RemoveAdmin { .. } | Action::Zeroize => {
+                    Ok(claimed)
+                }
                 Action::SetThresholds { signature, .. } => Ok(*signature),
                 other => Err(UnitError::ImprintMode(other.name())),
             };
@@ -300,10 +357,39 @@ impl UnitState {
                 got: signers,
             });
         }
+        if self.admins.is_empty()
+            && let Action::AddAdmin { public_key, .. } = action
+        {
+            self.check_enrollment(signed, public_key)?;
+        }
         let mut next = self.clone();
         next.counter = signed.command.counter;
         let outcome = next.transition(action, entropy)?;
         Ok((next, outcome))
+    }
+
+    /// The first admin: a proof made with the enrollment secret for exactly this command, or
+    /// the admin key the unit was started with.
+    fn check_enrollment(
+        &self,
+        signed: &SignedCommand,
+        public_key: &PublicKey,
+    ) -> Result<(), UnitError> {
+        let accepted = match &self.enrollment {
+            Enrollment::Secret(secret) => signed.enrollment.is_some_and(|proof| {
+                signed
+                    .command
+                    .verify_enrollment(&EnrollmentSecret(secret.clone()), &proof)
+            }),
+            Enrollment::InitialAdmin(ski) => Ski::of(public_key) == *ski,
+            // No admins yet a claimed unit: never accept without a proof it cannot check.
+            Enrollment::Claimed => false,
+        };
+        if accepted {
+            Ok(())
+        } else {
+            Err(UnitError::EnrollmentRequired)
+        }
     }
 
     fn transition(
@@ -333,8 +419,18 @@ impl UnitState {
             _ => {}
         }
         match action {
-            Action::AddAdmin { name, public_key } => self.add_admin(name, public_key),
-            Action::RemoveAdmin { ski } => self.remove_admin(*ski),
+            Action::AddAdmin { name, public_key } => {
+                let outcome = self.add_admin(name, public_key)?;
+                self.enrollment = Enrollment::Claimed;
+                Ok(outcome)
+            }
+            Action::RemoveAdmin { ski } => {
+                let outcome = self.remove_admin(*ski)?;
+                if self.admins.is_empty() {
+                    self.enrollment = Enrollment::Secret(entropy.secret());
+                }
+                Ok(outcome)
+            }
             Action::SetThresholds {
                 signature,
                 revocation,
@@ -501,9 +597,16 @@ impl UnitState {
                 Ok(Outcome::Done)
             }
             Action::Zeroize => {
+                // A claimed unit gets a new secret; an unclaimed one keeps what it waits for,
+                // so the secret its operator holds stays valid.
+                let enrollment = if self.admins.is_empty() {
+                    self.enrollment.clone()
+                } else {
+                    Enrollment::Secret(entropy.secret())
+                };
                 *self = Self {
                     counter: self.counter,
-                    ..Self::new(self.unit, self.kind)
+                    ..Self::empty(self.unit, self.kind, enrollment)
                 };
                 Ok(Outcome::Done)
             }

@@ -24,9 +24,9 @@ use rotor_crypto::{
 use rotor_unit::UnitError;
 use rotor_unit::machine::{Entropy, NewRegister, UnitState, envelope_context};
 use rotor_unit::wire::{
-    Action, AdminInfo, Command, CommandSignature, CurrentState, NewState, Outcome, PART_CONTEXT,
-    Register, RegisterInfo, RotationLock, SignedCommand, Ski, TRANSFER_CONTEXT, UnitKind,
-    UnitStatus,
+    Action, AdminInfo, Command, CommandSignature, CurrentState, EnrollmentSecret, NewState,
+    Outcome, PART_CONTEXT, Register, RegisterInfo, RotationLock, SignedCommand, Ski,
+    TRANSFER_CONTEXT, UnitKind, UnitStatus,
 };
 use uuid::Uuid;
 
@@ -243,6 +243,8 @@ struct ModelCommand {
     counter: u64,
     /// Signatures in order: pool index of the signer and whether the signature verifies.
     signatures: Vec<(usize, bool)>,
+    /// It carries a proof of the unit's current enrollment secret, made for this command.
+    enrollment_ok: bool,
     action: ModelAction,
 }
 
@@ -298,8 +300,12 @@ impl Model {
     fn required(&self, action: &ModelAction) -> Result<u8, &'static str> {
         use ModelAction as A;
         if self.imprint() {
+            // The first admin comes with the enrollment secret; the installed ones then own
+            // imprint mode.
             return match action {
-                A::AddAdmin { .. } | A::RemoveAdmin { .. } | A::Zeroize => Ok(0),
+                A::AddAdmin { .. } | A::RemoveAdmin { .. } | A::Zeroize => {
+                    Ok(u8::from(!self.admins.is_empty()))
+                }
                 A::SetThresholds { signature, .. } => Ok(*signature),
                 _ => Err("imprint_mode"),
             };
@@ -398,6 +404,12 @@ impl Model {
         }
         if seen.len() < usize::from(required) {
             return Err("too_few_signatures");
+        }
+        if self.admins.is_empty()
+            && matches!(command.action, ModelAction::AddAdmin { .. })
+            && !command.enrollment_ok
+        {
+            return Err("enrollment_required");
         }
         let mut next = self.clone();
         next.counter = command.counter;
@@ -657,6 +669,7 @@ impl Model {
             },
             importer: self.importer.clone().unwrap_or_default(),
             rotation: self.rotation,
+            enrollment_id: None,
         }
     }
 }
@@ -780,12 +793,28 @@ enum Tamper {
     Counter(u8),
 }
 
+/// The enrollment proof a command carries (which counts only for a unit's first admin).
+#[derive(Clone, Debug)]
+enum Enroll {
+    /// One of the others, picked from the case's salt and the step's index when the command
+    /// is built, so that the generator's random stream (and what it reaches) stays as it was.
+    Drawn,
+    /// Made with the unit's current secret for this very command.
+    Right,
+    Missing,
+    /// Made with another secret (a stale one, or a guess).
+    OtherSecret,
+    /// Made with the right secret for another command (a relay reusing it).
+    OtherCommand,
+}
+
 /// One signed admin command.
 #[derive(Clone, Debug)]
 struct CommandStep {
     act: Act,
     signers: Signers,
     tampers: Vec<Tamper>,
+    enroll: Enroll,
 }
 
 #[derive(Clone, Debug)]
@@ -843,6 +872,7 @@ impl Case {
                     rotate: 0,
                 },
                 tampers: Vec::new(),
+                enroll: Enroll::Right,
             })
         };
         let mut steps = Vec::new();
@@ -1010,6 +1040,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
             act,
             signers,
             tampers,
+            enroll: Enroll::Drawn,
         })
     });
     prop_oneof![
@@ -1420,12 +1451,45 @@ fn build(
         fact.1 = fact.1 && signature.signature == *honest;
     }
 
+    let secret = state.enrollment_secret();
+    let enroll = match step.enroll {
+        Enroll::Drawn => match derive(b"enroll", salt, index, 0)[0] % 11 {
+            0 => Enroll::Missing,
+            1 => Enroll::OtherSecret,
+            2 => Enroll::OtherCommand,
+            _ => Enroll::Right,
+        },
+        ref chosen => chosen.clone(),
+    };
+    let (proof, enrollment_ok) = match (&enroll, &secret) {
+        (Enroll::Right, Some(secret)) => (Some(signed.command.enrollment_proof(secret)), true),
+        (Enroll::OtherSecret, _) => {
+            let other = EnrollmentSecret(Secret32::from_bytes(derive(
+                b"other secret",
+                salt,
+                index,
+                0,
+            )));
+            (Some(signed.command.enrollment_proof(&other)), false)
+        }
+        (Enroll::OtherCommand, Some(secret)) => {
+            let other = Command {
+                counter: signed.command.counter.wrapping_add(1),
+                ..signed.command.clone()
+            };
+            (Some(other.enrollment_proof(secret)), false)
+        }
+        _ => (None, false),
+    };
+    signed.enrollment = proof;
+
     Ok(Built {
         signed,
         model: ModelCommand {
             unit_ok,
             counter,
             signatures: facts,
+            enrollment_ok,
             action: model_action,
         },
         recipient,
@@ -1497,7 +1561,16 @@ fn check_outcome(
 /// (counter, registers' VPs, pending importer key and rotation lock included), the register
 /// contents and the master keys key operations would use.
 fn check_agrees(state: &UnitState, model: &Model) -> Result<(), TestCaseError> {
-    prop_assert_eq!(state.status(keys().identity.clone()), model.status());
+    let status = state.status(keys().identity.clone());
+    // A unit waits for its first admin under an enrollment secret exactly while it has none.
+    prop_assert_eq!(status.enrollment_id.is_some(), model.admins.is_empty());
+    prop_assert_eq!(
+        UnitStatus {
+            enrollment_id: None,
+            ..status
+        },
+        model.status()
+    );
     let (current, new) = registers(state);
     prop_assert_eq!(current, model.current);
     prop_assert_eq!(&new, &model.new);
@@ -1655,7 +1728,8 @@ fn run_finish(
 }
 
 fn run_case(kind: UnitKind, case: &Case, stats: &mut Stats) -> Result<(), TestCaseError> {
-    let mut state = UnitState::new(UNIT, kind);
+    let secret = Secret32::from_bytes(derive(b"enrollment secret", case.salt, 0, 0));
+    let mut state = UnitState::new(UNIT, kind, secret);
     let mut model = Model::new(kind);
     check_agrees(&state, &model)?;
     for (index, step) in case.all_steps().iter().enumerate() {
@@ -1730,6 +1804,7 @@ fn generator_reaches_every_rule() {
         "recovery_only",
         "rotation_in_progress",
         "no_rotation",
+        "enrollment_required",
     ];
     let actions = [
         "add admin",
@@ -1785,15 +1860,27 @@ fn generator_reaches_every_rule() {
 // Concrete scenarios
 // ---------------------------------------------------------------------------------------------
 
+/// Signs `action` for the unit's next counter; the first admin also gets the enrollment proof.
 fn command(state: &UnitState, action: Action, signers: &[usize]) -> SignedCommand {
     let keys = keys();
     let signing_keys: Vec<&SigningKey> = signers.iter().map(|&i| &keys.signers[i]).collect();
-    Command {
+    let command = Command {
         unit: state.unit,
         counter: state.counter + 1,
         action,
-    }
-    .sign(&signing_keys)
+    };
+    let proof = state
+        .enrollment_secret()
+        .filter(|_| matches!(command.action, Action::AddAdmin { .. }))
+        .map(|secret| command.enrollment_proof(&secret));
+    let mut signed = command.sign(&signing_keys);
+    signed.enrollment = proof;
+    signed
+}
+
+/// A fresh unit of `kind` with a fixed enrollment secret.
+fn fresh(kind: UnitKind) -> UnitState {
+    UnitState::new(UNIT, kind, Secret32::from_bytes([0x5e; 32]))
 }
 
 fn entropy() -> TestEntropy {
@@ -1817,16 +1904,17 @@ fn run(
 fn full_ceremony_loads_commits_and_promotes_the_xor_of_three_parts() {
     let keys = keys();
     let identity = keys.identity.clone();
-    let mut state = UnitState::new(UNIT, UnitKind::Operational);
-    // Three admins (one of them P-521), installed in imprint mode without signatures.
-    for admin in [0, P521_INDEX, 3] {
+    let mut state = fresh(UnitKind::Operational);
+    // Three admins (one of them P-521), installed in imprint mode: the first with the
+    // enrollment secret, the others signed by the first.
+    for (admin, signers) in [(0, &[][..]), (P521_INDEX, &[0]), (3, &[0])] {
         (state, _) = run(
             &state,
             Action::AddAdmin {
                 name: format!("admin {admin}"),
                 public_key: keys.publics[admin].clone(),
             },
-            &[],
+            signers,
         )
         .unwrap();
     }
@@ -1910,7 +1998,7 @@ fn full_ceremony_loads_commits_and_promotes_the_xor_of_three_parts() {
 #[test]
 fn an_accepted_command_cannot_be_replayed() {
     let keys = keys();
-    let state = UnitState::new(UNIT, UnitKind::Recovery);
+    let state = fresh(UnitKind::Recovery);
     let signed = command(
         &state,
         Action::AddAdmin {
@@ -1925,9 +2013,114 @@ fn an_accepted_command_cannot_be_replayed() {
     assert_eq!(error.code(), "bad_counter");
 
     // Zeroize keeps the counter, so the replay still fails afterwards.
-    let (state, _) = run(&state, Action::Zeroize, &[]).unwrap();
+    let (state, _) = run(&state, Action::Zeroize, &[0]).unwrap();
     assert_eq!(state.counter, 2);
     assert!(state.status(keys.identity.clone()).admins.is_empty());
     let error = state.apply(&signed, &mut entropy()).unwrap_err();
     assert_eq!(error.code(), "bad_counter");
+}
+
+#[test]
+fn the_first_admin_needs_a_proof_of_the_enrollment_secret_for_exactly_its_command() {
+    let keys = keys();
+    let secret = Secret32::from_bytes([0x5e; 32]);
+    let state = fresh(UnitKind::Operational);
+    let add = |key: usize| Action::AddAdmin {
+        name: format!("admin {key}"),
+        public_key: keys.publics[key].clone(),
+    };
+    let next = |action: Action| Command {
+        unit: UNIT,
+        counter: state.counter + 1,
+        action,
+    };
+    let refused = |signed: SignedCommand| {
+        let error = state.apply(&signed, &mut entropy()).unwrap_err();
+        assert_eq!(error, UnitError::EnrollmentRequired);
+        assert_eq!(error.http_status(), 403);
+    };
+    // No proof; a proof made with another secret; the right secret's proof for another admin
+    // (what a relay holding one proof could try).
+    refused(next(add(0)).sign(&[]));
+    let mut guessed = next(add(0)).sign(&[]);
+    guessed.enrollment =
+        Some(next(add(0)).enrollment_proof(&EnrollmentSecret(Secret32::from_bytes([1; 32]))));
+    refused(guessed);
+    let mut reused = next(add(NON_ADMIN)).sign(&[]);
+    reused.enrollment = Some(next(add(0)).enrollment_proof(&EnrollmentSecret(secret.clone())));
+    refused(reused);
+
+    // The right proof installs the admin and uses the secret up.
+    let (claimed, _) = run(&state, add(0), &[]).unwrap();
+    assert!(claimed.enrollment_secret().is_none());
+    assert_eq!(claimed.status(keys.identity.clone()).enrollment_id, None);
+    // From now on imprint mode belongs to the installed admin.
+    for action in [add(1), Action::RemoveAdmin { ski: ski(0) }, Action::Zeroize] {
+        let error = run(&claimed, action, &[]).unwrap_err();
+        assert_eq!(error.code(), "too_few_signatures");
+    }
+    let (two, _) = run(&claimed, add(1), &[0]).unwrap();
+    assert_eq!(two.admins.len(), 2);
+
+    // Zeroizing a claimed unit makes a new secret; the old one no longer works.
+    let (zeroized, _) = run(&two, Action::Zeroize, &[1]).unwrap();
+    let new_secret = zeroized.enrollment_secret().unwrap();
+    assert_ne!(
+        new_secret.id(),
+        EnrollmentSecret(secret.clone()).id(),
+        "zeroize must make a new enrollment secret"
+    );
+    let first = Command {
+        unit: UNIT,
+        counter: zeroized.counter + 1,
+        action: add(0),
+    };
+    let mut stale = first.clone().sign(&[]);
+    stale.enrollment = Some(first.enrollment_proof(&EnrollmentSecret(secret)));
+    assert_eq!(
+        zeroized.apply(&stale, &mut entropy()).unwrap_err(),
+        UnitError::EnrollmentRequired
+    );
+    // Zeroizing a unit that has no admin keeps the secret its operator holds.
+    let (again, _) = run(&zeroized, Action::Zeroize, &[]).unwrap();
+    assert_eq!(again.enrollment_secret().unwrap().id(), new_secret.id());
+    // Removing the last admin in imprint mode makes a new secret too.
+    let (one, _) = run(&again, add(2), &[]).unwrap();
+    let mut other_draws = TestEntropy {
+        salt: 1,
+        step: 1,
+        drawn: 0,
+    };
+    let remove = command(&one, Action::RemoveAdmin { ski: ski(2) }, &[2]);
+    let (none, _) = one.apply(&remove, &mut other_draws).unwrap();
+    assert!(none.admins.is_empty());
+    assert!(
+        none.enrollment_secret()
+            .is_some_and(|s| s.id() != new_secret.id())
+    );
+}
+
+#[test]
+fn a_unit_started_with_an_initial_admin_takes_only_that_key_first() {
+    let keys = keys();
+    let state = fresh(UnitKind::Recovery)
+        .with_initial_admin(ski(3))
+        .unwrap();
+    assert!(state.enrollment_secret().is_none());
+    let add = |key: usize| Action::AddAdmin {
+        name: format!("admin {key}"),
+        public_key: keys.publics[key].clone(),
+    };
+    // Another key is refused.
+    assert_eq!(
+        run(&state, add(0), &[]).unwrap_err(),
+        UnitError::EnrollmentRequired
+    );
+    let (claimed, _) = run(&state, add(3), &[]).unwrap();
+    assert_eq!(claimed.admins.len(), 1);
+    // Only while the unit has no admin.
+    assert_eq!(
+        claimed.with_initial_admin(ski(0)).unwrap_err().code(),
+        "admin_exists"
+    );
 }

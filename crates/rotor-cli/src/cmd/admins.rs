@@ -32,7 +32,7 @@ pub async fn admins(session: &Session, command: Option<AdminsCommand>) -> Result
             }
             Ok(())
         }
-        Some(AdminsCommand::Add { sigkeys }) => {
+        Some(AdminsCommand::Add { sigkeys, .. }) => {
             let mut files = Vec::new();
             for number in &sigkeys {
                 files.push(SigkeyFile::read(&session.home.sigkey_path(*number)?)?);

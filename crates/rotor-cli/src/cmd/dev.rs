@@ -5,13 +5,15 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 use rotor_crypto::Vp;
-use rotor_server::dev::{DevInfo, DevOptions, DevUnits, start_units};
+use rotor_server::dev::{DevInfo, DevOptions, DevUnits, learn_identities, start_units};
+use rotor_unit::trust::Enrollment;
 use rotor_unit::wire::{CurrentState, RegisterInfo};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::args::DevArgs;
 use crate::output::print_json;
+use crate::workstation::Home;
 
 /// A dev instance: unit processes plus the service on a background task.
 pub struct DevInstance {
@@ -40,7 +42,12 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
     if options.units + options.recovery_units == 0 {
         bail!("a dev instance needs at least one unit");
     }
-    let units = rotor_util::blocking(|| start_units(&options))?;
+    let mut units = rotor_util::blocking(|| start_units(&options))?;
+    learn_identities(&mut units).await?;
+    // This process started the units, so it knows their identities first hand: its own
+    // workstation and the one of ROTOR_HOME enroll them, and 'rotor login' works at once.
+    enroll_units(&Home::at(units.dir().join("workstation"))?, &units)?;
+    enroll_units(&Home::from_env()?, &units)?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -87,6 +94,33 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
         _units: units,
         server,
     })
+}
+
+/// Enrolls every unit of the dev instance in `home`, keeping what is enrolled already. A unit
+/// enrolled there with another identity stays as it is, with a warning: the workstation then
+/// refuses it until someone looks.
+fn enroll_units(home: &Home, units: &DevUnits) -> Result<()> {
+    let mut enrollments = home.enrollments()?;
+    let before = enrollments.clone();
+    for unit in &units.instance.units {
+        let Some(fingerprint) = unit.identity else {
+            continue;
+        };
+        match enrollments.get(&unit.id) {
+            None => {
+                enrollments.insert(unit.id, Enrollment::new(fingerprint, 0));
+            }
+            Some(enrolled) if enrolled.fingerprint != fingerprint => eprintln!(
+                "warning: unit {} is enrolled with identity {} on the workstation in use, but presents {fingerprint}; it stays refused there",
+                unit.id, enrolled.fingerprint
+            ),
+            Some(_) => {}
+        }
+    }
+    if enrollments != before {
+        home.save_enrollments(&enrollments)?;
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -161,6 +195,10 @@ pub(crate) async fn step(info: &DevInfo, args: &[&str], quiet: bool) -> Result<S
         .env("ROTOR_CA_CERT", &info.ca_cert)
         .env("ROTOR_API_KEY", &info.api_key)
         .env("ROTOR_PASSWORD", DEV_PASSWORD)
+        .env(
+            "ROTOR_ENROLLMENT_SECRET",
+            info.enrollment_secrets().as_str(),
+        )
         .stdin(Stdio::null())
         .output()
         .await?;
@@ -213,8 +251,10 @@ pub(crate) async fn initialize(info: &DevInfo, quiet: bool) -> Result<String> {
         &["sigkeys", "new", "--name", "admin one"],
         &["sigkeys", "new", "--name", "admin two"],
         &["sigkeys", "new", "--name", "admin three", "--curve", "p521"],
-        &["admins", "add", "1", "2", "3"],
+        // The first admin comes in with the units' enrollment secrets; the next ones are signed
+        // by the admins already installed.
         &["sigkeys", "use", "1", "2"],
+        &["admins", "add", "1", "2", "3"],
         &["thresholds", "set", "--signature", "2", "--revocation", "2"],
         &["parts", "new", "--description", "custodian A"],
         &["parts", "new", "--description", "custodian B"],

@@ -103,6 +103,12 @@ pub async fn rotate(session: &Session, flow: Flow) -> Result<()> {
                 session.say("KMS CRK rewrap successful.");
             }
             Step::Promote { unit: number, vp } => {
+                let old = units
+                    .iter()
+                    .find(|(t, _)| t.number == number)
+                    .map(|(_, s)| s.current.vp)
+                    .ok_or_else(|| anyhow!("crypto unit {number} vanished"))?;
+                nothing_left_under(session, instance, &old, &vp).await?;
                 session.say(&format!(
                     "Setting the new master key current on crypto unit {number}...."
                 ));
@@ -129,6 +135,27 @@ pub async fn rotate(session: &Session, flow: Flow) -> Result<()> {
             }
         }
     }
+}
+
+/// The guard before a promotion, checked here rather than trusted to the units' rotation lock:
+/// no key version of the instance may still be wrapped under the master key `old` that the
+/// promotion replaces with `new` (the unit's signed lock is released by the service's report,
+/// which a faulty service could send early).
+async fn nothing_left_under(session: &Session, instance: Uuid, old: &Vp, new: &Vp) -> Result<()> {
+    let left: u64 = session
+        .service()?
+        .keystore(instance)
+        .await?
+        .iter()
+        .filter(|count| count.vp.matches(old) && !count.vp.matches(new))
+        .map(|count| count.key_versions)
+        .sum();
+    if left > 0 {
+        bail!(
+            "{left} key version(s) of instance {instance} are still wrapped under master key {old}; no unit is promoted until reencryption has moved them all. Run 'rotor mk rotate' again to let it finish"
+        );
+    }
+    Ok(())
 }
 
 fn finish_report(

@@ -1,14 +1,18 @@
-//! `rotor units`: list instances and units, select them, compare them, zeroize them, forget a
-//! pinned identity.
+//! `rotor units`: list instances and units, select them, compare them, zeroize them, enroll
+//! and forget their identities.
 
-use anyhow::{Result, bail};
+use std::io::IsTerminal;
+
+use anyhow::{Result, anyhow, bail};
+use rotor_crypto::Fingerprint;
+use rotor_unit::trust::Enrollment;
 use rotor_unit::wire::{Action, UnitStatus};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::args::UnitsCommand;
 use crate::output::{admin_rows, join_numbers, print_json, table, threshold_rows};
-use crate::session::Session;
+use crate::session::{Session, Target, TrustError};
 
 /// `rotor units …`
 pub async fn units(session: &Session, command: Option<UnitsCommand>) -> Result<()> {
@@ -28,20 +32,116 @@ pub async fn units(session: &Session, command: Option<UnitsCommand>) -> Result<(
                 .each_selected("zeroized (imprint mode)", |_, _| Ok(Some(Action::Zeroize)))
                 .await
         }
+        Some(UnitsCommand::Enroll { unit, fingerprint }) => {
+            enroll(session, &unit, fingerprint.as_deref()).await
+        }
         Some(UnitsCommand::Forget { unit }) => {
-            let mut pins = session.home.pins()?;
-            if pins.remove(&unit).is_none() {
-                bail!("no identity key is pinned for unit {unit}");
+            let mut enrollments = session.home.enrollments()?;
+            if enrollments.remove(&unit).is_none() {
+                bail!("unit {unit} is not enrolled");
             }
-            session.home.save_pins(&pins)?;
-            println!("Forgot the identity key of unit {unit}; it is pinned again on next contact.");
+            session.home.save_enrollments(&enrollments)?;
+            println!(
+                "Forgot the identity of unit {unit}; enroll it again with 'rotor units enroll' before using it."
+            );
             Ok(())
         }
     }
 }
 
+/// `rotor units enroll UNIT [--fingerprint HEX]`: the unit's signed status must come from the
+/// identity whose fingerprint was learned out of band (given, or confirmed on the terminal).
+async fn enroll(session: &Session, unit: &str, fingerprint: Option<&str>) -> Result<()> {
+    let given = fingerprint
+        .map(|text| {
+            Fingerprint::from_hex(text)
+                .ok_or_else(|| anyhow!("--fingerprint must be 64 hex characters"))
+        })
+        .transpose()?;
+    if given.is_none() && session.yes {
+        bail!(
+            "--yes enrolls only with --fingerprint: a fingerprint shown here came through the service, so without a terminal give the one learned on the unit's host"
+        );
+    }
+    let units = session.all_units().await?;
+    let target = find_unit(&units, unit)?;
+    let mut enrollments = session.home.enrollments()?;
+    if enrollments.contains_key(&target.unit.id) {
+        // The usual check: the same identity passes, another is refused with what to do.
+        session.status(target).await?;
+        if !session.json {
+            println!("Crypto unit {} is already enrolled.", target.number);
+        }
+        return Ok(());
+    }
+    let status = session
+        .service()?
+        .unit_status(target.instance, target.unit.id)
+        .await?;
+    let presented = status.identity.fingerprint();
+    match given {
+        Some(given) if given != presented => {
+            return Err(TrustError::FingerprintMismatch {
+                number: target.number,
+                given,
+                presented,
+            }
+            .into());
+        }
+        Some(_) => {}
+        None => confirm_fingerprint(target, &presented)?,
+    }
+    enrollments.insert(target.unit.id, Enrollment::new(presented, status.counter));
+    session.home.save_enrollments(&enrollments)?;
+    if session.json {
+        print_json(&json!({"unit": target.number, "id": target.unit.id, "fingerprint": presented}));
+    } else {
+        println!(
+            "Enrolled crypto unit {} ({}) with identity fingerprint {presented}.",
+            target.number, target.unit.id
+        );
+    }
+    Ok(())
+}
+
+/// Shows the fingerprint the unit presents and asks whether it is the one on the unit's host.
+fn confirm_fingerprint(target: &Target, presented: &Fingerprint) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "enrolling without --fingerprint needs a terminal to confirm the fingerprint; pass --fingerprint with the one 'rotor unit serve' printed on the unit's host"
+        );
+    }
+    eprintln!(
+        "Crypto unit {} ({}) presents identity fingerprint\n  {presented}\nCompare it with the fingerprint 'rotor unit serve' printed on the unit's host.",
+        target.number, target.unit.id
+    );
+    eprint!("Is it the same? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        bail!("not enrolled")
+    }
+}
+
+/// A unit by its number in the listing or by its id.
+fn find_unit<'a>(units: &'a [Target], unit: &str) -> Result<&'a Target> {
+    let found = match unit.parse::<usize>() {
+        Ok(number) => units.iter().find(|t| t.number == number),
+        Err(_) => {
+            let id = Uuid::parse_str(unit)
+                .map_err(|_| anyhow!("name the unit by its number in 'rotor units' or its id"))?;
+            units.iter().find(|t| t.unit.id == id)
+        }
+    };
+    found.ok_or_else(|| anyhow!("there is no crypto unit {unit}; 'rotor units' lists them"))
+}
+
 async fn list_units(session: &Session) -> Result<()> {
     let selected = session.home.settings()?.selected_units;
+    let enrollments = session.home.enrollments()?;
+    let fingerprint = |id: &Uuid| enrollments.get(id).map(|e| e.fingerprint);
     let instances = session.service()?.instances().await?;
     if session.json {
         let mut number = 0;
@@ -53,7 +153,7 @@ async fn list_units(session: &Session) -> Result<()> {
                     .iter()
                     .map(|unit| {
                         number += 1;
-                        json!({"number": number, "selected": selected.contains(&unit.id), "id": unit.id, "kind": unit.kind, "address": unit.address})
+                        json!({"number": number, "selected": selected.contains(&unit.id), "id": unit.id, "kind": unit.kind, "address": unit.address, "enrolled": fingerprint(&unit.id)})
                     })
                     .collect();
                 json!({"id": instance.id, "name": instance.name, "units": units})
@@ -79,12 +179,25 @@ async fn list_units(session: &Session) -> Result<()> {
                     selected.contains(&unit.id).to_string(),
                     unit.kind.label().to_owned(),
                     unit.id.to_string(),
+                    fingerprint(&unit.id).map_or_else(
+                        || "NOT ENROLLED".to_owned(),
+                        |fingerprint| fingerprint.to_string(),
+                    ),
                 ]
             })
             .collect();
         print!(
             "{}",
-            table(&["CRYPTO UNIT NUM", "SELECTED", "TYPE", "UNIT ID"], &rows)
+            table(
+                &[
+                    "CRYPTO UNIT NUM",
+                    "SELECTED",
+                    "TYPE",
+                    "UNIT ID",
+                    "ENROLLED IDENTITY"
+                ],
+                &rows
+            )
         );
         println!();
     }

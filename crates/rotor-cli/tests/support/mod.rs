@@ -57,7 +57,8 @@ impl Drop for DevProcess {
     }
 }
 
-/// Starts `rotor dev ARGS --dir DIR/state --info-file DIR/dev.json` and waits for its info file.
+/// Starts `rotor dev ARGS --dir DIR/state --info-file DIR/dev.json` with `ROTOR_HOME` DIR/home
+/// (which it enrolls its units in) and waits for its info file.
 pub(crate) fn start_dev(
     dir: &std::path::Path,
     args: &[&str],
@@ -70,6 +71,7 @@ pub(crate) fn start_dev(
         .arg(dir.join("state"))
         .arg("--info-file")
         .arg(&info_file)
+        .env("ROTOR_HOME", dir.join("home"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -123,6 +125,10 @@ impl Workstation {
             .env("ROTOR_CA_CERT", &self.info.ca_cert)
             .env("ROTOR_API_KEY", &self.info.api_key)
             .env("ROTOR_PASSWORD", self.password)
+            .env(
+                "ROTOR_ENROLLMENT_SECRET",
+                self.info.enrollment_secrets().as_str(),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -138,6 +144,10 @@ impl Workstation {
             .env("ROTOR_CA_CERT", &self.info.ca_cert)
             .env("ROTOR_API_KEY", &self.info.api_key)
             .env("ROTOR_PASSWORD", self.password)
+            .env(
+                "ROTOR_ENROLLMENT_SECRET",
+                self.info.enrollment_secrets().as_str(),
+            )
             .stdin(std::process::Stdio::null())
             .output()
             .expect("run rotor")

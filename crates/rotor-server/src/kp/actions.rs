@@ -13,6 +13,7 @@ use rotor_unit::keys::{Binding, ciphertext_version};
 use serde::Deserialize;
 use serde_json::json;
 
+use rotor_proto::audit::Verdict;
 use rotor_util::time::now_ms;
 
 use super::caller::Caller;
@@ -74,13 +75,51 @@ pub(super) async fn run_action(
             });
         }
     };
-    let caller = state.caller(headers, needed)?;
+    let key_use = matches!(action, "wrap" | "unwrap" | "rewrap");
+    let caller = match state.caller(headers, needed) {
+        Ok(caller) => caller,
+        Err(err) => {
+            if key_use {
+                state.audit_refused_caller(headers, id, action, &err);
+            }
+            return Err(err);
+        }
+    };
     let key = state.find_key(&caller, id)?;
+    let result = perform_action(state, &caller, &key, action, body).await;
+    match &result {
+        Ok(_) if !key_use && action != "sync" => {
+            state.audit_event(&caller, action, &key.id.to_string());
+        }
+        Err(err @ (KpError::KeyDeleted(_) | KpError::InvalidState(_))) if key_use => {
+            state.audit.record(
+                caller.instance,
+                action,
+                &key.id.to_string(),
+                &caller.claims.sub,
+                Verdict::Refused {
+                    code: err.reason().code.to_owned(),
+                },
+            );
+        }
+        _ => {}
+    }
+    result
+}
+
+/// Carries out one action on a found key.
+async fn perform_action(
+    state: &KpState,
+    caller: &Caller,
+    key: &KeyMeta,
+    action: &str,
+    body: &[u8],
+) -> KpResult<Response> {
     match action {
-        "wrap" => wrap(state, &caller, &key, parse_optional_body(body)?).await,
-        "unwrap" => unwrap(state, &caller, &key, parse_body(body)?, false).await,
-        "rewrap" => unwrap(state, &caller, &key, parse_body(body)?, true).await,
-        "rotate" => rotate(state, &caller, &key, parse_optional_body(body)?).await,
+        "wrap" => wrap(state, caller, key, parse_optional_body(body)?).await,
+        "unwrap" => unwrap(state, caller, key, parse_body(body)?, false).await,
+        "rewrap" => unwrap(state, caller, key, parse_body(body)?, true).await,
+        "rotate" => rotate(state, caller, key, parse_optional_body(body)?).await,
         "enable" | "disable" => {
             if key.deletion.is_some() {
                 return Err(KpError::KeyDeleted(key.id));
@@ -105,7 +144,7 @@ pub(super) async fn run_action(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         "setKeyForDeletion" | "unsetKeyForDeletion" => {
-            if !dual_auth(&key) {
+            if !dual_auth(key) {
                 return Err(KpError::NotDualAuth);
             }
             let sub = caller.claims.sub.as_str();
@@ -122,7 +161,7 @@ pub(super) async fn run_action(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         "sync" => {
-            claim_sync(state, &key, now_ms())?;
+            claim_sync(state, key, now_ms())?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => Err(KpError::InvalidParameter {

@@ -107,6 +107,14 @@ pub async fn create_keys_batch(
     }
     blocking(|| state.store.create_keys(&records))?;
     tracing::info!(%instance, count = answer.len(), "keys created in a batch");
+    // One entry for the batch, naming how many keys it created.
+    state.audit.record(
+        instance,
+        "create_batch",
+        &answer.len().to_string(),
+        created_by,
+        rotor_proto::audit::Verdict::Accepted,
+    );
     Ok(answer)
 }
 

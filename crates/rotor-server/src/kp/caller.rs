@@ -51,6 +51,28 @@ impl KpState {
         self.admit(claims, instance, needed)
     }
 
+    /// Records a key use refused to a caller whose token is valid but does not allow it (wrong
+    /// role or instance), in the chain of the instance it named, if this service serves it.
+    pub(super) fn audit_refused_caller(
+        &self,
+        headers: &HeaderMap,
+        key: &str,
+        action: &str,
+        err: &KpError,
+    ) {
+        let instance = headers
+            .get("bluemix-instance")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Uuid::parse_str(v.trim()).ok())
+            .filter(|instance| self.units.contains(*instance));
+        if let (Some(instance), Ok(claims)) = (instance, self.claims(headers)) {
+            let code = err.reason().code.to_owned();
+            let verdict = rotor_proto::audit::Verdict::Refused { code };
+            self.audit
+                .record(instance, action, key, &claims.sub, verdict);
+        }
+    }
+
     fn claims(&self, headers: &HeaderMap) -> KpResult<Claims> {
         let authorization = headers
             .get(header::AUTHORIZATION)

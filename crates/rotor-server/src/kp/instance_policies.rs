@@ -424,6 +424,7 @@ pub(super) async fn put_instance_policies(
         record.updated_by = Some(sub.clone());
     }
     policies.save(&state, caller.instance)?;
+    state.audit_event(&caller, "instance_policy", "");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -165,6 +165,8 @@ pub(super) async fn create_key(
         created: now,
     };
     blocking(|| state.store.create_key(&key, &version))?;
+    let event = if imported { "import" } else { "create" };
+    state.audit_event(&caller, event, &key.id.to_string());
     tracing::info!(instance = %key.instance, key = %key.id, extractable, imported, "key created");
     if Prefer::of(&headers) == Prefer::Minimal {
         return Ok(StatusCode::CREATED.into_response());
@@ -426,6 +428,7 @@ pub(super) async fn delete_key(
     }
     let deleted = deleted?;
     tracing::info!(key = %key.id, "key deleted");
+    state.audit_event(&caller, "delete", &key.id.to_string());
     Ok(match Prefer::of(&headers) {
         Prefer::Minimal => StatusCode::NO_CONTENT.into_response(),
         Prefer::Representation => state.key_collection(StatusCode::OK, &deleted, None, None),
@@ -455,6 +458,7 @@ pub(super) async fn restore_key(
             Ok(())
         })
     })?;
+    state.audit_event(&caller, "restore", &key.id.to_string());
     Ok(match Prefer::of(&headers) {
         Prefer::Minimal => StatusCode::CREATED.into_response(),
         Prefer::Representation => state.key_collection(StatusCode::CREATED, &restored, None, None),
@@ -479,6 +483,7 @@ pub(super) async fn purge_key(
     }
     blocking(|| state.store.purge(key.instance, key.id))?;
     tracing::info!(key = %key.id, "key purged");
+    state.audit_event(&caller, "purge", &key.id.to_string());
     Ok(match Prefer::of(&headers) {
         Prefer::Minimal => StatusCode::NO_CONTENT.into_response(),
         Prefer::Representation => state.key_collection(StatusCode::OK, &key, None, None),

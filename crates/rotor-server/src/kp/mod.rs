@@ -86,6 +86,8 @@ pub struct KpState {
     pub listen_port: u16,
     /// When each key was last synced (Unix milliseconds), for the one-sync-an-hour rule.
     pub last_sync: Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, i64>>>,
+    /// The key event chains: lifecycle events and refused key uses land here.
+    pub audit: crate::audit::AuditTrail,
 }
 
 pub(crate) use rotor_util::blocking;
@@ -102,6 +104,17 @@ impl KpState {
                     .is_none_or(|ring| *ring == key.key_ring)
             })
             .ok_or_else(|| KpError::KeyNotFound(id.to_owned()))
+    }
+
+    /// Records a key event the caller's request caused, in the instance's key event chain.
+    fn audit_event(&self, caller: &Caller, event: &str, key: &str) {
+        self.audit.record(
+            caller.instance,
+            event,
+            key,
+            &caller.claims.sub,
+            rotor_proto::audit::Verdict::Accepted,
+        );
     }
 
     fn key_version(&self, key: &KeyMeta, version: u32) -> KpResult<KeyRef> {

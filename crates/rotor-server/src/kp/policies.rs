@@ -65,6 +65,13 @@ pub async fn rotate_due(state: &KpState, instance: Uuid) -> KpResult<usize> {
             extractable: false,
         };
         add_version(state, instance, &key, binding, None).await?;
+        state.audit.record(
+            instance,
+            "rotate",
+            &key.id.to_string(),
+            "rotation policy",
+            rotor_proto::audit::Verdict::Accepted,
+        );
         rotated += 1;
     }
     Ok(rotated)
@@ -158,5 +165,6 @@ pub(super) async fn put_key_policies(
             Ok(())
         })
     })?;
+    state.audit_event(&caller, "policy", &key.id.to_string());
     Ok(key_policies_response(&updated))
 }

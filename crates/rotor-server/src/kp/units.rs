@@ -20,9 +20,9 @@ impl From<PoolError> for KpError {
                 ErrorCode::InvalidCiphertext => Self::UnprocessableCiphertext,
                 _ => Self::UnitRefused(body.message),
             },
-            PoolError::Unavailable { .. } | PoolError::UnitFailed { .. } => {
-                Self::NoMasterKey(err.to_string())
-            }
+            PoolError::Unavailable { .. }
+            | PoolError::UnitFailed { .. }
+            | PoolError::Untrusted { .. } => Self::NoMasterKey(err.to_string()),
         }
     }
 }

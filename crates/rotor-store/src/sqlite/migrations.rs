@@ -70,6 +70,35 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     );"),
     // 5: an import token's sealed private key moves from its document into a column of bytes.
     Migration::Rust(sealed_private_keys_to_column),
+    // 6: each unit's identity key, pinned on first contact, and the highest transaction
+    // counter seen in its signed statuses (rollback detection, shared by replicas).
+    Migration::Sql("CREATE TABLE unit_identities (
+        unit TEXT PRIMARY KEY,
+        identity TEXT NOT NULL,
+        last_counter INTEGER NOT NULL
+    );"),
+    // 7: the audit chains: entries as the units and the service wrote them (`chain` is
+    // `unit:<id>` or `instance:<id>`), each chain's head, and the units' countersignatures of
+    // the key event chains.
+    Migration::Sql("CREATE TABLE audit_entries (
+        chain TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        entry BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        PRIMARY KEY (chain, seq)
+    );
+    CREATE TABLE audit_heads (
+        chain TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        hash BLOB NOT NULL
+    );
+    CREATE TABLE audit_countersignatures (
+        instance TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        unit TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (instance, seq, unit)
+    );"),
 ];
 
 /// Migration 5. A document whose sealed private key does not decode is left as it is: it

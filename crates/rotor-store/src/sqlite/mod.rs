@@ -18,12 +18,13 @@ use uuid::Uuid;
 
 use crate::{
     BlobReplacement, ImportToken, InstancePolicies, KeyMeta, KeyRing, KeyStore, KeyVersion,
-    ListFilter, StoreError, StoredBlob,
+    ListFilter, StoreError, StoredBlob, UnitRecord,
 };
 use rotor_util::time::now_ms;
 
 use rows::*;
 
+mod audit;
 mod migrations;
 mod rows;
 #[cfg(test)]
@@ -522,12 +523,12 @@ impl KeyStore for SqliteStore {
                 "UPDATE key_versions SET blob = ?1, vp = ?2 WHERE rowid = ?3 AND blob = ?4",
             )?;
             for item in replacements {
-                let changed = update.execute(params![
-                    item.new,
-                    item.vp.0.to_vec(),
-                    item.position,
-                    item.old
-                ])?;
+                let vp = recorded_vp(
+                    &item.new,
+                    &item.vp,
+                    format_args!("the rewrapped blob at position {}", item.position),
+                )?;
+                let changed = update.execute(params![item.new, vp, item.position, item.old])?;
                 replaced += u64::try_from(changed).unwrap_or(0);
             }
         }
@@ -555,6 +556,32 @@ impl KeyStore for SqliteStore {
             "INSERT INTO rotations (instance, doc) VALUES (?1, ?2)
              ON CONFLICT (instance) DO UPDATE SET doc = excluded.doc",
             params![instance.to_string(), doc],
+        )?;
+        Ok(())
+    }
+
+    fn unit_record(&self, unit: Uuid) -> Result<Option<UnitRecord>, StoreError> {
+        let row: Option<(String, i64)> = self
+            .lock()?
+            .query_row(
+                "SELECT identity, last_counter FROM unit_identities WHERE unit = ?1",
+                params![unit.to_string()],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(identity, last_counter)| unit_record_of(unit, &identity, last_counter))
+            .transpose()
+    }
+
+    fn note_unit(&self, unit: Uuid, record: &UnitRecord) -> Result<(), StoreError> {
+        let identity = serde_json::to_string(&record.identity)
+            .map_err(|err| corrupt(format_args!("identity of unit {unit}"), err))?;
+        let counter = i64::try_from(record.last_counter).unwrap_or(i64::MAX);
+        self.lock()?.execute(
+            "INSERT INTO unit_identities (unit, identity, last_counter) VALUES (?1, ?2, ?3)
+             ON CONFLICT (unit) DO UPDATE SET last_counter = MAX(last_counter, excluded.last_counter)
+             WHERE identity = excluded.identity",
+            params![unit.to_string(), identity, counter],
         )?;
         Ok(())
     }

@@ -24,6 +24,38 @@ pub(super) fn vp_of(bytes: &[u8], row: impl Display) -> Result<Vp, StoreError> {
         .map_err(|_| corrupt(row, "its VP is not 32 bytes"))
 }
 
+/// The VP column of a blob: the blob's own prefix. A unit's reply that reports another master
+/// key than the blob carries is refused, so the count under each VP never trusts a report.
+pub(super) fn recorded_vp(
+    blob: &[u8],
+    reported: &Vp,
+    row: impl Display,
+) -> Result<Vec<u8>, StoreError> {
+    match rotor_proto::binding::blob_vp(blob) {
+        Some(own) if own.matches(reported) => Ok(own.0.to_vec()),
+        Some(own) => Err(StoreError::Refused(format!(
+            "{row}: the unit reported master key {reported} for a blob wrapped under {own}; not stored"
+        ))),
+        None => Err(StoreError::Refused(format!(
+            "{row}: the blob is too short to name its master key; not stored"
+        ))),
+    }
+}
+
+/// A unit identity row.
+pub(super) fn unit_record_of(
+    unit: Uuid,
+    identity: &str,
+    last_counter: i64,
+) -> Result<UnitRecord, StoreError> {
+    Ok(UnitRecord {
+        identity: serde_json::from_str(identity)
+            .map_err(|err| corrupt(format_args!("identity of unit {unit}"), err))?,
+        last_counter: u64::try_from(last_counter)
+            .map_err(|err| corrupt(format_args!("last counter of unit {unit}"), err))?,
+    })
+}
+
 /// An import token's document: every field but the sealed private key, which has its own
 /// column. Field names are those of the previous version's documents.
 #[derive(Serialize, Deserialize)]
@@ -162,7 +194,11 @@ pub(super) fn insert_version(
             version.version,
             version.id.to_string(),
             version.blob,
-            version.vp.0.to_vec(),
+            recorded_vp(
+                &version.blob,
+                &version.vp,
+                format_args!("version {} of key {}", version.version, key.id)
+            )?,
             version.created,
             key.extractable
         ])?;

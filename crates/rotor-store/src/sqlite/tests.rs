@@ -1,6 +1,7 @@
 use super::migrations::{MIGRATIONS, Migration};
 use super::*;
 use crate::{KeyPolicies, KeyState};
+use rotor_crypto::PublicKey;
 
 fn key(instance: Uuid, name: &str) -> KeyMeta {
     KeyMeta {
@@ -29,7 +30,7 @@ fn version(n: u32, vp: u8) -> KeyVersion {
     KeyVersion {
         version: n,
         id: Uuid::new_v4(),
-        blob: vec![n as u8; 60],
+        blob: [vec![vp; 32], vec![n as u8; 28]].concat(),
         vp: Vp([vp; 32]),
         created: now_ms(),
     }
@@ -386,4 +387,75 @@ fn alias_conflicts_and_refused_updates_change_nothing() {
     store.purge(instance, a.id).unwrap();
     assert!(store.key(instance, "a-alias").unwrap().is_none());
     assert!(store.versions(instance, a.id).unwrap().is_empty());
+}
+
+#[test]
+fn a_reported_vp_that_differs_from_the_blob_prefix_is_refused_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("keys.db")).unwrap();
+    let instance = Uuid::new_v4();
+    let a = key(instance, "a");
+    // The blob is wrapped under VP 1; the reply claims VP 2.
+    let lying = KeyVersion {
+        vp: Vp([2; 32]),
+        ..version(1, 1)
+    };
+    assert!(matches!(
+        store.create_key(&a, &lying),
+        Err(StoreError::Refused(_))
+    ));
+    assert!(store.key(instance, &a.id.to_string()).unwrap().is_none());
+    assert!(store.count_by_vp(instance).unwrap().is_empty());
+
+    store.create_key(&a, &version(1, 1)).unwrap();
+    let stored = store.blobs_under(instance, &Vp([1; 32]), 0, 10).unwrap();
+    let rewrapped = [vec![3u8; 32], vec![9u8; 28]].concat();
+    let refused = store.replace_blobs(&[BlobReplacement {
+        position: stored[0].position,
+        old: stored[0].blob.clone(),
+        new: rewrapped.clone(),
+        vp: Vp([2; 32]),
+    }]);
+    assert!(
+        matches!(refused, Err(StoreError::Refused(_))),
+        "{refused:?}"
+    );
+    assert_eq!(store.count_by_vp(instance).unwrap(), vec![(Vp([1; 32]), 1)]);
+
+    // A truthful reply is stored under the blob's own prefix.
+    let replaced = store
+        .replace_blobs(&[BlobReplacement {
+            position: stored[0].position,
+            old: stored[0].blob.clone(),
+            new: rewrapped,
+            vp: Vp([3; 32]),
+        }])
+        .unwrap();
+    assert_eq!(replaced, 1);
+    assert_eq!(store.count_by_vp(instance).unwrap(), vec![(Vp([3; 32]), 1)]);
+}
+
+#[test]
+fn a_unit_identity_is_pinned_once_and_its_counter_never_goes_down() {
+    use rotor_crypto::{SigAlg, SigningKey};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let unit = Uuid::new_v4();
+    let identity = SigningKey::generate(SigAlg::P256Sha256).public_key();
+    let other = SigningKey::generate(SigAlg::P256Sha256).public_key();
+    let record = |identity: &PublicKey, last_counter| UnitRecord {
+        identity: identity.clone(),
+        last_counter,
+    };
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.unit_record(unit).unwrap(), None);
+        store.note_unit(unit, &record(&identity, 4)).unwrap();
+        store.note_unit(unit, &record(&identity, 2)).unwrap();
+        store.note_unit(unit, &record(&other, 9)).unwrap();
+        assert_eq!(store.unit_record(unit).unwrap(), Some(record(&identity, 4)));
+        store.note_unit(unit, &record(&identity, 7)).unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.unit_record(unit).unwrap(), Some(record(&identity, 7)));
 }
