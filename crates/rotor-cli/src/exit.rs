@@ -32,13 +32,10 @@ that does not allow the command).";
 impl ExitCode {
     /// The code for an error: the first typed service error in its chain decides.
     pub fn of(err: &anyhow::Error) -> Self {
-        if err
-            .chain()
-            .any(|e| {
-                e.downcast_ref::<crate::session::TrustError>().is_some()
-                    || e.is::<crate::cmd::audit::AuditNotVerified>()
-            })
-        {
+        if err.chain().any(|e| {
+            e.downcast_ref::<crate::session::TrustError>().is_some()
+                || e.is::<crate::cmd::audit::AuditNotVerified>()
+        }) {
             return Self::NotVerified;
         }
         let Some(service) = err.chain().find_map(|e| e.downcast_ref::<ServiceError>()) else {

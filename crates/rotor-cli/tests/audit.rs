@@ -74,8 +74,8 @@ fn length(db: &Connection, chain: &str) -> i64 {
 
 /// Key events: keys created, one disabled, a wrap with it refused, one deleted.
 async fn key_events(info: &rotor_server::dev::DevInfo) {
-    let (endpoint, key) = (info.endpoint.clone(), info.api_key.clone());
-    let token = tokio::task::spawn_blocking(move || support::access_token(&endpoint, &key))
+    let (dev, key) = (info.clone(), info.api_key.clone());
+    let token = tokio::task::spawn_blocking(move || support::access_token(&dev, &key))
         .await
         .unwrap();
     let mut ids = Vec::new();

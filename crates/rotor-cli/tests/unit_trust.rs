@@ -26,7 +26,11 @@ async fn direct_statuses(
 ) -> HashMap<uuid::Uuid, UnitStatus> {
     let mut out = HashMap::new();
     for (id, address) in units {
-        let client = UnitClient::new(support::unit_http(info), format!("https://{address}/v1"), *id);
+        let client = UnitClient::new(
+            support::unit_http(info),
+            format!("https://{address}/v1"),
+            *id,
+        );
         out.insert(*id, client.status(None).await.unwrap());
     }
     out
@@ -159,7 +163,12 @@ async fn pins_of_an_earlier_workstation_keep_working_as_enrollments() {
 /// identity key, answering under the id of `victim`. It even holds a valid unit certificate of
 /// the instance (as if the CA or a unit host were compromised): only enrollment stops it.
 async fn impostor(info: &DevInfo, dir: &Path, victim: uuid::Uuid) -> (std::net::SocketAddr, Unit) {
-    let (store, identity, mut state) = UnitStore::open(dir, UnitKind::Operational).unwrap();
+    let (store, identity, mut state) = UnitStore::open(
+        dir,
+        UnitKind::Operational,
+        &rotor_unit::seal::SealSource::File,
+    )
+    .unwrap();
     state.unit = victim;
     let audit = rotor_unit::audit::AuditLog::open(dir).unwrap();
     let unit = Unit::new(store, identity, state, audit);
@@ -271,7 +280,11 @@ async fn a_fake_unit_behind_the_service_gets_no_parts_and_no_export_and_nothing_
     ws.fails(&["auto", "recover"], 5, "not the enrolled");
     ws.fails(&["mk", "rotate"], 5, "not the enrolled");
     ws.fails(&["auto", "rotate"], 5, "not the enrolled");
-    assert_eq!(direct_statuses(&info, &real).await, before, "a real unit changed");
+    assert_eq!(
+        direct_statuses(&info, &real).await,
+        before,
+        "a real unit changed"
+    );
     assert_eq!(
         fake.status().await,
         fake_before,

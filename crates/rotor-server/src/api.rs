@@ -238,11 +238,7 @@ impl Service {
         let units = self.kp.units.clone();
         let (kp, audit) = (self.kp.clone(), self.audit.clone());
         tokio::spawn(async move {
-            tokio::join!(
-                crate::kp::rotate_by_policy(kp),
-                units.watch(),
-                audit.run()
-            );
+            tokio::join!(crate::kp::rotate_by_policy(kp), units.watch(), audit.run());
         })
     }
 

@@ -172,7 +172,7 @@ impl Unit {
         let record = AdminRecord {
             signers: signed.signatures.iter().map(|s| s.ski).collect(),
             action: signed.command.action.name().to_owned(),
-            command: sha256(&signed.command.signing_bytes()),
+            command: rotor_crypto::sha256(&signed.command.signing_bytes()),
             counter,
             verdict,
         };
@@ -463,10 +463,7 @@ fn decode<T: serde::de::DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Re
 
 /// `GET /v1/audit?after=N&challenge=HEX`, for the service (admitted by the router's
 /// mutual-TLS check, as every route).
-async fn audit(
-    State(unit): State<Unit>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
+async fn audit(State(unit): State<Unit>, Query(query): Query<HashMap<String, String>>) -> Response {
     let after = match query.get("after").map(|n| n.parse::<u64>()) {
         None => Ok(0),
         Some(Ok(after)) => Ok(after),
@@ -532,14 +529,19 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_finish_report_that_still_counts_old_keys_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, identity, mut state) =
-            UnitStore::open(dir.path(), UnitKind::Operational).unwrap();
+        let (store, identity, mut state) = UnitStore::open(
+            dir.path(),
+            UnitKind::Operational,
+            &crate::seal::SealSource::File,
+        )
+        .unwrap();
         let new = Secret32::random();
         let to = new.vp();
         state.current = Some(Secret32::random());
         state.new = NewRegister::Committed(new);
         state.rotation = RotationLock::Reencrypting;
-        let unit = Unit::new(store, identity, state);
+        let audit = AuditLog::open(dir.path()).unwrap();
+        let unit = Unit::new(store, identity, state, audit);
 
         let refused = unit
             .finish_reencryption(&FinishReencryption { to, remaining: 3 })
