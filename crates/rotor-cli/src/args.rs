@@ -438,6 +438,33 @@ pub enum PkiCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Convert a service configuration written before TLS: issues the API certificate (for
+    /// the listen address and --dns names), a service certificate per instance and a unit
+    /// certificate per unit (bound to the unit, for its address), writes them to --tls-dir,
+    /// and writes the configuration with [tls], [units_tls] and each instance's client
+    /// certificate to --out, without units_token_file. An API key that named no instances
+    /// covered all of them before; it gets `instances = ["*"]`, said on stderr. Prints how to
+    /// start each unit.
+    UpgradeConfig {
+        /// The authority's directory (created if it holds none).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The configuration to convert (left as it is).
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to write the converted configuration.
+        #[arg(long)]
+        out: PathBuf,
+        /// Where to write the certificates and keys.
+        #[arg(long)]
+        tls_dir: PathBuf,
+        /// A DNS name clients reach the API by (repeatable).
+        #[arg(long = "dns")]
+        dns_names: Vec<String>,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
     /// List what the authority issued, and what it revoked.
     List {
         /// The authority's directory.

@@ -628,3 +628,126 @@ fn rotor_pki_issues_renews_and_revokes() {
             .success()
     );
 }
+
+#[test]
+fn a_configuration_from_before_tls_is_refused_and_converted_by_one_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let (instance, unit) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let old = dir.path().join("old.toml");
+    std::fs::write(
+        &old,
+        format!(
+            r#"listen = "127.0.0.1:8443"
+data_dir = "{data}"
+units_token_file = "{data}/units.token"
+
+[[iam.api_keys]]
+name = "ops"
+key_sha256 = "{hash}"
+role = "Manager"
+
+[[instances]]
+id = "{instance}"
+name = "payments"
+
+[[instances.units]]
+id = "{unit}"
+kind = "operational"
+address = "127.0.0.1:9001"
+"#,
+            data = dir.path().join("data").display(),
+            hash = "ab".repeat(32),
+        ),
+    )
+    .unwrap();
+    // As it is, the service refuses it and says what to do: first about the key without
+    // instances, and once that is fixed by hand, about the token.
+    let refusal = |config: &Path| {
+        let refused = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
+            .args(["server", "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        assert!(!refused.status.success());
+        String::from_utf8_lossy(&refused.stderr).into_owned()
+    };
+    let stderr = refusal(&old);
+    assert!(
+        stderr.contains("API key 'ops' names no instances"),
+        "{stderr}"
+    );
+    let with_instances = dir.path().join("with-instances.toml");
+    std::fs::write(
+        &with_instances,
+        std::fs::read_to_string(&old).unwrap().replace(
+            "role = \"Manager\"",
+            "role = \"Manager\"\ninstances = [\"*\"]",
+        ),
+    )
+    .unwrap();
+    let stderr = refusal(&with_instances);
+    assert!(
+        stderr.contains("units_token_file is no longer used"),
+        "{stderr}"
+    );
+
+    let new = dir.path().join("new.toml");
+    let converted = rotor_pki_json(&[
+        "upgrade-config",
+        "--dir",
+        dir.path().join("ca").to_str().unwrap(),
+        "--config",
+        old.to_str().unwrap(),
+        "--out",
+        new.to_str().unwrap(),
+        "--tls-dir",
+        dir.path().join("tls").to_str().unwrap(),
+        "--dns",
+        "rotor.example",
+    ]);
+    assert_eq!(converted["units"].as_array().unwrap().len(), 1);
+    let config = rotor_server::Config::load(&new).unwrap();
+    assert_eq!(config.units_token_file, None);
+    // The key that named no instances keeps covering all of them, now said explicitly.
+    assert_eq!(config.iam.api_keys[0].instances, vec!["*".to_owned()]);
+    let role = |path: &Path| {
+        let der = rotor_tls::config::load_certs(path).unwrap().remove(0);
+        rotor_tls::Role::of_certificate(&der).unwrap()
+    };
+    assert_eq!(
+        role(&config.tls.as_ref().unwrap().cert),
+        rotor_tls::Role::Api
+    );
+    assert_eq!(
+        role(config.instances[0].client_cert.as_ref().unwrap()),
+        rotor_tls::Role::Service { instance }
+    );
+    assert_eq!(
+        role(&dir.path().join("tls").join(format!("unit-{unit}.pem"))),
+        rotor_tls::Role::Unit {
+            instance,
+            unit: Some(unit)
+        }
+    );
+    // The old file is left as it was, and a second run does not overwrite the new one.
+    assert!(
+        std::fs::read_to_string(&old)
+            .unwrap()
+            .contains("units_token_file")
+    );
+    assert!(
+        !rotor_pki(&[
+            "upgrade-config",
+            "--dir",
+            dir.path().join("ca").to_str().unwrap(),
+            "--config",
+            old.to_str().unwrap(),
+            "--out",
+            new.to_str().unwrap(),
+            "--tls-dir",
+            dir.path().join("tls").to_str().unwrap(),
+        ])
+        .status
+        .success()
+    );
+}

@@ -134,6 +134,14 @@ pub fn pki(session: &Session, command: PkiCommand) -> Result<()> {
                 &format!("Wrote {} (valid 30 days).", crl.display()),
             );
         }
+        PkiCommand::UpgradeConfig {
+            dir,
+            config,
+            out,
+            tls_dir,
+            dns_names,
+            days,
+        } => upgrade_config(session, &dir, &config, &out, &tls_dir, dns_names, days)?,
         PkiCommand::List { dir } => {
             let ca = Authority::open(&dir).with_context(|| format!("{}", dir.display()))?;
             if session.json {
@@ -152,6 +160,116 @@ pub fn pki(session: &Session, command: PkiCommand) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `rotor pki upgrade-config`: a configuration of the shared-token era, on TLS.
+fn upgrade_config(
+    session: &Session,
+    dir: &Path,
+    config_path: &Path,
+    out: &Path,
+    tls_dir: &Path,
+    dns_names: Vec<String>,
+    days: u32,
+) -> Result<()> {
+    let text = std::fs::read_to_string(config_path)
+        .with_context(|| format!("cannot read {}", config_path.display()))?;
+    // Parsed without the checks, which refuse exactly what this converts.
+    let mut config: rotor_server::Config = toml::from_str(&text)
+        .with_context(|| format!("{} is not a service configuration", config_path.display()))?;
+    if config.tls.is_some() || config.units_tls.is_some() {
+        bail!(
+            "{} already has TLS settings; nothing to convert",
+            config_path.display()
+        );
+    }
+    if out.exists() {
+        bail!("{} exists; choose another --out", out.display());
+    }
+    std::fs::create_dir_all(tls_dir)
+        .with_context(|| format!("cannot create {}", tls_dir.display()))?;
+    let mut ca = Authority::open_or_create(dir, "rotor")?;
+    let (ca_cert, crl) = (ca.ca_cert_path(), ca.crl_path());
+    let mut issue = |subject: Subject, name: &str| -> Result<(PathBuf, PathBuf)> {
+        Ok(ca.issue(&subject, days)?.write(&tls_dir.join(name))?)
+    };
+    let (cert, key) = issue(
+        Subject {
+            role: Role::Api,
+            dns_names,
+            ip_addresses: vec![config.listen.ip()],
+        },
+        "api",
+    )?;
+    config.tls = Some(rotor_server::config::ApiTls { cert, key });
+    config.insecure_plain_http = false;
+    config.units_token_file = None;
+    let mut starts = Vec::new();
+    for instance in &mut config.instances {
+        let (cert, key) = issue(
+            Subject {
+                role: Role::Service {
+                    instance: instance.id,
+                },
+                dns_names: Vec::new(),
+                ip_addresses: Vec::new(),
+            },
+            &format!("service-{}", instance.id),
+        )?;
+        instance.client_cert = Some(cert);
+        instance.client_key = Some(key);
+        for unit in &instance.units {
+            let name = format!("unit-{}", unit.id);
+            let (cert, key) = issue(
+                Subject {
+                    role: Role::Unit {
+                        instance: instance.id,
+                        unit: Some(unit.id),
+                    },
+                    dns_names: Vec::new(),
+                    ip_addresses: vec![unit.address.ip()],
+                },
+                &name,
+            )?;
+            starts.push(format!(
+                "unit {} at {}: rotor unit serve ... --tls-cert {} --tls-key {} --client-ca {} --crl {}",
+                unit.id,
+                unit.address,
+                cert.display(),
+                key.display(),
+                ca_cert.display(),
+                crl.display()
+            ));
+        }
+    }
+    config.units_tls = Some(rotor_server::config::UnitsTls {
+        ca: ca_cert.clone(),
+        crl: Some(crl),
+    });
+    for key in &mut config.iam.api_keys {
+        if key.instances.is_empty() {
+            eprintln!(
+                "API key '{}' named no instances, which meant all of them: it now says instances = [\"*\"]; narrow it if it should not",
+                key.name
+            );
+            key.instances = vec!["*".to_owned()];
+        }
+    }
+    config.check()?;
+    rotor_util::fs::write_durable(out, config.to_toml().as_bytes())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    report(
+        session,
+        json!({"config": out, "ca_cert": ca_cert, "units": starts}),
+        &format!(
+            "Wrote {} (certificates in {}). Start each unit with its certificate instead of --service-token-file:\n{}\nClients verify the API with {}.",
+            out.display(),
+            tls_dir.display(),
+            starts.join("\n"),
+            ca_cert.display()
+        ),
+    );
     Ok(())
 }
 
