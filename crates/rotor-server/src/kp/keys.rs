@@ -102,7 +102,7 @@ pub(super) async fn create_key(
             secure_import(&state, caller.instance, binding, material).await?
         }
         (Some(material), None) => {
-            let material = material.into_vec();
+            let material = material.into_secret();
             state
                 .unit_call(caller.instance, &ImportRequest { binding, material })
                 .await?
@@ -173,7 +173,7 @@ pub(super) async fn create_key(
         StatusCode::CREATED,
         &key,
         Some(&version),
-        sealed.material.as_deref(),
+        sealed.material.as_ref().map(|material| material.as_slice()),
     ))
 }
 
@@ -320,7 +320,12 @@ pub(super) async fn get_key(
     } else {
         None
     };
-    Ok(state.key_collection(StatusCode::OK, &key, versions.as_ref(), payload.as_deref()))
+    Ok(state.key_collection(
+        StatusCode::OK,
+        &key,
+        versions.as_ref(),
+        payload.as_ref().map(|payload| payload.as_slice()),
+    ))
 }
 
 pub(super) async fn get_metadata(
@@ -426,6 +431,7 @@ pub(super) async fn delete_key(
     }
     let deleted = deleted?;
     tracing::info!(key = %key.id, "key deleted");
+    state.forget_cached(&key).await;
     Ok(match Prefer::of(&headers) {
         Prefer::Minimal => StatusCode::NO_CONTENT.into_response(),
         Prefer::Representation => state.key_collection(StatusCode::OK, &deleted, None, None),
@@ -479,6 +485,7 @@ pub(super) async fn purge_key(
     }
     blocking(|| state.store.purge(key.instance, key.id))?;
     tracing::info!(key = %key.id, "key purged");
+    state.forget_cached(&key).await;
     Ok(match Prefer::of(&headers) {
         Prefer::Minimal => StatusCode::NO_CONTENT.into_response(),
         Prefer::Representation => state.key_collection(StatusCode::OK, &key, None, None),
