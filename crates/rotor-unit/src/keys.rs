@@ -383,7 +383,7 @@ mod tests {
             &[7u8; 32]
         );
         // Another byte in the marker's place makes it no blob of either format.
-        let mut remarked = blob.clone();
+        let mut remarked = blob;
         remarked[VP_LEN] = 0x01;
         assert_eq!(
             open_key(&master, &binding(1), &remarked),
