@@ -13,20 +13,24 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use rotor_crypto::{SigAlg, SigningKey, Vp};
+use rotor_crypto::{Secret32, SigAlg, SigningKey, Vp};
 use rotor_server::config::{Config, InstanceConfig, UnitConfig};
 use rotor_server::dev::{DevOptions, DevUnits, start_units};
 use rotor_server::iam::{ApiKeyConfig, IamConfig, Role, new_api_key};
 use rotor_server::pool::{PoolUnit, UnitPool};
 use rotor_server::rotation::{Phase, RotationView};
-use rotor_store::KeyStore as _;
+use rotor_store::{BlobReplacement, KeyStore as _};
 use rotor_unit::backend::UnitLink;
 use rotor_unit::client::UnitClient;
 use rotor_unit::daemon::{ServeInfo, Unit};
+use rotor_unit::keyapi::ForgetKey;
+use rotor_unit::keys::Binding;
+use rotor_unit::machine::envelope_context;
 use rotor_unit::seal::SealSource;
 use rotor_unit::store::UnitStore;
 use rotor_unit::wire::{
-    Action, Command, CurrentState, EnrollmentSecret, Outcome, Register, SignedCommand, UnitKind,
+    Action, Command, CurrentState, EnrollmentSecret, Outcome, Register, SignedCommand,
+    TRANSFER_CONTEXT, UnitKind,
     UnitStatus,
 };
 use serde_json::{Value, json};
@@ -383,6 +387,50 @@ impl Deployment {
         .await
     }
 
+    /// Gives unit 0 the current master key, generates a new one on unit 1, copies it to the
+    /// others, pins it everywhere and runs the reencryption to its end; answers (from, to).
+    async fn reencrypt_to_a_new_master_key(&self) -> (Vp, Vp) {
+        let units = &self.units;
+        let admin = &self.admin;
+        let from = units[1].status().await.current.vp;
+        // The unit without a master key leaves the instance's rotation: give it the current key
+        // first, so every unit can be pinned.
+        copy_register(&units[1], Register::Current, &units[0], admin).await;
+        let to = unit_generate(&units[1], admin).await;
+        copy_register(&units[1], Register::New, &units[0], admin).await;
+        copy_register(&units[1], Register::New, &units[2], admin).await;
+        for unit in units {
+            unit.run(admin, Action::PinNew { vp: to }).await;
+        }
+        let (status, answer) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/instances/{}/rotation", self.instance),
+                Some(json!({"from_vp": from, "to_vp": to})),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        let mut phase = None;
+        for _ in 0..400 {
+            let (_, view) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/instances/{}/rotation", self.instance),
+                    None,
+                )
+                .await;
+            let view: Option<RotationView> =
+                serde_json::from_value(view["rotation"].clone()).unwrap();
+            phase = view.map(|view| view.journal.phase);
+            if phase == Some(Phase::Reencrypted) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(phase, Some(Phase::Reencrypted));
+        (from, to)
+    }
+
     async fn keystore_vps(&self) -> HashMap<String, u64> {
         let (status, answer) = self
             .call(
@@ -452,43 +500,9 @@ async fn a_rotation_moves_every_key_and_they_all_unwrap(backend: Backend) {
         )
         .await;
     assert_eq!(status, 201, "{backend:?}: {answer}");
+    let (from, to) = deployment.reencrypt_to_a_new_master_key().await;
     let units = &deployment.units;
     let admin = &deployment.admin;
-    let from = units[1].status().await.current.vp;
-    // The unit without a master key leaves the instance's rotation: give it the current key
-    // first, so every unit can be pinned.
-    copy_register(&units[1], Register::Current, &units[0], admin).await;
-    let to = unit_generate(&units[1], admin).await;
-    copy_register(&units[1], Register::New, &units[0], admin).await;
-    copy_register(&units[1], Register::New, &units[2], admin).await;
-    for unit in units {
-        unit.run(admin, Action::PinNew { vp: to }).await;
-    }
-    let (status, answer) = deployment
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/instances/{}/rotation", deployment.instance),
-            Some(json!({"from_vp": from, "to_vp": to})),
-        )
-        .await;
-    assert_eq!(status, 200, "{backend:?}: {answer}");
-    let mut phase = None;
-    for _ in 0..400 {
-        let (_, view) = deployment
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/instances/{}/rotation", deployment.instance),
-                None,
-            )
-            .await;
-        let view: Option<RotationView> = serde_json::from_value(view["rotation"].clone()).unwrap();
-        phase = view.map(|view| view.journal.phase);
-        if phase == Some(Phase::Reencrypted) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(phase, Some(Phase::Reencrypted), "{backend:?}");
     let counts = deployment.keystore_vps().await;
     assert_eq!(counts.get(&to.to_string()), Some(&20), "{counts:?}");
     assert_eq!(counts.get(&from.to_string()), None, "{counts:?}");
@@ -511,6 +525,154 @@ async fn a_rotation_moves_every_key_and_they_all_unwrap(backend: Backend) {
             [*index; 32]
         );
     }
+}
+
+/// Makes `key` the current master key of `unit` (imported through an importer key, as a
+/// transfer from another unit would): the test then knows the key the unit wraps under.
+async fn import_current(unit: &Admin, admin: &SigningKey, key: &Secret32) {
+    let (outcome, status) = unit.run(admin, Action::CreateImporter).await;
+    let Outcome::Importer { public_key } = outcome else {
+        panic!("no importer: {outcome:?}");
+    };
+    let context = envelope_context(TRANSFER_CONTEXT, status.unit);
+    let envelope = rotor_crypto::seal_to(&public_key, &context, key).unwrap();
+    unit.run(
+        admin,
+        Action::ImportNew {
+            importer: public_key,
+            key: envelope,
+        },
+    )
+    .await;
+    unit.run(admin, Action::Commit { vp: key.vp() }).await;
+    unit.run(admin, Action::SetImmediate { vp: key.vp() }).await;
+}
+
+/// A key store written before blobs were AES-GCM-SIV: its first-format blobs (`VP ‖ nonce ‖
+/// AES-256-GCM`) serve wrap and unwrap, DEKs wrapped under them unwrap, and a rotation leaves
+/// every blob in the current format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keystore_of_first_format_blobs_keeps_working_and_a_rotation_upgrades_it() {
+    let deployment = deploy(Backend::InProcess).await;
+    let instance = deployment.instance;
+    let known = Secret32::random();
+    for unit in &deployment.units[1..] {
+        import_current(unit, &deployment.admin, &known).await;
+    }
+    for index in 0..5 {
+        deployment.create_root_key(&format!("first{index}")).await;
+    }
+    let keystore =
+        rotor_store::SqliteStore::open(&deployment.dir.path().join("service/keys.db")).unwrap();
+    let stored = keystore.blobs_under(instance, &known.vp(), 0, 100).unwrap();
+    assert_eq!(stored.len(), 5);
+    // Each version becomes a first-format blob of known material, written as the first-format
+    // code wrote it, and a DEK is wrapped under it outside the service.
+    let mut replacements = Vec::new();
+    let mut expected = Vec::new();
+    for (index, row) in (0u8..).zip(&stored) {
+        let binding = Binding {
+            instance,
+            key: row.key,
+            version: row.version,
+            extractable: row.extractable,
+        };
+        let material = [index; 32];
+        let mut blob = known.vp().0.to_vec();
+        blob.extend_from_slice(&rotor_crypto::seal_aes256gcm(
+            &known,
+            &binding.blob_aad(),
+            &material,
+        ));
+        replacements.push(BlobReplacement {
+            position: row.position,
+            old: row.blob.clone(),
+            new: blob,
+            vp: known.vp(),
+        });
+        let dek = [index.wrapping_add(100); 32];
+        let ciphertext = rotor_unit::keys::wrap_dek(&material, &binding, &dek, &[]).unwrap();
+        expected.push((row.key.to_string(), B64.encode(ciphertext), dek));
+    }
+    assert_eq!(keystore.replace_blobs(&replacements).unwrap(), 5);
+    let mut wrapped = Vec::new();
+    for (key, ciphertext, dek) in &expected {
+        let (status, answer) = deployment.unwrap(key, ciphertext, &[]).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            B64.decode(answer["plaintext"].as_str().unwrap()).unwrap(),
+            dek
+        );
+        let fresh = deployment.wrap(key, &[7; 32], &["fresh"]).await;
+        wrapped.push((key.clone(), fresh));
+    }
+
+    let (from, to) = deployment.reencrypt_to_a_new_master_key().await;
+    assert_eq!(from, known.vp());
+    let upgraded = keystore.blobs_under(instance, &to, 0, 100).unwrap();
+    assert_eq!(upgraded.len(), 5);
+    for row in &upgraded {
+        // VP, the current format's byte, nonce, 32 bytes of material, tag.
+        assert_eq!(row.blob[32], 0x02);
+        assert_eq!(row.blob.len(), 32 + 1 + 12 + 32 + 16);
+    }
+    for unit in &deployment.units {
+        unit.run(&deployment.admin, Action::SetImmediate { vp: to })
+            .await;
+    }
+    for ((key, ciphertext, dek), (_, fresh)) in expected.iter().zip(&wrapped) {
+        let (status, answer) = deployment.unwrap(key, ciphertext, &[]).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            B64.decode(answer["plaintext"].as_str().unwrap()).unwrap(),
+            dek
+        );
+        let (status, answer) = deployment.unwrap(key, fresh, &["fresh"]).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            B64.decode(answer["plaintext"].as_str().unwrap()).unwrap(),
+            [7; 32]
+        );
+    }
+}
+
+/// Deleting a key makes every unit drop the versions it had unwrapped, and only that key's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_key_leaves_every_units_cache() {
+    let deployment = deploy(Backend::InProcess).await;
+    let deleted = deployment.create_root_key("deleted").await;
+    let kept = deployment.create_root_key("kept").await;
+    // Key operations start at each unit in turn: six rounds reach both units with the master
+    // key several times, so each caches both keys.
+    for key in [&deleted, &kept] {
+        for round in 0..6u8 {
+            let ciphertext = deployment.wrap(key, &[round; 32], &[]).await;
+            let (status, answer) = deployment.unwrap(key, &ciphertext, &[]).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    }
+    let (status, answer) = deployment
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v2/keys/{deleted}"),
+            None,
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status}: {answer}");
+    let forget = |key: &str| ForgetKey {
+        instance: deployment.instance,
+        key: key.parse().unwrap(),
+    };
+    let mut kept_versions = 0;
+    for admin in &deployment.units {
+        let Admin::InProcess(unit) = admin else {
+            panic!("an in-process deployment has in-process units")
+        };
+        assert_eq!(unit.call(&forget(&deleted)).await.unwrap().versions, 0);
+        kept_versions += unit.call(&forget(&kept)).await.unwrap().versions;
+    }
+    // Two units hold the master key; each cached the kept key's one version.
+    assert_eq!(kept_versions, 2);
 }
 
 macro_rules! on_both_backends {

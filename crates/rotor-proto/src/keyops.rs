@@ -4,6 +4,8 @@
 //! them (`Authorization: Bearer` with the service token).
 //!
 //! Bodies are JSON, except the batch operations, which carry thousands of blobs in postcard.
+//! Fields that carry key material or a DEK in the clear are `Zeroizing`: wiped when the
+//! request or reply is dropped.
 
 use rotor_crypto::Vp;
 use serde::de::DeserializeOwned;
@@ -63,6 +65,7 @@ unit_ops! {
     GenerateBatch => GeneratedBatch, "generate-batch", Postcard;
     FinishReencryption => UnitStatus, "finish-reencryption";
     Countersign => Countersignature, "countersign";
+    ForgetKey => Forgotten, "forget";
 }
 
 /// `POST /v1/keys/rewrap-to-new`: one application-held blob rewrapped to the committed new
@@ -80,15 +83,23 @@ pub mod b64 {
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    /// Serializes bytes as base64.
-    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&STANDARD.encode(bytes))
+    /// Serializes bytes (plain or `Zeroizing`) as base64.
+    pub fn serialize<S: Serializer, B: AsRef<[u8]> + ?Sized>(
+        bytes: &B,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes.as_ref()))
     }
 
-    /// Deserializes base64 into bytes.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+    /// Deserializes base64 into bytes (plain or `Zeroizing`).
+    pub fn deserialize<'de, D: Deserializer<'de>, T: From<Vec<u8>>>(
+        deserializer: D,
+    ) -> Result<T, D::Error> {
         let text = String::deserialize(deserializer)?;
-        STANDARD.decode(text).map_err(serde::de::Error::custom)
+        STANDARD
+            .decode(text)
+            .map(T::from)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -121,7 +132,7 @@ pub struct ImportRequest {
     pub binding: Binding,
     /// The material.
     #[serde(with = "b64")]
-    pub material: Vec<u8>,
+    pub material: Zeroizing<Vec<u8>>,
 }
 
 /// A new blob, and the material only when the key is extractable.
@@ -134,7 +145,7 @@ pub struct SealedKey {
     pub vp: Vp,
     /// The generated material, for a standard (extractable) key only.
     #[serde(default, with = "option_b64", skip_serializing_if = "Option::is_none")]
-    pub material: Option<Vec<u8>>,
+    pub material: Option<Zeroizing<Vec<u8>>>,
 }
 
 /// `POST /v1/keys/export`: the material of a standard key.
@@ -150,7 +161,7 @@ pub struct ExportRequest {
 pub struct Plaintext {
     /// The bytes.
     #[serde(with = "b64")]
-    pub plaintext: Vec<u8>,
+    pub plaintext: Zeroizing<Vec<u8>>,
 }
 
 /// `POST /v1/keys/wrap`
@@ -161,7 +172,7 @@ pub struct WrapRequest {
     pub key: KeyRef,
     /// The DEK; a fresh 32-byte one is generated when absent.
     #[serde(default, with = "option_b64", skip_serializing_if = "Option::is_none")]
-    pub plaintext: Option<Vec<u8>>,
+    pub plaintext: Option<Zeroizing<Vec<u8>>>,
     /// Additional authenticated data.
     #[serde(default)]
     pub aad: Vec<String>,
@@ -175,7 +186,7 @@ pub struct Wrapped {
     pub ciphertext: Vec<u8>,
     /// The generated DEK, when the request brought none.
     #[serde(default, with = "option_b64", skip_serializing_if = "Option::is_none")]
-    pub plaintext: Option<Vec<u8>>,
+    pub plaintext: Option<Zeroizing<Vec<u8>>>,
 }
 
 /// `POST /v1/keys/unwrap`
@@ -325,6 +336,24 @@ pub struct FinishReencryption {
     pub remaining: u64,
 }
 
+/// `POST /v1/keys/forget`: a key was deleted or purged; the unit drops every version of it
+/// from its cache of unwrapped root keys. It names the key only: no blob, no material.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetKey {
+    /// The instance that owns the key.
+    pub instance: uuid::Uuid,
+    /// The key id.
+    pub key: uuid::Uuid,
+}
+
+/// The answer to a [`ForgetKey`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Forgotten {
+    /// How many unwrapped versions of the key the unit held and dropped.
+    pub versions: usize,
+}
+
 /// The most blobs or keys in one batch request (10,000 rewrap items take about 1.3 MB).
 pub const MAX_BATCH: usize = 10_000;
 
@@ -337,21 +366,26 @@ mod option_b64 {
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(crate) fn serialize<S: Serializer>(
-        bytes: &Option<Vec<u8>>,
+    pub(crate) fn serialize<S: Serializer, B: AsRef<[u8]>>(
+        bytes: &Option<B>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         match bytes {
-            Some(bytes) => serializer.serialize_str(&STANDARD.encode(bytes)),
+            Some(bytes) => serializer.serialize_str(&STANDARD.encode(bytes.as_ref())),
             None => serializer.serialize_none(),
         }
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>, T: From<Vec<u8>>>(
         deserializer: D,
-    ) -> Result<Option<Vec<u8>>, D::Error> {
+    ) -> Result<Option<T>, D::Error> {
         Option::<String>::deserialize(deserializer)?
-            .map(|text| STANDARD.decode(text).map_err(serde::de::Error::custom))
+            .map(|text| {
+                STANDARD
+                    .decode(text)
+                    .map(T::from)
+                    .map_err(serde::de::Error::custom)
+            })
             .transpose()
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rotor_crypto::Fingerprint;
 
 use rotor_proto::error::ErrorCode;
-use rotor_proto::keyops::{FinishReencryption, RewrapBatch, RewrapBatchResult};
+use rotor_proto::keyops::{FinishReencryption, ForgetKey, RewrapBatch, RewrapBatchResult};
 use rotor_proto::wire::{ErrorBody, UnitStatus};
 use rotor_store::{KeyStore, UnitRecord};
 use rotor_unit::backend::{CallError, UnitBackend, UnitLink};
@@ -369,6 +369,20 @@ impl UnitPool {
                 .map_err(|why| PoolError::UnitFailed { unit: unit.id, why })?;
         }
         Ok(())
+    }
+
+    /// Tells every operational unit of `instance` to drop a deleted or purged key from its
+    /// cache. Best effort: a unit that cannot be told is logged, and its cache still lets the
+    /// key go when it fills up, restarts or changes master key.
+    pub async fn forget(&self, instance: Uuid, request: &ForgetKey) {
+        let Ok((units, _)) = self.operational(instance) else {
+            return;
+        };
+        for unit in units {
+            if let Err(err) = unit.link.call(request).await {
+                tracing::warn!(unit = %unit.id, key = %request.key, error = %err, "a crypto unit could not be told to drop a deleted key from its cache");
+            }
+        }
     }
 
     /// Rewraps one batch for the rotation engine on the first operational unit that can,

@@ -31,9 +31,9 @@ use rotor_proto::audit::{
 };
 use rotor_proto::error::ErrorCode;
 use rotor_proto::keyops::{
-    BATCH_CONTENT_TYPE, Encoding, ExportRequest, FinishReencryption, GenerateBatch,
-    GenerateRequest, ImportRequest, ImportTokenRequest, RewrapBatch, RewrapRequest, RewrapToNew,
-    SecureImportRequest, UnitOp, UnwrapRequest, WrapRequest,
+    BATCH_CONTENT_TYPE, Encoding, ExportRequest, FinishReencryption, ForgetKey, Forgotten,
+    GenerateBatch, GenerateRequest, ImportRequest, ImportTokenRequest, RewrapBatch, RewrapRequest,
+    RewrapToNew, SecureImportRequest, UnitOp, UnwrapRequest, WrapRequest,
 };
 use rotor_proto::wire::{
     EnrollmentSecret, ErrorBody, Fingerprint, Outcome, SignedCommand, UnitStatus,
@@ -332,7 +332,7 @@ async fn status(
 }
 
 /// How the unit serves an operation: most with its master keys alone ([`KeyOperation`]); the
-/// end of a reencryption changes the unit's state.
+/// end of a reencryption changes the unit's state; forgetting a key touches only the cache.
 pub trait Served: UnitOp {
     /// Runs the operation on `unit`.
     fn serve(&self, unit: &Unit) -> impl Future<Output = Result<Self::Reply, ErrorBody>> + Send;
@@ -340,8 +340,22 @@ pub trait Served: UnitOp {
 
 impl<Op: KeyOperation> Served for Op {
     async fn serve(&self, unit: &Unit) -> Result<Self::Reply, ErrorBody> {
-        unit.with_masters(|masters, cache| self.perform(masters, cache))
-            .await
+        unit.with_masters(|masters, cache| {
+            if Op::BLOCKING {
+                rotor_util::blocking(|| self.perform(masters, cache))
+            } else {
+                self.perform(masters, cache)
+            }
+        })
+        .await
+    }
+}
+
+impl Served for ForgetKey {
+    async fn serve(&self, unit: &Unit) -> Result<Forgotten, ErrorBody> {
+        let versions = unit.cache.forget(self.instance, self.key);
+        tracing::info!(key = %self.key, versions, "deleted key dropped from the cache");
+        Ok(Forgotten { versions })
     }
 }
 
@@ -375,6 +389,7 @@ fn key_routes() -> Router<Unit> {
     let router = route::<RewrapBatch>(router);
     let router = route::<GenerateBatch>(router);
     let router = route::<Countersign>(router);
+    let router = route::<ForgetKey>(router);
     route::<FinishReencryption>(router)
 }
 

@@ -4,19 +4,25 @@
 //! [`KeyOperation`] here, and the daemon and the in-process backend both call it.
 //!
 //! Root key material and DEKs are unwrapped only here. Unwrapped root keys are cached in memory
-//! (keyed by blob and binding) so that hot keys cost one AES-GCM operation per request.
+//! (keyed by blob and binding) so that hot keys cost one AES-GCM operation per request; a key's
+//! cached versions are dropped when the service reports it deleted or purged ([`ForgetKey`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rotor_crypto::{constant_time_eq, fill_random, sha256};
 pub use rotor_proto::keyops::*;
+use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::keys::{BlobBinding, KeyError, Masters, open_key, seal_key, unwrap_dek, wrap_dek};
 
 /// A key operation the unit performs with its master keys alone.
 pub trait KeyOperation: UnitOp {
+    /// The operation takes long enough (an RSA-4096 key generation or decryption, thousands of
+    /// blobs) that it must not hold an async worker thread: the daemon runs it as blocking work.
+    const BLOCKING: bool = false;
+
     /// Runs the operation; `masters` are the unit's current and committed new master keys.
     fn perform(&self, masters: &Masters, cache: &RootKeyCache) -> Result<Self::Reply, KeyError>;
 }
@@ -29,10 +35,18 @@ const CACHE_LIMIT: usize = 100_000;
 
 /// Unwrapped root keys, keyed by SHA-256 of binding and blob. The blob names its master key's
 /// VP, which every lookup checks against the current register first, so clearing or replacing
-/// the register makes cached keys unreachable.
+/// the register makes cached keys unreachable; a deleted key's versions are dropped
+/// ([`RootKeyCache::forget`]).
 #[derive(Default)]
 pub struct RootKeyCache {
-    keys: Mutex<HashMap<[u8; 32], Material>>,
+    keys: Mutex<HashMap<[u8; 32], CachedKey>>,
+}
+
+/// One unwrapped key version and the key it belongs to.
+struct CachedKey {
+    /// Instance and key id, so that every version of a key can be forgotten at once.
+    owner: (Uuid, Uuid),
+    material: Material,
 }
 
 impl RootKeyCache {
@@ -50,7 +64,7 @@ impl RootKeyCache {
             .keys
             .lock()
             .ok()
-            .and_then(|keys| keys.get(&id).cloned())
+            .and_then(|keys| keys.get(&id).map(|cached| Arc::clone(&cached.material)))
         {
             return Ok(found);
         }
@@ -59,9 +73,24 @@ impl RootKeyCache {
             if keys.len() >= CACHE_LIMIT {
                 keys.clear();
             }
-            keys.insert(id, Arc::clone(&material));
+            let cached = CachedKey {
+                owner: (key.binding.instance, key.binding.key),
+                material: Arc::clone(&material),
+            };
+            keys.insert(id, cached);
         }
         Ok(material)
+    }
+
+    /// Drops every cached version of one key; answers how many there were. Material still in
+    /// use by a running request is wiped when that request ends.
+    pub fn forget(&self, instance: Uuid, key: Uuid) -> usize {
+        let Ok(mut keys) = self.keys.lock() else {
+            return 0;
+        };
+        let before = keys.len();
+        keys.retain(|_, cached| cached.owner != (instance, key));
+        before - keys.len()
     }
 }
 
@@ -79,7 +108,7 @@ impl KeyOperation for GenerateRequest {
         Ok(SealedKey {
             blob,
             vp: master.vp(),
-            material: self.binding.extractable.then(|| material.to_vec()),
+            material: self.binding.extractable.then_some(material),
         })
     }
 }
@@ -102,6 +131,8 @@ impl KeyOperation for ImportRequest {
 }
 
 impl KeyOperation for ImportTokenRequest {
+    const BLOCKING: bool = true;
+
     fn perform(
         &self,
         masters: &Masters,
@@ -123,6 +154,8 @@ impl KeyOperation for ImportTokenRequest {
 }
 
 impl KeyOperation for SecureImportRequest {
+    const BLOCKING: bool = true;
+
     fn perform(&self, masters: &Masters, cache: &RootKeyCache) -> Result<SealedKey, KeyError> {
         let hash = match self.algorithm.as_str() {
             "RSAES_OAEP_SHA_256" => rotor_crypto::OaepHash::Sha256,
@@ -148,7 +181,7 @@ impl KeyOperation for SecureImportRequest {
         }
         ImportRequest {
             binding: self.binding.clone(),
-            material: material.to_vec(),
+            material,
         }
         .perform(masters, cache)
     }
@@ -161,7 +194,7 @@ impl KeyOperation for ExportRequest {
         }
         let material = cache.open(masters, &self.key)?;
         Ok(Plaintext {
-            plaintext: material.to_vec(),
+            plaintext: Zeroizing::new(material.to_vec()),
         })
     }
 }
@@ -172,18 +205,19 @@ impl KeyOperation for WrapRequest {
             return Err(KeyError::Size("only root keys wrap other keys".to_owned()));
         }
         let root = cache.open(masters, &self.key)?;
-        let (dek, generated) = match &self.plaintext {
-            Some(plaintext) => (Zeroizing::new(plaintext.clone()), false),
+        let mut generated = None;
+        let dek: &[u8] = match &self.plaintext {
+            Some(given) => given,
             None => {
-                let mut dek = Zeroizing::new(vec![0u8; 32]);
-                fill_random(&mut dek);
-                (dek, true)
+                let fresh = generated.insert(Zeroizing::new(vec![0u8; 32]));
+                fill_random(fresh);
+                fresh
             }
         };
-        let ciphertext = wrap_dek(&root, &self.key.binding, &dek, &self.aad)?;
+        let ciphertext = wrap_dek(&root, &self.key.binding, dek, &self.aad)?;
         Ok(Wrapped {
             ciphertext,
-            plaintext: generated.then(|| dek.to_vec()),
+            plaintext: generated,
         })
     }
 }
@@ -192,9 +226,7 @@ impl KeyOperation for UnwrapRequest {
     fn perform(&self, masters: &Masters, cache: &RootKeyCache) -> Result<Plaintext, KeyError> {
         let root = cache.open(masters, &self.key)?;
         let plaintext = unwrap_dek(&root, &self.key.binding, &self.ciphertext, &self.aad)?;
-        Ok(Plaintext {
-            plaintext: plaintext.to_vec(),
-        })
+        Ok(Plaintext { plaintext })
     }
 }
 
@@ -206,7 +238,7 @@ impl KeyOperation for RewrapRequest {
         let ciphertext = wrap_dek(&to, &self.to.binding, &plaintext, &self.aad)?;
         Ok(Wrapped {
             ciphertext,
-            plaintext: self.reveal_plaintext.then(|| plaintext.to_vec()),
+            plaintext: self.reveal_plaintext.then_some(plaintext),
         })
     }
 }
@@ -230,6 +262,8 @@ impl KeyOperation for RewrapToNew {
 }
 
 impl KeyOperation for RewrapBatch {
+    const BLOCKING: bool = true;
+
     fn perform(
         &self,
         masters: &Masters,
@@ -262,6 +296,8 @@ impl KeyOperation for RewrapBatch {
 }
 
 impl KeyOperation for GenerateBatch {
+    const BLOCKING: bool = true;
+
     fn perform(
         &self,
         masters: &Masters,

@@ -1,17 +1,26 @@
 //! Root keys and the data encryption keys (DEKs) they wrap, as pure functions of the unit's
 //! master key. Nothing here does I/O; the daemon calls these with the current register.
 //!
-//! A **root key blob** is `vp ‖ nonce ‖ AES-256-GCM(master key, material)` with the key's
-//! [`Binding`] as associated data: every blob carries the VP of the master key that wraps it
-//! (so the service can count keys per master key), and a blob cannot be moved to another key,
-//! version or instance, nor turned from a root key into an extractable one.
+//! A **root key blob** is `vp ‖ 0x02 ‖ nonce ‖ AES-256-GCM-SIV(master key, material)` with
+//! the key's [`Binding`] as associated data: every blob carries the VP of the master key that
+//! wraps it (so the service can count keys per master key), and a blob cannot be moved to
+//! another key, version or instance, nor turned from a root key into an extractable one.
+//! GCM-SIV (RFC 8452) because one master key wraps millions of blobs under random nonces: a
+//! repeated nonce costs no key stream and no authentication key. Blobs of the first format,
+//! `vp ‖ nonce ‖ AES-256-GCM(master key, material)`, keep opening; every rewrap (so every
+//! master key rotation) writes the current format. Import token private keys and
+//! application-held blobs are blobs of the same layout.
 //!
 //! A **DEK ciphertext** is `"rk1" ‖ version ‖ nonce ‖ AES-256-GCM(K, DEK)` where
 //! `K = HKDF-SHA-256(root key material)` and the associated data binds the instance, key id,
 //! version and the caller's own additional authenticated data. The version in clear tells the
 //! service which root key version to hand to the unit; tampering with it fails authentication.
+//! `K` belongs to one root key version, so its nonces are counted per key version, not per
+//! master key (docs/FORMATS.md says why this stays AES-GCM).
 
-use rotor_crypto::{Secret32, Vp, hkdf_sha256, open_aes256gcm, seal_aes256gcm};
+use rotor_crypto::{
+    Secret32, Vp, hkdf_sha256, open_aes256gcm, open_aes256gcmsiv, seal_aes256gcm, seal_aes256gcmsiv,
+};
 use rotor_proto::binding::import_key_aad;
 pub use rotor_proto::binding::{Binding, BlobBinding, blob_vp};
 use rotor_proto::error::ErrorCode;
@@ -21,6 +30,11 @@ use zeroize::Zeroizing;
 
 /// Magic of a DEK ciphertext.
 const DEK_MAGIC: &[u8; 3] = b"rk1";
+/// Length of the VP every blob starts with.
+const VP_LEN: usize = 32;
+/// The byte after the VP of a blob of the current format (AES-256-GCM-SIV). The first format
+/// has none: its random nonce follows the VP.
+const BLOB_FORMAT_SIV: u8 = 0x02;
 /// Largest key material a unit wraps (standard keys hold arbitrary secrets).
 pub const MAX_MATERIAL: usize = 7_500;
 /// Largest DEK plaintext a root key wraps.
@@ -171,14 +185,24 @@ pub fn open_key(
     open_under_master(master, &binding.blob_aad(), blob)
 }
 
-/// `vp ‖ AES-256-GCM(master, secret)`: the layout of every blob a unit wraps.
+/// `vp ‖ 0x02 ‖ AES-256-GCM-SIV(master, secret)`: the layout of every blob a unit wraps.
 fn seal_under_master(master: &Secret32, aad: &[u8], secret: &[u8]) -> Vec<u8> {
     let mut blob = master.vp().0.to_vec();
-    blob.extend_from_slice(&seal_aes256gcm(master, aad, secret));
+    blob.push(BLOB_FORMAT_SIV);
+    blob.extend_from_slice(&seal_aes256gcmsiv(master, aad, secret));
     blob
 }
 
-/// Opens a blob of [`seal_under_master`]; a blob under another master key says which.
+/// Opens a blob of [`seal_under_master`], or of the first format (`vp ‖ AES-256-GCM`); a blob
+/// under another master key says which.
+///
+/// A first-format blob has a random nonce right after its VP, so no marker byte is one it
+/// cannot have, and the VP itself must stay the master key's pattern (the keystore indexes and
+/// counts blobs by it). So the marker only chooses the order: after `0x02`, GCM-SIV is tried
+/// first and then GCM (one old blob in 256 has a nonce starting with `0x02`); after any other
+/// byte, only GCM. Authentication decides: a blob opens only under the construction it was
+/// made with, since passing the other one's 128-bit tag check is a forgery. The price is one
+/// failed GCM-SIV check for those few old blobs until a rotation rewraps them.
 fn open_under_master(
     master: &Secret32,
     aad: &[u8],
@@ -189,7 +213,14 @@ fn open_under_master(
     if !vp.matches(&current) {
         return Err(KeyError::OtherMasterKey { blob: vp, current });
     }
-    open_aes256gcm(master, aad, blob.get(32..).unwrap_or_default()).map_err(|_| KeyError::Invalid)
+    let sealed = blob.get(VP_LEN..).unwrap_or_default();
+    match sealed.split_first() {
+        Some((&BLOB_FORMAT_SIV, siv)) => {
+            open_aes256gcmsiv(master, aad, siv).or_else(|_| open_aes256gcm(master, aad, sealed))
+        }
+        _ => open_aes256gcm(master, aad, sealed),
+    }
+    .map_err(|_| KeyError::Invalid)
 }
 
 /// Rewraps a blob held under either register to `to`, keeping its binding: the GREP11
@@ -317,6 +348,103 @@ mod tests {
             Err(KeyError::Invalid)
         );
         assert!(seal_key(&master, &binding(1), &[]).is_err());
+    }
+
+    /// Root key blobs of the first format, `vp ‖ nonce ‖ AES-256-GCM`, as stored before the
+    /// current format: master key `0x42` × 32, [`binding`]`(1)`, material `00 01 … 1f`. Made
+    /// with Python's `cryptography` (AESGCM) byte for byte as the first-format code wrote them;
+    /// the first nonce starts with the current format's marker byte, the second does not.
+    const FIRST_FORMAT_BLOBS: [&str; 2] = [
+        "4bcb5afb401409b577d891e828b23abab8666935a00ac641f0affc790000000002000102030405060708090a8ce88d5473357fee8256748d5e235374cc3f1d2949f24c1e53fc8499260977b329a1aed3abc07652d461d25c7430d821",
+        "4bcb5afb401409b577d891e828b23abab8666935a00ac641f0affc79000000009a000102030405060708090aab3489635c67413af217e260a941e3276bbddf64f181d810a392c5750b3c0aebb77fcd713be6a2b44b6b4bcb26fe9da8",
+    ];
+
+    /// A blob exactly as the first-format code sealed one.
+    fn first_format_blob(master: &Secret32, aad: &[u8], secret: &[u8]) -> Vec<u8> {
+        let mut blob = master.vp().0.to_vec();
+        blob.extend_from_slice(&seal_aes256gcm(master, aad, secret));
+        blob
+    }
+
+    #[test]
+    fn new_blobs_are_aes_gcm_siv_behind_their_vp_and_format_byte() {
+        let master = Secret32::random();
+        let blob = seal_key(&master, &binding(1), &[7u8; 32]).unwrap();
+        assert_eq!(blob[VP_LEN], BLOB_FORMAT_SIV);
+        assert_eq!(blob.len(), VP_LEN + 1 + 12 + 32 + 16);
+        assert_eq!(
+            &open_aes256gcmsiv(&master, &binding(1).blob_aad(), &blob[VP_LEN + 1..]).unwrap()[..],
+            &[7u8; 32]
+        );
+        // Another byte in the marker's place makes it no blob of either format.
+        let mut remarked = blob;
+        remarked[VP_LEN] = 0x01;
+        assert_eq!(
+            open_key(&master, &binding(1), &remarked),
+            Err(KeyError::Invalid)
+        );
+        let token = seal_import_key(&master, Uuid::from_u128(1), Uuid::from_u128(3), b"pkcs8");
+        assert_eq!(token[VP_LEN], BLOB_FORMAT_SIV);
+        assert_eq!(blob_vp(&token), Some(master.vp()));
+    }
+
+    #[test]
+    fn first_format_blobs_keep_opening_whatever_their_nonce_starts_with() {
+        let master = Secret32::from_bytes([0x42; 32]);
+        let material: Vec<u8> = (0..32).collect();
+        for stored in FIRST_FORMAT_BLOBS {
+            let blob = hex::decode(stored).unwrap();
+            assert_eq!(blob_vp(&blob), Some(master.vp()));
+            assert_eq!(
+                &open_key(&master, &binding(1), &blob).unwrap()[..],
+                &material
+            );
+            assert_eq!(
+                open_key(&master, &binding(2), &blob),
+                Err(KeyError::Invalid)
+            );
+            let mut tampered = blob.clone();
+            *tampered.last_mut().unwrap() ^= 1;
+            assert_eq!(
+                open_key(&master, &binding(1), &tampered),
+                Err(KeyError::Invalid)
+            );
+        }
+        // Fresh first-format blobs, made the way the first-format code made them.
+        let master = Secret32::random();
+        let aad = import_key_aad(Uuid::from_u128(1), Uuid::from_u128(3));
+        for _ in 0..64 {
+            let blob = first_format_blob(&master, &aad, b"pkcs8 private key");
+            assert_eq!(
+                &open_import_key(&master, Uuid::from_u128(1), Uuid::from_u128(3), &blob).unwrap()[..],
+                b"pkcs8 private key"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rewrap_upgrades_a_first_format_blob_to_the_current_format() {
+        let old = Secret32::from_bytes([0x42; 32]);
+        let new = Secret32::random();
+        let masters = Masters {
+            current: old.clone(),
+            new: Some(new.clone()),
+            wrap_under_new: true,
+        };
+        let material: Vec<u8> = (0..32).collect();
+        let key = binding(1);
+        let kept = BlobBinding::Key(key.clone());
+        for stored in FIRST_FORMAT_BLOBS {
+            let blob = hex::decode(stored).unwrap();
+            let rewrapped = rewrap_blob(&masters, &new, &kept, &blob).unwrap();
+            assert_eq!(blob_vp(&rewrapped), Some(new.vp()));
+            assert_eq!(rewrapped[VP_LEN], BLOB_FORMAT_SIV);
+            assert_eq!(&open_key(&new, &key, &rewrapped).unwrap()[..], &material);
+            // Back under the old master key (an aborted rotation): still the current format.
+            let back = rewrap_blob(&masters, &old, &kept, &rewrapped).unwrap();
+            assert_eq!(back[VP_LEN], BLOB_FORMAT_SIV);
+            assert_eq!(&open_key(&old, &key, &back).unwrap()[..], &material);
+        }
     }
 
     #[test]

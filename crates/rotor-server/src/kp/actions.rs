@@ -12,6 +12,7 @@ use rotor_unit::keyapi::{Plaintext, RewrapRequest, UnwrapRequest, WrapRequest, W
 use rotor_unit::keys::{Binding, ciphertext_version};
 use serde::Deserialize;
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use rotor_proto::audit::Verdict;
 use rotor_util::time::now_ms;
@@ -203,7 +204,10 @@ pub(super) async fn wrap(
     let request = || {
         Ok(WrapRequest {
             key: state.key_version(key, key.newest_version)?,
-            plaintext: body.plaintext.as_ref().map(|p| p.as_slice().to_vec()),
+            plaintext: body
+                .plaintext
+                .as_ref()
+                .map(|p| Zeroizing::new(p.as_slice().to_vec())),
             aad: aad.clone(),
         })
     };
@@ -311,7 +315,7 @@ pub(super) async fn rotate(
             "is not supported on rotate yet: rotate an imported key with its new material in `payload`",
         ));
     }
-    let payload = body.payload.map(Base64Bytes::into_vec);
+    let payload = body.payload.map(Base64Bytes::into_secret);
     if key.imported && payload.is_none() {
         return Err(KpError::PayloadRequired);
     }

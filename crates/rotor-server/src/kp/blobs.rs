@@ -93,7 +93,7 @@ pub(crate) async fn blob_operation(
             let (_, key) = key_ref(instance, request.blob.as_ref())?;
             let request = WrapRequest {
                 key,
-                plaintext: request.plaintext.map(Base64Bytes::into_vec),
+                plaintext: request.plaintext.map(Base64Bytes::into_secret),
                 aad: request.aad.unwrap_or_default(),
             };
             let wrapped: Wrapped = state.unit_call(instance, &request).await?;

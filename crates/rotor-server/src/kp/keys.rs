@@ -102,7 +102,7 @@ pub(super) async fn create_key(
             secure_import(&state, caller.instance, binding, material).await?
         }
         (Some(material), None) => {
-            let material = material.into_vec();
+            let material = material.into_secret();
             state
                 .unit_call(caller.instance, &ImportRequest { binding, material })
                 .await?
@@ -175,7 +175,7 @@ pub(super) async fn create_key(
         StatusCode::CREATED,
         &key,
         Some(&version),
-        sealed.material.as_deref(),
+        sealed.material.as_ref().map(|material| material.as_slice()),
     ))
 }
 
@@ -322,7 +322,12 @@ pub(super) async fn get_key(
     } else {
         None
     };
-    Ok(state.key_collection(StatusCode::OK, &key, versions.as_ref(), payload.as_deref()))
+    Ok(state.key_collection(
+        StatusCode::OK,
+        &key,
+        versions.as_ref(),
+        payload.as_ref().map(|payload| payload.as_slice()),
+    ))
 }
 
 pub(super) async fn get_metadata(
@@ -429,6 +434,7 @@ pub(super) async fn delete_key(
     let deleted = deleted?;
     tracing::info!(key = %key.id, "key deleted");
     state.audit_event(&caller, "delete", &key.id.to_string());
+    state.forget_cached(&key).await;
     Ok(match Prefer::of(&headers) {
         Prefer::Minimal => StatusCode::NO_CONTENT.into_response(),
         Prefer::Representation => state.key_collection(StatusCode::OK, &deleted, None, None),
@@ -484,6 +490,7 @@ pub(super) async fn purge_key(
     blocking(|| state.store.purge(key.instance, key.id))?;
     tracing::info!(key = %key.id, "key purged");
     state.audit_event(&caller, "purge", &key.id.to_string());
+    state.forget_cached(&key).await;
     Ok(match Prefer::of(&headers) {
         Prefer::Minimal => StatusCode::NO_CONTENT.into_response(),
         Prefer::Representation => state.key_collection(StatusCode::OK, &key, None, None),

@@ -5,6 +5,7 @@ use rotor_store::{KeyMeta, KeyState, KeyVersion};
 use rotor_unit::keyapi::{GenerateRequest, ImportRequest, SealedKey};
 use rotor_unit::keys::Binding;
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 use rotor_util::time::now_ms;
 
@@ -49,7 +50,7 @@ pub(super) async fn add_version(
     instance: Uuid,
     key: &KeyMeta,
     binding: Binding,
-    payload: Option<Vec<u8>>,
+    payload: Option<Zeroizing<Vec<u8>>>,
 ) -> KpResult<()> {
     let version = binding.version;
     let _gate = state.gate.read().await;

@@ -22,6 +22,11 @@ impl Base64Bytes {
         std::mem::take(&mut *self.0)
     }
 
+    /// The bytes, still wiped on drop: for unit requests that carry key material or a DEK.
+    pub(super) fn into_secret(self) -> Zeroizing<Vec<u8>> {
+        self.0
+    }
+
     pub(super) fn as_slice(&self) -> &[u8] {
         &self.0
     }

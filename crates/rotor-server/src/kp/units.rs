@@ -2,6 +2,8 @@
 //! owns the failover policy; here its outcomes become Key Protect errors.
 
 use rotor_proto::error::ErrorCode;
+use rotor_proto::keyops::ForgetKey;
+use rotor_store::KeyMeta;
 use rotor_unit::daemon::Served;
 use uuid::Uuid;
 
@@ -35,6 +37,15 @@ impl KpState {
         request: &Op,
     ) -> KpResult<Op::Reply> {
         Ok(self.units.call(instance, request).await?)
+    }
+
+    /// Has every operational unit drop a deleted or purged key's unwrapped versions.
+    pub(crate) async fn forget_cached(&self, key: &KeyMeta) {
+        let request = ForgetKey {
+            instance: key.instance,
+            key: key.id,
+        };
+        self.units.forget(key.instance, &request).await;
     }
 
     /// [`Self::unit_call`] with a request built from stored blobs (see
