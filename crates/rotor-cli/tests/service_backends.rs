@@ -30,8 +30,7 @@ use rotor_unit::seal::SealSource;
 use rotor_unit::store::UnitStore;
 use rotor_unit::wire::{
     Action, Command, CurrentState, EnrollmentSecret, Outcome, Register, SignedCommand,
-    TRANSFER_CONTEXT, UnitKind,
-    UnitStatus,
+    TRANSFER_CONTEXT, UnitKind, UnitStatus,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -665,7 +664,7 @@ async fn a_deleted_key_leaves_every_units_cache() {
     };
     let mut kept_versions = 0;
     for admin in &deployment.units {
-        let Admin::InProcess(unit) = admin else {
+        let Admin::InProcess(unit, _) = admin else {
             panic!("an in-process deployment has in-process units")
         };
         assert_eq!(unit.call(&forget(&deleted)).await.unwrap().versions, 0);
