@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # What TLS costs the unwrap path: Key Protect unwrap requests per second against `rotor dev`
 # with the API over HTTPS and, in the same run, over plain HTTP (`--insecure-plain-http`); the
-# units are on mutual TLS in both. Runs alternate (https, http, https, http, ...) so that both
-# see the same machine; the medians and their ratio are printed (docs/BENCHMARKS.md).
+# units are on mutual TLS in both. With ROTOR_PLAIN_BIN naming a `rotor` binary built before TLS
+# (every link plain HTTP), that binary's `rotor dev` is measured in the same rounds too, so the
+# whole cost of TLS (API and unit link) shows. Runs alternate so that all see the same machine;
+# the medians and their ratios are printed (docs/BENCHMARKS.md).
 #
 #   scripts/bench-tls.sh [SECONDS] [CONNECTIONS] [ROUNDS]     (defaults: 20 16 3)
+#   ROTOR_PLAIN_BIN=/path/to/old/rotor scripts/bench-tls.sh
 #
 # Needs wrk (Debian package `wrk`) and curl.
 set -euo pipefail
@@ -28,12 +31,13 @@ trap cleanup EXIT
 # Starts a dev instance (plain HTTP when $1 is "http"), creates a root key, wraps a 32-byte DEK,
 # and writes the wrk script that unwraps it.
 start() {
-    local scheme=$1 dir="$work/$1"
+    local scheme=$1 dir="$work/$1" binary=$rotor
     rm -rf "$dir"
     mkdir -p "$dir"
     local extra=()
     [ "$scheme" = http ] && extra=(--insecure-plain-http)
-    "$rotor" dev --units 2 --recovery-units 0 --dir "$dir/state" --info-file "$dir/info.json" \
+    [ "$scheme" = plain ] && binary=$ROTOR_PLAIN_BIN
+    "$binary" dev --units 2 --recovery-units 0 --dir "$dir/state" --info-file "$dir/info.json" \
         "${extra[@]}" >"$dir/dev.log" 2>&1 &
     dev_pid=$!
     for _ in $(seq 600); do [ -s "$dir/info.json" ] && break; sleep 0.1; done
@@ -43,8 +47,10 @@ import json, subprocess, sys
 d = sys.argv[1]
 info = json.load(open(f"{d}/info.json"))
 def call(method, path, body=None, token=None, form=None):
-    args = ["curl", "-sS", "--fail-with-body", "--cacert", info["ca_cert"], "-X", method,
+    args = ["curl", "-sS", "--fail-with-body", "-X", method,
             info["endpoint"] + path, "-H", f"bluemix-instance: {info['instance']}"]
+    if "ca_cert" in info:
+        args += ["--cacert", info["ca_cert"]]
     if token:
         args += ["-H", f"authorization: Bearer {token}"]
     if form:
@@ -73,9 +79,11 @@ stop() {
     dev_pid=
 }
 
-declare -A results=([https]="" [http]="")
+schemes=(https http)
+[ -n "${ROTOR_PLAIN_BIN:-}" ] && schemes+=(plain)
+declare -A results=([https]="" [http]="" [plain]="")
 for round in $(seq "$rounds"); do
-    for scheme in https http; do
+    for scheme in "${schemes[@]}"; do
         start "$scheme"
         out=$(wrk -t2 -c"$connections" -d"${seconds}s" --latency -s "$work/$scheme/unwrap.lua" "$(cat "$work/$scheme/url")")
         rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
@@ -86,13 +94,20 @@ for round in $(seq "$rounds"); do
         stop
     done
 done
-python3 - "${results[https]}" "${results[http]}" "$seconds" "$connections" <<'EOF'
+python3 - "${results[https]}" "${results[http]}" "$seconds" "$connections" "${results[plain]}" <<'EOF'
 import statistics, sys
 https = [float(x) for x in sys.argv[1].split()]
 http = [float(x) for x in sys.argv[2].split()]
+plain = [float(x) for x in sys.argv[5].split()]
 h, p = statistics.median(https), statistics.median(http)
+runs = lambda xs: ", ".join(f"{x:,.0f}" for x in xs)
 print(f"unwrap, {sys.argv[4]} connections, {sys.argv[3]} s per run, {len(https)} runs each (medians):")
-print(f"  HTTPS API: {h:,.0f} requests/s   runs: {', '.join(f'{x:,.0f}' for x in https)}")
-print(f"  HTTP API:  {p:,.0f} requests/s   runs: {', '.join(f'{x:,.0f}' for x in http)}")
-print(f"  HTTPS / HTTP = {h / p:.2f} (TLS costs {100 * (1 - h / p):.0f}%)")
+print(f"  HTTPS API, units on mutual TLS:        {h:,.0f} requests/s   runs: {runs(https)}")
+print(f"  plain HTTP API, units on mutual TLS:   {p:,.0f} requests/s   runs: {runs(http)}")
+if plain:
+    b = statistics.median(plain)
+    print(f"  before TLS (plain HTTP on every link): {b:,.0f} requests/s   runs: {runs(plain)}")
+print(f"  API TLS: HTTPS / HTTP = {h / p:.2f}")
+if plain:
+    print(f"  every link: HTTPS and mutual TLS / before TLS = {h / b:.2f}")
 EOF

@@ -113,9 +113,8 @@ error_codes! {
     WrongTarget = "wrong_target",
     /// No committed new master key to rewrap to.
     NoNewMasterKey = "no_new_master_key",
-    /// The unit was started without a service token.
-    KeyOperationsDisabled = "key_operations_disabled",
-    /// The caller did not present the service token.
+    /// The caller is not the service of the unit's instance (its client certificate states
+    /// another role or instance, or there is none).
     Unauthorized = "unauthorized",
     /// A fresh or zeroized unit takes its first admin only with its enrollment secret (or the
     /// admin key it was started with).

@@ -1,7 +1,7 @@
 //! The unit's key operations for the service. Every operation is a request type tied to its
 //! reply type and its name by [`UnitOp`]; the daemon dispatches on the same types, so no
-//! operation name is written twice. They need no admin signatures, but only the service may call
-//! them (`Authorization: Bearer` with the service token).
+//! operation name is written twice. They need no admin signatures, but only the service of the
+//! unit's instance may call them (mutual TLS with its client certificate).
 //!
 //! Bodies are JSON, except the batch operations, which carry thousands of blobs in postcard.
 //! Fields that carry key material or a DEK in the clear are `Zeroizing`: wiped when the

@@ -400,7 +400,7 @@ fn key_status(code: ErrorCode) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::NotExtractable | ErrorCode::KeyOperationsDisabled => StatusCode::FORBIDDEN,
+        ErrorCode::NotExtractable => StatusCode::FORBIDDEN,
         ErrorCode::Storage => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::CONFLICT,
     }
