@@ -9,9 +9,8 @@ mod support;
 use std::collections::HashMap;
 use std::path::Path;
 
-use rotor_server::config::{Config, InstanceConfig};
 use rotor_server::dev::DevInfo;
-use rotor_server::iam::{ApiKeyConfig, IamConfig, Role};
+use rotor_server::iam::Role;
 use rotor_unit::client::UnitClient;
 use rotor_unit::daemon::Unit;
 use rotor_unit::store::UnitStore;
@@ -212,39 +211,14 @@ async fn service_with_swapped_unit(
         unit.identity = None;
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let pki = info.dir.join("pki");
-    let config = Config {
-        listen: listener.local_addr().unwrap(),
-        data_dir: dir.join("swapped-service"),
-        iam: IamConfig {
-            api_keys: vec![ApiKeyConfig {
-                name: "manager".to_owned(),
-                key_sha256: hex::encode(rotor_crypto::sha256(info.api_key.as_bytes())),
-                role: Role::Manager,
-                instances: vec![info.instance.to_string()],
-            }],
-            token_ttl_seconds: 3600,
-        },
-        tls: Some(rotor_server::config::ApiTls {
-            cert: pki.join("api.pem"),
-            key: pki.join("api.key"),
-        }),
-        insecure_plain_http: false,
-        units_tls: Some(rotor_server::config::UnitsTls {
-            ca: pki.join("ca.pem"),
-            crl: Some(pki.join("crl.pem")),
-        }),
-        units_token_file: None,
-        purge_after_seconds: 3600,
-        instances: vec![InstanceConfig {
-            id: info.instance,
-            name: "swapped".to_owned(),
-            units,
-            client_cert: Some(pki.join("service.pem")),
-            client_key: Some(pki.join("service.key")),
-        }],
-        trusted_proxies: Vec::new(),
-    };
+    let config = support::service_config(
+        info,
+        dir.join("swapped-service"),
+        listener.local_addr().unwrap(),
+        units,
+        "manager",
+        Role::Manager,
+    );
     let endpoint = format!("https://{}", config.listen);
     let transport = rotor_server::api_transport(&config).unwrap();
     let service = rotor_server::Service::open(config).unwrap();

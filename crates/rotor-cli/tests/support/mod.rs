@@ -340,3 +340,49 @@ pub(crate) fn dev_unit_tls_args(
     ]
     .into()
 }
+
+/// A service configuration for the dev instance of `info`, on its certificates: `units`, one
+/// API key (the dev identity `identity`, with `role`), its data in `data_dir`, listening on
+/// `listen`.
+pub(crate) fn service_config(
+    info: &rotor_server::dev::DevInfo,
+    data_dir: std::path::PathBuf,
+    listen: std::net::SocketAddr,
+    units: Vec<rotor_server::config::UnitConfig>,
+    identity: &str,
+    role: rotor_server::iam::Role,
+) -> rotor_server::Config {
+    let pki = info.dir.join("pki");
+    rotor_server::Config {
+        listen,
+        data_dir,
+        iam: rotor_server::iam::IamConfig {
+            api_keys: vec![rotor_server::iam::ApiKeyConfig {
+                name: identity.to_owned(),
+                key_sha256: hex::encode(rotor_crypto::sha256(info.api_keys[identity].as_bytes())),
+                role,
+                instances: vec![info.instance.to_string()],
+            }],
+            token_ttl_seconds: 3600,
+        },
+        tls: Some(rotor_server::config::ApiTls {
+            cert: pki.join("api.pem"),
+            key: pki.join("api.key"),
+        }),
+        insecure_plain_http: false,
+        units_tls: Some(rotor_server::config::UnitsTls {
+            ca: pki.join("ca.pem"),
+            crl: Some(pki.join("crl.pem")),
+        }),
+        units_token_file: None,
+        purge_after_seconds: 0,
+        instances: vec![rotor_server::config::InstanceConfig {
+            id: info.instance,
+            name: "test".to_owned(),
+            units,
+            client_cert: Some(pki.join("service.pem")),
+            client_key: Some(pki.join("service.key")),
+        }],
+        trusted_proxies: Vec::new(),
+    }
+}
