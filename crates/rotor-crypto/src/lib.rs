@@ -289,33 +289,25 @@ pub fn open_aes256gcm(
 /// message, so a repeated nonce reveals at most that two equal messages are equal (RFC 8452
 /// §1.1), and a random nonce stays safe for far more messages than AES-GCM's 2^32 (§9): the
 /// construction for blobs that one master key wraps by the million.
-pub fn seal_aes256gcmsiv(key: &Secret32, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+///
+/// It fails only where aws-lc-rs refuses (above the RFC 8452 §6 length limit, 2^36 bytes): the
+/// caller then stores nothing rather than a blob that never opens.
+pub fn seal_aes256gcmsiv(key: &Secret32, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Opaque> {
     use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, Nonce as SivNonce, UnboundKey};
     let mut nonce = [0u8; NONCE_LEN];
     fill_random(&mut nonce);
-    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+    let cipher =
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM_SIV, key.expose()).map_err(|_| Opaque)?);
+    let mut out = Zeroizing::new(Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN));
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plaintext);
-    // A 32-byte key is always a valid AES-256 key, and sealing fails only above the RFC 8452 §6
-    // length limit (2^36 bytes), far beyond any blob; should it fail, the plaintext copied into
-    // `out` is wiped and the empty result never opens.
-    let tag = UnboundKey::new(&AES_256_GCM_SIV, key.expose())
-        .map(LessSafeKey::new)
-        .and_then(|cipher| {
-            cipher.seal_in_place_separate_tag(
-                SivNonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                out.get_mut(NONCE_LEN..).unwrap_or_default(),
-            )
-        });
-    match tag {
-        Ok(tag) => out.extend_from_slice(tag.as_ref()),
-        Err(_) => {
-            out.zeroize();
-            out.clear();
-        }
-    }
-    out
+    let (_, body) = out.split_at_mut(NONCE_LEN);
+    let tag = cipher
+        .seal_in_place_separate_tag(SivNonce::assume_unique_for_key(nonce), Aad::from(aad), body)
+        .map_err(|_| Opaque)?;
+    out.extend_from_slice(tag.as_ref());
+    // Sealed now: nothing secret is left in it to wipe.
+    Ok(std::mem::take(&mut *out))
 }
 
 /// `open[key](aad, nonce ‖ ciphertext ‖ tag)`: the inverse of [`seal_aes256gcmsiv`]. Any
@@ -485,13 +477,13 @@ mod tests {
     #[test]
     fn aes256gcmsiv_rejects_tampering_wrong_key_wrong_aad_and_short_input() {
         let key = Secret32::random();
-        let sealed = seal_aes256gcmsiv(&key, b"aad", b"hello");
+        let sealed = seal_aes256gcmsiv(&key, b"aad", b"hello").unwrap();
         assert_eq!(sealed.len(), NONCE_LEN + 5 + TAG_LEN);
         assert_eq!(
             &open_aes256gcmsiv(&key, b"aad", &sealed).unwrap()[..],
             b"hello"
         );
-        assert_ne!(seal_aes256gcmsiv(&key, b"aad", b"hello"), sealed);
+        assert_ne!(seal_aes256gcmsiv(&key, b"aad", b"hello").unwrap(), sealed);
         for at in [0, NONCE_LEN, sealed.len() - 1] {
             let mut tampered = sealed.clone();
             tampered[at] ^= 1;

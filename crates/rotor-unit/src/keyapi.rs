@@ -148,7 +148,7 @@ impl KeyOperation for ImportTokenRequest {
                 self.instance,
                 self.token,
                 &private,
-            ),
+            )?,
         })
     }
 }

@@ -173,7 +173,7 @@ pub fn seal_key(
             "key material must be 1 to {MAX_MATERIAL} bytes"
         )));
     }
-    Ok(seal_under_master(master, &binding.blob_aad(), material))
+    seal_under_master(master, &binding.blob_aad(), material)
 }
 
 /// Unwraps a blob made by [`seal_key`] under the same master key and binding.
@@ -186,11 +186,12 @@ pub fn open_key(
 }
 
 /// `vp ‖ 0x02 ‖ AES-256-GCM-SIV(master, secret)`: the layout of every blob a unit wraps.
-fn seal_under_master(master: &Secret32, aad: &[u8], secret: &[u8]) -> Vec<u8> {
+fn seal_under_master(master: &Secret32, aad: &[u8], secret: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let sealed = seal_aes256gcmsiv(master, aad, secret).map_err(|_| KeyError::Invalid)?;
     let mut blob = master.vp().0.to_vec();
     blob.push(BLOB_FORMAT_SIV);
-    blob.extend_from_slice(&seal_aes256gcmsiv(master, aad, secret));
-    blob
+    blob.extend_from_slice(&sealed);
+    Ok(blob)
 }
 
 /// Opens a blob of [`seal_under_master`], or of the first format (`vp ‖ AES-256-GCM`); a blob
@@ -233,12 +234,17 @@ pub fn rewrap_blob(
 ) -> Result<Vec<u8>, KeyError> {
     let aad = binding.aad();
     let secret = open_under_master(masters.for_blob(blob)?, &aad, blob)?;
-    Ok(seal_under_master(to, &aad, &secret))
+    seal_under_master(to, &aad, &secret)
 }
 
 /// Wraps an import token's RSA private key (PKCS#8) under `master`, bound to its instance and
 /// token id; same layout as a root key blob.
-pub fn seal_import_key(master: &Secret32, instance: Uuid, token: Uuid, pkcs8: &[u8]) -> Vec<u8> {
+pub fn seal_import_key(
+    master: &Secret32,
+    instance: Uuid,
+    token: Uuid,
+    pkcs8: &[u8],
+) -> Result<Vec<u8>, KeyError> {
     seal_under_master(master, &import_key_aad(instance, token), pkcs8)
 }
 
@@ -383,7 +389,8 @@ mod tests {
             open_key(&master, &binding(1), &remarked),
             Err(KeyError::Invalid)
         );
-        let token = seal_import_key(&master, Uuid::from_u128(1), Uuid::from_u128(3), b"pkcs8");
+        let token =
+            seal_import_key(&master, Uuid::from_u128(1), Uuid::from_u128(3), b"pkcs8").unwrap();
         assert_eq!(token[VP_LEN], BLOB_FORMAT_SIV);
         assert_eq!(blob_vp(&token), Some(master.vp()));
     }
