@@ -321,14 +321,7 @@ impl UnitStore {
         if !state_path.exists() {
             return Self::create(dir, kind, source, lock);
         }
-        let stored = read_state(&state_path)?;
-        let seal_key = seal::unlock(&stored.header, source, || read_seal_key(dir))?;
-        let store = Self {
-            dir: dir.to_owned(),
-            seal_key,
-            header: stored.header.clone(),
-            _lock: lock,
-        };
+        let (store, stored) = Self::unlock(dir, source, lock)?;
         let (identity, state) = store.open_state(&stored)?;
         if state.kind != kind {
             return Err(StoreError::KindMismatch {
@@ -393,15 +386,7 @@ impl UnitStore {
         if !state_path.exists() {
             return Err(StoreError::NoUnit(dir.to_owned()));
         }
-        let lock = lock_dir(dir)?;
-        let stored = read_state(&state_path)?;
-        let seal_key = seal::unlock(&stored.header, from, || read_seal_key(dir))?;
-        let old = Self {
-            dir: dir.to_owned(),
-            seal_key,
-            header: stored.header.clone(),
-            _lock: lock,
-        };
+        let (old, stored) = Self::unlock(dir, from, lock_dir(dir)?)?;
         let (identity, state) = old.open_state(&stored)?;
         let state = state.with_enrollment_restored(Secret32::random());
         let (seal_key, header) = seal::create(
@@ -417,6 +402,24 @@ impl UnitStore {
         new.save(&identity, &state)?;
         let removed = remove_seal_key(dir)?;
         Ok((UnitIdentity::of(&state, &identity), removed))
+    }
+
+    /// The store for the sealed state in `dir`, its key unlocked with `source`, and the state
+    /// as it is stored.
+    fn unlock(
+        dir: &Path,
+        source: &SealSource,
+        lock: File,
+    ) -> Result<(Self, StoredState), StoreError> {
+        let stored = read_state(&dir.join(STATE))?;
+        let seal_key = seal::unlock(&stored.header, source, || read_seal_key(dir))?;
+        let store = Self {
+            dir: dir.to_owned(),
+            seal_key,
+            header: stored.header.clone(),
+            _lock: lock,
+        };
+        Ok((store, stored))
     }
 
     fn open_state(&self, stored: &StoredState) -> Result<(SigningKey, UnitState), StoreError> {
