@@ -389,44 +389,16 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
     }
     for (child, (info, unit_dir)) in units.children.iter_mut().zip(&started) {
         let info = wait_for_info(child, info, unit_dir)?;
+        // The unit wrote its own fingerprint into the info file on this host (no service in
+        // between): the service then refuses any other identity, and workstations enroll it.
         units.instance.units.push(UnitConfig {
             id: info.unit,
             kind: info.kind,
             address: info.address,
-            identity: None,
+            identity: Some(info.fingerprint),
         });
     }
     Ok(units)
-}
-
-/// Reads each unit's identity from its own signed status, straight from the process this
-/// `rotor dev` started on loopback (no service in between), and names its fingerprint in the
-/// instance, so the service refuses any other identity and workstations can enroll it.
-pub async fn learn_identities(units: &mut DevUnits) -> Result<(), DevError> {
-    let instance = units.instance.id;
-    for unit in &mut units.instance.units {
-        let tls = rotor_unit::backend::HttpUnit::client_tls(
-            &units.tls.ca_cert,
-            Some(&units.tls.crl),
-            (&units.tls.service.0, &units.tls.service.1),
-            instance,
-            unit.id,
-        );
-        let http = rotor_tls::config::http_client(&tls)
-            .and_then(|builder| {
-                builder
-                    .build()
-                    .map_err(|err| rotor_tls::TlsError::Certificate(err.to_string()))
-            })
-            .map_err(|err| DevError(format!("unit {}: {err}", unit.id)))?;
-        let base = format!("https://{}/v1", unit.address);
-        let status = rotor_unit::client::UnitClient::new(http, base, unit.id)
-            .status(None)
-            .await
-            .map_err(|err| DevError(format!("unit {} did not identify itself: {err}", unit.id)))?;
-        unit.identity = Some(status.identity.fingerprint());
-    }
-    Ok(())
 }
 
 /// The identities of a dev instance and their roles.

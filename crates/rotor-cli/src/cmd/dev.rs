@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 use rotor_crypto::Vp;
-use rotor_server::dev::{DevInfo, DevOptions, DevUnits, learn_identities, start_units};
+use rotor_server::dev::{DevInfo, DevOptions, DevUnits, start_units};
 use rotor_unit::trust::Enrollment;
 use rotor_unit::wire::{CurrentState, RegisterInfo};
 use serde::Deserialize;
@@ -42,8 +42,7 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
     if options.units + options.recovery_units == 0 {
         bail!("a dev instance needs at least one unit");
     }
-    let mut units = rotor_util::blocking(|| start_units(&options))?;
-    learn_identities(&mut units).await?;
+    let units = rotor_util::blocking(|| start_units(&options))?;
     // This process started the units, so it knows their identities first hand: its own
     // workstation and the one of ROTOR_HOME enroll them, and 'rotor login' works at once.
     enroll_units(&Home::at(units.dir().join("workstation"))?, &units)?;
