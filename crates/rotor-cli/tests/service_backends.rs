@@ -563,7 +563,9 @@ async fn a_keystore_of_first_format_blobs_keeps_working_and_a_rotation_upgrades_
     }
     let keystore =
         rotor_store::SqliteStore::open(&deployment.dir.path().join("service/keys.db")).unwrap();
-    let stored = keystore.blobs_under(instance, &known.vp(), 0, 100).unwrap();
+    let stored = keystore
+        .blobs_under(instance, &known.vp(), 0, i64::MAX, 100)
+        .unwrap();
     assert_eq!(stored.len(), 5);
     // Each version becomes a first-format blob of known material, written as the first-format
     // code wrote it, and a DEK is wrapped under it outside the service.
@@ -608,7 +610,9 @@ async fn a_keystore_of_first_format_blobs_keeps_working_and_a_rotation_upgrades_
 
     let (from, to) = deployment.reencrypt_to_a_new_master_key().await;
     assert_eq!(from, known.vp());
-    let upgraded = keystore.blobs_under(instance, &to, 0, 100).unwrap();
+    let upgraded = keystore
+        .blobs_under(instance, &to, 0, i64::MAX, 100)
+        .unwrap();
     assert_eq!(upgraded.len(), 5);
     for row in &upgraded {
         // VP, the current format's byte, nonce, 32 bytes of material, tag.

@@ -62,6 +62,25 @@ pub struct Journal {
     /// Why the engine is waiting, if it is.
     #[serde(default)]
     pub waiting: Option<String>,
+    /// The current pass's slices of key storage, which replicas claim one at a time; empty
+    /// until the pass is planned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<Range>,
+    /// Set when the final count of the current direction began: from then on no key version
+    /// may be stored under the source master key, so the count misses none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closing: bool,
+}
+
+/// A slice of key storage by position (`lo..=hi`), rewrapped by one replica at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    /// First position.
+    pub lo: i64,
+    /// Last position.
+    pub hi: i64,
+    /// Every blob of the slice was read and rewrapped once in this pass.
+    pub done: bool,
 }
 
 /// What a request to rotate from one master key to another does.
@@ -134,7 +153,77 @@ impl Journal {
             updated: now,
             reencrypted: None,
             waiting: None,
+            ranges: Vec::new(),
+            closing: false,
         }
+    }
+
+    /// The master key whose new key versions storage refuses: the source, once the final count
+    /// of the current direction began.
+    pub fn closed_source(&self) -> Option<Vp> {
+        self.direction()
+            .filter(|_| self.closing)
+            .map(|(source, _)| source)
+    }
+
+    /// Plans a pass over positions `lo..=hi` in about `pieces` slices, unless one is planned.
+    /// Returns whether it planned.
+    pub fn plan(&mut self, lo: i64, hi: i64, pieces: u32) -> bool {
+        if !self.ranges.is_empty() || hi < lo {
+            return false;
+        }
+        let span = i128::from(hi) - i128::from(lo) + 1;
+        let step = (span / i128::from(pieces.max(1))).max(1);
+        let mut start = i128::from(lo);
+        while start <= i128::from(hi) {
+            let end = (start + step - 1).min(i128::from(hi));
+            self.ranges.push(Range {
+                // Both ends lie within lo..=hi, so they fit.
+                lo: i64::try_from(start).unwrap_or(lo),
+                hi: i64::try_from(end).unwrap_or(hi),
+                done: false,
+            });
+            start = end + 1;
+        }
+        true
+    }
+
+    /// Slices of the current pass not yet done.
+    pub fn open_ranges(&self) -> impl Iterator<Item = Range> + '_ {
+        self.ranges.iter().copied().filter(|range| !range.done)
+    }
+
+    /// Marks the slice starting at `lo` done; returns whether it was open.
+    pub fn finish_range(&mut self, lo: i64, now: i64) -> bool {
+        match self
+            .ranges
+            .iter_mut()
+            .find(|range| range.lo == lo && !range.done)
+        {
+            Some(range) => {
+                range.done = true;
+                self.updated = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A pass was planned and every slice of it is done.
+    pub fn pass_done(&self) -> bool {
+        !self.ranges.is_empty() && self.ranges.iter().all(|range| range.done)
+    }
+
+    /// Forgets the finished pass, so that another one can be planned over what is left.
+    pub fn next_pass(&mut self, now: i64) {
+        self.ranges.clear();
+        self.updated = now;
+    }
+
+    /// The final count begins: storage refuses new key versions under the source from now on.
+    pub fn close_source(&mut self, now: i64) {
+        self.closing = true;
+        self.updated = now;
     }
 
     /// Neither completed nor aborted: the registers stay pinned.
@@ -186,6 +275,8 @@ impl Journal {
         };
         self.reencrypted = Some(now);
         self.waiting = None;
+        self.ranges.clear();
+        self.closing = false;
         self.updated = now;
     }
 
@@ -197,6 +288,8 @@ impl Journal {
                 self.total = total;
                 self.done = 0;
                 self.reencrypted = None;
+                self.ranges.clear();
+                self.closing = false;
                 self.updated = now;
                 Ok(())
             }
@@ -233,6 +326,9 @@ pub struct RotationView {
     pub seconds_left: Option<f64>,
     /// Whether the engine is working on it now.
     pub running: bool,
+    /// The service replicas that hold a slice of key storage (or the final step) now.
+    #[serde(default)]
+    pub workers: Vec<String>,
 }
 
 /// An instance's key storage as `GET /v1/instances/{id}/keystore` shows it.
@@ -281,6 +377,31 @@ mod tests {
             Journal::start(Some(&journal), vp(2), vp(3)).unwrap(),
             Start::New
         );
+    }
+
+    #[test]
+    fn a_pass_is_planned_once_and_done_when_every_slice_is() {
+        let mut journal = Journal::begin(vp(1), vp(2), 10, 0);
+        assert!(!journal.pass_done());
+        assert!(journal.plan(5, 104, 4));
+        assert!(!journal.plan(0, 1000, 4));
+        let ranges: Vec<_> = journal.open_ranges().map(|r| (r.lo, r.hi)).collect();
+        assert_eq!(ranges, [(5, 29), (30, 54), (55, 79), (80, 104)]);
+        for (lo, _) in &ranges {
+            assert!(journal.finish_range(*lo, 1));
+            assert!(!journal.finish_range(*lo, 1));
+        }
+        assert!(journal.pass_done());
+        assert_eq!(journal.closed_source(), None);
+        journal.close_source(2);
+        assert_eq!(journal.closed_source(), Some(vp(1)));
+        journal.next_pass(3);
+        assert!(!journal.pass_done());
+        assert!(journal.plan(7, 7, 4));
+        assert_eq!(journal.ranges.len(), 1);
+        journal.abort(1, 4).unwrap();
+        assert!(journal.ranges.is_empty());
+        assert_eq!(journal.closed_source(), None);
     }
 
     #[test]

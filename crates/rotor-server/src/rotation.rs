@@ -331,6 +331,7 @@ impl Rotations {
             rate,
             seconds_left,
             running: live.running,
+            workers: Vec::new(),
         }))
     }
 
@@ -513,7 +514,7 @@ impl Rotations {
             let mut reading = Duration::ZERO;
             loop {
                 let started = Instant::now();
-                let batch = store.blobs_under(instance, &source_vp, after, BATCH)?;
+                let batch = store.blobs_under(instance, &source_vp, after, i64::MAX, BATCH)?;
                 reading += started.elapsed();
                 let Some(last) = batch.last() else {
                     return Ok(reading);

@@ -241,6 +241,10 @@ pub enum StoreError {
     NotFound(String),
     /// The change was refused by the caller's check; nothing was changed.
     Refused(String),
+    /// A master key rotation is counting what is left under this master key, so no new key
+    /// version may be stored under it; wrap again (the units now wrap under the new master
+    /// key). Nothing was changed.
+    Retired(Vp),
 }
 
 impl std::fmt::Display for StoreError {
@@ -251,6 +255,10 @@ impl std::fmt::Display for StoreError {
                 write!(f, "key storage holds a record that does not parse: {why}")
             }
             Self::Conflict(why) | Self::NotFound(why) | Self::Refused(why) => f.write_str(why),
+            Self::Retired(vp) => write!(
+                f,
+                "a master key rotation is retiring master key {vp}; wrap the key again"
+            ),
         }
     }
 }
@@ -265,6 +273,12 @@ impl From<rusqlite::Error> for StoreError {
 
 /// Key storage. Every method is one transaction: it is durable when it returns `Ok`, and a
 /// failed call changes nothing.
+///
+/// Every method that stores a new key version ([`create_key`](Self::create_key),
+/// [`create_keys`](Self::create_keys), [`add_version`](Self::add_version)) refuses one under
+/// the master key a rotation is closing ([`Journal::closed_source`]) with
+/// [`StoreError::Retired`], atomically with the journal: a rotation's final count, taken after
+/// it closed the source, misses no key version, whichever replica stores it.
 pub trait KeyStore: Send + Sync {
     /// Adds a key with its first version.
     fn create_key(&self, key: &KeyMeta, first: &KeyVersion) -> Result<(), StoreError>;
@@ -332,15 +346,18 @@ pub trait KeyStore: Send + Sync {
     fn count_under(&self, instance: Uuid, vp: &Vp) -> Result<u64, StoreError>;
     /// Creates many keys (each with its first version) in one transaction.
     fn create_keys(&self, keys: &[(KeyMeta, KeyVersion)]) -> Result<(), StoreError>;
-    /// Up to `limit` key version blobs of `instance` under `vp`, in storage order after
-    /// position `after` (0 to start).
+    /// Up to `limit` key version blobs of `instance` under `vp`, in storage order, with
+    /// positions after `after` and up to `until` (inclusive).
     fn blobs_under(
         &self,
         instance: Uuid,
         vp: &Vp,
         after: i64,
+        until: i64,
         limit: u32,
     ) -> Result<Vec<StoredBlob>, StoreError>;
+    /// The lowest and highest positions of `instance`'s key versions under `vp`, if any.
+    fn positions_under(&self, instance: Uuid, vp: &Vp) -> Result<Option<(i64, i64)>, StoreError>;
     /// Replaces each blob that still holds exactly the bytes it was read with, in one
     /// transaction; returns how many were replaced (the others changed meanwhile).
     fn replace_blobs(&self, replacements: &[BlobReplacement]) -> Result<u64, StoreError>;
@@ -348,12 +365,48 @@ pub trait KeyStore: Send + Sync {
     fn rotation_journal(&self, instance: Uuid) -> Result<Option<Journal>, StoreError>;
     /// Replaces the instance's rotation journal.
     fn put_rotation_journal(&self, instance: Uuid, journal: &Journal) -> Result<(), StoreError>;
+    /// Reads the instance's rotation journal, lets `change` edit it, and stores the result if
+    /// `change` returns `true`, atomically with respect to every other writer (other replicas
+    /// included). Returns the journal as it stands afterwards. If `change` fails, nothing is
+    /// stored.
+    fn update_rotation_journal(
+        &self,
+        instance: Uuid,
+        change: &mut dyn FnMut(&mut Option<Journal>) -> Result<bool, StoreError>,
+    ) -> Result<Option<Journal>, StoreError>;
+    /// Takes the lease `name` for `holder` until `now + ttl_ms` if it is free, expired, or
+    /// held by `holder` already (a renewal). Returns whether `holder` holds it now. Leases
+    /// make work that must run once at a time (a slice of a rotation, a purge) run on one
+    /// replica, and pass to another when the holder stops renewing.
+    fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Gives the lease up if `holder` holds it.
+    fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+    /// The leases whose names begin with `prefix` and which have not expired at `now`, by
+    /// name.
+    fn leases(&self, prefix: &str, now: i64) -> Result<Vec<Lease>, StoreError>;
     /// What the service knows of a unit's identity, if it has met the unit.
     fn unit_record(&self, unit: Uuid) -> Result<Option<UnitRecord>, StoreError>;
     /// Pins the unit's identity if none is pinned, and raises its last counter to
     /// `record.last_counter` if the identity is the pinned one. The counter never goes down,
     /// whatever order replicas write in.
     fn note_unit(&self, unit: Uuid, record: &UnitRecord) -> Result<(), StoreError>;
+}
+
+/// A lease on work, held by one replica until it expires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// What it is for.
+    pub name: String,
+    /// Who holds it.
+    pub holder: String,
+    /// Until when (Unix milliseconds).
+    pub expires: i64,
 }
 
 /// A unit as the service knows it: its identity key, pinned on first contact (checked against

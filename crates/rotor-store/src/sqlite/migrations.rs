@@ -99,6 +99,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         doc TEXT NOT NULL,
         PRIMARY KEY (instance, seq, unit)
     );"),
+    // 8: the master key a rotation is closing, beside its journal, so storing a key version
+    // checks it in the same transaction; leases on work that one replica does at a time.
+    Migration::Sql("ALTER TABLE rotations ADD COLUMN closed_vp BLOB;
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires INTEGER NOT NULL
+    );"),
 ];
 
 /// Migration 5. A document whose sealed private key does not decode is left as it is: it

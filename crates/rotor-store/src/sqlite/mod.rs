@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    BlobReplacement, ImportToken, InstancePolicies, KeyMeta, KeyRing, KeyStore, KeyVersion,
+    BlobReplacement, ImportToken, InstancePolicies, KeyMeta, KeyRing, KeyStore, KeyVersion, Lease,
     ListFilter, StoreError, StoredBlob, UnitRecord,
 };
 use rotor_util::time::now_ms;
@@ -77,6 +77,23 @@ impl SqliteStore {
             .lock()
             .map_err(|_| StoreError::Database("a previous operation panicked".to_owned()))
     }
+}
+
+/// Stores `journal` with the master key it closes beside it (see [`KeyStore`]).
+fn write_journal(
+    connection: &Connection,
+    instance: Uuid,
+    journal: &Journal,
+) -> Result<(), StoreError> {
+    let doc = serde_json::to_string(journal)
+        .map_err(|err| corrupt(format_args!("rotation journal of instance {instance}"), err))?;
+    let closed = journal.closed_source().map(|vp| vp.0.to_vec());
+    connection.execute(
+        "INSERT INTO rotations (instance, doc, closed_vp) VALUES (?1, ?2, ?3)
+         ON CONFLICT (instance) DO UPDATE SET doc = excluded.doc, closed_vp = excluded.closed_vp",
+        params![instance.to_string(), doc, closed],
+    )?;
+    Ok(())
 }
 
 impl KeyStore for SqliteStore {
@@ -476,18 +493,19 @@ impl KeyStore for SqliteStore {
         instance: Uuid,
         vp: &Vp,
         after: i64,
+        until: i64,
         limit: u32,
     ) -> Result<Vec<StoredBlob>, StoreError> {
         let connection = self.lock_reader()?;
         let mut statement = connection.prepare_cached(
             "SELECT rowid, key_id, version, extractable, blob
              FROM key_versions INDEXED BY key_versions_by_vp
-             WHERE vp = ?1 AND instance = ?2 AND rowid > ?3
-             ORDER BY rowid LIMIT ?4",
+             WHERE vp = ?1 AND instance = ?2 AND rowid > ?3 AND rowid <= ?4
+             ORDER BY rowid LIMIT ?5",
         )?;
         let rows = statement
             .query_map(
-                params![vp.0.to_vec(), instance.to_string(), after, limit],
+                params![vp.0.to_vec(), instance.to_string(), after, until, limit],
                 |row| {
                     Ok((
                         row.get::<_, i64>(0)?,
@@ -512,6 +530,19 @@ impl KeyStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    fn positions_under(&self, instance: Uuid, vp: &Vp) -> Result<Option<(i64, i64)>, StoreError> {
+        let connection = self.lock_reader()?;
+        let bounds: (Option<i64>, Option<i64>) = connection
+            .prepare_cached(
+                "SELECT MIN(rowid), MAX(rowid) FROM key_versions INDEXED BY key_versions_by_vp
+                 WHERE vp = ?1 AND instance = ?2",
+            )?
+            .query_row(params![vp.0.to_vec(), instance.to_string()], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
+        Ok(bounds.0.zip(bounds.1))
     }
 
     fn replace_blobs(&self, replacements: &[BlobReplacement]) -> Result<u64, StoreError> {
@@ -549,15 +580,81 @@ impl KeyStore for SqliteStore {
     }
 
     fn put_rotation_journal(&self, instance: Uuid, journal: &Journal) -> Result<(), StoreError> {
-        let doc = serde_json::to_string(journal)
-            .map_err(|err| corrupt(format_args!("rotation journal of instance {instance}"), err))?;
         let connection = self.lock()?;
-        connection.execute(
-            "INSERT INTO rotations (instance, doc) VALUES (?1, ?2)
-             ON CONFLICT (instance) DO UPDATE SET doc = excluded.doc",
-            params![instance.to_string(), doc],
+        write_journal(&connection, instance, journal)
+    }
+
+    fn update_rotation_journal(
+        &self,
+        instance: Uuid,
+        change: &mut dyn FnMut(&mut Option<Journal>) -> Result<bool, StoreError>,
+    ) -> Result<Option<Journal>, StoreError> {
+        let mut connection = self.lock()?;
+        let tx = connection.transaction()?;
+        let doc: Option<String> = tx
+            .query_row(
+                "SELECT doc FROM rotations WHERE instance = ?1",
+                params![instance.to_string()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let mut journal = doc.map(|doc| parse_journal(instance, &doc)).transpose()?;
+        if change(&mut journal)? {
+            match &journal {
+                Some(journal) => write_journal(&tx, instance, journal)?,
+                None => {
+                    tx.execute(
+                        "DELETE FROM rotations WHERE instance = ?1",
+                        params![instance.to_string()],
+                    )?;
+                }
+            }
+            tx.commit()?;
+        }
+        Ok(journal)
+    }
+
+    fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let connection = self.lock()?;
+        let taken = connection.execute(
+            "INSERT INTO leases (name, holder, expires) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
+             WHERE leases.holder = excluded.holder OR leases.expires <= ?4",
+            params![name, holder, now.saturating_add(ttl_ms), now],
+        )?;
+        Ok(taken == 1)
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.lock()?.execute(
+            "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
+            params![name, holder],
         )?;
         Ok(())
+    }
+
+    fn leases(&self, prefix: &str, now: i64) -> Result<Vec<Lease>, StoreError> {
+        let connection = self.lock()?;
+        let mut statement = connection.prepare_cached(
+            "SELECT name, holder, expires FROM leases
+             WHERE substr(name, 1, length(?1)) = ?1 AND expires > ?2 ORDER BY name",
+        )?;
+        let leases = statement
+            .query_map(params![prefix, now], |row| {
+                Ok(Lease {
+                    name: row.get(0)?,
+                    holder: row.get(1)?,
+                    expires: row.get(2)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(leases)
     }
 
     fn unit_record(&self, unit: Uuid) -> Result<Option<UnitRecord>, StoreError> {

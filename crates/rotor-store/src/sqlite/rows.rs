@@ -185,6 +185,17 @@ pub(super) fn insert_version(
     key: &KeyMeta,
     version: &KeyVersion,
 ) -> Result<(), StoreError> {
+    let vp = recorded_vp(
+        &version.blob,
+        &version.vp,
+        format_args!("version {} of key {}", version.version, key.id),
+    )?;
+    let closed = tx
+        .prepare_cached("SELECT 1 FROM rotations WHERE instance = ?1 AND closed_vp = ?2")?
+        .exists(params![key.instance.to_string(), vp])?;
+    if closed {
+        return Err(StoreError::Retired(version.vp));
+    }
     tx.prepare_cached(
         "INSERT INTO key_versions (instance, key_id, version, id, blob, vp, created, extractable) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
@@ -194,11 +205,7 @@ pub(super) fn insert_version(
             version.version,
             version.id.to_string(),
             version.blob,
-            recorded_vp(
-                &version.blob,
-                &version.vp,
-                format_args!("version {} of key {}", version.version, key.id)
-            )?,
+            vp,
             version.created,
             key.extractable
         ])?;

@@ -408,7 +408,9 @@ fn a_reported_vp_that_differs_from_the_blob_prefix_is_refused_and_stores_nothing
     assert!(store.count_by_vp(instance).unwrap().is_empty());
 
     store.create_key(&a, &version(1, 1)).unwrap();
-    let stored = store.blobs_under(instance, &Vp([1; 32]), 0, 10).unwrap();
+    let stored = store
+        .blobs_under(instance, &Vp([1; 32]), 0, i64::MAX, 10)
+        .unwrap();
     let rewrapped = [vec![3u8; 32], vec![9u8; 28]].concat();
     let refused = store.replace_blobs(&[BlobReplacement {
         position: stored[0].position,
