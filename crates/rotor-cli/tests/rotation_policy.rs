@@ -110,7 +110,7 @@ async fn due_rotation_policies_rotate_inside_a_unit() {
         )),
         units: units.clone(),
         purge_after_seconds: 0,
-        gate: Arc::default(),
+        replica: "test".into(),
         trusted_proxies: Arc::default(),
         listen_port: 0,
         last_sync: Arc::default(),

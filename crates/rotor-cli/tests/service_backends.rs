@@ -121,6 +121,7 @@ fn config(
         purge_after_seconds: 0,
         instances: vec![instance],
         trusted_proxies: Vec::new(),
+        replica_name: None,
     }
 }
 

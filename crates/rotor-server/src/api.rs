@@ -189,18 +189,21 @@ impl Service {
             .collect();
         let units = units.with_trust(Arc::clone(&store), configured);
         let audit = AuditTrail::new(audit_store, units.clone());
-        let gate = Arc::default();
-        let rotations = Rotations::new(Arc::clone(&store), units.clone(), Arc::clone(&gate));
+        let replica: Arc<str> = config.replica_name.clone().map_or_else(
+            || format!("replica-{}", &Uuid::new_v4().simple().to_string()[..8]).into(),
+            Into::into,
+        );
+        let rotations = Rotations::new(Arc::clone(&store), units.clone(), Arc::clone(&replica));
         let kp = KpState {
             store,
             iam: Arc::clone(&iam),
             units,
             purge_after_seconds: config.purge_after_seconds,
-            gate,
             trusted_proxies: config.trusted_proxies.clone().into(),
             listen_port: config.listen.port(),
             last_sync: Arc::default(),
             audit: audit.clone(),
+            replica,
         };
         Ok(Self {
             config: Arc::new(config),
@@ -237,8 +240,14 @@ impl Service {
         self.rotations.resume_all();
         let units = self.kp.units.clone();
         let (kp, audit) = (self.kp.clone(), self.audit.clone());
+        let rotations = self.rotations.clone();
         tokio::spawn(async move {
-            tokio::join!(crate::kp::rotate_by_policy(kp), units.watch(), audit.run());
+            tokio::join!(
+                crate::kp::rotate_by_policy(kp),
+                units.watch(),
+                audit.run(),
+                rotations.watch()
+            );
         })
     }
 

@@ -85,6 +85,10 @@ pub struct Config {
     /// address an `allowedIP` instance policy checks is taken from `X-Forwarded-For`.
     #[serde(default)]
     pub trusted_proxies: Vec<crate::kp::Cidr>,
+    /// This replica's name, as leases on shared work (and `rotor mk`) show it. Replicas on one
+    /// database need distinct names; without one, each start picks `replica-<random>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_name: Option<String>,
 }
 
 /// One instance: a tenant with its units.

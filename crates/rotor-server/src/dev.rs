@@ -450,5 +450,6 @@ pub fn config(
         purge_after_seconds,
         instances: vec![units.instance.clone()],
         trusted_proxies: Vec::new(),
+        replica_name: None,
     }
 }

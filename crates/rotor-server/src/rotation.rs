@@ -1,19 +1,26 @@
-//! Master key rotation of an instance's key storage.
+//! Master key rotation of an instance's key storage, shared by every service replica.
 //!
 //! [`Journal`] (in `rotor_proto::rotation`, re-exported here) is the durable record of one
-//! rotation (from-VP, to-VP, phase, progress) and a pure state machine; [`Rotations`] is the
-//! engine that drives it: it rewraps every blob still under the source master key in batches
-//! inside a unit, writes each one back only if it is unchanged meanwhile, and, when none is
-//! left, tells every unit that key storage is reencrypted so that admins may promote it. The
-//! engine resumes from the journal and the keystore alone, so a restarted service picks up
-//! where it stopped.
+//! rotation (from-VP, to-VP, phase, progress, the slices of the current pass) and a pure state
+//! machine; [`Rotations`] is the engine that drives it. Each pass over key storage is planned as
+//! slices by position; a replica claims a slice under a lease in the store, rewraps every blob
+//! of it still under the source master key in batches inside a unit, writes each one back only
+//! if it is unchanged meanwhile, and renews the lease after every batch. A replica that stops
+//! renewing loses its slice to another one when the lease expires. When every slice is done,
+//! one replica (under the lease `rotation:<instance>:finish`) closes the source master key (the
+//! store then refuses new key versions under it), counts what is left, and either plans another
+//! pass or tells every unit that key storage is reencrypted, so that admins may promote it.
+//! Everything lives in the store, so a restarted (or another) replica picks up where one
+//! stopped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use rotor_crypto::Vp;
 use rotor_proto::keyops::{BatchItem, FinishReencryption, RewrapBatch};
+use rotor_proto::rotation::Range;
 pub use rotor_proto::rotation::{
     Journal, JournalConflict, KeystoreView, MasterKeyCount, Phase, RotationView, Start,
 };
@@ -25,7 +32,7 @@ use rotor_util::blocking;
 use rotor_util::time::now_ms;
 
 use crate::pool::{PoolError, UnitPool};
-use tokio::sync::{RwLock, mpsc};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// Blobs per unit round trip and per keystore transaction.
@@ -36,6 +43,13 @@ const PIPELINE_DEPTH: usize = 4;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// How often progress is written to the journal.
 const JOURNAL_INTERVAL: Duration = Duration::from_secs(1);
+/// Slices a pass is planned in: enough for every replica to hold one and take over another.
+const SLICES: u32 = 16;
+/// How long a lease on a slice (or on the final step) holds without renewal: how long a slice
+/// of a replica that died waits before another one takes it over.
+const LEASE_MS: i64 = 5_000;
+/// How often replicas look for rotations to work on, and for free slices.
+const POLL: Duration = Duration::from_millis(250);
 
 /// Why a rotation request was refused.
 #[derive(Debug)]
@@ -103,40 +117,42 @@ impl From<StoreError> for RotationError {
     }
 }
 
-/// Progress of the engine's current run, kept in memory.
+/// Progress of this replica's current run, kept in memory.
 #[derive(Clone, Debug, Default)]
 struct Live {
     running: bool,
     since: Option<Instant>,
     moved: u64,
-    /// Blobs moved in the current direction, the journal's count plus what this run moved
-    /// since (the journal itself is written once a second).
-    done: u64,
 }
 
-/// The rotation engine of every instance.
+/// The rotation engine of every instance, on this replica.
 #[derive(Clone)]
 pub struct Rotations {
     store: Arc<dyn KeyStore>,
     units: UnitPool,
-    gate: Arc<RwLock<()>>,
+    /// This replica's name in leases.
+    replica: Arc<str>,
     live: Arc<Mutex<HashMap<Uuid, Live>>>,
-    /// Held for every read-change-write of a journal, so the engine's progress never
-    /// overwrites a phase that an admin request changed meanwhile.
-    journal_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The name of a lease on the slice of `instance` starting at `lo`.
+fn slice_lease(instance: Uuid, lo: i64) -> String {
+    format!("rotation:{instance}:slice:{lo}")
+}
+
+/// The name of the lease on the final step of a pass of `instance`.
+fn finish_lease(instance: Uuid) -> String {
+    format!("rotation:{instance}:finish")
 }
 
 impl Rotations {
-    /// The engine over `store` and the units of each instance. Key creation holds `gate` for
-    /// reading while it wraps and stores a new key, so the final count of a rotation (taken
-    /// with the gate held for writing) sees every key made before the units were pinned.
-    pub fn new(store: Arc<dyn KeyStore>, units: UnitPool, gate: Arc<RwLock<()>>) -> Self {
+    /// The engine over `store` and the units of each instance, working as `replica`.
+    pub fn new(store: Arc<dyn KeyStore>, units: UnitPool, replica: Arc<str>) -> Self {
         Self {
             store,
             units,
-            gate,
+            replica,
             live: Arc::default(),
-            journal_lock: Arc::default(),
         }
     }
 
@@ -153,32 +169,39 @@ impl Rotations {
         Ok(blocking(|| self.store.rotation_journal(instance))?)
     }
 
-    fn save(&self, instance: Uuid, journal: &Journal) -> Result<(), RotationError> {
-        Ok(blocking(|| {
-            self.store.put_rotation_journal(instance, journal)
-        })?)
-    }
-
-    /// Applies `change` to the journal on record and stores it if `change` says so; returns
-    /// whether it did.
-    async fn update(
+    /// Applies `change` to the journal on record, atomically with every other replica, and
+    /// stores it if `change` says so; returns whether it did.
+    fn update(
         &self,
         instance: Uuid,
-        change: impl FnOnce(&mut Journal) -> bool,
+        mut change: impl FnMut(&mut Journal) -> bool,
     ) -> Result<bool, RotationError> {
-        let _lock = self.journal_lock.lock().await;
-        let Some(mut journal) = self.journal(instance)? else {
-            return Ok(false);
-        };
-        if !change(&mut journal) {
-            return Ok(false);
-        }
-        self.save(instance, &journal)?;
-        Ok(true)
+        let mut changed = false;
+        blocking(|| {
+            self.store.update_rotation_journal(instance, &mut |slot| {
+                changed = slot.as_mut().is_some_and(&mut change);
+                Ok(changed)
+            })
+        })?;
+        Ok(changed)
     }
 
     fn count_under(&self, instance: Uuid, vp: &Vp) -> Result<u64, RotationError> {
         Ok(blocking(|| self.store.count_under(instance, vp))?)
+    }
+
+    fn take_lease(&self, name: &str) -> Result<bool, RotationError> {
+        Ok(blocking(|| {
+            self.store
+                .take_lease(name, &self.replica, now_ms(), LEASE_MS)
+        })?)
+    }
+
+    fn release_lease(&self, name: &str) {
+        if let Err(err) = blocking(|| self.store.release_lease(name, &self.replica)) {
+            // It expires on its own.
+            tracing::warn!(lease = name, error = %err, "cannot release a lease");
+        }
     }
 
     async fn statuses(&self, instance: Uuid) -> Result<Vec<UnitStatus>, RotationError> {
@@ -194,9 +217,7 @@ impl Rotations {
     /// Starts the rotation `from` → `to`, or continues the same one. Every unit must have the
     /// new register pinned (or be promoted already).
     pub async fn begin(&self, instance: Uuid, from: Vp, to: Vp) -> Result<Journal, RotationError> {
-        let lock = self.journal_lock.lock().await;
-        let existing = self.journal(instance)?;
-        let start = Journal::start(existing.as_ref(), from, to)?;
+        Journal::start(self.journal(instance)?.as_ref(), from, to)?;
         for status in self.statuses(instance).await? {
             let promoted = status.current.vp.matches(&to);
             let pinned = status.current.vp.matches(&from)
@@ -218,34 +239,46 @@ impl Rotations {
                 )));
             }
         }
-        let journal = match (start, existing) {
-            (Start::Resume, Some(journal)) => {
-                if journal.phase == Phase::Reencrypted {
-                    // A unit that missed the news (restored, or down at the time) hears it now.
-                    let remaining = self.count_under(instance, &from)?;
-                    self.tell_units(instance, &to, remaining)
-                        .await
-                        .map_err(RotationError::Unreachable)?;
+        let total = self.count_under(instance, &from)?;
+        // Decided again against the journal as it stands when written: of two replicas asked
+        // at once, one begins the rotation and the other resumes it.
+        let mut outcome = Err(JournalConflict::SameMasterKey);
+        let journal = blocking(|| {
+            self.store.update_rotation_journal(instance, &mut |slot| {
+                outcome = Journal::start(slot.as_ref(), from, to);
+                match outcome {
+                    Ok(Start::New) => {
+                        *slot = Some(Journal::begin(from, to, total, now_ms()));
+                        Ok(true)
+                    }
+                    _ => Ok(false),
                 }
-                journal
+            })
+        })?;
+        let start = outcome?;
+        let journal = journal.ok_or_else(|| {
+            RotationError::Conflict("the rotation journal vanished; try again".to_owned())
+        })?;
+        match start {
+            Start::New => {
+                tracing::info!(%instance, %from, %to, total, "master key rotation started");
             }
-            _ => {
-                let journal =
-                    Journal::begin(from, to, self.count_under(instance, &from)?, now_ms());
-                self.save(instance, &journal)?;
-                tracing::info!(%instance, %from, %to, total = journal.total, "master key rotation started");
-                journal
+            Start::Resume if journal.phase == Phase::Reencrypted => {
+                // A unit that missed the news (restored, or down at the time) hears it now.
+                let remaining = self.count_under(instance, &from)?;
+                self.tell_units(instance, &to, remaining)
+                    .await
+                    .map_err(RotationError::Unreachable)?;
             }
-        };
-        drop(lock);
+            Start::Resume => {}
+        }
         self.spawn(instance);
         Ok(journal)
     }
 
     /// Admins aborted the rotation on every unit: rewrap everything back.
     pub async fn abort(&self, instance: Uuid) -> Result<Journal, RotationError> {
-        let lock = self.journal_lock.lock().await;
-        let mut journal = self.journal(instance)?.ok_or_else(|| {
+        let journal = self.journal(instance)?.ok_or_else(|| {
             RotationError::Conflict("no rotation is on record for this instance".to_owned())
         })?;
         for status in self.statuses(instance).await? {
@@ -259,43 +292,88 @@ impl Rotations {
                 )));
             }
         }
-        if journal.phase != Phase::Aborting {
-            let total = self.count_under(instance, &journal.to)?;
-            journal.abort(total, now_ms())?;
-            self.save(instance, &journal)?;
-            tracing::info!(%instance, "master key rotation aborted by admins");
+        let total = self.count_under(instance, &journal.to)?;
+        let mut refusal = None;
+        let journal = blocking(|| {
+            self.store.update_rotation_journal(instance, &mut |slot| {
+                let Some(journal) = slot.as_mut() else {
+                    refusal = Some(JournalConflict::NothingToAbort);
+                    return Ok(false);
+                };
+                if journal.phase == Phase::Aborting {
+                    return Ok(false);
+                }
+                match journal.abort(total, now_ms()) {
+                    Ok(()) => Ok(true),
+                    Err(conflict) => {
+                        refusal = Some(conflict);
+                        Ok(false)
+                    }
+                }
+            })
+        })?;
+        if let Some(conflict) = refusal {
+            return Err(conflict.into());
         }
-        drop(lock);
+        let journal = journal.ok_or_else(|| {
+            RotationError::Conflict("no rotation is on record for this instance".to_owned())
+        })?;
+        tracing::info!(%instance, "master key rotation aborted by admins");
         self.spawn(instance);
         Ok(journal)
     }
 
     /// Every unit is promoted: the rotation is complete.
     pub async fn complete(&self, instance: Uuid) -> Result<Journal, RotationError> {
-        let _lock = self.journal_lock.lock().await;
-        let mut journal = self.journal(instance)?.ok_or_else(|| {
+        let journal = self.journal(instance)?.ok_or_else(|| {
             RotationError::Conflict("no rotation is on record for this instance".to_owned())
         })?;
-        if journal.phase != Phase::Completed {
-            for status in self.statuses(instance).await? {
-                if !status.current.vp.matches(&journal.to) {
-                    return Err(RotationError::Conflict(format!(
-                        "unit {} still has current master key {}; promote it to {} first",
-                        status.unit, status.current.vp, journal.to
-                    )));
-                }
-            }
-            journal.complete(now_ms())?;
-            self.save(instance, &journal)?;
-            tracing::info!(%instance, to = %journal.to, "master key rotation completed");
+        if journal.phase == Phase::Completed {
+            return Ok(journal);
         }
-        Ok(journal)
+        for status in self.statuses(instance).await? {
+            if !status.current.vp.matches(&journal.to) {
+                return Err(RotationError::Conflict(format!(
+                    "unit {} still has current master key {}; promote it to {} first",
+                    status.unit, status.current.vp, journal.to
+                )));
+            }
+        }
+        let mut refusal = None;
+        let journal = blocking(|| {
+            self.store.update_rotation_journal(instance, &mut |slot| {
+                let Some(stored) = slot.as_mut() else {
+                    return Ok(false);
+                };
+                if stored.from != journal.from || stored.to != journal.to {
+                    refusal = Some(JournalConflict::OtherRotationOpen {
+                        from: stored.from,
+                        to: stored.to,
+                    });
+                    return Ok(false);
+                }
+                match stored.complete(now_ms()) {
+                    Ok(()) => Ok(true),
+                    Err(conflict) => {
+                        refusal = Some(conflict);
+                        Ok(false)
+                    }
+                }
+            })
+        })?;
+        if let Some(conflict) = refusal {
+            return Err(conflict.into());
+        }
+        tracing::info!(%instance, to = %journal_to(journal.as_ref()), "master key rotation completed");
+        journal.ok_or_else(|| {
+            RotationError::Conflict("no rotation is on record for this instance".to_owned())
+        })
     }
 
-    /// The journal with live progress.
+    /// The journal with live progress, and which replicas work on it.
     pub fn view(&self, instance: Uuid) -> Result<Option<RotationView>, RotationError> {
         self.known(instance)?;
-        let Some(mut journal) = self.journal(instance)? else {
+        let Some(journal) = self.journal(instance)? else {
             return Ok(None);
         };
         let live = self
@@ -304,13 +382,18 @@ impl Rotations {
             .ok()
             .and_then(|live| live.get(&instance).cloned())
             .unwrap_or_default();
-        // While the engine runs, its own count is current and costs no scan of the keystore.
+        let prefix = format!("rotation:{instance}:");
+        let mut workers: Vec<String> = blocking(|| self.store.leases(&prefix, now_ms()))?
+            .into_iter()
+            .map(|lease| lease.holder)
+            .collect();
+        workers.sort();
+        workers.dedup();
+        let running = live.running || !workers.is_empty();
+        // While replicas work, the journal's count is current (written every second) and
+        // costs no scan of the keystore.
         let remaining = match journal.direction() {
-            Some(_) if live.running => {
-                // Batches in flight when admins aborted may still land on the old count.
-                journal.done = journal.done.max(live.done).min(journal.total);
-                journal.total.saturating_sub(journal.done)
-            }
+            Some(_) if running => journal.total.saturating_sub(journal.done),
             Some((source, _)) => self.count_under(instance, &source)?,
             None => 0,
         };
@@ -330,17 +413,19 @@ impl Rotations {
             remaining,
             rate,
             seconds_left,
-            running: live.running,
-            workers: Vec::new(),
+            running,
+            workers,
         }))
     }
 
-    /// Resumes every rotation the journal says is under way (at service start).
+    /// Joins every rotation the journal says is under way (at service start).
     pub fn resume_all(&self) {
         for instance in self.units.instances() {
             match self.journal(instance) {
                 Ok(Some(journal)) if journal.direction().is_some() => {
-                    tracing::info!(%instance, phase = journal.phase.label(), "resuming master key rotation");
+                    if !self.is_running(instance) {
+                        tracing::info!(%instance, phase = journal.phase.label(), "joining master key rotation");
+                    }
                     self.spawn(instance);
                 }
                 Ok(_) => {}
@@ -351,7 +436,22 @@ impl Rotations {
         }
     }
 
-    /// Runs the engine for `instance` unless it runs already.
+    /// Joins, forever, every rotation another replica begins or resumes.
+    pub async fn watch(self) {
+        loop {
+            tokio::time::sleep(POLL * 4).await;
+            self.resume_all();
+        }
+    }
+
+    fn is_running(&self, instance: Uuid) -> bool {
+        self.live
+            .lock()
+            .ok()
+            .is_some_and(|live| live.get(&instance).is_some_and(|entry| entry.running))
+    }
+
+    /// Runs the engine for `instance` unless it runs already on this replica.
     fn spawn(&self, instance: Uuid) {
         {
             let Ok(mut live) = self.live.lock() else {
@@ -365,7 +465,6 @@ impl Rotations {
                 running: true,
                 since: Some(Instant::now()),
                 moved: 0,
-                done: 0,
             };
         }
         let engine = self.clone();
@@ -386,19 +485,15 @@ impl Rotations {
             && let Some(entry) = live.get_mut(&instance)
         {
             entry.moved += count;
-            entry.done += count;
         }
     }
 
-    fn note_done(&self, instance: Uuid, done: u64) {
-        if let Ok(mut live) = self.live.lock()
-            && let Some(entry) = live.get_mut(&instance)
-        {
-            entry.done = done;
-        }
-    }
-
+    /// Works on the rotation of `instance` until no slice is left for this replica and the
+    /// rotation is reencrypted (or aborted), or another replica finishes it.
     async fn run(&self, instance: Uuid) -> Result<(), RotationError> {
+        // What the last final count on this replica found left, to notice blobs that no pass
+        // can move.
+        let mut last_left: Option<u64> = None;
         loop {
             let Some(journal) = self.journal(instance)? else {
                 return Ok(());
@@ -407,55 +502,136 @@ impl Rotations {
                 return Ok(());
             };
             let direction = Some((source, target));
-            self.note_done(instance, journal.done);
-            let moved = self.pass(instance, direction).await?;
-            if self.journal(instance)?.and_then(|j| j.direction()) != direction {
-                // Admins aborted meanwhile: start over in the new direction.
-                continue;
-            }
-            moved_tokens(self, instance, &source, &target).await?;
-            // Key creation holds the gate while it wraps and stores; with the gate held here,
-            // every key made before the units were pinned is in the count.
-            let remaining = {
-                let _gate = self.gate.write().await;
-                self.count_under(instance, &source)?
-            };
-            if remaining > 0 {
-                if moved == 0 {
-                    let why = format!(
-                        "{remaining} blob(s) under {source} could not be rewrapped; they do not authenticate or no unit holds both master keys"
-                    );
-                    self.note_waiting(instance, direction, why).await?;
-                    tokio::time::sleep(RETRY_PAUSE * 10).await;
+            if journal.ranges.is_empty() && !journal.closing {
+                let bounds = blocking(|| self.store.positions_under(instance, &source))?;
+                if let Some((lo, hi)) = bounds {
+                    self.update(instance, |journal| {
+                        journal.direction() == direction && journal.plan(lo, hi, SLICES)
+                    })?;
+                    continue;
                 }
+            }
+            if let Some(slice) = self.claim_slice(instance, &journal)? {
+                let lease = slice_lease(instance, slice.lo);
+                let finished = self.rewrap_slice(instance, direction, slice, &lease).await;
+                if matches!(finished, Ok(true)) {
+                    self.update(instance, |journal| {
+                        journal.direction() == direction && journal.finish_range(slice.lo, now_ms())
+                    })?;
+                }
+                self.release_lease(&lease);
+                finished?;
                 continue;
             }
-            match self.tell_units(instance, &target, remaining).await {
-                Ok(()) => {
-                    let finished = self
-                        .update(instance, |journal| {
-                            let current = journal.direction() == direction;
-                            if current {
-                                journal.source_empty(now_ms());
-                            }
-                            current
-                        })
-                        .await?;
-                    if finished {
-                        tracing::info!(%instance, "KMS CRK rewrap successful: no key is left under the old master key");
-                        return Ok(());
+            if journal.open_ranges().next().is_some() {
+                // Other replicas hold the remaining slices: wait for them, or for their
+                // leases to expire.
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            let lease = finish_lease(instance);
+            if !self.take_lease(&lease)? {
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            let outcome = self.finish_pass(instance, direction, &mut last_left).await;
+            self.release_lease(&lease);
+            if outcome? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Claims an open slice of the current pass whose lease is free.
+    fn claim_slice(
+        &self,
+        instance: Uuid,
+        journal: &Journal,
+    ) -> Result<Option<Range>, RotationError> {
+        for slice in journal.open_ranges() {
+            if self.take_lease(&slice_lease(instance, slice.lo))? {
+                return Ok(Some(slice));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The final step of a pass, under the finish lease: closes the source master key, counts
+    /// what is left under it, and either plans another pass or tells every unit that key
+    /// storage is reencrypted. Returns whether the rotation left this direction.
+    async fn finish_pass(
+        &self,
+        instance: Uuid,
+        direction: Option<(Vp, Vp)>,
+        last_left: &mut Option<u64>,
+    ) -> Result<bool, RotationError> {
+        let Some((source, target)) = direction else {
+            return Ok(true);
+        };
+        moved_tokens(self, instance, &source, &target).await?;
+        // From here on the store refuses key versions under the source master key, so the
+        // count below misses none, whichever replica stores one.
+        let closed = self.update(instance, |journal| {
+            let current = journal.direction() == direction;
+            if current && !journal.closing {
+                journal.close_source(now_ms());
+            }
+            current
+        })?;
+        if !closed {
+            return Ok(false);
+        }
+        let remaining = self.count_under(instance, &source)?;
+        if remaining > 0 {
+            if *last_left == Some(remaining) {
+                let why = format!(
+                    "{remaining} blob(s) under {source} could not be rewrapped; they do not authenticate or no unit holds both master keys"
+                );
+                self.note_waiting(instance, direction, why)?;
+                tokio::time::sleep(RETRY_PAUSE * 10).await;
+            }
+            *last_left = Some(remaining);
+            // Another pass over what is left (keys stored before the units were pinned,
+            // slices whose writes lost a race).
+            self.update(instance, |journal| {
+                let current = journal.direction() == direction;
+                if current {
+                    journal.next_pass(now_ms());
+                }
+                current
+            })?;
+            let bounds = blocking(|| self.store.positions_under(instance, &source))?;
+            if let Some((lo, hi)) = bounds {
+                self.update(instance, |journal| {
+                    journal.direction() == direction && journal.plan(lo, hi, SLICES)
+                })?;
+            }
+            return Ok(false);
+        }
+        match self.tell_units(instance, &target, remaining).await {
+            Ok(()) => {
+                let finished = self.update(instance, |journal| {
+                    let current = journal.direction() == direction;
+                    if current {
+                        journal.source_empty(now_ms());
                     }
+                    current
+                })?;
+                if finished {
+                    tracing::info!(%instance, "KMS CRK rewrap successful: no key is left under the old master key");
                 }
-                Err(why) => {
-                    self.note_waiting(instance, direction, why).await?;
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
+                Ok(true)
+            }
+            Err(why) => {
+                self.note_waiting(instance, direction, why)?;
+                tokio::time::sleep(RETRY_PAUSE).await;
+                Ok(false)
             }
         }
     }
 
     /// Records why the engine waits, unless the journal changed direction meanwhile.
-    async fn note_waiting(
+    fn note_waiting(
         &self,
         instance: Uuid,
         direction: Option<(Vp, Vp)>,
@@ -464,12 +640,11 @@ impl Rotations {
         self.update(instance, |journal| {
             let current = journal.direction() == direction;
             if current {
-                journal.waiting = Some(why);
+                journal.waiting = Some(why.clone());
                 journal.updated = now_ms();
             }
             current
-        })
-        .await?;
+        })?;
         Ok(())
     }
 
@@ -486,17 +661,20 @@ impl Rotations {
             .map_err(|err| format!("waiting for {err}"))
     }
 
-    /// One pass over every blob under `source`: read, rewrap in a unit, write back if
-    /// unchanged; three stages in a pipeline. Returns how many blobs moved.
-    async fn pass(
+    /// Rewraps every blob of `slice` still under the source: read, rewrap in a unit, write back
+    /// if unchanged; three stages in a pipeline. The lease is renewed after every batch written.
+    /// Returns whether the slice was read to its end (false: the lease was lost or the
+    /// direction changed).
+    async fn rewrap_slice(
         &self,
         instance: Uuid,
         direction: Option<(Vp, Vp)>,
-    ) -> Result<u64, RotationError> {
+        slice: Range,
+        lease: &str,
+    ) -> Result<bool, RotationError> {
         let Some((source, target)) = direction else {
-            return Ok(0);
+            return Ok(false);
         };
-        let (source, target) = (&source, &target);
         let units = self.units.operational_count(instance);
         if units == 0 {
             return Err(RotationError::Conflict(
@@ -507,14 +685,13 @@ impl Rotations {
         let (done_tx, mut done_rx) = mpsc::channel::<Vec<BlobReplacement>>(PIPELINE_DEPTH);
 
         let store = Arc::clone(&self.store);
-        let source_vp = *source;
-        let pass_started = Instant::now();
+        let started = Instant::now();
         let reader = tokio::task::spawn_blocking(move || -> Result<Duration, StoreError> {
-            let mut after = 0;
+            let mut after = slice.lo.saturating_sub(1);
             let mut reading = Duration::ZERO;
             loop {
                 let started = Instant::now();
-                let batch = store.blobs_under(instance, &source_vp, after, i64::MAX, BATCH)?;
+                let batch = store.blobs_under(instance, &source, after, slice.hi, BATCH)?;
                 reading += started.elapsed();
                 let Some(last) = batch.last() else {
                     return Ok(reading);
@@ -532,7 +709,6 @@ impl Rotations {
             let read_rx = Arc::clone(&read_rx);
             let done_tx = done_tx.clone();
             let units = self.units.clone();
-            let target = *target;
             workers.push(tokio::spawn(async move {
                 loop {
                     let Some(batch) = read_rx.lock().await.recv().await else {
@@ -552,6 +728,7 @@ impl Rotations {
         let mut unsaved = 0;
         let mut last_saved = Instant::now();
         let mut writing = Duration::ZERO;
+        let mut complete = true;
         while let Some(replacements) = done_rx.recv().await {
             let store = Arc::clone(&self.store);
             let started = Instant::now();
@@ -560,9 +737,15 @@ impl Rotations {
             moved += replaced;
             unsaved += replaced;
             self.note_moved(instance, replaced);
+            if !self.take_lease(lease)? {
+                tracing::warn!(%instance, lease, "lost the lease on a slice of key storage; another replica takes it over");
+                complete = false;
+                break;
+            }
             if last_saved.elapsed() >= JOURNAL_INTERVAL {
-                if !self.record(instance, direction, unsaved).await? {
-                    // The direction changed (an abort): stop this pass.
+                if !self.record(instance, direction, unsaved)? {
+                    // The direction changed (an abort): stop this slice.
+                    complete = false;
                     break;
                 }
                 unsaved = 0;
@@ -583,18 +766,20 @@ impl Rotations {
         };
         tracing::info!(
             %instance,
+            lo = slice.lo,
+            hi = slice.hi,
             moved,
-            seconds = pass_started.elapsed().as_secs_f64(),
+            seconds = started.elapsed().as_secs_f64(),
             reading = reading.as_secs_f64(),
             writing = writing.as_secs_f64(),
-            "rewrap pass finished"
+            "slice of key storage rewrapped"
         );
-        self.record(instance, direction, unsaved).await?;
-        Ok(moved)
+        let current = self.record(instance, direction, unsaved)?;
+        Ok(complete && current)
     }
 
     /// Adds `count` moved blobs to the journal if it still moves in `direction`.
-    async fn record(
+    fn record(
         &self,
         instance: Uuid,
         direction: Option<(Vp, Vp)>,
@@ -602,14 +787,18 @@ impl Rotations {
     ) -> Result<bool, RotationError> {
         self.update(instance, |journal| {
             let current = journal.direction() == direction;
-            if current {
+            if current && count > 0 {
                 journal.record(count, now_ms());
                 journal.waiting = None;
             }
             current
         })
-        .await
     }
+}
+
+/// For the log: the target master key of a journal.
+fn journal_to(journal: Option<&Journal>) -> String {
+    journal.map_or_else(String::new, |journal| journal.to.to_string())
 }
 
 /// Rewraps one batch in the first unit that can, starting with `first` (see

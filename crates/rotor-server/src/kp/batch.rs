@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use rotor_store::{KeyMeta, KeyState, KeyVersion};
+use rotor_store::{KeyMeta, KeyState, KeyVersion, StoreError};
 use rotor_unit::keyapi::{GenerateBatch, GenerateItem, GeneratedBatch};
 use rotor_unit::keys::Binding;
 use serde_json::json;
@@ -61,7 +61,30 @@ pub async fn create_keys_batch(
         })
         .collect();
     let ids: Vec<Uuid> = items.iter().map(|item| item.binding.key).collect();
-    let _gate = state.gate.read().await;
+    let mut retried = false;
+    loop {
+        match store_batch(state, instance, created_by, dual_auth, &keys, &items, &ids).await? {
+            Ok(answer) => break Ok(answer),
+            // Wrapped before the units moved to the new master key, stored after a rotation
+            // closed the old one: wrap again, under the new one.
+            Err(_) if !retried => retried = true,
+            Err(vp) => break Err(StoreError::Retired(vp).into()),
+        }
+    }
+}
+
+/// One attempt of [`create_keys_batch`]: wraps in a unit, stores in one transaction. `Err(vp)`
+/// when storage refused the master key `vp` the unit wrapped under (see [`StoreError::Retired`]).
+async fn store_batch(
+    state: &KpState,
+    instance: Uuid,
+    created_by: &str,
+    dual_auth: Option<bool>,
+    keys: &[(String, Zeroizing<Vec<u8>>)],
+    items: &[GenerateItem],
+    ids: &[Uuid],
+) -> KpResult<Result<Vec<(Uuid, Vec<u8>)>, rotor_crypto::Vp>> {
+    let items = items.to_vec();
     let generated: GeneratedBatch = state.unit_call(instance, &GenerateBatch { items }).await?;
     if generated.keys.len() != ids.len() {
         return Err(KpError::NoMasterKey(
@@ -71,11 +94,11 @@ pub async fn create_keys_batch(
     let now = now_ms();
     let mut records = Vec::with_capacity(ids.len());
     let mut answer = Vec::with_capacity(ids.len());
-    for (((name, _), id), (blob, ciphertext)) in keys.into_iter().zip(ids).zip(generated.keys) {
+    for (((name, _), id), (blob, ciphertext)) in keys.iter().zip(ids).zip(generated.keys) {
         let key = KeyMeta {
             instance,
-            id,
-            name,
+            id: *id,
+            name: name.clone(),
             description: String::new(),
             extractable: false,
             imported: false,
@@ -103,9 +126,12 @@ pub async fn create_keys_batch(
             created: now,
         };
         records.push((key, version));
-        answer.push((id, ciphertext));
+        answer.push((*id, ciphertext));
     }
-    blocking(|| state.store.create_keys(&records))?;
+    match blocking(|| state.store.create_keys(&records)) {
+        Err(StoreError::Retired(vp)) => return Ok(Err(vp)),
+        result => result?,
+    }
     tracing::info!(%instance, count = answer.len(), "keys created in a batch");
     // One entry for the batch, naming how many keys it created.
     state.audit.record(
@@ -115,7 +141,7 @@ pub async fn create_keys_batch(
         created_by,
         rotor_proto::audit::Verdict::Accepted,
     );
-    Ok(answer)
+    Ok(Ok(answer))
 }
 
 /// The most keys one batch creates.

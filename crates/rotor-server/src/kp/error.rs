@@ -444,6 +444,7 @@ impl From<StoreError> for KpError {
             StoreError::NotFound(message) => Self::NotFound(message),
             StoreError::Conflict(message) => Self::Conflict(message),
             StoreError::Refused(message) => Self::InvalidState(message),
+            retired @ StoreError::Retired(_) => Self::Conflict(retired.to_string()),
             // Database failures, corrupt records, and whatever the store adds later.
             failure => {
                 tracing::error!(error = %failure, "key storage failed");

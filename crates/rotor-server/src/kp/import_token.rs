@@ -105,7 +105,6 @@ pub(super) async fn create_import_token(
         instance: caller.instance,
         token: id,
     };
-    let _gate = state.gate.read().await;
     let keys: ImportTokenKeys = state.unit_call(caller.instance, &request).await?;
     let mut nonce = [0u8; 12];
     rotor_crypto::fill_random(&mut nonce);

@@ -85,46 +85,6 @@ pub(super) async fn create_key(
         extractable,
     };
     let imported = request.payload.is_some();
-    let _gate = state.gate.read().await;
-    let sealed: SealedKey = match (request.payload, request.encrypted_nonce) {
-        (Some(encrypted_material), Some(encrypted_nonce)) => {
-            let material = EncryptedMaterial {
-                material: encrypted_material.into_vec(),
-                encrypted_nonce: encrypted_nonce.into_vec(),
-                iv: request
-                    .iv
-                    .ok_or_else(|| KpError::field("iv", "is required for a secure import"))?
-                    .into_vec(),
-                algorithm: request
-                    .encryption_algorithm
-                    .unwrap_or_else(|| "RSAES_OAEP_SHA_256".to_owned()),
-            };
-            secure_import(&state, caller.instance, binding, material).await?
-        }
-        (Some(material), None) => {
-            let material = material.into_secret();
-            state
-                .unit_call(caller.instance, &ImportRequest { binding, material })
-                .await?
-        }
-        (None, Some(_)) => {
-            return Err(KpError::field(
-                "payload",
-                "is required: a secure import needs the encrypted key material",
-            ));
-        }
-        (None, None) => {
-            state
-                .unit_call(
-                    caller.instance,
-                    &GenerateRequest {
-                        binding,
-                        length: 32,
-                    },
-                )
-                .await?
-        }
-    };
     let now = now_ms();
     let policies = rotor_store::KeyPolicies {
         dual_auth_delete: match request.dual_auth_delete {
@@ -140,7 +100,7 @@ pub(super) async fn create_key(
     let key = KeyMeta {
         instance: caller.instance,
         id,
-        name: request.name,
+        name: request.name.clone(),
         description,
         extractable,
         imported,
@@ -157,14 +117,72 @@ pub(super) async fn create_key(
         newest_version: 1,
         labels: tags,
     };
-    let version = KeyVersion {
-        version: 1,
-        id: Uuid::new_v4(),
-        vp: sealed.vp,
-        blob: sealed.blob,
-        created: now,
+    let mut retried = false;
+    let (version, material) = loop {
+        let sealed: SealedKey = match (request.payload.clone(), request.encrypted_nonce.clone()) {
+            (Some(encrypted_material), Some(encrypted_nonce)) => {
+                let material = EncryptedMaterial {
+                    material: encrypted_material.into_vec(),
+                    encrypted_nonce: encrypted_nonce.into_vec(),
+                    iv: request
+                        .iv
+                        .clone()
+                        .ok_or_else(|| KpError::field("iv", "is required for a secure import"))?
+                        .into_vec(),
+                    algorithm: request
+                        .encryption_algorithm
+                        .clone()
+                        .unwrap_or_else(|| "RSAES_OAEP_SHA_256".to_owned()),
+                };
+                secure_import(&state, caller.instance, binding.clone(), material).await?
+            }
+            (Some(material), None) => {
+                let material = material.into_secret();
+                state
+                    .unit_call(
+                        caller.instance,
+                        &ImportRequest {
+                            binding: binding.clone(),
+                            material,
+                        },
+                    )
+                    .await?
+            }
+            (None, Some(_)) => {
+                return Err(KpError::field(
+                    "payload",
+                    "is required: a secure import needs the encrypted key material",
+                ));
+            }
+            (None, None) => {
+                state
+                    .unit_call(
+                        caller.instance,
+                        &GenerateRequest {
+                            binding: binding.clone(),
+                            length: 32,
+                        },
+                    )
+                    .await?
+            }
+        };
+        let version = KeyVersion {
+            version: 1,
+            id: Uuid::new_v4(),
+            vp: sealed.vp,
+            blob: sealed.blob,
+            created: now,
+        };
+        match blocking(|| state.store.create_key(&key, &version)) {
+            // Wrapped before the units moved to the new master key, stored after a rotation
+            // closed the old one: wrap again, under the new one.
+            Err(StoreError::Retired(_)) if !retried => retried = true,
+            result => {
+                result?;
+                break (version, sealed.material);
+            }
+        }
     };
-    blocking(|| state.store.create_key(&key, &version))?;
     let event = if imported { "import" } else { "create" };
     state.audit_event(&caller, event, &key.id.to_string());
     tracing::info!(instance = %key.instance, key = %key.id, extractable, imported, "key created");
@@ -175,7 +193,7 @@ pub(super) async fn create_key(
         StatusCode::CREATED,
         &key,
         Some(&version),
-        sealed.material.as_ref().map(|material| material.as_slice()),
+        material.as_ref().map(|material| material.as_slice()),
     ))
 }
 

@@ -1,6 +1,7 @@
 //! Key lifecycle rules shared by the routes: which state allows use, dual authorization, and
 //! how a root key gets its next version.
 
+use rotor_store::StoreError;
 use rotor_store::{KeyMeta, KeyState, KeyVersion};
 use rotor_unit::keyapi::{GenerateRequest, ImportRequest, SealedKey};
 use rotor_unit::keys::Binding;
@@ -53,42 +54,55 @@ pub(super) async fn add_version(
     payload: Option<Zeroizing<Vec<u8>>>,
 ) -> KpResult<()> {
     let version = binding.version;
-    let _gate = state.gate.read().await;
-    let sealed: SealedKey = match payload {
-        Some(material) => {
-            state
-                .unit_call(instance, &ImportRequest { binding, material })
-                .await?
-        }
-        None => {
-            state
-                .unit_call(
-                    instance,
-                    &GenerateRequest {
-                        binding,
-                        length: 32,
-                    },
-                )
-                .await?
-        }
-    };
     let now = now_ms();
     let mut updated = key.clone();
     updated.newest_version = version;
     updated.last_rotated = Some(now);
     updated.updated = now;
-    let record = KeyVersion {
-        version,
-        id: Uuid::new_v4(),
-        blob: sealed.blob,
-        vp: sealed.vp,
-        created: now,
-    };
-    blocking(|| {
-        state
-            .store
-            .add_version(&updated, key.newest_version, &record)
-    })?;
+    let mut retried = false;
+    loop {
+        let sealed: SealedKey = match payload.clone() {
+            Some(material) => {
+                state
+                    .unit_call(
+                        instance,
+                        &ImportRequest {
+                            binding: binding.clone(),
+                            material,
+                        },
+                    )
+                    .await?
+            }
+            None => {
+                state
+                    .unit_call(
+                        instance,
+                        &GenerateRequest {
+                            binding: binding.clone(),
+                            length: 32,
+                        },
+                    )
+                    .await?
+            }
+        };
+        let record = KeyVersion {
+            version,
+            id: Uuid::new_v4(),
+            blob: sealed.blob,
+            vp: sealed.vp,
+            created: now,
+        };
+        match blocking(|| {
+            state
+                .store
+                .add_version(&updated, key.newest_version, &record)
+        }) {
+            // Wrapped before the units moved to the new master key, stored after a rotation
+            // closed the old one: wrap again, under the new one.
+            Err(StoreError::Retired(_)) if !retried => retried = true,
+            result => break result?,
+        }
+    }
     tracing::info!(key = %key.id, version, "key rotated");
     Ok(())
 }

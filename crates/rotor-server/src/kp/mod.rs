@@ -77,9 +77,8 @@ pub struct KpState {
     pub units: crate::pool::UnitPool,
     /// How long after deletion a key may be purged, in seconds (Key Protect: 4 hours).
     pub purge_after_seconds: u64,
-    /// Held for reading while a new blob is wrapped and stored; a rotation takes it for
-    /// writing to count what is left under the old master key (see [`crate::rotation`]).
-    pub gate: Arc<tokio::sync::RwLock<()>>,
+    /// This replica's name in leases on shared work.
+    pub replica: Arc<str>,
     /// Proxies whose `X-Forwarded-For` names the client (for `allowedIP` policies).
     pub trusted_proxies: Arc<[Cidr]>,
     /// The port the service listens on, answered by `GET /instance/allowed_ip_port`.

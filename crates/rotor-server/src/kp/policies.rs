@@ -29,6 +29,22 @@ pub async fn rotate_by_policy(state: KpState) {
     loop {
         tokio::time::sleep(POLICY_CHECK).await;
         for instance in state.units.instances() {
+            // One replica checks each instance per round; if it stops, its lease expires
+            // before the next round and another replica checks.
+            let lease = format!("policy-rotation:{instance}");
+            let ttl = i64::try_from(POLICY_CHECK.as_millis() / 2).unwrap_or(i64::MAX);
+            match blocking(|| {
+                state
+                    .store
+                    .take_lease(&lease, &state.replica, now_ms(), ttl)
+            }) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(err) => {
+                    tracing::warn!(instance = %instance, error = %err, "cannot take the rotation policy lease; retrying later");
+                    continue;
+                }
+            }
             if let Err(err) = rotate_due(&state, instance).await {
                 tracing::warn!(instance = %instance, error = ?err, "rotation by policy failed; retrying later");
             }

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use super::error::{KpError, KpResult};
 
 /// Bytes sent as base64, decoded strictly and zeroized on drop: they may be key material.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Base64Bytes(Zeroizing<Vec<u8>>);
 
 impl Base64Bytes {
