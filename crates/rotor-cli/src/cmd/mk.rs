@@ -176,6 +176,9 @@ async fn show_registers(session: &Session) -> Result<()> {
                     .map_or_else(|| "?".to_owned(), |s| format!("{s:.0}"))
             );
         }
+        if !rotation.workers.is_empty() {
+            println!("working on it: {}", rotation.workers.join(", "));
+        }
         if let Some(waiting) = &journal.waiting {
             println!("waiting: {waiting}");
         }
