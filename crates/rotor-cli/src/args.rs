@@ -131,6 +131,9 @@ pub enum Commands {
         /// Configuration file (TOML): listen address, instances and their units.
         #[arg(long)]
         config: PathBuf,
+        /// Exit when the parent process exits (used by 'rotor dev --replicas').
+        #[arg(long, hide = true)]
+        exit_with_parent: bool,
     },
     /// Start a local instance: unit processes and the service on loopback.
     Dev(DevArgs),
@@ -636,4 +639,8 @@ pub struct DevArgs {
     /// costs). The units keep mutual TLS.
     #[arg(long)]
     pub insecure_plain_http: bool,
+    /// Run this many service replicas as processes on one database (needs --postgres), each on
+    /// its own loopback port; the info file lists them all under 'endpoints'.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub replicas: u16,
 }

@@ -315,6 +315,7 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
         purge_after_seconds: 4 * 3600,
         token_ttl_seconds: 3600,
         insecure_plain_http: false,
+        replicas: 1,
     };
     let instance = start_dev(&dev).await?;
     let info = &instance.info;

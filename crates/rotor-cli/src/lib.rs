@@ -67,7 +67,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Commands::Unit {
             command: UnitCommand::Reseal { dir, seal, token },
         } => cmd::run::unit_reseal(&dir, seal, &token, cli.json),
-        Commands::Server { config } => cmd::run::server(&config).await,
+        Commands::Server {
+            config,
+            exit_with_parent,
+        } => cmd::run::server(&config, exit_with_parent).await,
         Commands::Dev(args) => cmd::dev::dev(args, cli.json).await,
         Commands::Demo(args) => demo::demo(args, cli.json).await,
     }

@@ -54,6 +54,9 @@ pub struct DevInfo {
     /// The dev instance's CA certificate: clients verify the endpoint with it
     /// (`--ca-cert`, `ROTOR_CA_CERT`, `REQUESTS_CA_BUNDLE`).
     pub ca_cert: PathBuf,
+    /// Every service replica's base URL (`endpoint` is the first), when there are several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
 }
 
 impl DevInfo {

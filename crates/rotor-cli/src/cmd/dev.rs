@@ -12,20 +12,42 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::args::DevArgs;
+use crate::cmd::replicas::Replicas;
 use crate::output::print_json;
 use crate::workstation::Home;
 
-/// A dev instance: unit processes plus the service on a background task.
+/// A dev instance: unit processes plus the service, on a background task or as replica
+/// processes.
 pub struct DevInstance {
     /// Where the service answers.
     pub info: DevInfo,
     _units: DevUnits,
-    server: tokio::task::JoinHandle<()>,
+    serving: Serving,
+}
+
+/// How a dev instance serves its API.
+enum Serving {
+    /// One service on a task of this process.
+    InProcess(tokio::task::JoinHandle<()>),
+    /// Service replicas as processes.
+    Replicas(Replicas),
+}
+
+impl DevInstance {
+    /// The replica processes, when the instance runs several.
+    pub fn replicas(&mut self) -> Option<&mut Replicas> {
+        match &mut self.serving {
+            Serving::Replicas(replicas) => Some(replicas),
+            Serving::InProcess(_) => None,
+        }
+    }
 }
 
 impl Drop for DevInstance {
     fn drop(&mut self) {
-        self.server.abort();
+        if let Serving::InProcess(server) = &self.serving {
+            server.abort();
+        }
     }
 }
 
@@ -67,7 +89,7 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
         args.insecure_plain_http,
     );
     let transport = rotor_server::api_transport(&config)?;
-    let info = DevInfo {
+    let mut info = DevInfo {
         endpoint,
         instance: units.instance.id,
         dir: units.dir().to_owned(),
@@ -75,7 +97,34 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
         api_key: units.api_keys.get("manager").cloned().unwrap_or_default(),
         api_keys: units.api_keys.clone(),
         ca_cert: units.tls.ca_cert.clone(),
+        endpoints: Vec::new(),
     };
+    if args.replicas > 1 {
+        drop(listener);
+        let http = rotor_tls::config::http_client(&rotor_tls::ClientTls {
+            ca: info.ca_cert.clone(),
+            crl: None,
+            identity: None,
+            expected: rotor_tls::ExpectedPeer::Any,
+        })?
+        .timeout(std::time::Duration::from_secs(2))
+        .build()?;
+        let replicas = Replicas::start(
+            &options.unit_program,
+            &units.dir().join("service").join("replicas"),
+            &config,
+            usize::from(args.replicas),
+            http,
+        )
+        .await?;
+        info.endpoints = replicas.endpoints();
+        info.endpoint = info.endpoints.first().cloned().unwrap_or_default();
+        return Ok(DevInstance {
+            info,
+            _units: units,
+            serving: Serving::Replicas(replicas),
+        });
+    }
     let service = rotor_server::Service::open(config)?;
     let background = service.start_background();
     let server = tokio::spawn(async move {
@@ -91,7 +140,7 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
     Ok(DevInstance {
         info,
         _units: units,
-        server,
+        serving: Serving::InProcess(server),
     })
 }
 

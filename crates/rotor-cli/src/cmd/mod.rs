@@ -9,6 +9,7 @@ pub mod login;
 pub mod mk;
 pub mod parts;
 pub mod pki;
+pub mod replicas;
 pub mod rotate;
 pub mod run;
 pub mod sigkeys;

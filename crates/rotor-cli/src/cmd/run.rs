@@ -152,15 +152,7 @@ pub async fn unit_serve(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.exit_with_parent {
-        let parent = std::os::unix::process::parent_id();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                if std::os::unix::process::parent_id() != parent {
-                    std::process::exit(0);
-                }
-            }
-        });
+        exit_when_parent_exits();
     }
     let info_file = args.info_file.clone();
     let notice_info = info.clone();
@@ -255,9 +247,26 @@ pub fn unit_reseal(dir: &Path, seal: SealKind, token: &TokenArgs, json: bool) ->
     Ok(())
 }
 
+/// Exits this process once its parent is gone (a 'rotor dev' that was killed leaves no
+/// processes behind).
+fn exit_when_parent_exits() {
+    let parent = std::os::unix::process::parent_id();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if std::os::unix::process::parent_id() != parent {
+                std::process::exit(0);
+            }
+        }
+    });
+}
+
 /// `rotor server`
-pub async fn server(config_path: &Path) -> Result<()> {
+pub async fn server(config_path: &Path, exit_with_parent: bool) -> Result<()> {
     let config = rotor_server::Config::load(config_path)?;
+    if exit_with_parent {
+        exit_when_parent_exits();
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
