@@ -604,6 +604,14 @@ pub struct DemoArgs {
     /// 10,000 rows per transaction) in one process, on the demo's throwaway keystore.
     #[arg(long)]
     pub baseline: bool,
+    /// Run this many service replicas as processes on one database (needs --postgres); the
+    /// load spreads over them, and replica 2 is killed (SIGKILL) during the reencryption and
+    /// started again.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub replicas: u16,
+    /// With --replicas: kill no replica (to measure speed alone).
+    #[arg(long)]
+    pub no_kill: bool,
 }
 
 /// `rotor dev`

@@ -4,8 +4,8 @@
 //! the Key Protect API, and finally unwraps every DEK and compares it with its original.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::args::{DemoArgs, DevArgs};
 use crate::cmd::dev::{initialize, start_dev, step};
+use crate::cmd::replicas::Replicas;
 use crate::output::print_json;
 
 /// Keys per bulk creation request.
@@ -33,11 +34,15 @@ struct DemoKey {
     dek: Zeroizing<[u8; 32]>,
 }
 
-/// A Key Protect client of the dev instance.
+/// A Key Protect client of the dev instance, spreading its requests over the service
+/// replicas in turn.
 #[derive(Clone)]
 struct Client {
     http: reqwest::Client,
-    endpoint: String,
+    endpoints: Arc<Vec<String>>,
+    next: Arc<AtomicUsize>,
+    /// Requests sent again to another replica because their connection broke.
+    retried: Arc<AtomicU64>,
     instance: Uuid,
     token: Arc<String>,
 }
@@ -56,26 +61,44 @@ impl Client {
             .api_keys
             .get("writer")
             .context("the dev instance has no writer API key")?;
-        let token: Value = http
-            .post(format!("{}/identity/token", info.endpoint))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!(
-                "grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey={api_key}"
-            ))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let token = token["access_token"]
-            .as_str()
-            .context("the token endpoint gave no token")?
-            .to_owned();
+        let token = access_token(&http, &info.endpoint, api_key).await?;
+        let endpoints = if info.endpoints.is_empty() {
+            vec![info.endpoint.clone()]
+        } else {
+            info.endpoints.clone()
+        };
         Ok(Self {
             http,
-            endpoint: info.endpoint.clone(),
+            endpoints: Arc::new(endpoints),
+            next: Arc::default(),
+            retried: Arc::default(),
             instance: info.instance,
             token: Arc::new(token),
         })
+    }
+
+    /// Sends `request` (given a base URL) to the next replica in turn. When the connection
+    /// breaks before an answer (the replica went away), it goes to the following replica, as a
+    /// load balancer would do; any answer, errors included, is final.
+    async fn send(
+        &self,
+        request: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> reqwest::Result<reqwest::Response> {
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut attempt = 0;
+        loop {
+            let endpoint = &self.endpoints[(first + attempt) % self.endpoints.len()];
+            match request(endpoint).send().await {
+                Err(err)
+                    if attempt + 1 < self.endpoints.len()
+                        && (err.is_connect() || err.is_request()) =>
+                {
+                    self.retried.fetch_add(1, Ordering::Relaxed);
+                    attempt += 1;
+                }
+                answer => return answer,
+            }
+        }
     }
 
     async fn create(&self, first: usize, count: usize) -> Result<Vec<DemoKey>> {
@@ -87,15 +110,17 @@ impl Client {
             items.push(json!({"name": format!("demo-{n:07}"), "dek": B64.encode(dek.as_ref())}));
             deks.push(dek);
         }
+        let body = json!({ "keys": items });
         let response = self
-            .http
-            .post(format!(
-                "{}/v1/instances/{}/keys/batch",
-                self.endpoint, self.instance
-            ))
-            .bearer_auth(self.token.as_str())
-            .json(&json!({ "keys": items }))
-            .send()
+            .send(|endpoint| {
+                self.http
+                    .post(format!(
+                        "{endpoint}/v1/instances/{}/keys/batch",
+                        self.instance
+                    ))
+                    .bearer_auth(self.token.as_str())
+                    .json(&body)
+            })
             .await?;
         let status = response.status();
         let body: Value = response.json().await?;
@@ -128,12 +153,13 @@ impl Client {
     /// A Key Protect request; the answer's body if it succeeded.
     async fn kp(&self, path: &str, body: &Value) -> Option<Value> {
         let response = self
-            .http
-            .post(format!("{}{path}", self.endpoint))
-            .bearer_auth(self.token.as_str())
-            .header("bluemix-instance", self.instance.to_string())
-            .json(body)
-            .send()
+            .send(|endpoint| {
+                self.http
+                    .post(format!("{endpoint}{path}"))
+                    .bearer_auth(self.token.as_str())
+                    .header("bluemix-instance", self.instance.to_string())
+                    .json(body)
+            })
             .await
             .ok()?;
         if !response.status().is_success() {
@@ -315,10 +341,11 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
         purge_after_seconds: 4 * 3600,
         token_ttl_seconds: 3600,
         insecure_plain_http: false,
-        replicas: 1,
+        replicas: args.replicas,
     };
-    let instance = start_dev(&dev).await?;
-    let info = &instance.info;
+    let mut instance = start_dev(&dev).await?;
+    let info = instance.info.clone();
+    let info = &info;
     say(
         json_output,
         &format!(
@@ -365,7 +392,22 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
     let tally = Arc::new(Tally::default());
     let load = start_load(&client, &keys, &stop, &tally);
     let rotation_started = Instant::now();
-    let rotated = step(info, &["auto", "rotate", "--json"], true).await;
+    let rotation_done = AtomicBool::new(false);
+    let rotate = async {
+        let rotated = step(info, &["auto", "rotate", "--json"], true).await;
+        rotation_done.store(true, Ordering::Relaxed);
+        rotated
+    };
+    let (rotated, replicas_killed) = match instance.replicas() {
+        Some(replicas) if !args.no_kill => {
+            let (rotated, killed) = tokio::join!(
+                rotate,
+                kill_a_replica_during_reencryption(replicas, info, &rotation_done)
+            );
+            (rotated, killed?)
+        }
+        _ => (rotate.await, 0),
+    };
     let rotation_seconds = rotation_started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for task in load {
@@ -422,6 +464,9 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
     let mut summary = json!({
         "keys": keys.len(),
         "units": info.units.len(),
+        "replicas": args.replicas,
+        "replicas_killed": replicas_killed,
+        "requests_sent_to_another_replica": client.retried.load(Ordering::Relaxed),
         "rotation_seconds": rotation_seconds,
         "keys_per_second": keys_per_second,
         "reencryption_seconds": reencryption_seconds,
@@ -469,4 +514,71 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
         "\nDone: no request failed and every key verified.",
     );
     Ok(())
+}
+
+/// Kills service replica 2 (SIGKILL) once it works on the reencryption, then starts it again:
+/// the rotation must finish and no request may fail. Returns how many replicas it killed (0 if
+/// the reencryption ended before replica 2 was seen working on it).
+async fn kill_a_replica_during_reencryption(
+    replicas: &mut Replicas,
+    info: &DevInfo,
+    done: &AtomicBool,
+) -> Result<u64> {
+    const VICTIM: usize = 1;
+    let http = rotor_tls::config::http_client(&rotor_tls::ClientTls {
+        ca: info.ca_cert.clone(),
+        crl: None,
+        identity: None,
+        expected: rotor_tls::ExpectedPeer::Any,
+    })?
+    .build()?;
+    let api_key = info
+        .api_keys
+        .get("admin")
+        .context("the dev instance has no admin API key")?;
+    let token = access_token(&http, &info.endpoint, api_key).await?;
+    let url = format!("{}/v1/instances/{}/rotation", info.endpoint, info.instance);
+    let victim = format!("replica-{}", VICTIM + 1);
+    while !done.load(Ordering::Relaxed) {
+        let view: Option<Value> = match http.get(&url).bearer_auth(&token).send().await {
+            Ok(response) if response.status().is_success() => response
+                .json::<Value>()
+                .await
+                .ok()
+                .map(|body| body["rotation"].clone()),
+            _ => None,
+        };
+        let working = view.as_ref().is_some_and(|view| {
+            view["phase"] == "reencrypting"
+                && view["workers"]
+                    .as_array()
+                    .is_some_and(|workers| workers.iter().any(|w| w.as_str() == Some(&victim)))
+        });
+        if working {
+            replicas.kill(VICTIM)?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            replicas.restart(VICTIM).await?;
+            return Ok(1);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(0)
+}
+
+/// An IAM access token for `api_key`.
+async fn access_token(http: &reqwest::Client, endpoint: &str, api_key: &str) -> Result<String> {
+    let token: Value = http
+        .post(format!("{endpoint}/identity/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey={api_key}"
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(token["access_token"]
+        .as_str()
+        .context("the token endpoint gave no token")?
+        .to_owned())
 }

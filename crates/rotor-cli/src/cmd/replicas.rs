@@ -67,10 +67,10 @@ impl Replicas {
                 child: None,
             });
         }
+        // One after the other: the first one creates what they share (the token signing key,
+        // the schema).
         for index in 0..count {
             replicas.spawn(index)?;
-        }
-        for index in 0..count {
             replicas.wait_ready(index).await?;
         }
         Ok(replicas)
@@ -124,9 +124,9 @@ impl Replicas {
                 && let Some(status) = child.try_wait()?
             {
                 bail!(
-                    "service replica {} exited ({status}) at start; see {}",
+                    "service replica {} exited ({status}) at start: {}",
                     index + 1,
-                    replica.log.display()
+                    last_lines(&replica.log)
                 );
             }
             if http
@@ -139,10 +139,10 @@ impl Replicas {
             }
             if started.elapsed() > START_TIMEOUT {
                 bail!(
-                    "service replica {} did not answer within {} s; see {}",
+                    "service replica {} did not answer within {} s: {}",
                     index + 1,
                     START_TIMEOUT.as_secs(),
-                    replica.log.display()
+                    last_lines(&replica.log)
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -165,6 +165,14 @@ impl Replicas {
         self.spawn(index)?;
         self.wait_ready(index).await
     }
+}
+
+/// The end of a replica's log, for an error message (the dev directory may be gone by the
+/// time someone reads it).
+fn last_lines(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
 }
 
 impl Drop for Replicas {
