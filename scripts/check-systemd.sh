@@ -56,7 +56,7 @@ exec_starts() {
 
 for unit in "$units_dir"/*.service; do
     name=$(basename "$unit")
-    exec_starts "$unit" | grep -q "^$installed_bin " ||
+    grep -q "^$installed_bin " <<<"$(exec_starts "$unit")" ||
         fail "$name: ExecStart does not run $installed_bin"
     sed "s|$installed_bin|$bin|g" "$unit" >"$work/$name"
 done
