@@ -3,6 +3,8 @@
 #   - Rust: unit, property and integration tests (units as real processes over loopback,
 #     SoftHSM2 as the PKCS#11 token that seals a unit's key).
 #   - Python: IBM's official keyprotect SDK against a real 'rotor dev' (tests/python).
+#   - The systemd unit files of deploy/systemd (scripts/check-systemd.sh; installs systemd's
+#     tools when missing and root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,5 +52,6 @@ fi
 export ROTOR_SCHEMATHESIS_PYTHON="$SCHEMATHESIS_VENV/bin/python"
 
 cargo build --locked -p rotor-cli
+ROTOR_BIN="$PWD/target/debug/rotor" scripts/check-systemd.sh
 cargo test --workspace --locked
 ROTOR_BIN="$PWD/target/debug/rotor" python3 -m pytest -q tests/python
