@@ -11,6 +11,9 @@ Environment:
   ROTOR_LOG            log filter of the dev process and its units (default here: debug, so that
                        the secret search covers as much log output as possible)
   ROTOR_START_TIMEOUT  seconds to wait for the instance to be initialized (default 300)
+  ROTOR_DEV_ARGS       more arguments for `rotor dev`, e.g. "--postgres --replicas 2": with
+                       several replicas the suite talks to them through a round-robin TCP proxy,
+                       as clients reach replicas through a load balancer
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import hmac
 import json
 import os
+import shlex
 import signal
 import stat
 import subprocess
@@ -32,7 +36,7 @@ import requests
 from ibm_cloud_sdk_core.authenticators import BearerTokenAuthenticator, IAMAuthenticator
 from keyprotect.ibm_key_protect_api_v2 import IbmKeyProtectApiV2
 
-from kphelpers import REPO_ROOT, Secrets, b64url, find_leaks
+from kphelpers import REPO_ROOT, RoundRobinProxy, Secrets, b64url, find_leaks
 
 
 @dataclass
@@ -54,6 +58,7 @@ class Rotor:
         files += sorted(self.dir.rglob("unit.log"))
         service = self.dir / "service"
         files += sorted(p for p in service.glob("keys.db*") if p.is_file())
+        files += sorted((service / "replicas").glob("*.log"))
         return files
 
     def unit_logs(self) -> list[Path]:
@@ -178,6 +183,7 @@ def rotor(tmp_path_factory) -> Rotor:
                 "--dir", str(state_dir),
                 "--info-file", str(info_file),
                 "--purge-after-seconds", "0",
+                *shlex.split(os.environ.get("ROTOR_DEV_ARGS", "")),
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -208,8 +214,16 @@ def rotor(tmp_path_factory) -> Rotor:
         # Every client of the suite (IBM's SDK, requests) verifies the service's certificate
         # against the dev instance's own CA, as a deployment's clients would.
         os.environ["REQUESTS_CA_BUNDLE"] = info["ca_cert"]
+        endpoint = info["endpoint"].rstrip("/")
+        replicas = info.get("endpoints") or []
+        proxy = None
+        if len(replicas) > 1:
+            # TLS passes through untouched: the replicas' certificate names the loopback
+            # address, which the proxy shares.
+            proxy = RoundRobinProxy([url.split("://", 1)[1] for url in replicas])
+            endpoint = f"https://{proxy.address}"
         instance = Rotor(
-            endpoint=info["endpoint"].rstrip("/"),
+            endpoint=endpoint,
             instance=str(info["instance"]),
             api_key=info["api_key"],
             dir=Path(info["dir"]),
@@ -224,6 +238,8 @@ def rotor(tmp_path_factory) -> Rotor:
 
     yield instance
 
+    if proxy is not None:
+        proxy.close()
     code = _stop(process)
     problems = []
     if code is None:

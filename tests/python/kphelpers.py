@@ -98,3 +98,73 @@ def find_leaks(secrets: Iterable[tuple[str, bytes]], files: Iterable[Path]) -> l
                 if form in blob:
                     leaks.append(f"{what} ({form_name}) found in {path}")
     return leaks
+
+
+class RoundRobinProxy:
+    """A TCP load balancer on loopback: each new connection goes to the next backend in turn
+    (the next one again if that one refuses), bytes copied both ways untouched."""
+
+    def __init__(self, backends: list[str]):
+        import socket
+        import threading
+
+        self._backends = backends
+        self._next = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = "127.0.0.1:%d" % self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _connect(self):
+        import socket
+
+        with self._lock:
+            first = self._next
+            self._next += 1
+        for attempt in range(len(self._backends)):
+            host, port = self._backends[(first + attempt) % len(self._backends)].rsplit(":", 1)
+            try:
+                return socket.create_connection((host, int(port)), timeout=5)
+            except OSError:
+                continue
+        return None
+
+    def _accept(self):
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            backend = self._connect()
+            if backend is None:
+                client.close()
+                continue
+            backend.settimeout(None)
+            for source, sink in ((client, backend), (backend, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink):
+        import socket
+
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self._closed = True
+        self._listener.close()
