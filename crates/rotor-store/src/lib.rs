@@ -294,8 +294,12 @@ pub trait KeyStore: Send + Sync {
         id: Uuid,
         change: &mut dyn FnMut(&mut KeyMeta) -> Result<(), StoreError>,
     ) -> Result<KeyMeta, StoreError>;
-    /// Adds a version (a rotation) and updates the metadata in one transaction; refused if the
-    /// key's newest version changed meanwhile.
+    /// Adds a version (a rotation) in one transaction: the stored metadata takes `key`'s
+    /// `newest_version`, `last_rotated` and `updated`, and keeps everything else as stored (a
+    /// change made meanwhile, by this replica or another, stays). Refused with
+    /// [`StoreError::Conflict`] if the key's newest version is no longer `expected_newest`, and
+    /// with [`StoreError::Refused`] if the stored key is no longer active (disabled or deleted
+    /// meanwhile).
     fn add_version(
         &self,
         key: &KeyMeta,
@@ -396,6 +400,30 @@ pub trait KeyStore: Send + Sync {
     /// `record.last_counter` if the identity is the pinned one. The counter never goes down,
     /// whatever order replicas write in.
     fn note_unit(&self, unit: Uuid, record: &UnitRecord) -> Result<(), StoreError>;
+}
+
+/// What [`KeyStore::add_version`] does to the stored metadata, the same for every backend.
+fn apply_new_version(
+    stored: &mut KeyMeta,
+    key: &KeyMeta,
+    expected_newest: u32,
+) -> Result<(), StoreError> {
+    if stored.newest_version != expected_newest {
+        return Err(StoreError::Conflict(format!(
+            "key {} was rotated meanwhile; try again",
+            key.id
+        )));
+    }
+    if stored.state != KeyState::Active || stored.deletion.is_some() {
+        return Err(StoreError::Refused(format!(
+            "key {} was disabled or deleted meanwhile; it was not rotated",
+            key.id
+        )));
+    }
+    stored.newest_version = key.newest_version;
+    stored.last_rotated = key.last_rotated;
+    stored.updated = key.updated;
+    Ok(())
 }
 
 /// A lease on work, held by one replica until it expires.

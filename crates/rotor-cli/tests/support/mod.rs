@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub(crate) mod rotation;
+
 /// A bearer token from the service's token endpoint for `api_key`. Runs its own runtime on a
 /// separate thread, so it works from synchronous and asynchronous tests alike.
 pub(crate) fn access_token(info: &rotor_server::dev::DevInfo, api_key: &str) -> String {
@@ -64,9 +66,12 @@ pub(crate) fn start_dev(
     args: &[&str],
 ) -> (DevProcess, rotor_server::dev::DevInfo) {
     let info_file = dir.join("dev.json");
+    // ROTOR_TEST_DEV_ARGS runs a suite on another deployment shape, e.g. "--postgres --replicas 2".
+    let extra = std::env::var("ROTOR_TEST_DEV_ARGS").unwrap_or_default();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
         .arg("dev")
         .args(args)
+        .args(extra.split_whitespace())
         .arg("--dir")
         .arg(dir.join("state"))
         .arg("--info-file")

@@ -195,15 +195,10 @@ impl KeyStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let mut connection = self.lock()?;
         let tx = connection.transaction()?;
-        let stored = load(&tx, key.instance, key.id)?;
-        if stored.newest_version != expected_newest {
-            return Err(StoreError::Conflict(format!(
-                "key {} was rotated meanwhile; try again",
-                key.id
-            )));
-        }
-        insert_version(&tx, key, version)?;
-        save(&tx, key)?;
+        let mut stored = load(&tx, key.instance, key.id)?;
+        crate::apply_new_version(&mut stored, key, expected_newest)?;
+        insert_version(&tx, &stored, version)?;
+        save(&tx, &stored)?;
         tx.commit()?;
         Ok(())
     }
