@@ -4,10 +4,10 @@
 //! A token request reads the store itself, so a key created, rotated or revoked on one replica
 //! is honoured or refused by the next token request on every replica. Tokens are verified
 //! without a store read per request: each one names its key's id and generation, and each
-//! replica checks them against a snapshot of the unrevoked keys that it uses for at most
-//! [`API_KEY_REFRESH_SECONDS`] after the read began. A snapshot read after the revocation
-//! committed no longer holds the key, so from that long after a revocation or rotation its
-//! tokens are refused (401) everywhere; the replica that made the change refuses them at once.
+//! replica checks them against a snapshot of the keys' generations and revocations that it uses
+//! for at most [`API_KEY_REFRESH_SECONDS`] after the read began. A snapshot read after the
+//! revocation committed shows it, so from that long after a revocation or rotation its tokens
+//! are refused (401) everywhere; the replica that made the change refuses them at once.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,10 +30,39 @@ pub struct ApiKeyRef {
     pub generation: u32,
 }
 
-/// The unrevoked stored keys' generations, as read from the store when `read_at` began.
+/// Every stored key's generation and whether it is revoked, as read from the store when
+/// `read_at` began.
 struct Snapshot {
     read_at: Instant,
-    generations: HashMap<Uuid, u32>,
+    keys: HashMap<Uuid, KeyState>,
+}
+
+#[derive(Clone, Copy)]
+struct KeyState {
+    generation: u32,
+    revoked: bool,
+}
+
+/// What a snapshot says of a token's key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Unrevoked, at the token's generation.
+    Current,
+    /// Revoked, or rotated past the token's generation: final, since revocation is final and
+    /// generations only grow.
+    Ended,
+    /// The token is newer than the snapshot: the key or its generation is not in it yet.
+    Unknown,
+}
+
+impl Snapshot {
+    fn verdict(&self, token: ApiKeyRef) -> Verdict {
+        match self.keys.get(&token.id) {
+            Some(key) if key.revoked || key.generation > token.generation => Verdict::Ended,
+            Some(key) if key.generation == token.generation => Verdict::Current,
+            _ => Verdict::Unknown,
+        }
+    }
 }
 
 /// The store of API keys and this replica's snapshot of them.
@@ -71,37 +100,44 @@ impl StoredKeys {
     }
 
     /// Whether the key a token names is unrevoked and still at the token's generation, by a
-    /// snapshot at most [`API_KEY_REFRESH_SECONDS`] old (read again when older).
+    /// snapshot at most [`API_KEY_REFRESH_SECONDS`] old (read again when older). A token newer
+    /// than the snapshot (a key made or rotated on another replica since) has it read again at
+    /// once; only this service can sign tokens, so only real keys cause such reads.
     pub(super) fn check(&self, key: ApiKeyRef) -> Result<(), IamError> {
         let mut snapshot = self
             .snapshot
             .lock()
             .map_err(|_| IamError::ApiKeyStoreUnavailable)?;
         let bound = Duration::from_secs(API_KEY_REFRESH_SECONDS);
-        let fresh = snapshot
+        let mut verdict = snapshot
             .as_ref()
-            .is_some_and(|current| current.read_at.elapsed() < bound);
-        if !fresh {
-            let read_at = Instant::now();
-            let keys = rotor_util::blocking(|| self.store.api_keys()).map_err(unavailable)?;
-            let generations = keys
-                .into_iter()
-                .filter(|key| key.revoked.is_none())
-                .map(|key| (key.id, key.generation))
-                .collect();
-            *snapshot = Some(Snapshot {
-                read_at,
-                generations,
-            });
+            .filter(|current| current.read_at.elapsed() < bound)
+            .map_or(Verdict::Unknown, |current| current.verdict(key));
+        if verdict == Verdict::Unknown {
+            let fresh = self.read()?;
+            verdict = fresh.verdict(key);
+            *snapshot = Some(fresh);
         }
-        let current = snapshot
-            .as_ref()
-            .and_then(|snapshot| snapshot.generations.get(&key.id));
-        if current == Some(&key.generation) {
-            Ok(())
-        } else {
-            Err(IamError::ApiKeyRevoked)
+        match verdict {
+            Verdict::Current => Ok(()),
+            Verdict::Unknown | Verdict::Ended => Err(IamError::ApiKeyRevoked),
         }
+    }
+
+    fn read(&self) -> Result<Snapshot, IamError> {
+        let read_at = Instant::now();
+        let keys = rotor_util::blocking(|| self.store.api_keys()).map_err(unavailable)?;
+        let keys = keys
+            .into_iter()
+            .map(|key| {
+                let state = KeyState {
+                    generation: key.generation,
+                    revoked: key.revoked.is_some(),
+                };
+                (key.id, state)
+            })
+            .collect();
+        Ok(Snapshot { read_at, keys })
     }
 
     /// Drops the snapshot, so that this replica's next check reads the change it just made.

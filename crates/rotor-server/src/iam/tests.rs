@@ -740,6 +740,29 @@ fn a_stored_key_gets_tokens_on_every_replica_that_name_it() {
     assert_eq!(claims.role, Role::Writer);
     assert_eq!(claims.api_key, Some(ApiKeyRef { id, generation: 1 }));
     assert!(b.issue(&text, NOW).is_ok());
+    // A key made after b read its snapshot: its token is newer than the snapshot, so b reads
+    // the store again instead of refusing it.
+    let (later, _) = new_api_key();
+    let store = b.stored.as_ref().unwrap().store.clone();
+    store
+        .create_api_key(&rotor_store::ApiKeyRecord {
+            id: Uuid::new_v4(),
+            name: "later".to_owned(),
+            key_sha256: sha256(later.as_bytes()),
+            role: "Reader".to_owned(),
+            instances: vec!["*".to_owned()],
+            generation: 1,
+            created: 2,
+            created_by: "ops".to_owned(),
+            rotated: None,
+            revoked: None,
+        })
+        .unwrap();
+    let later_token = a.issue(&later, NOW).unwrap().access_token;
+    assert_eq!(
+        b.verify(Some(&bearer(&later_token)), NOW).unwrap().sub,
+        "later"
+    );
     // A service without the store cannot know the key's revocations: it refuses the token.
     let without_store = Iam::new(Secret32::from_bytes([7; 32]), &IamConfig::default());
     assert_eq!(
