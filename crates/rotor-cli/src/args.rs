@@ -67,11 +67,12 @@ pub enum Commands {
         #[arg(long, env = "ROTOR_API_KEY", hide_env_values = true)]
         api_key: String,
     },
-    /// Create, list, rotate and revoke the API keys kept in the service's store (Manager role):
-    /// every replica honours a change at once. A key is shown only when it is created or
-    /// rotated. Tokens of a revoked or rotated key are refused (401) within 5 seconds on every
-    /// replica; the key itself at once. The API keys of the service's configuration are a
-    /// bootstrap and are not listed here.
+    /// Create, list, rotate and revoke the API keys kept in the service's store (Manager role).
+    ///
+    /// Every replica honours a change at once. A key's value is shown only when it is created or
+    /// rotated. A revoked or rotated key is refused at once; its tokens are refused (401) within
+    /// 5 seconds on every replica. The API keys of the service's configuration are a bootstrap
+    /// and are not listed here.
     Apikeys {
         /// What to do.
         #[command(subcommand)]
