@@ -701,7 +701,7 @@ fn config_parses_with_defaults_and_is_checked() {
 
 /// Two replicas (same signing key) on one store, and a stored Writer key on INSTANCE.
 fn replicas_with_a_stored_key(
-    dir: &std::path::Path,
+    dir: &Path,
 ) -> (Iam, Iam, Arc<rotor_store::SqliteStore>, String, Uuid) {
     let store = Arc::new(rotor_store::SqliteStore::open(&dir.join("keys.db")).unwrap());
     let served = [Uuid::parse_str(INSTANCE).unwrap()];
