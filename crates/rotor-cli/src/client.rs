@@ -1,8 +1,7 @@
 //! The one place that talks HTTP to the service: the token exchange, the instance listing, the
 //! relay of unit status and commands, key storage counts, the rotation routes and the stored API
-//! keys. Answers come
-//! back typed; failures are a [`ServiceError`] that tells a connection failure, a refused
-//! credential, a unit's signed refusal and any other service error apart.
+//! keys. Answers come back typed; failures are a [`ServiceError`] that tells a connection
+//! failure, a refused credential, a unit's signed refusal and any other service error apart.
 
 use std::sync::OnceLock;
 
