@@ -67,6 +67,17 @@ pub enum Commands {
         #[arg(long, env = "ROTOR_API_KEY", hide_env_values = true)]
         api_key: String,
     },
+    /// Create, list, rotate and revoke the API keys kept in the service's store (Manager role).
+    ///
+    /// Every replica honours a change at once. A key's value is shown only when it is created or
+    /// rotated. A revoked or rotated key is refused at once; its tokens are refused (401) within
+    /// 5 seconds on every replica. The API keys of the service's configuration are a bootstrap
+    /// and are not listed here.
+    Apikeys {
+        /// What to do.
+        #[command(subcommand)]
+        command: ApikeysCommand,
+    },
     /// List instances and their crypto units; select which units later commands act on.
     Units {
         /// Omit to list.
@@ -142,6 +153,54 @@ pub enum Commands {
     /// master key rotation ('rotor auto rotate') under a concurrent unwrap load, then every DEK
     /// unwrapped and compared. With --json the last line is a JSON summary.
     Demo(DemoArgs),
+}
+
+/// `rotor apikeys …`
+#[derive(Debug, Subcommand)]
+pub enum ApikeysCommand {
+    /// Create an API key and print it, this once.
+    Create {
+        /// A name for people (unique among unrevoked keys); the subject of its tokens.
+        #[arg(long)]
+        name: String,
+        /// An instance id the key covers (repeatable), or '*' for all; your own key must cover
+        /// each.
+        #[arg(long = "instance", value_name = "ID", required = true)]
+        instances: Vec<String>,
+        /// What the key may do.
+        #[arg(long, value_enum, ignore_case = true)]
+        role: ApiKeyRole,
+    },
+    /// List the stored API keys your key may manage, revoked ones included (--json: all fields).
+    List,
+    /// Give a key a new value and print it, this once. Its old value is refused at once, its
+    /// tokens within 5 seconds.
+    Rotate {
+        /// The key's id, as 'rotor apikeys list' shows it.
+        id: uuid::Uuid,
+    },
+    /// Revoke a key for good. The key is refused at once, its tokens within 5 seconds.
+    Revoke {
+        /// The key's id, as 'rotor apikeys list' shows it.
+        id: uuid::Uuid,
+    },
+}
+
+/// The role of a new API key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApiKeyRole {
+    /// Reads key metadata and uses root keys (wrap, unwrap, rewrap).
+    #[value(name = "Reader")]
+    Reader,
+    /// Also creates, rotates, enables and disables keys.
+    #[value(name = "Writer")]
+    Writer,
+    /// Everything, crypto unit commands and API keys included.
+    #[value(name = "Manager")]
+    Manager,
+    /// Crypto unit commands only.
+    #[value(name = "CryptoUnitAdministrator")]
+    CryptoUnitAdministrator,
 }
 
 /// `rotor units …`

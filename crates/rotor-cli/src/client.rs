@@ -1,12 +1,13 @@
 //! The one place that talks HTTP to the service: the token exchange, the instance listing, the
-//! relay of unit status and commands, key storage counts and the rotation routes. Answers come
-//! back typed; failures are a [`ServiceError`] that tells a connection failure, a refused
-//! credential, a unit's signed refusal and any other service error apart.
+//! relay of unit status and commands, key storage counts, the rotation routes and the stored API
+//! keys. Answers come back typed; failures are a [`ServiceError`] that tells a connection
+//! failure, a refused credential, a unit's signed refusal and any other service error apart.
 
 use std::sync::OnceLock;
 
 use rotor_crypto::{PublicKey, Vp};
 use rotor_server::config::UnitConfig;
+use rotor_server::iam::{APIKEYS_PATH, ApiKeyView, Role};
 use rotor_server::rotation::{Journal, RotationView};
 use rotor_unit::client::{ClientError, UnitClient};
 use rotor_unit::error::UnitError;
@@ -14,6 +15,7 @@ use rotor_unit::wire::{ErrorBody, Outcome, SignedCommand, UnitStatus};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 /// Why a request to the service (or through it to a unit) gave no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +154,25 @@ struct TokenReply {
     access_token: String,
 }
 
+#[derive(Deserialize)]
+struct ApiKeysReply {
+    api_keys: Vec<ApiKeyView>,
+}
+
+#[derive(Deserialize)]
+struct RevokedApiKey {
+    api_key: ApiKeyView,
+}
+
+/// A stored API key just created or rotated, with its value.
+#[derive(Deserialize)]
+pub struct NewApiKey {
+    /// The key.
+    pub api_key: ApiKeyView,
+    /// Its value, shown this once.
+    pub key: Zeroizing<String>,
+}
+
 #[derive(Serialize)]
 struct BeginRotation {
     from_vp: Vp,
@@ -256,6 +277,16 @@ impl ServiceClient {
         path: &str,
         body: Option<&BeginRotation>,
     ) -> Result<T, ServiceError> {
+        self.call_with(method, path, body).await
+    }
+
+    /// [`Self::call`] with any JSON body.
+    async fn call_with<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ServiceError> {
         let url = format!("{}{path}", self.endpoint);
         let mut request = self
             .http
@@ -347,6 +378,37 @@ impl ServiceClient {
         let path = format!("/v1/instances/{instance}/rotation/complete");
         let reply: RotationReply<Journal> = self.call(reqwest::Method::POST, &path, None).await?;
         Ok(reply.rotation)
+    }
+
+    /// The stored API keys the caller may manage.
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeyView>, ServiceError> {
+        let reply: ApiKeysReply = self.call(reqwest::Method::GET, APIKEYS_PATH, None).await?;
+        Ok(reply.api_keys)
+    }
+
+    /// Creates a stored API key; the answer holds its value, shown this once.
+    pub async fn create_api_key(
+        &self,
+        name: &str,
+        role: Role,
+        instances: &[String],
+    ) -> Result<NewApiKey, ServiceError> {
+        let body = serde_json::json!({ "name": name, "role": role, "instances": instances });
+        self.call_with(reqwest::Method::POST, APIKEYS_PATH, Some(&body))
+            .await
+    }
+
+    /// Gives a stored API key a new value; the answer holds it, shown this once.
+    pub async fn rotate_api_key(&self, id: Uuid) -> Result<NewApiKey, ServiceError> {
+        let path = format!("{APIKEYS_PATH}/{id}/rotate");
+        self.call(reqwest::Method::POST, &path, None).await
+    }
+
+    /// Revokes a stored API key.
+    pub async fn revoke_api_key(&self, id: Uuid) -> Result<ApiKeyView, ServiceError> {
+        let path = format!("{APIKEYS_PATH}/{id}");
+        let reply: RevokedApiKey = self.call(reqwest::Method::DELETE, &path, None).await?;
+        Ok(reply.api_key)
     }
 
     /// A unit of `instance`, reached through the service's relay.

@@ -35,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Commands::Login { endpoint, api_key } => {
             cmd::login::login(&session, &endpoint, &api_key).await
         }
+        Commands::Apikeys { command } => cmd::apikeys::apikeys(&session, command).await,
         Commands::Units { command } => cmd::units::units(&session, command).await,
         Commands::Admins { command } => cmd::admins::admins(&session, command).await,
         Commands::Thresholds { command } => cmd::thresholds::thresholds(&session, command).await,

@@ -16,8 +16,8 @@
 //! bearer token with the Manager or Crypto Unit Administrator role for the instance.
 //!
 //! The same listener serves the Key Protect API ([`crate::kp`], with rotor's application blobs
-//! and bulk key creation beside it), the token endpoint
-//! ([`crate::iam`]) and `/openapi.json`.
+//! and bulk key creation beside it), the token endpoint and the API keys kept in the store
+//! (`/v1/apikeys`, [`crate::iam`]) and `/openapi.json`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -175,10 +175,11 @@ impl Service {
             })?;
         let secret = load_or_create_secret(&config.data_dir.join("iam.key"))
             .map_err(|err| StartError(err.to_string()))?;
-        let iam = Arc::new(Iam::new(secret, &config.iam));
         let store = rotor_store::SqliteStore::open(&config.data_dir.join("keys.db"))
             .map_err(|err| StartError(format!("cannot open the keystore: {err}")))?;
         let store = Arc::new(store);
+        let served = config.instances.iter().map(|instance| instance.id);
+        let iam = Arc::new(Iam::new(secret, &config.iam).with_api_key_store(store.clone(), served));
         let audit_store: Arc<dyn rotor_store::AuditStore> = store.clone();
         let store: Arc<dyn rotor_store::KeyStore> = store;
         let configured = config
@@ -254,7 +255,8 @@ impl Service {
     /// All routes.
     pub fn router(self) -> Router {
         let kp = crate::kp::router(self.kp.clone());
-        let iam = crate::iam::router(Arc::clone(&self.iam));
+        let iam = crate::iam::router(Arc::clone(&self.iam))
+            .merge(crate::iam::apikeys_router(Arc::clone(&self.iam)));
         Router::new()
             .route("/health", get(|| async { "ok" }))
             .route(

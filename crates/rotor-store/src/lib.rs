@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod apikeys;
 pub mod audit;
 mod sqlite;
 
@@ -18,6 +19,7 @@ use rotor_proto::rotation::Journal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use apikeys::{ApiKeyChange, ApiKeyRecord, ApiKeyStore};
 pub use audit::{AuditChain, AuditStore};
 pub use sqlite::SqliteStore;
 

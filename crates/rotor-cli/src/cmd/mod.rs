@@ -2,6 +2,7 @@
 //! command's module: `mk rotate` is the rotation in [`rotate`].
 
 pub mod admins;
+pub mod apikeys;
 pub mod audit;
 pub mod auto;
 pub mod dev;

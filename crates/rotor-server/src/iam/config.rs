@@ -74,6 +74,18 @@ impl Role {
         }
     }
 
+    /// The role IBM names `name` (as [`Role::name`] gives it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Role::Reader,
+            Role::Writer,
+            Role::Manager,
+            Role::CryptoUnitAdministrator,
+        ]
+        .into_iter()
+        .find(|role| role.name() == name)
+    }
+
     /// IBM's name of the role, as it appears in configurations and tokens.
     pub fn name(self) -> &'static str {
         match self {

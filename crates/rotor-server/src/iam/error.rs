@@ -44,10 +44,20 @@ pub enum IamError {
         /// The instance addressed.
         instance: Uuid,
     },
-    /// No configured API key has the SHA-256 of the key presented.
+    /// The token's stored API key was revoked or rotated since the token was issued.
     #[error(
-        "Provided API key could not be found; check the key, or its SHA-256 in the service's \
-         IAM configuration"
+        "the API key this access token was issued to was revoked or rotated; request a new \
+         token with a current API key"
+    )]
+    ApiKeyRevoked,
+    /// The store of API keys could not be read; the details are logged.
+    #[error("the service cannot read its API keys at the moment; try again")]
+    ApiKeyStoreUnavailable,
+    /// Neither a configured nor an unrevoked stored API key has the SHA-256 of the key
+    /// presented.
+    #[error(
+        "Provided API key could not be found; check the key (it may have been revoked or \
+         rotated), or its SHA-256 in the service's IAM configuration"
     )]
     UnknownApiKey,
     /// The API key is missing from the token request.
@@ -77,8 +87,8 @@ pub enum IamError {
 
 impl IamError {
     /// The HTTP status to answer with: 400 for token endpoint errors (as IBM Cloud IAM), 401 when
-    /// a request's token is missing or does not verify, 403 when its role or instances do not
-    /// permit the request, 500 for setup problems.
+    /// a request's token is missing, does not verify or names a revoked key, 403 when its role or instances do not
+    /// permit the request, 500 for setup problems, 503 when the API key store cannot be read.
     pub fn http_status(&self) -> u16 {
         match self {
             Self::UnknownApiKey
@@ -89,8 +99,10 @@ impl IamError {
             | Self::MalformedToken
             | Self::UnsupportedAlgorithm
             | Self::BadSignature
-            | Self::Expired => 401,
+            | Self::Expired
+            | Self::ApiKeyRevoked => 401,
             Self::WrongRole { .. } | Self::InstanceNotAllowed { .. } => 403,
+            Self::ApiKeyStoreUnavailable => 503,
             Self::SecretFile { .. } | Self::InvalidConfig(_) => 500,
         }
     }
@@ -106,6 +118,8 @@ impl IamError {
             Self::UnsupportedAlgorithm => "token_algorithm_unsupported",
             Self::BadSignature => "token_signature_invalid",
             Self::Expired => "token_expired",
+            Self::ApiKeyRevoked => "token_api_key_revoked",
+            Self::ApiKeyStoreUnavailable => "iam_store_unavailable",
             Self::WrongRole { .. } => "role_insufficient",
             Self::InstanceNotAllowed { .. } => "instance_not_allowed",
             Self::SecretFile { .. } => "iam_key_file",

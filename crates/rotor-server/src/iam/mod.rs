@@ -25,11 +25,17 @@
 //! instances = ["6f1c2d0e-0b7e-4a53-9d1e-2f0c6c1d7a10"]   # or ["*"]; required
 //! ```
 //!
-//! Tokens are stateless: removing an API key from the configuration or changing its role takes
-//! effect for the tokens already issued only when they expire, as with IBM Cloud IAM.
+//! The configured keys are a bootstrap: further keys are kept in the store and managed through
+//! `/v1/apikeys` (`rotor apikeys`) while the service runs, on every replica at once.
+//!
+//! Tokens of configured keys are stateless: removing one from the configuration or changing its
+//! role takes effect for the tokens already issued only when they expire, as with IBM Cloud IAM.
+//! Tokens of stored keys name the key and its generation, and stop working at most
+//! [`API_KEY_REFRESH_SECONDS`] after the key is revoked or rotated ([`stored`]).
 //!
 //! The parts: [`config`] (API keys and roles as configured), [`token`] (issuing and verifying
-//! tokens), [`secret`] (the signing key file), [`endpoint`] (the token route) and [`error`].
+//! tokens), [`stored`] (keys kept in the store, and their revocation), [`manage`] (the routes that
+//! manage them), [`secret`] (the signing key file), [`endpoint`] (the token route) and [`error`].
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -54,7 +60,9 @@ use uuid::Uuid;
 mod config;
 mod endpoint;
 mod error;
+mod manage;
 mod secret;
+mod stored;
 #[cfg(test)]
 mod tests;
 mod token;
@@ -63,8 +71,11 @@ use config::decode_sha256_hex;
 pub use config::{ApiKeyConfig, IamConfig, Role, new_api_key};
 pub use endpoint::{router, token};
 pub use error::IamError;
+pub use manage::{APIKEYS_PATH, ApiKeyError, ApiKeyView, router as apikeys_router};
 pub use rotor_util::time::unix_now;
 pub use secret::load_or_create_secret;
+use stored::StoredKeys;
+pub use stored::{API_KEY_REFRESH_SECONDS, ApiKeyRef};
 pub use token::{Claims, Iam, TokenResponse};
 
 /// The only grant type the token endpoint accepts.

@@ -62,6 +62,7 @@ fn issue_then_verify_round_trips() {
             instances: vec![INSTANCE.to_owned()],
             iat: NOW,
             exp: NOW + 600,
+            api_key: None,
         }
     );
 
@@ -204,6 +205,7 @@ fn a_token_signed_under_another_key_does_not_verify() {
         secret: Secret32::random(),
         ttl: iam.ttl,
         keys: iam.keys,
+        stored: None,
     };
     assert_eq!(
         other.verify(Some(&bearer(&token)), NOW),
@@ -695,4 +697,119 @@ fn config_parses_with_defaults_and_is_checked() {
         panic!("a key without instances was accepted");
     };
     assert!(why.contains("names no instances"), "{why}");
+}
+
+/// Two replicas (same signing key) on one store, and a stored Writer key on INSTANCE.
+fn replicas_with_a_stored_key(
+    dir: &Path,
+) -> (Iam, Iam, Arc<rotor_store::SqliteStore>, String, Uuid) {
+    let store = Arc::new(rotor_store::SqliteStore::open(&dir.join("keys.db")).unwrap());
+    let served = [Uuid::parse_str(INSTANCE).unwrap()];
+    let replica = || {
+        Iam::new(Secret32::from_bytes([7; 32]), &IamConfig::default())
+            .with_api_key_store(store.clone(), served)
+    };
+    let (text, _) = new_api_key();
+    let id = Uuid::new_v4();
+    rotor_store::ApiKeyStore::create_api_key(
+        &*store,
+        &rotor_store::ApiKeyRecord {
+            id,
+            name: "ci".to_owned(),
+            key_sha256: sha256(text.as_bytes()),
+            role: "Writer".to_owned(),
+            instances: vec![INSTANCE.to_owned()],
+            generation: 1,
+            created: 1,
+            created_by: "ops".to_owned(),
+            rotated: None,
+            revoked: None,
+        },
+    )
+    .unwrap();
+    (replica(), replica(), store, text, id)
+}
+
+#[test]
+fn a_stored_key_gets_tokens_on_every_replica_that_name_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, _store, text, id) = replicas_with_a_stored_key(dir.path());
+    let token = a.issue(&text, NOW).unwrap().access_token;
+    let claims = b.verify(Some(&bearer(&token)), NOW).unwrap();
+    assert_eq!(claims.sub, "ci");
+    assert_eq!(claims.role, Role::Writer);
+    assert_eq!(claims.api_key, Some(ApiKeyRef { id, generation: 1 }));
+    assert!(b.issue(&text, NOW).is_ok());
+    // A key made after b read its snapshot: its token is newer than the snapshot, so b reads
+    // the store again instead of refusing it.
+    let (later, _) = new_api_key();
+    let store = b.stored.as_ref().unwrap().store.clone();
+    store
+        .create_api_key(&rotor_store::ApiKeyRecord {
+            id: Uuid::new_v4(),
+            name: "later".to_owned(),
+            key_sha256: sha256(later.as_bytes()),
+            role: "Reader".to_owned(),
+            instances: vec!["*".to_owned()],
+            generation: 1,
+            created: 2,
+            created_by: "ops".to_owned(),
+            rotated: None,
+            revoked: None,
+        })
+        .unwrap();
+    let later_token = a.issue(&later, NOW).unwrap().access_token;
+    assert_eq!(
+        b.verify(Some(&bearer(&later_token)), NOW).unwrap().sub,
+        "later"
+    );
+    // A service without the store cannot know the key's revocations: it refuses the token.
+    let without_store = Iam::new(Secret32::from_bytes([7; 32]), &IamConfig::default());
+    assert_eq!(
+        without_store.verify(Some(&bearer(&token)), NOW),
+        Err(IamError::ApiKeyRevoked)
+    );
+    assert_eq!(
+        without_store.issue(&text, NOW).unwrap_err(),
+        IamError::UnknownApiKey
+    );
+}
+
+#[test]
+fn revoking_or_rotating_a_stored_key_ends_its_tokens_and_its_old_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, store, text, id) = replicas_with_a_stored_key(dir.path());
+    let token = a.issue(&text, NOW).unwrap().access_token;
+    assert!(b.verify(Some(&bearer(&token)), NOW).is_ok());
+
+    // Rotated (on another replica, straight in the store): the old text is refused at once,
+    // and a replica whose snapshot is newer than the rotation refuses the old token.
+    let (new_text, _) = new_api_key();
+    rotor_store::ApiKeyStore::rotate_api_key(&*store, id, &sha256(new_text.as_bytes()), 2, "ops")
+        .unwrap();
+    assert_eq!(a.issue(&text, NOW).unwrap_err(), IamError::UnknownApiKey);
+    b.stored.as_ref().unwrap().forget_snapshot();
+    assert_eq!(
+        b.verify(Some(&bearer(&token)), NOW),
+        Err(IamError::ApiKeyRevoked)
+    );
+    let new_token = a.issue(&new_text, NOW).unwrap().access_token;
+    assert_eq!(
+        b.verify(Some(&bearer(&new_token)), NOW)
+            .unwrap()
+            .api_key
+            .map(|key| key.generation),
+        Some(2)
+    );
+
+    // Revoked: the key and its tokens are refused.
+    rotor_store::ApiKeyStore::revoke_api_key(&*store, id, 3, "ops").unwrap();
+    assert_eq!(
+        a.issue(&new_text, NOW).unwrap_err(),
+        IamError::UnknownApiKey
+    );
+    b.stored.as_ref().unwrap().forget_snapshot();
+    let refused = b.verify(Some(&bearer(&new_token)), NOW).unwrap_err();
+    assert_eq!(refused, IamError::ApiKeyRevoked);
+    assert_eq!(refused.http_status(), 401);
 }

@@ -41,6 +41,8 @@ pub struct Claims {
     pub iat: u64,
     /// Expires at, in seconds since the Unix epoch.
     pub exp: u64,
+    /// The stored API key the token was issued to (none for a configured key).
+    pub api_key: Option<ApiKeyRef>,
 }
 
 impl Claims {
@@ -78,6 +80,9 @@ pub(super) struct JwtClaims {
     pub(super) exp: u64,
     pub(super) role: Role,
     pub(super) instances: Vec<String>,
+    /// Set for a stored API key: checked against the store's revocations and rotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) api_key: Option<ApiKeyRef>,
 }
 
 /// The token's header on the wire; other fields are ignored.
@@ -92,6 +97,8 @@ pub struct Iam {
     pub(super) secret: Secret32,
     pub(super) ttl: u64,
     pub(super) keys: Vec<ApiKeyConfig>,
+    /// The API keys kept in the store, when the service has one.
+    pub(super) stored: Option<StoredKeys>,
 }
 
 impl Iam {
@@ -102,10 +109,23 @@ impl Iam {
             secret,
             ttl: config.token_ttl_seconds,
             keys: config.api_keys.clone(),
+            stored: None,
         }
     }
 
-    /// Exchanges an API key for a token valid from `now` for the configured lifetime.
+    /// Also accepts the API keys kept in `store` (managed with `rotor apikeys`), which may
+    /// name the instances in `served`.
+    pub fn with_api_key_store(
+        mut self,
+        store: Arc<dyn rotor_store::ApiKeyStore>,
+        served: impl IntoIterator<Item = Uuid>,
+    ) -> Self {
+        self.stored = Some(StoredKeys::new(store, served.into_iter().collect()));
+        self
+    }
+
+    /// Exchanges an API key for a token valid from `now` for the configured lifetime: a
+    /// configured key, else an unrevoked stored one.
     pub fn issue(&self, api_key: &str, now: u64) -> Result<TokenResponse, IamError> {
         let presented = sha256(api_key.as_bytes());
         let mut found = None;
@@ -117,31 +137,57 @@ impl Iam {
                 found = Some(key);
             }
         }
-        let Some(key) = found else {
-            tracing::warn!("token request with an unknown API key");
-            return Err(IamError::UnknownApiKey);
-        };
+        if let Some(key) = found {
+            return Ok(self.sign(&key.name, key.role, &key.instances, None, now));
+        }
+        if let Some(stored) = &self.stored
+            && let Some(key) = stored.find(&presented)?
+        {
+            let Some(role) = Role::from_name(&key.role) else {
+                tracing::error!(api_key = %key.id, role = %key.role, "a stored API key has an unknown role");
+                return Err(IamError::ApiKeyStoreUnavailable);
+            };
+            let reference = ApiKeyRef {
+                id: key.id,
+                generation: key.generation,
+            };
+            return Ok(self.sign(&key.name, role, &key.instances, Some(reference), now));
+        }
+        tracing::warn!("token request with an unknown API key");
+        Err(IamError::UnknownApiKey)
+    }
+
+    /// A token for `sub` with `role` on `instances`, valid from `now`.
+    fn sign(
+        &self,
+        sub: &str,
+        role: Role,
+        instances: &[String],
+        api_key: Option<ApiKeyRef>,
+        now: u64,
+    ) -> TokenResponse {
         let exp = now.saturating_add(self.ttl);
-        let payload = serde_json::json!({
-            "iss": ISSUER,
-            "sub": key.name,
-            "iat": now,
-            "exp": exp,
-            "role": key.role.name(),
-            "instances": key.instances,
-        })
-        .to_string();
+        let claims = JwtClaims {
+            iss: ISSUER.to_owned(),
+            sub: sub.to_owned(),
+            iat: now,
+            exp,
+            role,
+            instances: instances.to_vec(),
+            api_key,
+        };
+        let payload = serde_json::to_string(&claims).unwrap_or_default();
         let signing_input = format!("{JWT_HEADER}.{}", URL_SAFE_NO_PAD.encode(payload));
         let signature = hmac_sha256(&self.secret, signing_input.as_bytes());
         let access_token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature));
-        tracing::info!(api_key = %key.name, role = %key.role, exp, "issued an access token");
-        Ok(TokenResponse {
+        tracing::info!(api_key = %sub, %role, exp, "issued an access token");
+        TokenResponse {
             access_token,
             refresh_token: REFRESH_NOT_SUPPORTED.to_owned(),
             token_type: "Bearer".to_owned(),
             expires_in: self.ttl,
             expiration: exp,
-        })
+        }
     }
 
     /// Verifies the `Authorization` header of a request (`Bearer TOKEN`, the scheme in any case)
@@ -189,12 +235,18 @@ impl Iam {
         if claims.exp <= now {
             return Err(IamError::Expired);
         }
+        if let Some(key) = claims.api_key {
+            // Without the store the key's revocations cannot be known: refused.
+            let stored = self.stored.as_ref().ok_or(IamError::ApiKeyRevoked)?;
+            stored.check(key)?;
+        }
         Ok(Claims {
             sub: claims.sub,
             role: claims.role,
             instances: claims.instances,
             iat: claims.iat,
             exp: claims.exp,
+            api_key: claims.api_key,
         })
     }
 }

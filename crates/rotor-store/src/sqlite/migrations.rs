@@ -107,6 +107,22 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         holder TEXT NOT NULL,
         expires INTEGER NOT NULL
     );"),
+    // 9: API keys managed through the API, shared by every replica (`crate::apikeys`).
+    Migration::Sql("CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        key_sha256 BLOB NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        instances TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        created INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        rotated INTEGER,
+        rotated_by TEXT,
+        revoked INTEGER,
+        revoked_by TEXT
+    );
+    CREATE UNIQUE INDEX api_keys_unrevoked_name ON api_keys (name) WHERE revoked IS NULL;"),
 ];
 
 /// Migration 5. A document whose sealed private key does not decode is left as it is: it

@@ -24,6 +24,7 @@ use rotor_util::time::now_ms;
 
 use rows::*;
 
+mod apikeys;
 mod audit;
 mod migrations;
 mod rows;
