@@ -15,6 +15,8 @@
 //! admins' signatures) nor a response (the CLI checks the unit's signature). These routes need a
 //! bearer token with the Manager or Crypto Unit Administrator role for the instance.
 //!
+//! `GET /metrics` answers the Prometheus text of [`crate::metrics`] to a token that may read it.
+//!
 //! The same listener serves the Key Protect API ([`crate::kp`], with rotor's application blobs
 //! and bulk key creation beside it), the token endpoint
 //! ([`crate::iam`]) and `/openapi.json`.
@@ -176,6 +178,7 @@ impl Service {
         let secret = load_or_create_secret(&config.data_dir.join("iam.key"))
             .map_err(|err| StartError(err.to_string()))?;
         let iam = Arc::new(Iam::new(secret, &config.iam));
+        crate::metrics::register();
         let store = rotor_store::SqliteStore::open(&config.data_dir.join("keys.db"))
             .map_err(|err| StartError(format!("cannot open the keystore: {err}")))?;
         let store = Arc::new(store);
@@ -248,6 +251,7 @@ impl Service {
         let iam = crate::iam::router(Arc::clone(&self.iam));
         Router::new()
             .route("/health", get(|| async { "ok" }))
+            .route("/metrics", get(metrics))
             .route(
                 "/openapi.json",
                 get(|| async { axum::Json(crate::openapi::document()) }),
@@ -283,6 +287,7 @@ impl Service {
             .merge(kp)
             .merge(iam)
             .layer(DefaultBodyLimit::max(MAX_BODY))
+            .layer(axum::middleware::from_fn(rotor_telemetry::observe))
     }
 
     fn unit(&self, instance: &str, unit: &str) -> Result<&UnitConfig, ApiError> {
@@ -297,7 +302,7 @@ impl Service {
     }
 
     async fn relay(&self, unit: &UnitConfig, request: reqwest::RequestBuilder) -> Response {
-        match request.send().await {
+        match rotor_unit::backend::correlated(request).send().await {
             Ok(response) => {
                 let status = StatusCode::from_u16(response.status().as_u16())
                     .unwrap_or(StatusCode::BAD_GATEWAY);
@@ -324,6 +329,17 @@ fn unreachable_unit(unit: &UnitConfig, err: &reqwest::Error) -> Response {
         status: StatusCode::BAD_GATEWAY,
     }
     .into_response()
+}
+
+/// `GET /metrics` (Prometheus text), for a token that may read it ([`crate::metrics`]).
+async fn metrics(State(service): State<Service>, headers: HeaderMap) -> Response {
+    let instances = service.config.instances.iter().map(|instance| instance.id);
+    crate::metrics::response(crate::metrics::authorize(
+        &service.iam,
+        &headers,
+        instances,
+        unix_now(),
+    ))
 }
 
 async fn instances(State(service): State<Service>, headers: HeaderMap) -> Response {

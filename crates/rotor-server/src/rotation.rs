@@ -154,9 +154,9 @@ impl Rotations {
     }
 
     fn save(&self, instance: Uuid, journal: &Journal) -> Result<(), RotationError> {
-        Ok(blocking(|| {
-            self.store.put_rotation_journal(instance, journal)
-        })?)
+        blocking(|| self.store.put_rotation_journal(instance, journal))?;
+        crate::metrics::rotation_progress(instance, journal.phase, journal.total, journal.done);
+        Ok(())
     }
 
     /// Applies `change` to the journal on record and stores it if `change` says so; returns
@@ -387,6 +387,7 @@ impl Rotations {
         {
             entry.moved += count;
             entry.done += count;
+            crate::metrics::rotation_done(instance, entry.done);
         }
     }
 
@@ -395,6 +396,7 @@ impl Rotations {
             && let Some(entry) = live.get_mut(&instance)
         {
             entry.done = done;
+            crate::metrics::rotation_done(instance, done);
         }
     }
 

@@ -36,10 +36,12 @@ impl CorrelationId {
 
     /// A fresh random id (a v4 UUID).
     pub fn fresh() -> Self {
-        Self(HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).unwrap_or(
-            // A UUID's text is always a valid header value; this is never reached.
-            HeaderValue::from_static("unknown"),
-        ))
+        Self(
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).unwrap_or(
+                // A UUID's text is always a valid header value; this is never reached.
+                HeaderValue::from_static("unknown"),
+            ),
+        )
     }
 
     /// The id a request carries in [`HEADER`] or [`KEY_PROTECT_HEADER`], the first well-formed

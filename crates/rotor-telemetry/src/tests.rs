@@ -24,7 +24,11 @@ fn router() -> Router {
     Router::new()
         .route(
             "/things/{id}",
-            get(|| async { correlation::current().map(|id| id.to_string()).unwrap_or_default() }),
+            get(|| async {
+                correlation::current()
+                    .map(|id| id.to_string())
+                    .unwrap_or_default()
+            }),
         )
         .layer(axum::middleware::from_fn(crate::observe))
 }
@@ -60,7 +64,8 @@ async fn call(headers: &[(&str, &str)], path: &str) -> (StatusCode, String, Stri
 
 #[tokio::test]
 async fn the_client_id_is_seen_by_the_handler_and_returned_under_both_names() {
-    let (status, ours, key_protect, seen) = call(&[("x-correlation-id", "abc-1")], "/things/7").await;
+    let (status, ours, key_protect, seen) =
+        call(&[("x-correlation-id", "abc-1")], "/things/7").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!((ours.as_str(), key_protect.as_str()), ("abc-1", "abc-1"));
     assert_eq!(seen, "abc-1");
