@@ -199,3 +199,63 @@ pub fn response(authorized: Result<(), IamError>) -> Response {
         Err(err) => err.into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::iam::{ApiKeyConfig, IamConfig, new_api_key};
+
+    const NOW: u64 = 1_750_000_000;
+
+    #[test]
+    fn only_a_reader_token_covering_every_instance_reads_the_metrics() {
+        let (first, second) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let keys: Vec<(String, ApiKeyConfig)> = [
+            ("operator", Role::Reader, vec!["*".to_owned()]),
+            (
+                "both",
+                Role::Writer,
+                vec![first.to_string(), second.to_string()],
+            ),
+            ("tenant", Role::Manager, vec![first.to_string()]),
+            ("admin", Role::CryptoUnitAdministrator, vec!["*".to_owned()]),
+        ]
+        .into_iter()
+        .map(|(name, role, instances)| {
+            let (api_key, key_sha256) = new_api_key();
+            let config = ApiKeyConfig {
+                name: name.to_owned(),
+                key_sha256,
+                role,
+                instances,
+            };
+            (api_key, config)
+        })
+        .collect();
+        let config = IamConfig {
+            token_ttl_seconds: 600,
+            api_keys: keys.iter().map(|(_, config)| config.clone()).collect(),
+        };
+        let iam = Iam::new(rotor_crypto::Secret32::random(), &config);
+        let check = |index: usize| {
+            let token = iam.issue(&keys[index].0, NOW).unwrap().access_token;
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+            authorize(&iam, &headers, [first, second], NOW + 1)
+        };
+        assert!(check(0).is_ok());
+        assert!(check(1).is_ok());
+        assert!(matches!(
+            check(2),
+            Err(IamError::InstanceNotAllowed { instance }) if instance == second
+        ));
+        assert!(matches!(check(3), Err(IamError::WrongRole { .. })));
+        let anonymous = authorize(&iam, &HeaderMap::new(), [first], NOW);
+        assert_eq!(anonymous.map_err(|err| err.http_status()), Err(401));
+    }
+}
