@@ -1,5 +1,6 @@
-//! The correlation id of a request: the client's `X-Correlation-Id` (or Key Protect's
-//! `Correlation-Id`) when it is well formed, else a fresh UUID. It is a field of every log line
+//! The correlation id of a request: the client's `Correlation-Id` (Key Protect's name, which a
+//! Key Protect SDK sets to its caller's id beside an `X-Correlation-Id` of its own making) or
+//! `X-Correlation-Id`, the first well formed, else a fresh UUID. It is a field of every log line
 //! written while the request is served, comes back in the response headers, and travels with
 //! the service's calls to units so that their log lines carry it too.
 
@@ -7,10 +8,10 @@ use std::future::Future;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
-/// The header rotor reads first, returns, and sends to units.
+/// The header rotor returns, sends to units, and reads when there is no Key Protect one.
 pub const HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
 
-/// The header Key Protect clients send and expect back.
+/// The header Key Protect clients send and expect back, read first.
 pub const KEY_PROTECT_HEADER: HeaderName = HeaderName::from_static("correlation-id");
 
 /// The longest id taken from a client.
@@ -44,10 +45,10 @@ impl CorrelationId {
         )
     }
 
-    /// The id a request carries in [`HEADER`] or [`KEY_PROTECT_HEADER`], the first well-formed
+    /// The id a request carries in [`KEY_PROTECT_HEADER`] or [`HEADER`], the first well-formed
     /// one; a fresh one when neither is.
     pub fn of(headers: &HeaderMap) -> Self {
-        [HEADER, KEY_PROTECT_HEADER]
+        [KEY_PROTECT_HEADER, HEADER]
             .iter()
             .filter_map(|name| headers.get(name)?.to_str().ok())
             .find_map(Self::parse)

@@ -72,6 +72,21 @@ async fn the_client_id_is_seen_by_the_handler_and_returned_under_both_names() {
 
     let (_, ours, _, seen) = call(&[("correlation-id", "kp-2")], "/things/7").await;
     assert_eq!((ours.as_str(), seen.as_str()), ("kp-2", "kp-2"));
+
+    // A Key Protect SDK sends its caller's id as Correlation-Id beside an X-Correlation-Id of
+    // its own: the caller's wins.
+    let both = [
+        ("x-correlation-id", "sdk-made"),
+        ("correlation-id", "callers"),
+    ];
+    let (_, ours, key_protect, seen) = call(&both, "/things/7").await;
+    assert_eq!([ours, key_protect, seen], ["callers"; 3]);
+    let malformed_kp = [
+        ("x-correlation-id", "sdk-made"),
+        ("correlation-id", "bad id"),
+    ];
+    let (_, ours, _, _) = call(&malformed_kp, "/things/7").await;
+    assert_eq!(ours, "sdk-made");
 }
 
 #[tokio::test]
