@@ -28,9 +28,22 @@ pub struct Cli {
     /// 'rotor login'); without it, the system's trusted roots.
     #[arg(long, global = true, env = "ROTOR_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// Log lines on standard error as text or as JSON (one object a line, with each request's
+    /// correlation id); default: text on a terminal, else JSON. ROTOR_LOG sets the level (warn).
+    #[arg(long, global = true, env = "ROTOR_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     /// What to do.
     #[command(subcommand)]
     pub command: Commands,
+}
+
+/// How log lines are written (plain comments on the values keep `--help` short).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    // For people: one line per event, the request's span fields in front.
+    Text,
+    // For log collectors: one JSON object per line, the span's fields under "span".
+    Json,
 }
 
 /// `rotor audit`.

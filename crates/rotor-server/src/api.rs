@@ -15,6 +15,8 @@
 //! admins' signatures) nor a response (the CLI checks the unit's signature). These routes need a
 //! bearer token with the Manager or Crypto Unit Administrator role for the instance.
 //!
+//! `GET /metrics` answers the Prometheus text of [`crate::metrics`] to a token that may read it.
+//!
 //! The same listener serves the Key Protect API ([`crate::kp`], with rotor's application blobs
 //! and bulk key creation beside it), the token endpoint and the API keys kept in the store
 //! (`/v1/apikeys`, [`crate::iam`]) and `/openapi.json`.
@@ -175,6 +177,7 @@ impl Service {
             })?;
         let secret = load_or_create_secret(&config.data_dir.join("iam.key"))
             .map_err(|err| StartError(err.to_string()))?;
+        crate::metrics::register();
         let store = rotor_store::SqliteStore::open(&config.data_dir.join("keys.db"))
             .map_err(|err| StartError(format!("cannot open the keystore: {err}")))?;
         let store = Arc::new(store);
@@ -259,6 +262,7 @@ impl Service {
             .merge(crate::iam::apikeys_router(Arc::clone(&self.iam)));
         Router::new()
             .route("/health", get(|| async { "ok" }))
+            .route("/metrics", get(metrics))
             .route(
                 "/openapi.json",
                 get(|| async { axum::Json(crate::openapi::document()) }),
@@ -294,6 +298,7 @@ impl Service {
             .merge(kp)
             .merge(iam)
             .layer(DefaultBodyLimit::max(MAX_BODY))
+            .layer(axum::middleware::from_fn(rotor_telemetry::observe))
     }
 
     fn unit(&self, instance: &str, unit: &str) -> Result<&UnitConfig, ApiError> {
@@ -308,7 +313,7 @@ impl Service {
     }
 
     async fn relay(&self, unit: &UnitConfig, request: reqwest::RequestBuilder) -> Response {
-        match request.send().await {
+        match rotor_unit::backend::correlated(request).send().await {
             Ok(response) => {
                 let status = StatusCode::from_u16(response.status().as_u16())
                     .unwrap_or(StatusCode::BAD_GATEWAY);
@@ -335,6 +340,17 @@ fn unreachable_unit(unit: &UnitConfig, err: &reqwest::Error) -> Response {
         status: StatusCode::BAD_GATEWAY,
     }
     .into_response()
+}
+
+/// `GET /metrics` (Prometheus text), for a token that may read it ([`crate::metrics`]).
+async fn metrics(State(service): State<Service>, headers: HeaderMap) -> Response {
+    let instances = service.config.instances.iter().map(|instance| instance.id);
+    crate::metrics::response(crate::metrics::authorize(
+        &service.iam,
+        &headers,
+        instances,
+        unix_now(),
+    ))
 }
 
 async fn instances(State(service): State<Service>, headers: HeaderMap) -> Response {

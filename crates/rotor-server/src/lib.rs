@@ -10,6 +10,7 @@ pub mod config;
 pub mod dev;
 pub mod iam;
 pub mod kp;
+pub mod metrics;
 mod openapi;
 pub mod pool;
 pub mod rotation;

@@ -25,6 +25,8 @@ use rotor_unit::trust::{Enrollment, TrustRefusal};
 use rotor_util::blocking;
 use uuid::Uuid;
 
+use crate::metrics;
+
 /// How long the rotation engine waits before it asks the units again when none could rewrap.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// How often the service reads every unit's signed status, so a unit restarted on an older
@@ -188,6 +190,19 @@ impl UnitPool {
         }
     }
 
+    /// Records what an answer says about `unit` in the metrics: it answered (a refusal
+    /// included) and is up unless its status check failed, or it did not answer.
+    fn note_answer<T>(&self, instance: Uuid, unit: Uuid, answer: &Result<T, CallError>) {
+        match answer {
+            Ok(_) => metrics::unit_up(instance, unit, self.refusal(unit).is_none()),
+            Err(CallError::Refused(body)) => {
+                metrics::unit_up(instance, unit, self.refusal(unit).is_none());
+                metrics::refusal(instance, unit, body.code);
+            }
+            Err(_) => metrics::unit_up(instance, unit, false),
+        }
+    }
+
     /// Checks a unit's signed status against its pinned or configured identity and its last
     /// counter, and records the counter. A refusal marks the unit unusable and is logged.
     fn check(&self, unit: Uuid, status: &UnitStatus) -> Result<(), PoolError> {
@@ -245,16 +260,18 @@ impl UnitPool {
     /// unit is logged and skipped until it passes. Runs until the task is aborted.
     pub async fn watch(self) {
         loop {
-            for instance in self.instances.values() {
-                for unit in &instance.units {
-                    match unit.link.status().await {
+            for (instance, units) in self.instances.iter() {
+                for unit in &units.units {
+                    let answer = unit.link.status().await;
+                    match &answer {
                         Ok(status) => {
-                            let _ = self.check(unit.id, &status);
+                            let _ = self.check(unit.id, status);
                         }
                         Err(err) => {
                             tracing::debug!(unit = %unit.id, error = %err, "crypto unit status not read");
                         }
                     }
+                    self.note_answer(*instance, unit.id, &answer);
                 }
             }
             tokio::time::sleep(CHECK_INTERVAL).await;
@@ -307,16 +324,20 @@ impl UnitPool {
         for offset in 0..units.len() {
             let unit = &units[(start + offset) % units.len()];
             if let Some(why) = self.refusal(unit.id) {
+                metrics::failover(instance, unit.id);
                 last = why;
                 continue;
             }
-            match unit.link.call(request).await {
+            let answer = unit.link.call(request).await;
+            self.note_answer(instance, unit.id, &answer);
+            match answer {
                 Ok(reply) => return Ok(reply),
                 Err(CallError::Refused(body)) if ends_the_search(body.code) => {
                     return Err(PoolError::Refused(body));
                 }
                 Err(err) => {
                     tracing::warn!(unit = %unit.id, error = %err, "crypto unit could not serve a key operation; trying the next");
+                    metrics::failover(instance, unit.id);
                     last = err.to_string();
                 }
             }
@@ -342,12 +363,14 @@ impl UnitPool {
     pub async fn statuses(&self, instance: Uuid) -> Result<Vec<UnitStatus>, PoolError> {
         let mut statuses = Vec::new();
         for unit in self.units(instance)? {
-            let status = unit
-                .link
-                .status()
-                .await
-                .map_err(|why| PoolError::UnitFailed { unit: unit.id, why })?;
-            self.check(unit.id, &status)?;
+            let answer = unit.link.status().await;
+            let checked = match &answer {
+                Ok(status) => self.check(unit.id, status),
+                Err(_) => Ok(()),
+            };
+            self.note_answer(instance, unit.id, &answer);
+            let status = answer.map_err(|why| PoolError::UnitFailed { unit: unit.id, why })?;
+            checked?;
             statuses.push(status);
         }
         Ok(statuses)
@@ -401,13 +424,17 @@ impl UnitPool {
             for offset in 0..units.len() {
                 let unit = &units[(first + offset) % units.len()];
                 if self.refusal(unit.id).is_some() {
+                    metrics::failover(instance, unit.id);
                     continue;
                 }
-                match unit.link.call(request).await {
+                let answer = unit.link.call(request).await;
+                self.note_answer(instance, unit.id, &answer);
+                match answer {
                     Ok(result) => return Ok(Some(result)),
                     Err(err) if err.code() == Some(ErrorCode::WrongTarget) => wrong_target += 1,
                     Err(err) => {
                         tracing::warn!(unit = %unit.id, error = %err, "a unit could not rewrap a batch; trying the next");
+                        metrics::failover(instance, unit.id);
                     }
                 }
             }

@@ -140,6 +140,13 @@ fn slice_lease(instance: Uuid, lo: i64) -> String {
     format!("rotation:{instance}:slice:{lo}")
 }
 
+/// A lease's name as a metric label: slices by their instance only, so that the label set
+/// stays small whatever the size of key storage.
+fn lease_label(name: &str) -> String {
+    name.rsplit_once(":slice:")
+        .map_or_else(|| name.to_owned(), |(head, _)| format!("{head}:slice"))
+}
+
 /// The name of the lease on the final step of a pass of `instance`.
 fn finish_lease(instance: Uuid) -> String {
     format!("rotation:{instance}:finish")
@@ -177,12 +184,15 @@ impl Rotations {
         mut change: impl FnMut(&mut Journal) -> bool,
     ) -> Result<bool, RotationError> {
         let mut changed = false;
-        blocking(|| {
+        let journal = blocking(|| {
             self.store.update_rotation_journal(instance, &mut |slot| {
                 changed = slot.as_mut().is_some_and(&mut change);
                 Ok(changed)
             })
         })?;
+        if let Some(journal) = journal {
+            crate::metrics::rotation_progress(instance, journal.phase, journal.total, journal.done);
+        }
         Ok(changed)
     }
 
@@ -191,13 +201,16 @@ impl Rotations {
     }
 
     fn take_lease(&self, name: &str) -> Result<bool, RotationError> {
-        Ok(blocking(|| {
+        let held = blocking(|| {
             self.store
                 .take_lease(name, &self.replica, now_ms(), LEASE_MS)
-        })?)
+        })?;
+        crate::metrics::lease_held(&lease_label(name), held);
+        Ok(held)
     }
 
     fn release_lease(&self, name: &str) {
+        crate::metrics::lease_held(&lease_label(name), false);
         if let Err(err) = blocking(|| self.store.release_lease(name, &self.replica)) {
             // It expires on its own.
             tracing::warn!(lease = name, error = %err, "cannot release a lease");

@@ -78,6 +78,15 @@ impl UnitBackend for Unit {
     }
 }
 
+/// `request` with the correlation id of the request this task serves, if any, so that the
+/// unit's log lines for it carry the same id as the service's.
+pub fn correlated(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match rotor_telemetry::correlation::current() {
+        Some(id) => request.header(rotor_telemetry::correlation::HEADER, id.header_value()),
+        None => request,
+    }
+}
+
 /// A unit process, reached over HTTPS with mutual TLS: the client presents the service
 /// certificate of the unit's instance and accepts only that instance's unit certificate (see
 /// [`HttpUnit::client_tls`]).
@@ -131,9 +140,7 @@ impl HttpUnit {
         content_type: &'static str,
     ) -> Result<axum::body::Bytes, CallError> {
         let unreachable = |err: reqwest::Error| CallError::Unreachable(err.to_string());
-        let response = self
-            .http
-            .post(format!("{}/keys/{name}", self.base))
+        let response = correlated(self.http.post(format!("{}/keys/{name}", self.base)))
             .header(header::CONTENT_TYPE, content_type)
             .body(body)
             .send()
@@ -186,9 +193,7 @@ impl UnitBackend for HttpUnit {
         fill_random(&mut challenge);
         let url = format!("{}/status?challenge={}", self.base, hex::encode(challenge));
         let unreachable = |err: &dyn std::fmt::Display| CallError::Unreachable(err.to_string());
-        let signed: SignedResponse = self
-            .http
-            .get(url)
+        let signed: SignedResponse = correlated(self.http.get(url))
             .send()
             .await
             .map_err(|err| unreachable(&err))?
@@ -219,9 +224,7 @@ impl UnitBackend for HttpUnit {
             self.base,
             hex::encode(challenge)
         );
-        let response = self
-            .http
-            .get(url)
+        let response = correlated(self.http.get(url))
             .send()
             .await
             .map_err(|err| unreachable(&err))?;

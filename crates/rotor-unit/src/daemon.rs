@@ -10,7 +10,8 @@
 //!
 //! For the service only (its token, like the key operations): `GET /v1/audit?after=N&challenge=HEX`,
 //! the admin chain's entries after `N` with the live head signed over the challenge
-//! ([`AuditBatch`]), and the key operations under `/v1/keys/`.
+//! ([`AuditBatch`]), the key operations under `/v1/keys/`, and `GET /metrics` (Prometheus text:
+//! requests by route and status, the process).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -252,18 +253,24 @@ impl Unit {
     }
 
     /// The routes of a unit, answered only to the service of `instance` (the client
-    /// certificate each request carries, see [`rotor_tls::PeerCertificate`]).
+    /// certificate each request carries, see [`rotor_tls::PeerCertificate`]): `/metrics`
+    /// included. Every request, refused or not, is logged with its correlation id and counted.
     pub fn router(self, instance: Uuid) -> Router {
         Router::new()
             .route("/v1/status", get(status))
             .route("/v1/command", post(command))
             .route("/v1/audit", get(audit))
+            .route(
+                "/metrics",
+                get(|| async { rotor_telemetry::metrics::response() }),
+            )
             .merge(key_routes())
             .layer(axum::middleware::from_fn(
                 move |request: axum::extract::Request, next: axum::middleware::Next| {
                     service_of_instance(instance, request, next)
                 },
             ))
+            .layer(axum::middleware::from_fn(rotor_telemetry::observe))
             .with_state(self)
     }
 

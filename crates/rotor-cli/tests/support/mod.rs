@@ -65,6 +65,17 @@ pub(crate) fn start_dev(
     dir: &std::path::Path,
     args: &[&str],
 ) -> (DevProcess, rotor_server::dev::DevInfo) {
+    start_dev_with(dir, args, &[], std::process::Stdio::null())
+}
+
+/// [`start_dev`] with more environment (inherited by its units) and its standard error to
+/// `stderr`.
+pub(crate) fn start_dev_with(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stderr: impl Into<std::process::Stdio>,
+) -> (DevProcess, rotor_server::dev::DevInfo) {
     let info_file = dir.join("dev.json");
     // ROTOR_TEST_DEV_ARGS runs a suite on another deployment shape, e.g. "--postgres --replicas 2".
     let extra = std::env::var("ROTOR_TEST_DEV_ARGS").unwrap_or_default();
@@ -77,8 +88,9 @@ pub(crate) fn start_dev(
         .arg("--info-file")
         .arg(&info_file)
         .env("ROTOR_HOME", dir.join("home"))
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start rotor dev");
     let dev = DevProcess(child);

@@ -27,7 +27,10 @@ pub(crate) async fn token(info: &rotor_server::dev::DevInfo) -> String {
 
 /// `count` root keys made in bulk, plus one made through the Key Protect API, wrapping a DEK
 /// with AAD, and rotated once so that its first-version ciphertext needs the old version.
-pub(crate) async fn seed(info: &rotor_server::dev::DevInfo, count: usize) -> std::sync::Arc<Vec<Seeded>> {
+pub(crate) async fn seed(
+    info: &rotor_server::dev::DevInfo,
+    count: usize,
+) -> std::sync::Arc<Vec<Seeded>> {
     let token = token(info).await;
     let http = super::api_http(info);
     let mut seeded = Vec::new();
@@ -103,7 +106,10 @@ pub(crate) async fn seed(info: &rotor_server::dev::DevInfo, count: usize) -> std
 }
 
 /// Unwraps every seeded DEK through the Key Protect API, 16 at a time; panics on any mismatch.
-pub(crate) async fn verify(info: &rotor_server::dev::DevInfo, seeded: &std::sync::Arc<Vec<Seeded>>) {
+pub(crate) async fn verify(
+    info: &rotor_server::dev::DevInfo,
+    seeded: &std::sync::Arc<Vec<Seeded>>,
+) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let token = std::sync::Arc::new(token(info).await);
     let next = std::sync::Arc::new(AtomicUsize::new(0));
@@ -170,7 +176,10 @@ pub(crate) fn journal(ws: &Workstation) -> Value {
 }
 
 /// Polls the rotation journal through the admin API until `done` says so.
-pub(crate) async fn wait_journal(info: &rotor_server::dev::DevInfo, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_journal(
+    info: &rotor_server::dev::DevInfo,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let dev = info.clone();
     let key = info.api_key.clone();
     let token = tokio::task::spawn_blocking(move || super::access_token(&dev, &key))
@@ -195,4 +204,3 @@ pub(crate) async fn wait_journal(info: &rotor_server::dev::DevInfo, done: impl F
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
-

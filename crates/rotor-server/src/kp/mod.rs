@@ -12,7 +12,7 @@
 //!
 //! Layout: `caller` says who calls, `client_address` where from, `requests` parses bodies,
 //! `error` maps every error to its answer, `wire` shapes keys, collections and headers
-//! (media type, `Prefer`, `Correlation-Id`), `units` reaches the crypto units, `lifecycle`
+//! (media type, `Prefer`; the `Correlation-Id` comes from `rotor_telemetry::observe`), `units` reaches the crypto units, `lifecycle`
 //! holds the key state rules; the routes live in `keys`, `actions`, `policies`,
 //! `instance_policies`, `rings`, `import_token`, `registrations`, `blobs` and `batch`.
 
@@ -54,7 +54,6 @@ use self::keys::{
 use self::policies::{get_key_policies, put_key_policies};
 use self::registrations::{key_registrations, registrations};
 use self::rings::{create_alias, create_key_ring, delete_alias, delete_key_ring, list_key_rings};
-use self::wire::correlation_id;
 use crate::iam::Iam;
 
 pub use self::batch::{MAX_BATCH_CREATE, create_keys_batch};
@@ -195,5 +194,4 @@ pub fn router(state: KpState) -> Router {
         ))
         .with_state(state)
         .layer(axum::middleware::map_response(json_rejections))
-        .layer(axum::middleware::from_fn(correlation_id))
 }

@@ -1,9 +1,7 @@
 //! The Key Protect JSON: keys as it shows them, collection envelopes, and the checks of
 //! names and aliases.
 
-use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -49,24 +47,6 @@ impl Prefer {
             Self::Representation
         }
     }
-}
-
-/// The header Key Protect returns on every response, errors included.
-const CORRELATION_ID: &str = "correlation-id";
-
-/// Returns the request's `Correlation-Id` on its response (a new v4 UUID when the request had
-/// none), so that a caller can match answers to requests in its logs, as with Key Protect.
-pub(super) async fn correlation_id(request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(CORRELATION_ID)
-        .cloned()
-        .or_else(|| HeaderValue::try_from(Uuid::new_v4().to_string()).ok());
-    let mut response = next.run(request).await;
-    if let Some(id) = id {
-        response.headers_mut().insert(CORRELATION_ID, id);
-    }
-    response
 }
 
 /// A collection body with its status and Key Protect's collection media type.

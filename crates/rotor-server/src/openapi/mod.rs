@@ -122,7 +122,7 @@ fn operation(route: &Route) -> Value {
         parameters.push(header(
             "Correlation-Id",
             false,
-            "a v4 UUID identifying the request (not validated)",
+            "an id for the request (a v4 UUID in Key Protect), returned on the response and in the logs; up to 64 characters of `[A-Za-z0-9._-]`, else a fresh UUID is used",
             json!({"type": "string"}),
         ));
     }
