@@ -598,9 +598,14 @@ pub struct DemoArgs {
     pub keys: usize,
     /// Afterwards, measure the baseline of the benchmark in docs/BENCHMARKS.md: a bare SQLite
     /// rewrite of the same rows (read, AES-256-GCM decrypt and encrypt, write back by rowid,
-    /// 10,000 rows per transaction) in one process, on the demo's throwaway keystore.
+    /// 10,000 rows per transaction) in one process, on the demo's throwaway keystore (with
+    /// --postgres: the same rewrite on the PostgreSQL database, each batch copied into a
+    /// staging table and applied with one UPDATE).
     #[arg(long)]
     pub baseline: bool,
+    /// Keep the keys in a throwaway PostgreSQL cluster instead of SQLite.
+    #[arg(long)]
+    pub postgres: bool,
 }
 
 /// `rotor dev`
@@ -636,4 +641,9 @@ pub struct DevArgs {
     /// costs). The units keep mutual TLS.
     #[arg(long)]
     pub insecure_plain_http: bool,
+    /// Keep the keys in a throwaway PostgreSQL cluster under the state directory instead of
+    /// SQLite (the system's PostgreSQL binaries: $ROTOR_PG_BIN, pg_config, or
+    /// /usr/lib/postgresql/*/bin).
+    #[arg(long)]
+    pub postgres: bool,
 }

@@ -121,6 +121,7 @@ fn config(
         purge_after_seconds: 0,
         instances: vec![instance],
         trusted_proxies: Vec::new(),
+        store: None,
     }
 }
 
@@ -192,6 +193,7 @@ async fn deploy(backend: Backend) -> Deployment {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 unit_program: env!("CARGO_BIN_EXE_rotor").into(),
                 purge_after_seconds: 0,
+                postgres: false,
             })
             .unwrap();
             let http = support::service_http(

@@ -176,11 +176,11 @@ impl Service {
         let secret = load_or_create_secret(&config.data_dir.join("iam.key"))
             .map_err(|err| StartError(err.to_string()))?;
         let iam = Arc::new(Iam::new(secret, &config.iam));
-        let store = rotor_store::SqliteStore::open(&config.data_dir.join("keys.db"))
+        let crate::store::OpenedStore {
+            keys: store,
+            audit: audit_store,
+        } = crate::store::open_store(&config)
             .map_err(|err| StartError(format!("cannot open the keystore: {err}")))?;
-        let store = Arc::new(store);
-        let audit_store: Arc<dyn rotor_store::AuditStore> = store.clone();
-        let store: Arc<dyn rotor_store::KeyStore> = store;
         let configured = config
             .instances
             .iter()

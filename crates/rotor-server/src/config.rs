@@ -15,6 +15,11 @@
 //! ca = "/etc/rotor/tls/ca.pem"            # the deployment CA (`rotor pki init`)
 //! crl = "/etc/rotor/tls/crl.pem"          # its revocation list, re-read when it changes
 //!
+//! [store]                                # optional: PostgreSQL shared by several replicas
+//! url = "postgres://rotor@db.internal/rotor"   # absent: SQLite in data_dir/keys.db
+//! ca_cert = "/etc/rotor/tls/db-ca.pem"    # TLS to the database, verified against this CA
+//! max_connections = 16
+//!
 //! [iam]
 //! token_ttl_seconds = 3600
 //!
@@ -85,6 +90,28 @@ pub struct Config {
     /// address an `allowedIP` instance policy checks is taken from `X-Forwarded-For`.
     #[serde(default)]
     pub trusted_proxies: Vec<crate::kp::Cidr>,
+    /// Key storage on PostgreSQL; absent: SQLite in `data_dir/keys.db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreConfig>,
+}
+
+fn default_max_connections() -> usize {
+    rotor_store::PgConfig::DEFAULT_MAX_CONNECTIONS
+}
+
+/// Key storage on a PostgreSQL database (several replicas share it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `postgres://user[:password]@host[:port]/database`, or libpq key/value settings.
+    pub url: String,
+    /// The CA certificates (PEM) that sign the database's certificate: the connection is TLS
+    /// when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// Connections per replica.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 /// One instance: a tenant with its units.

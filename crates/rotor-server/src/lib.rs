@@ -13,6 +13,7 @@ pub mod kp;
 mod openapi;
 pub mod pool;
 pub mod rotation;
+pub mod store;
 
 pub use api::Service;
 pub use config::Config;

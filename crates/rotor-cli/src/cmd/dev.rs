@@ -19,8 +19,15 @@ use crate::workstation::Home;
 pub struct DevInstance {
     /// Where the service answers.
     pub info: DevInfo,
-    _units: DevUnits,
+    units: DevUnits,
     server: tokio::task::JoinHandle<()>,
+}
+
+impl DevInstance {
+    /// The key storage of the service: PostgreSQL (`rotor dev --postgres`) or SQLite (`None`).
+    pub fn store(&self) -> Option<rotor_server::config::StoreConfig> {
+        self.units.store()
+    }
 }
 
 impl Drop for DevInstance {
@@ -38,6 +45,7 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
         listen: args.listen,
         unit_program: std::env::current_exe().context("cannot find the rotor binary")?,
         purge_after_seconds: args.purge_after_seconds,
+        postgres: args.postgres,
     };
     if options.units + options.recovery_units == 0 {
         bail!("a dev instance needs at least one unit");
@@ -90,7 +98,7 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
     });
     Ok(DevInstance {
         info,
-        _units: units,
+        units,
         server,
     })
 }

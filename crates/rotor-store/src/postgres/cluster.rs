@@ -16,6 +16,8 @@ const SUPERUSER: &str = "rotor";
 const SYSTEM_USER: &str = "postgres";
 /// Longest Unix socket directory PostgreSQL can bind in (the socket path is at most 107 bytes).
 const MAX_SOCKET_DIR: usize = 80;
+/// The settings file of the cluster's data directory that each start writes.
+const SETTINGS: &str = "rotor.conf";
 /// How long a start may take.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -47,7 +49,7 @@ pub struct TempCluster {
 }
 
 impl TempCluster {
-    /// Makes a cluster in `dir` (created; it must not hold a cluster already) and starts it.
+    /// Starts the cluster in `dir`, making it first if `dir` holds none (`dir` is created).
     pub fn start(dir: &Path) -> Result<Self, ClusterError> {
         let bin = binaries()?;
         let as_system_user = is_root()?;
@@ -67,7 +69,10 @@ impl TempCluster {
             as_system_user,
             running: false,
         };
-        cluster.init()?;
+        if !cluster.data().join("PG_VERSION").exists() {
+            cluster.init()?;
+        }
+        cluster.write_settings()?;
         let mut cluster = cluster;
         cluster.launch()?;
         Ok(cluster)
@@ -189,6 +194,17 @@ impl TempCluster {
             .output()
             .map_err(|err| fail(format!("cannot run initdb: {err}")))?;
         checked(&output, "initdb")?;
+        let conf = self.data().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf)
+            .map_err(|err| fail(format!("cannot read {}: {err}", conf.display())))?;
+        text.push_str(&format!("\ninclude_if_exists = '{SETTINGS}'\n"));
+        // Rewriting in place keeps the file's owner.
+        std::fs::write(&conf, text)
+            .map_err(|err| fail(format!("cannot write {}: {err}", conf.display())))
+    }
+
+    /// This start's settings (the port changes from one start to the next).
+    fn write_settings(&self) -> Result<(), ClusterError> {
         let socket_dir = self.dir.to_string_lossy();
         let socket_dir = if socket_dir.len() <= MAX_SOCKET_DIR {
             socket_dir.replace('\'', "''")
@@ -196,7 +212,7 @@ impl TempCluster {
             String::new()
         };
         let settings = format!(
-            "\n# rotor's throwaway cluster\n\
+            "# rotor's throwaway cluster, rewritten at each start\n\
              listen_addresses = '127.0.0.1'\n\
              port = {}\n\
              unix_socket_directories = '{socket_dir}'\n\
@@ -205,13 +221,19 @@ impl TempCluster {
              max_wal_size = 4GB\n",
             self.port
         );
-        let conf = self.data().join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf)
-            .map_err(|err| fail(format!("cannot read {}: {err}", conf.display())))?;
-        text.push_str(&settings);
-        // Rewriting in place keeps the file's owner.
-        std::fs::write(&conf, text)
-            .map_err(|err| fail(format!("cannot write {}: {err}", conf.display())))
+        let path = self.data().join(SETTINGS);
+        std::fs::write(&path, settings)
+            .map_err(|err| fail(format!("cannot write {}: {err}", path.display())))?;
+        if self.as_system_user {
+            let (uid, gid) = system_user()?;
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(|err| {
+                fail(format!(
+                    "cannot give {} to {SYSTEM_USER}: {err}",
+                    path.display()
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     fn launch(&mut self) -> Result<(), ClusterError> {

@@ -176,9 +176,17 @@ impl PgStore {
             pool,
             runtime: Some(runtime),
         };
-        store.run(async {
-            let mut client = store.client().await?;
-            migrations::migrate(&mut client).await
+        // On a thread of its own, so that connecting works from async code too.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    store.run(async {
+                        let mut client = store.client().await?;
+                        migrations::migrate(&mut client).await
+                    })
+                })
+                .join()
+                .map_err(|_| StoreError::Database("the schema migration panicked".to_owned()))?
         })?;
         Ok(store)
     }
