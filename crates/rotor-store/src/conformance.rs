@@ -519,7 +519,7 @@ fn a_reported_vp_that_differs_from_the_blob_prefix_is_refused_and_stores_nothing
     store.create_key(&a, &version(1, 1)).unwrap();
     let rotated = KeyMeta {
         newest_version: 2,
-        ..a.clone()
+        ..a
     };
     let lying = KeyVersion {
         vp: Vp([2; 32]),
@@ -716,7 +716,7 @@ fn no_key_version_is_stored_under_a_master_key_a_rotation_closed(target: &dyn Ta
     assert!(store.key(instance, "c-alias").unwrap().is_none());
     let rotated = KeyMeta {
         newest_version: 2,
-        ..a.clone()
+        ..a
     };
     assert!(matches!(
         store.add_version(&rotated, 1, &version(2, 1)),

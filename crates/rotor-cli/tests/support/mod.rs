@@ -384,5 +384,6 @@ pub(crate) fn service_config(
             client_key: Some(pki.join("service.key")),
         }],
         trusted_proxies: Vec::new(),
+        store: None,
     }
 }

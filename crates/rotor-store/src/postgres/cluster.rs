@@ -277,12 +277,12 @@ impl TempCluster {
 
 impl Drop for TempCluster {
     fn drop(&mut self) {
-        if self.stop().is_err() {
-            if let Ok(pid) = self.postmaster_pid() {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .output();
-            }
+        if self.stop().is_err()
+            && let Ok(pid) = self.postmaster_pid()
+        {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .output();
         }
     }
 }

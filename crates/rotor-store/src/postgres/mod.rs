@@ -27,9 +27,11 @@ use std::time::Duration;
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod};
 use rotor_crypto::Vp;
 use rotor_proto::rotation::Journal;
+use tokio_postgres::Socket;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
@@ -126,6 +128,44 @@ fn is_deadlock(err: &tokio_postgres::Error) -> bool {
     )
 }
 
+/// Opens connections for the pool. A connection that ends with an error (the server restarted
+/// or shut down) is only noted at debug level: the next use of it fails with a
+/// [`StoreError::Database`], which is where the error is reported.
+struct Connector<T>(T);
+
+type ConnectFuture<'a> = std::pin::Pin<
+    Box<
+        dyn Future<
+                Output = Result<
+                    (tokio_postgres::Client, tokio::task::JoinHandle<()>),
+                    tokio_postgres::Error,
+                >,
+            > + Send
+            + 'a,
+    >,
+>;
+
+impl<T> deadpool_postgres::Connect for Connector<T>
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    fn connect(&self, pg_config: &tokio_postgres::Config) -> ConnectFuture<'_> {
+        let (tls, pg_config) = (self.0.clone(), pg_config.clone());
+        Box::pin(async move {
+            let (client, connection) = pg_config.connect(tls).await?;
+            let task = tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!("database connection closed: {err}");
+                }
+            });
+            Ok((client, task))
+        })
+    }
+}
+
 type Client = deadpool_postgres::Client;
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
@@ -145,9 +185,15 @@ impl PgStore {
                 if pg_config.get_ssl_mode() != SslMode::Disable {
                     pg_config.ssl_mode(SslMode::Require);
                 }
-                Manager::from_config(pg_config, tls::connector(ca_cert)?, manager_config)
+                Manager::from_connect(
+                    pg_config,
+                    Connector(tls::connector(ca_cert)?),
+                    manager_config,
+                )
             }
-            None => Manager::from_config(pg_config, tokio_postgres::NoTls, manager_config),
+            None => {
+                Manager::from_connect(pg_config, Connector(tokio_postgres::NoTls), manager_config)
+            }
         };
         let pool = Pool::builder(manager)
             .max_size(config.max_connections.max(1))
