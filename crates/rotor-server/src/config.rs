@@ -277,3 +277,32 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "listen = \"127.0.0.1:0\"\ndata_dir = \"/var/lib/rotor\"\n";
+
+    #[test]
+    fn the_store_table_chooses_postgres_and_its_absence_sqlite() {
+        let sqlite: Config = toml::from_str(MINIMAL).unwrap();
+        assert_eq!(sqlite.store, None);
+        let postgres: Config = toml::from_str(&format!(
+            "{MINIMAL}[store]\nurl = \"postgres://rotor@db/rotor\"\nca_cert = \"/etc/rotor/db-ca.pem\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            postgres.store,
+            Some(StoreConfig {
+                url: "postgres://rotor@db/rotor".to_owned(),
+                ca_cert: Some(PathBuf::from("/etc/rotor/db-ca.pem")),
+                max_connections: 16,
+            })
+        );
+        let unknown = toml::from_str::<Config>(&format!(
+            "{MINIMAL}[store]\nurl = \"postgres://db\"\npassword = \"x\"\n"
+        ));
+        assert!(unknown.is_err());
+    }
+}

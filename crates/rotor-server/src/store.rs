@@ -38,3 +38,63 @@ pub fn open_store(config: &Config) -> Result<OpenedStore, StoreError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreConfig;
+    use rotor_store::postgres::TempCluster;
+
+    fn config(dir: &std::path::Path, store: Option<StoreConfig>) -> Config {
+        let mut config: Config = toml::from_str(&format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            dir.display()
+        ))
+        .unwrap();
+        config.store = store;
+        config
+    }
+
+    /// What one opening stores, the next opening of the same configuration finds.
+    fn survives_reopening(config: &Config) {
+        let unit = uuid::Uuid::new_v4();
+        let record = rotor_store::UnitRecord {
+            identity: rotor_crypto::SigningKey::generate(rotor_crypto::SigAlg::P256Sha256)
+                .public_key(),
+            last_counter: 3,
+        };
+        open_store(config)
+            .unwrap()
+            .keys
+            .note_unit(unit, &record)
+            .unwrap();
+        let reopened = open_store(config).unwrap();
+        assert_eq!(reopened.keys.unit_record(unit).unwrap(), Some(record));
+        let chain = rotor_store::AuditChain::Unit(unit);
+        assert_eq!(reopened.audit.audit_entries(chain).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn without_a_store_table_keys_live_in_sqlite_in_the_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), None);
+        survives_reopening(&config);
+        assert!(dir.path().join("keys.db").exists());
+    }
+
+    #[test]
+    fn a_store_table_opens_postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = TempCluster::start(&dir.path().join("pg")).unwrap();
+        let config = config(
+            &dir.path().join("service"),
+            Some(StoreConfig {
+                url: cluster.url(),
+                ca_cert: None,
+                max_connections: 2,
+            }),
+        );
+        survives_reopening(&config);
+        assert!(!dir.path().join("service").join("keys.db").exists());
+    }
+}
