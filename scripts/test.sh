@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need, then runs every test.
 #   - Rust: unit, property and integration tests (units as real processes over loopback,
-#     SoftHSM2 as the PKCS#11 token that seals a unit's key).
+#     SoftHSM2 as the PKCS#11 token that seals a unit's key, throwaway PostgreSQL clusters for
+#     the PostgreSQL store).
 #   - Python: IBM's official keyprotect SDK against a real 'rotor dev' (tests/python).
 #   - The systemd unit files of deploy/systemd (scripts/check-systemd.sh; installs systemd's
 #     tools when missing and root).
@@ -17,6 +18,19 @@ if ! command -v softhsm2-util >/dev/null; then
         apt-get update && apt-get install -y softhsm2
     else
         echo "softhsm2 is missing: install the Debian package softhsm2" >&2
+        exit 1
+    fi
+fi
+
+# PostgreSQL: the store conformance suite and `rotor demo --postgres` start throwaway clusters
+# from the system's binaries. Installed when missing and root; otherwise they must be there
+# (or named by ROTOR_PG_BIN).
+if [ -z "${ROTOR_PG_BIN:-}" ] && ! command -v initdb >/dev/null \
+    && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update && apt-get install -y postgresql
+    else
+        echo "PostgreSQL is missing: install the Debian package postgresql" >&2
         exit 1
     fi
 fi

@@ -673,7 +673,9 @@ pub struct DemoArgs {
     pub keys: usize,
     /// Afterwards, measure the baseline of the benchmark in docs/BENCHMARKS.md: a bare SQLite
     /// rewrite of the same rows (read, AES-256-GCM decrypt and encrypt, write back by rowid,
-    /// 10,000 rows per transaction) in one process, on the demo's throwaway keystore.
+    /// 10,000 rows per transaction) in one process, on the demo's throwaway keystore (with
+    /// --postgres: the same rewrite on the PostgreSQL database, each batch copied into a
+    /// staging table and applied with one UPDATE).
     #[arg(long)]
     pub baseline: bool,
     /// Run this many service replicas as processes on one database (needs --postgres); the
@@ -684,6 +686,9 @@ pub struct DemoArgs {
     /// With --replicas: kill no replica (to measure speed alone).
     #[arg(long)]
     pub no_kill: bool,
+    /// Keep the keys in a throwaway PostgreSQL cluster instead of SQLite.
+    #[arg(long)]
+    pub postgres: bool,
 }
 
 /// `rotor dev`
@@ -723,4 +728,9 @@ pub struct DevArgs {
     /// its own loopback port; the info file lists them all under 'endpoints'.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub replicas: u16,
+    /// Keep the keys in a throwaway PostgreSQL cluster under the state directory instead of
+    /// SQLite (the system's PostgreSQL binaries: $ROTOR_PG_BIN, pg_config, or
+    /// /usr/lib/postgresql/*/bin).
+    #[arg(long)]
+    pub postgres: bool,
 }

@@ -342,6 +342,7 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
         token_ttl_seconds: 3600,
         insecure_plain_http: false,
         replicas: args.replicas,
+        postgres: args.postgres,
     };
     let mut instance = start_dev(&dev).await?;
     let info = instance.info.clone();
@@ -478,14 +479,26 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
         "verified_keys": verified,
         "old_vp": old_vp,
         "new_vp": new_vp,
+        "store": if instance.store().is_some() { "postgres" } else { "sqlite" },
     });
     if args.baseline {
-        say(
-            json_output,
-            "\nBaseline: a bare SQLite rewrite of the same rows in one process....",
-        );
-        let keystore = info.dir.join("service").join("keys.db");
-        let (rows, seconds) = rotor_util::blocking(|| crate::baseline::bare_rewrite(&keystore))?;
+        let (rows, seconds) = match instance.store() {
+            Some(store) => {
+                say(
+                    json_output,
+                    "\nBaseline: a bare PostgreSQL rewrite of the same rows in one process....",
+                );
+                crate::baseline::bare_rewrite_postgres(&store.url).await?
+            }
+            None => {
+                say(
+                    json_output,
+                    "\nBaseline: a bare SQLite rewrite of the same rows in one process....",
+                );
+                let keystore = info.dir.join("service").join("keys.db");
+                rotor_util::blocking(|| crate::baseline::bare_rewrite(&keystore))?
+            }
+        };
         #[allow(clippy::cast_precision_loss)] // a rate, shown rounded
         let rate = rows as f64 / seconds;
         say(

@@ -122,6 +122,7 @@ fn config(
         instances: vec![instance],
         trusted_proxies: Vec::new(),
         replica_name: None,
+        store: None,
     }
 }
 
@@ -193,6 +194,7 @@ async fn deploy(backend: Backend) -> Deployment {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 unit_program: env!("CARGO_BIN_EXE_rotor").into(),
                 purge_after_seconds: 0,
+                postgres: false,
             })
             .unwrap();
             let http = support::service_http(

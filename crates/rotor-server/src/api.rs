@@ -178,13 +178,14 @@ impl Service {
         let secret = load_or_create_secret(&config.data_dir.join("iam.key"))
             .map_err(|err| StartError(err.to_string()))?;
         crate::metrics::register();
-        let store = rotor_store::SqliteStore::open(&config.data_dir.join("keys.db"))
+        let crate::store::OpenedStore {
+            keys: store,
+            audit: audit_store,
+            api_keys,
+        } = crate::store::open_store(&config)
             .map_err(|err| StartError(format!("cannot open the keystore: {err}")))?;
-        let store = Arc::new(store);
         let served = config.instances.iter().map(|instance| instance.id);
-        let iam = Arc::new(Iam::new(secret, &config.iam).with_api_key_store(store.clone(), served));
-        let audit_store: Arc<dyn rotor_store::AuditStore> = store.clone();
-        let store: Arc<dyn rotor_store::KeyStore> = store;
+        let iam = Arc::new(Iam::new(secret, &config.iam).with_api_key_store(api_keys, served));
         let configured = config
             .instances
             .iter()

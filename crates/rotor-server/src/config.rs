@@ -15,6 +15,11 @@
 //! ca = "/etc/rotor/tls/ca.pem"            # the deployment CA (`rotor pki init`)
 //! crl = "/etc/rotor/tls/crl.pem"          # its revocation list, re-read when it changes
 //!
+//! [store]                                # optional: PostgreSQL shared by several replicas
+//! url = "postgres://rotor@db.internal/rotor"   # absent: SQLite in data_dir/keys.db
+//! ca_cert = "/etc/rotor/tls/db-ca.pem"    # TLS to the database, verified against this CA
+//! max_connections = 16
+//!
 //! [iam]
 //! token_ttl_seconds = 3600
 //!
@@ -89,6 +94,28 @@ pub struct Config {
     /// database need distinct names; without one, each start picks `replica-<random>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_name: Option<String>,
+    /// Key storage on PostgreSQL; absent: SQLite in `data_dir/keys.db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreConfig>,
+}
+
+fn default_max_connections() -> usize {
+    rotor_store::PgConfig::DEFAULT_MAX_CONNECTIONS
+}
+
+/// Key storage on a PostgreSQL database (several replicas share it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `postgres://user[:password]@host[:port]/database`, or libpq key/value settings.
+    pub url: String,
+    /// The CA certificates (PEM) that sign the database's certificate: the connection is TLS
+    /// when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// Connections per replica.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 /// One instance: a tenant with its units.
@@ -252,5 +279,34 @@ impl Config {
     /// The TOML text of this configuration.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "listen = \"127.0.0.1:0\"\ndata_dir = \"/var/lib/rotor\"\n";
+
+    #[test]
+    fn the_store_table_chooses_postgres_and_its_absence_sqlite() {
+        let sqlite: Config = toml::from_str(MINIMAL).unwrap();
+        assert_eq!(sqlite.store, None);
+        let postgres: Config = toml::from_str(&format!(
+            "{MINIMAL}[store]\nurl = \"postgres://rotor@db/rotor\"\nca_cert = \"/etc/rotor/db-ca.pem\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            postgres.store,
+            Some(StoreConfig {
+                url: "postgres://rotor@db/rotor".to_owned(),
+                ca_cert: Some(PathBuf::from("/etc/rotor/db-ca.pem")),
+                max_connections: 16,
+            })
+        );
+        let unknown = toml::from_str::<Config>(&format!(
+            "{MINIMAL}[store]\nurl = \"postgres://db\"\npassword = \"x\"\n"
+        ));
+        assert!(unknown.is_err());
     }
 }

@@ -11,7 +11,9 @@ use rotor_unit::wire::UnitKind;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::config::{Config, InstanceConfig, UnitConfig};
+use rotor_store::postgres::TempCluster;
+
+use crate::config::{Config, InstanceConfig, StoreConfig, UnitConfig};
 use crate::iam::{ApiKeyConfig, IamConfig, Role};
 
 /// How long a unit may take to start.
@@ -32,6 +34,8 @@ pub struct DevOptions {
     pub unit_program: PathBuf,
     /// How long after deletion a key may be purged.
     pub purge_after_seconds: u64,
+    /// Keep keys in a throwaway PostgreSQL cluster (`DIR/postgres`) instead of SQLite.
+    pub postgres: bool,
 }
 
 /// What `rotor dev` writes to `--info-file` and prints with `--json`.
@@ -109,6 +113,8 @@ pub struct DevUnits {
     pub api_keys: BTreeMap<String, String>,
     /// The dev instance's certificates.
     pub tls: DevTls,
+    /// The PostgreSQL cluster holding the keys, when not SQLite; stopped on drop.
+    pub postgres: Option<TempCluster>,
 }
 
 /// The certificates of a dev instance, issued by its own CA in `DIR/pki` (the same code as
@@ -162,6 +168,10 @@ impl Drop for DevUnits {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Before its directory goes.
+        if let Some(mut cluster) = self.postgres.take() {
+            let _ = cluster.stop();
+        }
         if self.temporary {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -172,6 +182,15 @@ impl DevUnits {
     /// The state directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The key storage the service uses: the dev cluster, or SQLite (`None`).
+    pub fn store(&self) -> Option<StoreConfig> {
+        self.postgres.as_ref().map(|cluster| StoreConfig {
+            url: cluster.url(),
+            ca_cert: None,
+            max_connections: rotor_store::PgConfig::DEFAULT_MAX_CONNECTIONS,
+        })
     }
 }
 
@@ -360,7 +379,13 @@ pub fn start_units(options: &DevOptions) -> Result<DevUnits, DevError> {
             client_key: Some(tls.service.1.clone()),
         },
         tls: tls.clone(),
+        postgres: None,
     };
+    if options.postgres {
+        let cluster = TempCluster::start(&dir.join("postgres"))
+            .map_err(|err| DevError(format!("cannot start PostgreSQL: {err}")))?;
+        units.postgres = Some(cluster);
+    }
     let kinds = std::iter::repeat_n(UnitKind::Operational, options.units).chain(
         std::iter::repeat_n(UnitKind::Recovery, options.recovery_units),
     );
@@ -454,5 +479,6 @@ pub fn config(
         instances: vec![units.instance.clone()],
         trusted_proxies: Vec::new(),
         replica_name: None,
+        store: units.store(),
     }
 }

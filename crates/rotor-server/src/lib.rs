@@ -14,6 +14,7 @@ pub mod metrics;
 mod openapi;
 pub mod pool;
 pub mod rotation;
+pub mod store;
 
 pub use api::Service;
 pub use config::Config;

@@ -5,13 +5,18 @@
 //! [`StoreError::Corrupt`] that names it.
 //!
 //! [`KeyStore`] is the seam; [`SqliteStore`] implements it on an embedded SQLite database in WAL
-//! mode with `synchronous = FULL`, so every acknowledged change is durable.
+//! mode with `synchronous = FULL`, so every acknowledged change is durable, and
+//! [`postgres::PgStore`] on a PostgreSQL database that several service replicas share.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod apikeys;
 pub mod audit;
+#[cfg(test)]
+mod conformance;
+pub mod postgres;
+mod records;
 mod sqlite;
 
 use rotor_crypto::{PublicKey, Vp};
@@ -21,6 +26,7 @@ use uuid::Uuid;
 
 pub use apikeys::{ApiKeyChange, ApiKeyRecord, ApiKeyStore};
 pub use audit::{AuditChain, AuditStore};
+pub use postgres::{PgConfig, PgStore};
 pub use sqlite::SqliteStore;
 
 /// One instance policy as stored: its data as given (attributes validated and normalized by the

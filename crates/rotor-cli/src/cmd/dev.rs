@@ -21,7 +21,7 @@ use crate::workstation::Home;
 pub struct DevInstance {
     /// Where the service answers.
     pub info: DevInfo,
-    _units: DevUnits,
+    units: DevUnits,
     serving: Serving,
 }
 
@@ -43,6 +43,13 @@ impl DevInstance {
     }
 }
 
+impl DevInstance {
+    /// The key storage of the service: PostgreSQL (`rotor dev --postgres`) or SQLite (`None`).
+    pub fn store(&self) -> Option<rotor_server::config::StoreConfig> {
+        self.units.store()
+    }
+}
+
 impl Drop for DevInstance {
     fn drop(&mut self) {
         if let Serving::InProcess(server) = &self.serving {
@@ -60,9 +67,15 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
         listen: args.listen,
         unit_program: std::env::current_exe().context("cannot find the rotor binary")?,
         purge_after_seconds: args.purge_after_seconds,
+        postgres: args.postgres,
     };
     if options.units + options.recovery_units == 0 {
         bail!("a dev instance needs at least one unit");
+    }
+    if args.replicas > 1 && !args.postgres {
+        bail!(
+            "several replicas share one database: add --postgres (SQLite serves one service process)"
+        );
     }
     let units = rotor_util::blocking(|| start_units(&options))?;
     // This process started the units, so it knows their identities first hand: its own
@@ -121,7 +134,7 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
         info.endpoint = info.endpoints.first().cloned().unwrap_or_default();
         return Ok(DevInstance {
             info,
-            _units: units,
+            units,
             serving: Serving::Replicas(replicas),
         });
     }
@@ -139,7 +152,7 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
     });
     Ok(DevInstance {
         info,
-        _units: units,
+        units,
         serving: Serving::InProcess(server),
     })
 }

@@ -402,5 +402,53 @@ pub(crate) fn service_config(
         }],
         trusted_proxies: Vec::new(),
         replica_name: None,
+        store: None,
     }
+}
+
+/// The data directory of the throwaway PostgreSQL cluster of a `rotor dev --postgres`.
+pub(crate) fn postgres_data_dir(info: &rotor_server::dev::DevInfo) -> std::path::PathBuf {
+    info.dir.join("postgres").join("data")
+}
+
+/// Runs the system's `pg_ctl ARGS -D DATA` (as the `postgres` user when root, as the cluster
+/// runs) and asserts it succeeds.
+pub(crate) fn pg_ctl(data: &std::path::Path, args: &[&str]) {
+    let bin = std::env::var_os("ROTOR_PG_BIN")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let mut versions: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+                .ok()?
+                .flatten()
+                .map(|entry| entry.path().join("bin"))
+                .filter(|bin| bin.join("pg_ctl").is_file())
+                .collect();
+            versions.sort();
+            versions.pop()
+        })
+        .expect("PostgreSQL binaries");
+    // The cluster runs as the postgres user when this process is root (/proc/self is ours).
+    let root = std::fs::metadata("/proc/self")
+        .map(|meta| std::os::unix::fs::MetadataExt::uid(&meta) == 0)
+        .unwrap_or(false);
+    let mut command = if root {
+        let mut command = std::process::Command::new("runuser");
+        command
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("pg_ctl"));
+        command
+    } else {
+        std::process::Command::new(bin.join("pg_ctl"))
+    };
+    let output = command
+        .args(args)
+        .arg("-D")
+        .arg(data)
+        .output()
+        .expect("run pg_ctl");
+    assert!(
+        output.status.success(),
+        "pg_ctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

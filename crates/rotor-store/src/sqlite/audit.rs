@@ -195,38 +195,4 @@ mod tests {
         assert_eq!(store.audit_head(chain).unwrap(), head);
         assert!(store.audit_head(AuditChain::Unit(instance)).unwrap() == ChainHead::EMPTY);
     }
-
-    #[test]
-    fn unit_entries_must_continue_the_stored_chain() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("keys.db")).unwrap();
-        let unit = Uuid::new_v4();
-        let mut head = ChainHead::EMPTY;
-        let entries: Vec<StoredEntry> = (1..=3u64)
-            .map(|counter| StoredEntry {
-                entry: head.append(
-                    9,
-                    AdminRecord {
-                        signers: Vec::new(),
-                        action: "zeroize".to_owned(),
-                        command: [0; 32],
-                        counter,
-                        verdict: Verdict::Accepted,
-                    },
-                ),
-                signature: vec![1],
-            })
-            .collect();
-        store.append_unit_entries(unit, &entries[..1]).unwrap();
-        let refused = store.append_unit_entries(unit, &entries[2..]);
-        assert!(matches!(refused, Err(StoreError::Refused(_))));
-        assert_eq!(
-            store.append_unit_entries(unit, &entries[1..]).unwrap(),
-            head
-        );
-        assert_eq!(
-            store.audit_entries(AuditChain::Unit(unit)).unwrap(),
-            entries
-        );
-    }
 }

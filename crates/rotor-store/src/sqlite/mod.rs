@@ -7,13 +7,11 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use std::fmt::Display;
-
 use rotor_crypto::Vp;
 use rotor_proto::keyops::b64;
 use rotor_proto::rotation::Journal;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::{
