@@ -4,6 +4,9 @@
 #     SoftHSM2 as the PKCS#11 token that seals a unit's key, throwaway PostgreSQL clusters for
 #     the PostgreSQL store).
 #   - Python: IBM's official keyprotect SDK against a real 'rotor dev' (tests/python).
+#   - PostgreSQL with two service replicas, once each: the rotation crash tests, the IBM SDK
+#     suite through a round-robin proxy, and 'rotor demo --postgres --replicas 2' with a replica
+#     killed during the reencryption (0 failed requests, every DEK verified).
 #   - The systemd unit files of deploy/systemd (scripts/check-systemd.sh; installs systemd's
 #     tools when missing and root).
 set -euo pipefail
@@ -69,3 +72,10 @@ cargo build --locked -p rotor-cli
 ROTOR_BIN="$PWD/target/debug/rotor" scripts/check-systemd.sh
 cargo test --workspace --locked
 ROTOR_BIN="$PWD/target/debug/rotor" python3 -m pytest -q tests/python
+
+# The same suites on PostgreSQL with two replicas (the heavy ones run once: schemathesis and the
+# other suites stay on the embedded default).
+ROTOR_TEST_DEV_ARGS="--postgres --replicas 2" cargo test --locked -p rotor-cli --test rotation
+ROTOR_DEV_ARGS="--postgres --replicas 2" ROTOR_BIN="$PWD/target/debug/rotor" \
+    python3 -m pytest -q tests/python/test_keyprotect_sdk.py
+target/debug/rotor demo --postgres --replicas 2 --keys 100000 --json | tail -n 1

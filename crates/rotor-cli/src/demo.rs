@@ -516,6 +516,11 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
     if json_output {
         print_json(&summary);
     }
+    if args.replicas > 1 && !args.no_kill && replicas_killed == 0 {
+        bail!(
+            "the demo failed: the reencryption ended before a replica could be killed during it; run it with more keys"
+        );
+    }
     if failed > 0 || verified != keys.len() as u64 || under_old > 0 {
         bail!(
             "the demo failed: {failed} failed requests, {verified} of {} keys verified, {under_old} key versions under another master key",
@@ -529,9 +534,9 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
     Ok(())
 }
 
-/// Kills service replica 2 (SIGKILL) once it works on the reencryption, then starts it again:
-/// the rotation must finish and no request may fail. Returns how many replicas it killed (0 if
-/// the reencryption ended before replica 2 was seen working on it).
+/// Kills service replica 2 (SIGKILL) during the reencryption, then starts it again: the
+/// rotation must finish and no request may fail. Returns how many replicas it killed (0 if the
+/// reencryption ended before it was seen under way).
 async fn kill_a_replica_during_reencryption(
     replicas: &mut Replicas,
     info: &DevInfo,
@@ -561,11 +566,15 @@ async fn kill_a_replica_during_reencryption(
                 .map(|body| body["rotation"].clone()),
             _ => None,
         };
+        // Best while it holds a slice (another replica must then take the slice over); at the
+        // latest half-way through.
         let working = view.as_ref().is_some_and(|view| {
-            view["phase"] == "reencrypting"
-                && view["workers"]
-                    .as_array()
-                    .is_some_and(|workers| workers.iter().any(|w| w.as_str() == Some(&victim)))
+            let holds_a_slice = view["workers"]
+                .as_array()
+                .is_some_and(|workers| workers.iter().any(|w| w.as_str() == Some(&victim)));
+            let half_done = view["done"].as_u64().unwrap_or(0) * 2
+                >= view["total"].as_u64().unwrap_or(u64::MAX);
+            view["phase"] == "reencrypting" && (holds_a_slice || half_done)
         });
         if working {
             replicas.kill(VICTIM)?;
