@@ -239,7 +239,11 @@ async fn the_database_restarted_during_reencryption() {
     // An immediate restart: every PostgreSQL process stops at once, without a checkpoint, and
     // the server recovers from its write-ahead log when it starts, as after a crash.
     let data = support::postgres_data_dir(&info);
-    support::pg_ctl(&data, &["restart", "-m", "immediate", "-w"]);
+    let log = info.dir.join("postgres").join("postgres.log");
+    support::pg_ctl(
+        &data,
+        &["restart", "-m", "immediate", "-w", "-l", &log.to_string_lossy()],
+    );
     let _ = cli.kill();
     let _ = cli.wait();
     // One resume command finishes it, whatever the rotation command saw.

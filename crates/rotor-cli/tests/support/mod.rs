@@ -440,10 +440,13 @@ pub(crate) fn pg_ctl(data: &std::path::Path, args: &[&str]) {
     } else {
         std::process::Command::new(bin.join("pg_ctl"))
     };
+    // The server it starts keeps no pipe of ours open (its log goes to `-l`).
     let output = command
         .args(args)
         .arg("-D")
         .arg(data)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
         .output()
         .expect("run pg_ctl");
     assert!(
