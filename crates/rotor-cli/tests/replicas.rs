@@ -242,7 +242,14 @@ async fn the_database_restarted_during_reencryption() {
     let log = info.dir.join("postgres").join("postgres.log");
     support::pg_ctl(
         &data,
-        &["restart", "-m", "immediate", "-w", "-l", &log.to_string_lossy()],
+        &[
+            "restart",
+            "-m",
+            "immediate",
+            "-w",
+            "-l",
+            &log.to_string_lossy(),
+        ],
     );
     let _ = cli.kill();
     let _ = cli.wait();
