@@ -188,9 +188,7 @@ fn replica_pid(info: &DevInfo, number: usize) -> Option<i32> {
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.iter()
-                .any(|arg| *arg == wanted.as_bytes())
-                .then_some(pid)
+            args.contains(&wanted.as_bytes()).then_some(pid)
         })
 }
 
