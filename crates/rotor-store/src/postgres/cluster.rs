@@ -73,6 +73,16 @@ impl TempCluster {
             cluster.init()?;
         }
         cluster.write_settings()?;
+        if cluster.data().join("postmaster.pid").exists() {
+            // A server of an earlier run that was killed before it could stop its cluster (a
+            // SIGKILL of `rotor dev`) may still hold the directory: stop it, keeping its
+            // committed work. If none runs, pg_ctl says so, and that is fine.
+            let _ = cluster
+                .command("pg_ctl")
+                .args(["stop", "-w", "-m", "fast", "-D"])
+                .arg(cluster.data())
+                .output();
+        }
         let mut cluster = cluster;
         cluster.launch()?;
         Ok(cluster)
