@@ -57,15 +57,20 @@ class Rotor:
         files = [self.stderr_path, self.stdout_path]
         files += sorted(self.dir.rglob("unit.log"))
         service = self.dir / "service"
-        files += sorted(p for p in service.glob("keys.db*") if p.is_file())
         files += sorted((service / "replicas").glob("*.log"))
+        files += self.keystore_files()
         return files
 
     def unit_logs(self) -> list[Path]:
         return sorted(self.dir.rglob("unit.log"))
 
     def keystore_files(self) -> list[Path]:
-        return sorted(p for p in (self.dir / "service").glob("keys.db*") if p.is_file())
+        files = [p for p in (self.dir / "service").glob("keys.db*") if p.is_file()]
+        # With --postgres: the throwaway cluster's tables and write-ahead log.
+        data = self.dir / "postgres" / "data"
+        for part in ("base", "pg_wal"):
+            files += [p for p in (data / part).rglob("*") if p.is_file()]
+        return sorted(files)
 
     #: The identities `rotor dev` makes (info file `api_keys`) and their roles.
     ROLES = {

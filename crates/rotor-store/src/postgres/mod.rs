@@ -413,6 +413,10 @@ impl KeyStore for PgStore {
     }
 
     fn key(&self, instance: Uuid, id_or_alias: &str) -> Result<Option<KeyMeta>, StoreError> {
+        // PostgreSQL text cannot hold NUL, so no alias has one; asking would fail the query.
+        if id_or_alias.contains('\0') {
+            return Ok(None);
+        }
         self.run(async {
             let client = self.client().await?;
             let id = match Uuid::parse_str(id_or_alias) {
