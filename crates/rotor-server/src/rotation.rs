@@ -798,14 +798,18 @@ impl Rotations {
         direction: Option<(Vp, Vp)>,
         count: u64,
     ) -> Result<bool, RotationError> {
+        // Written only when there is progress to add; the answer is whether the direction
+        // still holds either way.
+        let mut current = false;
         self.update(instance, |journal| {
-            let current = journal.direction() == direction;
+            current = journal.direction() == direction;
             if current && count > 0 {
                 journal.record(count, now_ms());
                 journal.waiting = None;
             }
-            current
-        })
+            current && count > 0
+        })?;
+        Ok(current)
     }
 }
 
