@@ -143,11 +143,12 @@ class RoundRobinProxy:
                 client.close()
                 continue
             backend.settimeout(None)
+            finished = []
             for source, sink in ((client, backend), (backend, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(source, sink, finished), daemon=True).start()
 
     @staticmethod
-    def _pipe(source, sink):
+    def _pipe(source, sink, finished):
         import socket
 
         try:
@@ -155,15 +156,28 @@ class RoundRobinProxy:
                 data = source.recv(65536)
                 if not data:
                     break
-                sink.sendall(data)
+                try:
+                    sink.sendall(data)
+                except OSError:
+                    # The far end stopped reading (a server refusing an oversized body
+                    # answers, then closes): keep draining this side so the sender is not
+                    # stuck, and leave the other direction alone, which may still carry
+                    # that answer.
+                    while source.recv(65536):
+                        pass
+                    break
         except OSError:
             pass
         finally:
-            for end in (source, sink):
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            # Pass the end on in this direction only, like a TCP half-close.
+            try:
+                sink.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            finished.append(source)
+            if len(finished) == 2:
+                source.close()
+                sink.close()
 
     def close(self):
         self._closed = True
