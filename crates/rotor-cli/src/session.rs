@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result, anyhow, bail};
 use rotor_crypto::SigningKey;
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::client::ServiceClient;
 use crate::output::print_json;
-use crate::workstation::{Home, SigkeyFile, read_password};
+use crate::workstation::{Home, SecretFor, Secrets, SigkeyFile, TerminalSecrets};
 
 /// Why the workstation does not trust a unit's answer. Every case exits with code 5.
 #[derive(Debug)]
@@ -114,6 +114,7 @@ pub struct Session {
     /// Units already reported as not enrolled in this invocation.
     warned: Mutex<BTreeSet<Uuid>>,
     enrollment: Vec<EnrollmentSecret>,
+    secrets: Arc<dyn Secrets>,
 }
 
 impl Session {
@@ -137,6 +138,7 @@ impl Session {
             signers: OnceLock::new(),
             warned: Mutex::default(),
             enrollment: Vec::new(),
+            secrets: Arc::new(TerminalSecrets),
         }
     }
 
@@ -152,6 +154,17 @@ impl Session {
             self.enrollment.push(secret);
         }
         Ok(self)
+    }
+
+    /// Takes passwords and PINs from `secrets` instead of the terminal.
+    pub fn with_secrets(mut self, secrets: Arc<dyn Secrets>) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
+    /// The secret for `what`, from this session's source of secrets.
+    pub fn secret(&self, what: &SecretFor) -> Result<zeroize::Zeroizing<String>> {
+        Ok(self.secrets.secret(what)?)
     }
 
     /// The service, as 'rotor login' (or `--endpoint` and `ROTOR_API_KEY`) names it.
@@ -334,10 +347,10 @@ impl Session {
             for number in &selected {
                 let path = self.home.sigkey_path(*number)?;
                 let file = SigkeyFile::read(&path)?;
-                let password = read_password(&format!(
-                    "Password for signature key {number} ({}): ",
-                    file.name
-                ))?;
+                let password = self.secret(&SecretFor::Sigkey {
+                    number: *number,
+                    name: file.name.clone(),
+                })?;
                 locked.push((path, file, password));
             }
             // Each unlock is a deliberately slow Argon2id; run them side by side.

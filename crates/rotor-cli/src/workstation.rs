@@ -111,6 +111,52 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     rotor_util::fs::write_durable(path, bytes).map_err(io_err(path))
 }
 
+/// What a secret is asked for: the page of the console answers by kind and number, the
+/// terminal by the prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecretFor {
+    /// The password of signature key file `number`, which belongs to admin `name`.
+    Sigkey {
+        /// Its number on this workstation.
+        number: u32,
+        /// Its admin name.
+        name: String,
+    },
+    /// The password of key part file `number`.
+    Part {
+        /// Its number on this workstation.
+        number: u32,
+    },
+}
+
+impl SecretFor {
+    /// The prompt shown on a terminal.
+    pub fn prompt(&self) -> String {
+        match self {
+            Self::Sigkey { number, name } => {
+                format!("Password for signature key {number} ({name}): ")
+            }
+            Self::Part { number } => format!("Password for key part {number}: "),
+        }
+    }
+}
+
+/// Where the passwords (and PINs) of one command come from.
+pub trait Secrets: Send + Sync {
+    /// The secret for `what`, or why there is none.
+    fn secret(&self, what: &SecretFor) -> Result<Zeroizing<String>, FileError>;
+}
+
+/// `ROTOR_PASSWORD`, else a prompt on the terminal: the command line's source of secrets.
+pub struct TerminalSecrets;
+
+impl Secrets for TerminalSecrets {
+    fn secret(&self, what: &SecretFor) -> Result<Zeroizing<String>, FileError> {
+        read_password(&what.prompt())
+    }
+}
+
 /// Reads a password: `ROTOR_PASSWORD` if set, else a prompt on the terminal.
 pub fn read_password(prompt: &str) -> Result<Zeroizing<String>, FileError> {
     if let Ok(password) = std::env::var("ROTOR_PASSWORD") {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::args::MkCommand;
 use crate::output::{join_numbers, print_json, table};
 use crate::session::{Session, Target};
-use crate::workstation::{PartFile, read_password};
+use crate::workstation::{PartFile, SecretFor};
 
 /// `rotor mk …`
 pub async fn mk(session: &Session, command: Option<MkCommand>) -> Result<()> {
@@ -247,7 +247,7 @@ async fn load(session: &Session, numbers: &[u32]) -> Result<()> {
     for number in numbers {
         let path = session.home.part_path(*number)?;
         let file = PartFile::read(&path)?;
-        let password = read_password(&format!("Password for key part {number}: "))?;
+        let password = session.secret(&SecretFor::Part { number: *number })?;
         parts.push(file.unlock(&path, &password)?);
     }
     let targets = session.selected().await?;
