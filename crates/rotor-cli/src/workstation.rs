@@ -128,6 +128,11 @@ pub enum SecretFor {
         /// Its number on this workstation.
         number: u32,
     },
+    /// The user PIN of the PKCS#11 token labelled `label`.
+    TokenPin {
+        /// The token's label.
+        label: String,
+    },
 }
 
 impl SecretFor {
@@ -138,6 +143,7 @@ impl SecretFor {
                 format!("Password for signature key {number} ({name}): ")
             }
             Self::Part { number } => format!("Password for key part {number}: "),
+            Self::TokenPin { label } => format!("PIN of token '{label}': "),
         }
     }
 }
@@ -148,11 +154,20 @@ pub trait Secrets: Send + Sync {
     fn secret(&self, what: &SecretFor) -> Result<Zeroizing<String>, FileError>;
 }
 
-/// `ROTOR_PASSWORD`, else a prompt on the terminal: the command line's source of secrets.
+/// The command line's source of secrets: `ROTOR_PIN` for token PINs and `ROTOR_PASSWORD` for
+/// passwords when set, else a prompt on the terminal.
 pub struct TerminalSecrets;
 
 impl Secrets for TerminalSecrets {
     fn secret(&self, what: &SecretFor) -> Result<Zeroizing<String>, FileError> {
+        if let SecretFor::TokenPin { .. } = what {
+            if let Ok(pin) = std::env::var("ROTOR_PIN") {
+                return Ok(Zeroizing::new(pin));
+            }
+            return rpassword::prompt_password(what.prompt())
+                .map(Zeroizing::new)
+                .map_err(|_| FileError::NoPassword);
+        }
         read_password(&what.prompt())
     }
 }
