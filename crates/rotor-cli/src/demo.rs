@@ -588,7 +588,11 @@ async fn kill_a_replica_during_reencryption(
 }
 
 /// An IAM access token for `api_key`.
-async fn access_token(http: &reqwest::Client, endpoint: &str, api_key: &str) -> Result<String> {
+pub(crate) async fn access_token(
+    http: &reqwest::Client,
+    endpoint: &str,
+    api_key: &str,
+) -> Result<String> {
     let token: Value = http
         .post(format!("{endpoint}/identity/token"))
         .header("content-type", "application/x-www-form-urlencoded")

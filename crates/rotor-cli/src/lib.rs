@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod baseline;
+pub mod bench;
 pub mod client;
 pub mod cmd;
 pub mod demo;
@@ -74,5 +75,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => cmd::run::server(&config, exit_with_parent).await,
         Commands::Dev(args) => cmd::dev::dev(args, cli.json).await,
         Commands::Demo(args) => demo::demo(args, cli.json).await,
+        Commands::Bench(args) => bench::bench(args, cli.json).await,
     }
 }
