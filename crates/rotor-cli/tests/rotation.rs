@@ -12,7 +12,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -21,72 +21,13 @@ use serde_json::{Value, json};
 use support::rotation::{
     assert_rotated_to, current_vp, journal, seed, token, verify, wait_journal,
 };
+use support::units::{kill_unit, unit_dir, wait_gone};
 use support::{DevProcess, Workstation};
 
 /// An instance of `rotor dev` with 2 operational units and 1 recovery unit, initialized by the
 /// key-part ceremony.
 fn start(dir: &Path) -> (DevProcess, rotor_server::dev::DevInfo) {
     support::start_dev(dir, &["--units", "2", "--recovery-units", "1"])
-}
-
-/// The state directory of unit `index` (0, 1: operational; 2: recovery).
-fn unit_dir(info: &rotor_server::dev::DevInfo, index: usize) -> PathBuf {
-    let name = if index < 2 {
-        format!("operational-{index}")
-    } else {
-        format!("recovery-{index}")
-    };
-    info.dir.join("units").join(name)
-}
-
-/// The live unit process serving `dir`, as its `/proc` entry.
-fn unit_process(dir: &Path) -> Option<PathBuf> {
-    let wanted = dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.path())
-        .find(|proc_dir| {
-            let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline")) else {
-                return false;
-            };
-            let args: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            args.iter().any(|a| a == "serve") && args.contains(&wanted) && !zombie(proc_dir)
-        })
-}
-
-/// SIGKILLs the unit process serving `dir` and waits until it is gone.
-fn kill_unit(dir: &Path) {
-    let proc_dir = unit_process(dir).expect("a unit process serves the directory");
-    let pid = proc_dir.file_name().unwrap().to_string_lossy().into_owned();
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap();
-    wait_gone(dir);
-}
-
-/// Waits until no process serves the unit directory `dir` (units of a killed `rotor dev`
-/// notice within a quarter second).
-fn wait_gone(dir: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while unit_process(dir).is_some() {
-        assert!(Instant::now() < deadline, "unit process did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn zombie(proc_dir: &Path) -> bool {
-    std::fs::read_to_string(proc_dir.join("stat"))
-        .map(|stat| {
-            stat.split(") ")
-                .nth(1)
-                .is_some_and(|rest| rest.starts_with('Z'))
-        })
-        .unwrap_or(true)
 }
 
 /// Unit `index`'s new register state, read straight from the unit.

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 pub(crate) mod rotation;
+pub(crate) mod units;
 
 /// A bearer token from the service's token endpoint for `api_key`. Runs its own runtime on a
 /// separate thread, so it works from synchronous and asynchronous tests alike.
