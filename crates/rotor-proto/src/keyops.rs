@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::audit::{Countersign, Countersignature};
 use crate::binding::{Binding, BlobBinding};
-use crate::wire::UnitStatus;
+use crate::wire::{ErrorBody, UnitStatus};
 
 /// How an operation's request and reply bodies are encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,15 +34,45 @@ pub trait UnitOp: Serialize + DeserializeOwned + Send + Sync + 'static {
     const NAME: &'static str;
     /// How its bodies are encoded.
     const ENCODING: Encoding = Encoding::Json;
+
+    /// The request as an item of a [`KeyBatch`], for the operations that concurrent clients
+    /// send by the thousand (wrap, unwrap, rewrap); `None` for the others.
+    fn batched(&self) -> Option<BatchedKeyOp> {
+        None
+    }
+
+    /// This operation's reply out of a [`KeyBatch`] item's reply; `None` if it is another kind.
+    fn unbatched(reply: BatchedKeyReply) -> Option<Self::Reply> {
+        let _ = reply;
+        None
+    }
+}
+
+/// The [`UnitOp`] methods of an operation that joins [`KeyBatch`]es as `$op`, answered by
+/// `$reply`.
+macro_rules! batched_as {
+    ($op:ident, $reply:ident) => {
+        fn batched(&self) -> Option<BatchedKeyOp> {
+            Some(BatchedKeyOp::$op(self.clone()))
+        }
+
+        fn unbatched(reply: BatchedKeyReply) -> Option<Self::Reply> {
+            match reply {
+                BatchedKeyReply::$reply(reply) => Some(reply),
+                _ => None,
+            }
+        }
+    };
 }
 
 macro_rules! unit_ops {
-    ($($request:ty => $reply:ty, $name:literal $(, $encoding:ident)?;)*) => {
+    ($($request:ty => $reply:ty, $name:literal $(, $encoding:ident)? $({ $($batched:tt)* })?;)*) => {
         $(
             impl UnitOp for $request {
                 type Reply = $reply;
                 const NAME: &'static str = $name;
                 $(const ENCODING: Encoding = Encoding::$encoding;)?
+                $($($batched)*)?
             }
         )*
 
@@ -57,9 +87,10 @@ unit_ops! {
     ExportRequest => Plaintext, "export";
     ImportTokenRequest => ImportTokenKeys, "import-token";
     SecureImportRequest => SealedKey, "secure-import";
-    WrapRequest => Wrapped, "wrap";
-    UnwrapRequest => Plaintext, "unwrap";
-    RewrapRequest => Wrapped, "rewrap";
+    WrapRequest => Wrapped, "wrap" { batched_as!(Wrap, Wrapped); };
+    UnwrapRequest => Plaintext, "unwrap" { batched_as!(Unwrap, Plaintext); };
+    RewrapRequest => Wrapped, "rewrap" { batched_as!(Rewrap, Wrapped); };
+    KeyBatch => KeyBatchResult, "key-batch";
     RewrapToNew => SealedKey, "rewrap-to-new";
     RewrapBatch => RewrapBatchResult, "rewrap-batch", Postcard;
     GenerateBatch => GeneratedBatch, "generate-batch", Postcard;
@@ -353,6 +384,49 @@ pub struct Forgotten {
     /// How many unwrapped versions of the key the unit held and dropped.
     pub versions: usize,
 }
+
+/// `POST /v1/keys/key-batch`: wrap, unwrap and rewrap requests that the service's clients sent
+/// at the same moment, carried to the unit in one exchange and answered item by item, as if
+/// each had come alone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBatch {
+    /// The requests, at most [`MAX_KEY_BATCH`].
+    pub items: Vec<BatchedKeyOp>,
+}
+
+/// One request of a [`KeyBatch`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchedKeyOp {
+    /// A wrap.
+    Wrap(WrapRequest),
+    /// An unwrap.
+    Unwrap(UnwrapRequest),
+    /// A rewrap.
+    Rewrap(RewrapRequest),
+}
+
+/// One reply of a [`KeyBatchResult`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchedKeyReply {
+    /// To a wrap or a rewrap.
+    Wrapped(Wrapped),
+    /// To an unwrap.
+    Plaintext(Plaintext),
+}
+
+/// The answer to a [`KeyBatch`]: per item, in request order, its reply or the unit's refusal
+/// of that item alone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyBatchResult {
+    /// In request order.
+    pub items: Vec<Result<BatchedKeyReply, ErrorBody>>,
+}
+
+/// The most requests in one [`KeyBatch`]: a few milliseconds of a unit's work at most.
+pub const MAX_KEY_BATCH: usize = 256;
 
 /// The most blobs or keys in one batch request (10,000 rewrap items take about 1.3 MB).
 pub const MAX_BATCH: usize = 10_000;

@@ -10,6 +10,7 @@
 //! | `rotor_rotation_blobs` | `instance` | blobs under the source master key when the current direction began |
 //! | `rotor_rotation_blobs_done` | `instance` | blobs rewrapped in the current direction |
 //! | `rotor_lease_held` | `name` | 1 while this replica holds the lease, 0 once it let it go |
+//! | `rotor_unit_key_batch_size` | | histogram: wrap, unwrap and rewrap requests carried to a unit in one batch ([`rotor_unit::backend::HttpUnit`]) |
 //!
 //! Who may read them: a bearer token whose role allows Reader and that covers every instance
 //! the service serves (a tenant's token does not see other tenants' units and rotations).

@@ -62,6 +62,14 @@ pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> Option<IntGaugeVec>
         .map(register)
 }
 
+/// A histogram with `buckets`, registered (see [`counter_vec`]).
+pub fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Option<prometheus::Histogram> {
+    prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(name, help).buckets(buckets))
+        .inspect_err(|err| tracing::error!(name, error = %err, "bad metric"))
+        .ok()
+        .map(register)
+}
+
 struct Http {
     requests: IntCounterVec,
     duration: HistogramVec,

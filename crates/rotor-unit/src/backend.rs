@@ -9,8 +9,13 @@ use axum::http::header;
 use rotor_crypto::fill_random;
 use rotor_proto::audit::AuditBatch;
 use rotor_proto::error::ErrorCode;
-use rotor_proto::keyops::{BATCH_CONTENT_TYPE, Encoding};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rotor_proto::keyops::{
+    BATCH_CONTENT_TYPE, BatchedKeyOp, BatchedKeyReply, Encoding, KeyBatch, MAX_KEY_BATCH, UnitOp,
+};
 use rotor_proto::wire::{ErrorBody, SignedResponse, UnitResult, UnitStatus};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::daemon::{Served, Unit};
 
@@ -22,6 +27,8 @@ pub enum CallError {
     Unreachable(String),
     /// The unit answered with a refusal.
     Refused(ErrorBody),
+    /// The unit does not serve this operation (a unit of an older version).
+    NotServed,
 }
 
 impl CallError {
@@ -29,7 +36,7 @@ impl CallError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Self::Refused(body) => Some(body.code),
-            Self::Unreachable(_) => None,
+            Self::Unreachable(_) | Self::NotServed => None,
         }
     }
 }
@@ -39,6 +46,7 @@ impl std::fmt::Display for CallError {
         match self {
             Self::Unreachable(why) => write!(f, "crypto unit unreachable: {why}"),
             Self::Refused(body) => write!(f, "{} ({})", body.message, body.code),
+            Self::NotServed => f.write_str("the crypto unit does not serve this operation"),
         }
     }
 }
@@ -90,11 +98,35 @@ pub fn correlated(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
 /// A unit process, reached over HTTPS with mutual TLS: the client presents the service
 /// certificate of the unit's instance and accepts only that instance's unit certificate (see
 /// [`HttpUnit::client_tls`]).
+///
+/// Wraps, unwraps and rewraps do not each make their own exchange: they queue for the unit's
+/// [`Coalescer`], which carries whatever is queued as one [`KeyBatch`] over a kept-alive
+/// connection, with a few batches in flight at once.
 #[derive(Clone, Debug)]
 pub struct HttpUnit {
     http: reqwest::Client,
     base: Arc<str>,
+    /// The queue of the unit's coalescing task, started by the first wrap, unwrap or rewrap.
+    queue: Arc<std::sync::OnceLock<mpsc::UnboundedSender<Queued>>>,
+    /// Set when the unit has no batch route (an older unit): requests then go one by one.
+    unbatched: Arc<AtomicBool>,
 }
+
+/// A key operation waiting in a [`Coalescer`], with where its answer goes.
+struct Queued {
+    op: BatchedKeyOp,
+    answer: oneshot::Sender<Result<BatchedKeyReply, CallError>>,
+}
+
+/// Batches of one unit on their way at once, each on its own kept-alive connection.
+///
+/// The coalescing task takes the first queued request, waits until fewer than this many
+/// batches are on their way, takes everything queued meanwhile (up to [`MAX_KEY_BATCH`]), lets
+/// the other tasks run once so that requests arriving at this moment join, and sends the batch.
+/// An idle service thus sends a lone request at once, and a busy one ever fuller batches: the
+/// wait for company is bounded by one turn of the scheduler, not by a timer (tokio's timers
+/// tick in milliseconds, far more than a request should wait).
+const BATCHES_IN_FLIGHT: usize = 4;
 
 impl HttpUnit {
     /// A client for the unit at `address`; `http` must carry the TLS of
@@ -103,6 +135,82 @@ impl HttpUnit {
         Self {
             http,
             base: format!("https://{address}/v1").into(),
+            queue: Arc::default(),
+            unbatched: Arc::default(),
+        }
+    }
+
+    /// Runs a wrap, unwrap or rewrap through the unit's coalescer.
+    async fn call_batched(&self, op: BatchedKeyOp) -> Result<BatchedKeyReply, CallError> {
+        let queue = self.queue.get_or_init(|| {
+            let (queue, queued) = mpsc::unbounded_channel();
+            // The task's copy has a queue of its own, never started: when the last clone that
+            // holds this queue is dropped, the queue closes and the task ends.
+            let sender = Self {
+                http: self.http.clone(),
+                base: self.base.clone(),
+                queue: Arc::default(),
+                unbatched: self.unbatched.clone(),
+            };
+            tokio::spawn(coalesce(sender, queued));
+            queue
+        });
+        let (answer, answered) = oneshot::channel();
+        queue
+            .send(Queued { op, answer })
+            .map_err(|_| CallError::Unreachable("the unit's request queue closed".to_owned()))?;
+        answered
+            .await
+            .map_err(|_| CallError::Unreachable("the unit's batch was dropped".to_owned()))?
+    }
+
+    /// Sends one batch and hands each waiting caller its own answer. A unit without the batch
+    /// route (404) is asked item by item, now and from then on.
+    async fn send_batch(&self, batch: Vec<Queued>) {
+        let (ops, answers): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|queued| (queued.op, queued.answer))
+            .unzip();
+        let request = KeyBatch { items: ops };
+        match self.call_one(&request).await {
+            Ok(result) if result.items.len() == answers.len() => {
+                for (answer, item) in answers.into_iter().zip(result.items) {
+                    let _ = answer.send(item.map_err(CallError::Refused));
+                }
+            }
+            Ok(_) => {
+                let why = CallError::Unreachable(
+                    "the unit answered a batch with another number of items".to_owned(),
+                );
+                for answer in answers {
+                    let _ = answer.send(Err(why.clone()));
+                }
+            }
+            Err(CallError::NotServed) => {
+                tracing::warn!(
+                    "the crypto unit has no batch route (an older version): sending its key operations one by one"
+                );
+                self.unbatched.store(true, Ordering::Relaxed);
+                for (answer, op) in answers.into_iter().zip(request.items) {
+                    let reply = match op {
+                        BatchedKeyOp::Wrap(op) => {
+                            self.call_one(&op).await.map(BatchedKeyReply::Wrapped)
+                        }
+                        BatchedKeyOp::Unwrap(op) => {
+                            self.call_one(&op).await.map(BatchedKeyReply::Plaintext)
+                        }
+                        BatchedKeyOp::Rewrap(op) => {
+                            self.call_one(&op).await.map(BatchedKeyReply::Wrapped)
+                        }
+                    };
+                    let _ = answer.send(reply);
+                }
+            }
+            Err(err) => {
+                for answer in answers {
+                    let _ = answer.send(Err(err.clone()));
+                }
+            }
         }
     }
 
@@ -153,6 +261,8 @@ impl HttpUnit {
         }
         Err(match serde_json::from_slice(&body) {
             Ok(refusal) => CallError::Refused(refusal),
+            // A route the unit does not have: an older unit without this operation.
+            Err(_) if status == reqwest::StatusCode::NOT_FOUND => CallError::NotServed,
             Err(_) => CallError::Unreachable(format!(
                 "the unit answered {status}: {}",
                 String::from_utf8_lossy(&body)
@@ -164,8 +274,49 @@ impl HttpUnit {
     }
 }
 
-impl UnitBackend for HttpUnit {
-    async fn call<Op: Served>(&self, request: &Op) -> Result<Op::Reply, CallError> {
+/// Requests per batch the coalescers sent, over every unit: how much company requests find.
+static BATCH_SIZE: std::sync::LazyLock<Option<prometheus::Histogram>> =
+    std::sync::LazyLock::new(|| {
+        rotor_telemetry::metrics::histogram(
+            "rotor_unit_key_batch_size",
+            "Wrap, unwrap and rewrap requests carried to a crypto unit in one batch",
+            vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+        )
+    });
+
+/// The coalescing task of one unit: see [`BATCHES_IN_FLIGHT`].
+async fn coalesce(unit: HttpUnit, mut queued: mpsc::UnboundedReceiver<Queued>) {
+    let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    while let Some(first) = queued.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        for turn in 0..2 {
+            while batch.len() < MAX_KEY_BATCH {
+                match queued.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            if turn == 0 && batch.len() < MAX_KEY_BATCH {
+                tokio::task::yield_now().await;
+            }
+        }
+        if let Some(sizes) = BATCH_SIZE.as_ref() {
+            sizes.observe(batch.len() as f64);
+        }
+        let unit = unit.clone();
+        tokio::spawn(async move {
+            unit.send_batch(batch).await;
+            drop(permit);
+        });
+    }
+}
+
+impl HttpUnit {
+    /// One exchange for one operation.
+    async fn call_one<Op: UnitOp>(&self, request: &Op) -> Result<Op::Reply, CallError> {
         let bad_request =
             |err: &dyn std::fmt::Display| CallError::Unreachable(format!("request: {err}"));
         let bad_answer =
@@ -183,6 +334,20 @@ impl UnitBackend for HttpUnit {
                 postcard::from_bytes(&answer).map_err(|err| bad_answer(&err))
             }
         }
+    }
+}
+
+impl UnitBackend for HttpUnit {
+    async fn call<Op: Served>(&self, request: &Op) -> Result<Op::Reply, CallError> {
+        if !self.unbatched.load(Ordering::Relaxed)
+            && let Some(op) = request.batched()
+        {
+            let reply = self.call_batched(op).await?;
+            return Op::unbatched(reply).ok_or_else(|| {
+                CallError::Unreachable("the unit answered another kind of reply".to_owned())
+            });
+        }
+        self.call_one(request).await
     }
 
     /// The unit's status, signed by the identity key it reports, for this request's challenge

@@ -33,8 +33,8 @@ use rotor_proto::audit::{
 use rotor_proto::error::ErrorCode;
 use rotor_proto::keyops::{
     BATCH_CONTENT_TYPE, Encoding, ExportRequest, FinishReencryption, ForgetKey, Forgotten,
-    GenerateBatch, GenerateRequest, ImportRequest, ImportTokenRequest, RewrapBatch, RewrapRequest,
-    RewrapToNew, SecureImportRequest, UnitOp, UnwrapRequest, WrapRequest,
+    GenerateBatch, GenerateRequest, ImportRequest, ImportTokenRequest, KeyBatch, RewrapBatch,
+    RewrapRequest, RewrapToNew, SecureImportRequest, UnitOp, UnwrapRequest, WrapRequest,
 };
 use rotor_proto::wire::{
     EnrollmentSecret, ErrorBody, Fingerprint, Outcome, SignedCommand, UnitStatus,
@@ -392,6 +392,7 @@ fn key_routes() -> Router<Unit> {
     let router = route::<WrapRequest>(router);
     let router = route::<UnwrapRequest>(router);
     let router = route::<RewrapRequest>(router);
+    let router = route::<KeyBatch>(router);
     let router = route::<RewrapToNew>(router);
     let router = route::<RewrapBatch>(router);
     let router = route::<GenerateBatch>(router);

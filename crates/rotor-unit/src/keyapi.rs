@@ -243,6 +243,37 @@ impl KeyOperation for RewrapRequest {
     }
 }
 
+/// Concurrent wraps, unwraps and rewraps in one exchange: each item is served exactly as it
+/// would be alone, and a refusal answers that item only.
+impl KeyOperation for KeyBatch {
+    fn perform(&self, masters: &Masters, cache: &RootKeyCache) -> Result<KeyBatchResult, KeyError> {
+        if self.items.len() > MAX_KEY_BATCH {
+            return Err(KeyError::Size(format!(
+                "a key batch holds at most {MAX_KEY_BATCH} requests"
+            )));
+        }
+        let items = self
+            .items
+            .iter()
+            .map(|item| {
+                let reply = match item {
+                    BatchedKeyOp::Wrap(op) => {
+                        op.perform(masters, cache).map(BatchedKeyReply::Wrapped)
+                    }
+                    BatchedKeyOp::Unwrap(op) => {
+                        op.perform(masters, cache).map(BatchedKeyReply::Plaintext)
+                    }
+                    BatchedKeyOp::Rewrap(op) => {
+                        op.perform(masters, cache).map(BatchedKeyReply::Wrapped)
+                    }
+                };
+                reply.map_err(|err| err.to_body())
+            })
+            .collect();
+        Ok(KeyBatchResult { items })
+    }
+}
+
 /// GREP11's `RewrapKeyBlob`: an application-held blob to the committed new master key.
 impl KeyOperation for RewrapToNew {
     fn perform(&self, masters: &Masters, _cache: &RootKeyCache) -> Result<SealedKey, KeyError> {
