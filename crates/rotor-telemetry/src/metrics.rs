@@ -13,7 +13,9 @@ use axum::http::Method;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use prometheus::core::Collector;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// The media type of the text exposition format.
 pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -63,8 +65,8 @@ pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> Option<IntGaugeVec>
 }
 
 /// A histogram with `buckets`, registered (see [`counter_vec`]).
-pub fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Option<prometheus::Histogram> {
-    prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(name, help).buckets(buckets))
+pub fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Option<Histogram> {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
         .inspect_err(|err| tracing::error!(name, error = %err, "bad metric"))
         .ok()
         .map(register)
