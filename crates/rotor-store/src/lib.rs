@@ -292,6 +292,12 @@ pub trait KeyStore: Send + Sync {
     fn create_key(&self, key: &KeyMeta, first: &KeyVersion) -> Result<(), StoreError>;
     /// A key by id or alias.
     fn key(&self, instance: Uuid, id_or_alias: &str) -> Result<Option<KeyMeta>, StoreError>;
+    /// Whether the point reads ([`Self::key`], [`Self::version`], [`Self::versions`]) may run
+    /// on an async worker thread: they never wait for a writer and block at most on local file
+    /// pages. Without that promise, callers move them off the async workers.
+    fn point_reads_are_quick(&self) -> bool {
+        false
+    }
     /// Keys matching a filter, and how many match in all.
     fn list(&self, instance: Uuid, filter: &ListFilter) -> Result<(Vec<KeyMeta>, u64), StoreError>;
     /// Reads a key, lets `change` edit it, and stores the result, atomically. Returns the new

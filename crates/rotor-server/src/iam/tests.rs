@@ -146,6 +146,36 @@ fn a_tampered_payload_does_not_verify() {
 }
 
 #[test]
+fn a_verified_token_is_remembered_only_for_itself_and_until_it_expires() {
+    let (iam, [writer, _, _]) = setup();
+    let token = iam.issue(&writer, NOW).unwrap().access_token;
+    let first = iam.verify(Some(&bearer(&token)), NOW).unwrap();
+    // From the cache: the same claims.
+    assert_eq!(iam.verify(Some(&bearer(&token)), NOW + 1).unwrap(), first);
+    // Another payload under the remembered signature is not the remembered token.
+    let parts: Vec<&str> = token.split('.').collect();
+    let forged_claims = serde_json::json!({
+        "iss": "rotor", "sub": "writer", "iat": NOW, "exp": NOW + 600,
+        "role": "Manager", "instances": ["*"],
+    });
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(forged_claims.to_string().as_bytes()),
+        parts[2]
+    );
+    assert_eq!(
+        iam.verify(Some(&bearer(&forged)), NOW),
+        Err(IamError::BadSignature)
+    );
+    // Expired is expired, remembered or not.
+    assert!(matches!(
+        iam.verify(Some(&bearer(&token)), first.exp),
+        Err(IamError::Expired)
+    ));
+}
+
+#[test]
 fn a_tampered_signature_does_not_verify() {
     let (iam, [writer, _, _]) = setup();
     let token = iam.issue(&writer, NOW).unwrap().access_token;
@@ -206,6 +236,7 @@ fn a_token_signed_under_another_key_does_not_verify() {
         ttl: iam.ttl,
         keys: iam.keys,
         stored: None,
+        verified: Default::default(),
     };
     assert_eq!(
         other.verify(Some(&bearer(&token)), NOW),

@@ -1,5 +1,7 @@
 //! Issuing and verifying access tokens (JWT, HS256) and what their claims allow.
 
+use std::collections::HashMap;
+
 use super::*;
 
 /// An access token as IBM Cloud IAM returns it.
@@ -99,6 +101,36 @@ pub struct Iam {
     pub(super) keys: Vec<ApiKeyConfig>,
     /// The API keys kept in the store, when the service has one.
     pub(super) stored: Option<StoredKeys>,
+    /// Tokens this service verified, by their signature, until they expire.
+    pub(super) verified: VerifiedTokens,
+}
+
+/// The claims of tokens already verified, so that a client presenting the same token on every
+/// request costs a map lookup instead of an HMAC and two JSON parses. An entry is used only
+/// for the very same token (compared whole, not only its signature) and not after its expiry;
+/// the revocation check of a stored API key runs on every request all the same.
+#[derive(Debug, Default)]
+pub(super) struct VerifiedTokens(std::sync::Mutex<HashMap<String, (String, Claims)>>);
+
+/// Tokens remembered at most; past it the map starts afresh (a flood of distinct valid
+/// tokens only costs verification again).
+const VERIFIED_TOKENS: usize = 4_096;
+
+impl VerifiedTokens {
+    fn get(&self, token: &str, signature: &str, now: u64) -> Option<Claims> {
+        let verified = self.0.lock().ok()?;
+        let (known, claims) = verified.get(signature)?;
+        (known == token && claims.exp > now).then(|| claims.clone())
+    }
+
+    fn insert(&self, token: &str, signature: &str, claims: &Claims) {
+        if let Ok(mut verified) = self.0.lock() {
+            if verified.len() >= VERIFIED_TOKENS {
+                verified.clear();
+            }
+            verified.insert(signature.to_owned(), (token.to_owned(), claims.clone()));
+        }
+    }
 }
 
 impl Iam {
@@ -110,6 +142,7 @@ impl Iam {
             ttl: config.token_ttl_seconds,
             keys: config.api_keys.clone(),
             stored: None,
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -214,6 +247,11 @@ impl Iam {
             return Err(IamError::MalformedToken);
         };
 
+        if let Some(claims) = self.verified.get(token, signature_b64, now) {
+            self.check_stored(&claims)?;
+            return Ok(claims);
+        }
+
         let jwt_header: JwtHeader = decode_json(header_b64)?;
         if jwt_header.alg != JWT_ALG {
             return Err(IamError::UnsupportedAlgorithm);
@@ -235,19 +273,27 @@ impl Iam {
         if claims.exp <= now {
             return Err(IamError::Expired);
         }
-        if let Some(key) = claims.api_key {
-            // Without the store the key's revocations cannot be known: refused.
-            let stored = self.stored.as_ref().ok_or(IamError::ApiKeyRevoked)?;
-            stored.check(key)?;
-        }
-        Ok(Claims {
+        let claims = Claims {
             sub: claims.sub,
             role: claims.role,
             instances: claims.instances,
             iat: claims.iat,
             exp: claims.exp,
             api_key: claims.api_key,
-        })
+        };
+        self.check_stored(&claims)?;
+        self.verified.insert(token, signature_b64, &claims);
+        Ok(claims)
+    }
+
+    /// A token of a stored API key is refused once the key is revoked or rotated.
+    fn check_stored(&self, claims: &Claims) -> Result<(), IamError> {
+        if let Some(key) = claims.api_key {
+            // Without the store the key's revocations cannot be known: refused.
+            let stored = self.stored.as_ref().ok_or(IamError::ApiKeyRevoked)?;
+            stored.check(key)?;
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,8 @@
 //! Key actions: wrap, unwrap, rewrap, rotate, enable, disable, set and unset for deletion,
 //! in the `/actions/{action}` form and the older `?action=` form.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -201,9 +203,18 @@ pub(super) async fn wrap(
         return Err(KpError::RootKeyRequired { action: "wrap" });
     }
     let aad = body.aad.unwrap_or_default();
+    let newest = state.read(|| {
+        state
+            .store
+            .version(key.instance, key.id, key.newest_version)
+    })?;
+    let first_attempt = AtomicBool::new(true);
     let request = || {
+        let key_ref =
+            state.key_version_preread(key, key.newest_version, newest.as_ref(), &first_attempt);
+        first_attempt.store(false, Ordering::Relaxed);
         Ok(WrapRequest {
-            key: state.key_version(key, key.newest_version)?,
+            key: key_ref?,
             plaintext: body
                 .plaintext
                 .as_ref()
@@ -211,12 +222,7 @@ pub(super) async fn wrap(
             aad: aad.clone(),
         })
     };
-    let version_id = blocking(|| {
-        state
-            .store
-            .version(key.instance, key.id, key.newest_version)
-    })?
-    .map(|v| v.id);
+    let version_id = newest.as_ref().map(|v| v.id);
     let wrapped: Wrapped = state.unit_call_fresh(caller.instance, request).await?;
     let mut body = json!({
         "ciphertext": B64.encode(&wrapped.ciphertext),
@@ -241,17 +247,27 @@ pub(super) async fn unwrap(
     let version = ciphertext_version(&ciphertext)
         .filter(|v| *v >= 1 && *v <= key.newest_version)
         .ok_or(KpError::UnprocessableCiphertext)?;
-    let from_id = blocking(|| state.store.version(key.instance, key.id, version))?.map(|v| v.id);
-    let newest_id = blocking(|| {
-        state
-            .store
-            .version(key.instance, key.id, key.newest_version)
-    })?
-    .map(|v| v.id);
+    let from = state.read(|| state.store.version(key.instance, key.id, version))?;
+    let newest = if version == key.newest_version {
+        from.clone()
+    } else {
+        state.read(|| {
+            state
+                .store
+                .version(key.instance, key.id, key.newest_version)
+        })?
+    };
+    let from_id = from.as_ref().map(|v| v.id);
+    let newest_id = newest.as_ref().map(|v| v.id);
+    let first_attempt = AtomicBool::new(true);
     let rewrap_request = |reveal_plaintext| {
+        let from_ref = state.key_version_preread(key, version, from.as_ref(), &first_attempt);
+        let to_ref =
+            state.key_version_preread(key, key.newest_version, newest.as_ref(), &first_attempt);
+        first_attempt.store(false, Ordering::Relaxed);
         Ok(RewrapRequest {
-            from: state.key_version(key, version)?,
-            to: state.key_version(key, key.newest_version)?,
+            from: from_ref?,
+            to: to_ref?,
             ciphertext: ciphertext.clone(),
             aad: aad.clone(),
             reveal_plaintext,
@@ -270,8 +286,10 @@ pub(super) async fn unwrap(
     }
     if version == key.newest_version {
         let request = || {
+            let key_ref = state.key_version_preread(key, version, from.as_ref(), &first_attempt);
+            first_attempt.store(false, Ordering::Relaxed);
             Ok(UnwrapRequest {
-                key: state.key_version(key, version)?,
+                key: key_ref?,
                 ciphertext: ciphertext.clone(),
                 aad: aad.clone(),
             })

@@ -94,7 +94,7 @@ impl KpState {
     /// The key `id` (a UUID or an alias), in the caller's `X-Kms-Key-Ring` when it names one:
     /// as in Key Protect, a key in another ring is not found.
     fn find_key(&self, caller: &Caller, id: &str) -> KpResult<KeyMeta> {
-        blocking(|| self.store.key(caller.instance, id))?
+        self.read(|| self.store.key(caller.instance, id))?
             .filter(|key| {
                 caller
                     .key_ring
@@ -115,13 +115,41 @@ impl KpState {
         );
     }
 
+    /// Runs a point read of key storage: on this async worker when the store promises it is
+    /// quick (a thread hand-off costs more than the read), else off the async workers.
+    fn read<T>(&self, read: impl FnOnce() -> T) -> T {
+        if self.store.point_reads_are_quick() {
+            read()
+        } else {
+            blocking(read)
+        }
+    }
+
+    /// Version `version` of `key` for a unit request: `preread` (read moments ago) on the
+    /// request's first attempt, read again on the retry (a rotation may have rewrapped the blob
+    /// meanwhile: see [`crate::pool::UnitPool::call_fresh`]).
+    fn key_version_preread(
+        &self,
+        key: &KeyMeta,
+        version: u32,
+        preread: Option<&KeyVersion>,
+        first_attempt: &std::sync::atomic::AtomicBool,
+    ) -> KpResult<KeyRef> {
+        match preread {
+            Some(stored) if first_attempt.load(std::sync::atomic::Ordering::Relaxed) => {
+                Ok(key_ref(key, stored))
+            }
+            _ => self.key_version(key, version),
+        }
+    }
+
     fn key_version(&self, key: &KeyMeta, version: u32) -> KpResult<KeyRef> {
-        let stored = blocking(|| self.store.version(key.instance, key.id, version))?.ok_or(
-            KpError::KeyVersionNotFound {
+        let stored = self
+            .read(|| self.store.version(key.instance, key.id, version))?
+            .ok_or(KpError::KeyVersionNotFound {
                 key: key.id,
                 version,
-            },
-        )?;
+            })?;
         Ok(key_ref(key, &stored))
     }
 }

@@ -5,6 +5,7 @@
 //! read, and a row that does not parse named by its kind and id), and here the store itself.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rotor_crypto::Vp;
@@ -36,7 +37,17 @@ pub struct SqliteStore {
     /// A second connection for the long reads of a rotation: in WAL mode it reads while the
     /// first one writes.
     reader: Mutex<Connection>,
+    /// Connections for the point reads of the request path (a key, its versions): in WAL mode
+    /// they read while the writer writes, so an unwrap never waits for a rotation's batch or
+    /// for another request's read.
+    point_readers: Vec<Mutex<Connection>>,
+    next_point_reader: AtomicUsize,
 }
+
+/// Point-read connections: enough for the service's worker threads to read side by side.
+const POINT_READERS: usize = 4;
+/// Page cache of a point-read connection, in KiB: its reads are served by the memory map.
+const POINT_READER_CACHE_KIB: i64 = 8_192;
 
 /// Page cache per connection, in KiB (SQLite's default is 2 MiB).
 const CACHE_KIB: i64 = 65_536;
@@ -59,10 +70,33 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut connection = connect(path)?;
         migrations::migrate(&mut connection)?;
+        let point_readers = (0..POINT_READERS)
+            .map(|_| {
+                let reader = connect(path)?;
+                reader.pragma_update(None, "cache_size", -POINT_READER_CACHE_KIB)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<_, StoreError>>()?;
         Ok(Self {
             connection: Mutex::new(connection),
             reader: Mutex::new(connect(path)?),
+            point_readers,
+            next_point_reader: AtomicUsize::new(0),
         })
+    }
+
+    /// A free point-read connection, else the next one in turn.
+    fn lock_point_reader(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        let start = self.next_point_reader.fetch_add(1, Ordering::Relaxed);
+        let count = self.point_readers.len();
+        for offset in 0..count {
+            if let Ok(reader) = self.point_readers[(start + offset) % count].try_lock() {
+                return Ok(reader);
+            }
+        }
+        self.point_readers[start % count]
+            .lock()
+            .map_err(|_| StoreError::Database("a previous operation panicked".to_owned()))
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
@@ -101,27 +135,25 @@ impl KeyStore for SqliteStore {
         Ok(())
     }
 
+    fn point_reads_are_quick(&self) -> bool {
+        true
+    }
+
     fn key(&self, instance: Uuid, id_or_alias: &str) -> Result<Option<KeyMeta>, StoreError> {
-        let connection = self.lock()?;
+        let connection = self.lock_point_reader()?;
         let id = match Uuid::parse_str(id_or_alias) {
             Ok(id) => Some(id.to_string()),
             Err(_) => connection
-                .query_row(
-                    "SELECT key_id FROM aliases WHERE instance = ?1 AND alias = ?2",
-                    params![instance.to_string(), id_or_alias],
-                    |row| row.get(0),
-                )
+                .prepare_cached("SELECT key_id FROM aliases WHERE instance = ?1 AND alias = ?2")?
+                .query_row(params![instance.to_string(), id_or_alias], |row| row.get(0))
                 .optional()?,
         };
         let Some(id) = id else {
             return Ok(None);
         };
         let doc: Option<String> = connection
-            .query_row(
-                "SELECT doc FROM keys WHERE instance = ?1 AND id = ?2",
-                params![instance.to_string(), id],
-                |row| row.get(0),
-            )
+            .prepare_cached("SELECT doc FROM keys WHERE instance = ?1 AND id = ?2")?
+            .query_row(params![instance.to_string(), id], |row| row.get(0))
             .optional()?;
         doc.map(|doc| parse_doc(instance, &id, &doc)).transpose()
     }
@@ -203,8 +235,8 @@ impl KeyStore for SqliteStore {
     }
 
     fn versions(&self, instance: Uuid, id: Uuid) -> Result<Vec<KeyVersion>, StoreError> {
-        let connection = self.lock()?;
-        let mut statement = connection.prepare(
+        let connection = self.lock_point_reader()?;
+        let mut statement = connection.prepare_cached(
             "SELECT version, id, blob, vp, created FROM key_versions WHERE instance = ?1 AND key_id = ?2 ORDER BY version",
         )?;
         let rows = statement
@@ -219,10 +251,12 @@ impl KeyStore for SqliteStore {
         id: Uuid,
         version: u32,
     ) -> Result<Option<KeyVersion>, StoreError> {
-        let connection = self.lock()?;
+        let connection = self.lock_point_reader()?;
         let row = connection
-            .query_row(
+            .prepare_cached(
                 "SELECT version, id, blob, vp, created FROM key_versions WHERE instance = ?1 AND key_id = ?2 AND version = ?3",
+            )?
+            .query_row(
                 params![instance.to_string(), id.to_string(), version],
                 version_row,
             )
