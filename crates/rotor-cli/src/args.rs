@@ -137,6 +137,10 @@ pub enum Commands {
         #[command(subcommand)]
         command: AutoCommand,
     },
+    /// The Management Utilities as a local web application: tabs for crypto units,
+    /// administrators, signature thresholds, master keys, key storage and audit, on loopback
+    /// only, behind a session token in the URL it opens.
+    Console(ConsoleArgs),
     /// Run a crypto unit.
     Unit {
         /// What to do.
@@ -689,6 +693,20 @@ pub struct DemoArgs {
     /// Keep the keys in a throwaway PostgreSQL cluster instead of SQLite.
     #[arg(long)]
     pub postgres: bool,
+}
+
+/// `rotor console`
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Where the console listens: a loopback address only (plain HTTP never leaves the host).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Also write the console's URL, with its session token, to this file (mode 0600).
+    #[arg(long)]
+    pub url_file: Option<PathBuf>,
+    /// Do not open the URL in a browser; only print it.
+    #[arg(long)]
+    pub no_open: bool,
 }
 
 /// `rotor dev`
