@@ -96,6 +96,9 @@ pub(super) struct RunReply {
     needs: Vec<String>,
     /// A rotation started in the background: watch `/progress`.
     started: bool,
+    /// With `started`: the message window's length when it started, so the page shows every
+    /// line the rotation adds.
+    log_length: usize,
 }
 
 /// The secrets typed into the page, by prompt; records what was asked for and missing.
@@ -362,9 +365,11 @@ pub(super) async fn run(console: &Arc<Console>, request: RunRequest) -> RunReply
     }
     let result = match request.action {
         Action::Rotate | Action::FinishRotation => {
+            let log_length = console.log_length();
             start_rotation(console, session, secrets);
             return RunReply {
                 started: true,
+                log_length,
                 ..RunReply::default()
             };
         }
@@ -390,7 +395,7 @@ pub(super) async fn run(console: &Arc<Console>, request: RunRequest) -> RunReply
                 messages,
                 error: Some(error),
                 needs,
-                started: false,
+                ..RunReply::default()
             }
         }
     }

@@ -27,33 +27,50 @@ pub(super) async fn rotation_of_selection(session: &Session) -> Result<Option<Ro
 
 pub(super) async fn render(console: &Console, session: &Session) -> Result<String> {
     let mut out = String::from("<h2>Master key registers of the selected crypto units</h2>");
-    let units = match session.selected().await {
-        Ok(targets) => session.statuses(&targets).await?,
+    let targets = match session.selected().await {
+        Ok(targets) => targets,
         Err(err) => {
             let _ = write!(out, "<p class=\"note\">{}</p>", escape(&format!("{err:#}")));
             return Ok(out);
         }
     };
+    // Each unit on its own: one that does not answer (killed during a rotation, say) shows
+    // why, and the others still show their registers.
+    let mut units = Vec::new();
     let mut rows = Vec::new();
-    for (target, status) in &units {
-        rows.push((
-            false,
-            vec![
-                target.number.to_string(),
-                "New".to_owned(),
-                status.new.state.label().to_owned(),
-                status.new.vp.to_hex(),
-            ],
-        ));
-        rows.push((
-            false,
-            vec![
-                String::new(),
-                "Current".to_owned(),
-                status.current.state.label().to_owned(),
-                status.current.vp.to_hex(),
-            ],
-        ));
+    for target in &targets {
+        match session.status(target).await {
+            Ok(status) => {
+                rows.push((
+                    false,
+                    vec![
+                        target.number.to_string(),
+                        "New".to_owned(),
+                        status.new.state.label().to_owned(),
+                        status.new.vp.to_hex(),
+                    ],
+                ));
+                rows.push((
+                    false,
+                    vec![
+                        String::new(),
+                        "Current".to_owned(),
+                        status.current.state.label().to_owned(),
+                        status.current.vp.to_hex(),
+                    ],
+                ));
+                units.push((target.clone(), status));
+            }
+            Err(err) => rows.push((
+                true,
+                vec![
+                    target.number.to_string(),
+                    "-".to_owned(),
+                    "DOES NOT ANSWER".to_owned(),
+                    format!("{err:#}"),
+                ],
+            )),
+        }
     }
     out.push_str(&table(
         &[
@@ -105,7 +122,7 @@ pub(super) async fn render(console: &Console, session: &Session) -> Result<Strin
     let pinned = units
         .iter()
         .any(|(_, status)| status.rotation != RotationLock::None);
-    let remembered = units.first().is_some_and(|(target, _)| {
+    let remembered = targets.first().is_some_and(|target| {
         session
             .home
             .unfinished_rotations()

@@ -67,6 +67,14 @@ impl Console {
         }
     }
 
+    /// How many lines the message window has had.
+    fn log_length(&self) -> usize {
+        self.log
+            .lock()
+            .map(|log| log.dropped + log.lines.len())
+            .unwrap_or_default()
+    }
+
     fn messages(&self) -> (usize, Vec<String>) {
         self.log
             .lock()

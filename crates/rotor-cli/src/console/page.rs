@@ -236,7 +236,7 @@ document.getElementById('dialog-form').addEventListener('submit', async (event) 
   dialog.close();
   pending = null;
   if (result.error) { addMessages(['Error: ' + result.error]); }
-  if (result.started) { watchRotation(); } else { setTimeout(() => location.reload(), 300); }
+  if (result.started) { seen = result.log_length; watchRotation(); } else { setTimeout(() => location.reload(), 300); }
 });
 
 function showProgress(p) {
@@ -261,10 +261,10 @@ async function watchRotation() {
     if (!response.ok) return;
     const p = await response.json();
     if (seen === null) { seen = p.log_length; }
-    if (p.log_length > seen) { addMessages(p.log.slice(seen - p.log_start)); seen = p.log_length; }
+    if (p.log_length > seen) { addMessages(p.log.slice(Math.max(seen - p.log_start, 0))); seen = p.log_length; }
     showProgress(p);
     if (!p.running) { setTimeout(() => location.reload(), 500); return; }
-    await new Promise(r => setTimeout(r, 400));
+    await new Promise(r => setTimeout(r, 250));
   }
 }
 
