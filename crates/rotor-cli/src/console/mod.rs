@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -90,12 +90,6 @@ impl Console {
 
 /// `rotor console`
 pub async fn console(mut session: Session, args: ConsoleArgs) -> Result<()> {
-    if !args.listen.ip().is_loopback() {
-        bail!(
-            "the console listens on loopback only (plain HTTP must not leave the host); {} is not a loopback address",
-            args.listen.ip()
-        );
-    }
     // The page asks before every destructive action; the command line's own prompts would
     // wait on a terminal nobody watches.
     session.yes = true;

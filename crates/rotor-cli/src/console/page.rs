@@ -249,9 +249,11 @@ function showProgress(p) {
   const bar = document.getElementById('rotation-bar');
   bar.max = Math.max(j.whole, 1);
   bar.value = j.done;
-  document.getElementById('rotation-numbers').textContent =
-    j.done + ' of ' + j.whole + ' keys rewrapped, ' + j.rate.toFixed(0) + ' keys/s, ' +
-    (j.seconds_left === null ? '?' : j.seconds_left.toFixed(0) + ' s') + ' left' + (j.waiting ? ' (waiting: ' + j.waiting + ')' : '');
+  const finished = j.phase === 'completed' || j.phase === 'aborted';
+  document.getElementById('rotation-numbers').textContent = finished
+    ? j.done + ' of ' + j.whole + ' keys rewrapped.'
+    : j.done + ' of ' + j.whole + ' keys rewrapped, ' + j.rate.toFixed(0) + ' keys/s, ' +
+      (j.seconds_left === null ? '?' : j.seconds_left.toFixed(0) + ' s') + ' left' + (j.waiting ? ' (waiting: ' + j.waiting + ')' : '');
 }
 
 let seen = null;
