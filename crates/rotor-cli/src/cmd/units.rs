@@ -69,7 +69,10 @@ async fn enroll(session: &Session, unit: &str, fingerprint: Option<&str>) -> Res
     if enrollments.contains_key(&target.unit.id) {
         // The usual check: the same identity passes, another is refused with what to do.
         session.status(target).await?;
-        session.say(&format!("Crypto unit {} is already enrolled.", target.number));
+        session.say(&format!(
+            "Crypto unit {} is already enrolled.",
+            target.number
+        ));
         return Ok(());
     }
     let status = session

@@ -32,7 +32,10 @@ pub(super) enum Action {
     /// Choose the signature keys that sign.
     UseSigkeys { sigkeys: Vec<u32> },
     /// Install the admins of these signature keys.
-    AddAdmins { sigkeys: Vec<u32>, enrollment: String },
+    AddAdmins {
+        sigkeys: Vec<u32>,
+        enrollment: String,
+    },
     /// Remove an admin (SKI prefix, or '#N' for signature key N).
     RemoveAdmin { admin: String },
     /// Set both thresholds.
@@ -158,17 +161,16 @@ fn signing_prompts(session: &Session) -> Result<Vec<String>> {
 
 /// "crypto units 1, 2, 3" for the selected units.
 async fn selected_units(session: &Session) -> Result<String> {
-    let numbers: Vec<usize> = session
-        .selected()
-        .await?
-        .iter()
-        .map(|t| t.number)
-        .collect();
+    let numbers: Vec<usize> = session.selected().await?.iter().map(|t| t.number).collect();
     Ok(format!("crypto units {}", join_numbers(&numbers)))
 }
 
 /// What `action` will do, to which units, and which secrets it needs.
-pub(super) async fn preview(console: &Console, session: &Session, action: &Action) -> Result<Preview> {
+pub(super) async fn preview(
+    console: &Console,
+    session: &Session,
+    action: &Action,
+) -> Result<Preview> {
     let plain = |plan: String| Preview {
         plan,
         warning: None,

@@ -23,12 +23,19 @@ pub(super) async fn render(session: &Session) -> Result<String> {
                 escape(file.public_key.alg.name()),
                 escape(&hex::encode(file.public_key.ski()))
             ),
-            Err(err) => format!("<td colspan=\"3\" class=\"error\">{}</td>", escape(&err.to_string())),
+            Err(err) => format!(
+                "<td colspan=\"3\" class=\"error\">{}</td>",
+                escape(&err.to_string())
+            ),
         };
         let _ = write!(
             out,
             "<tr><td><input type=\"checkbox\" name=\"sigkeys\" value=\"{number}\" id=\"sigkey-{number}\"></td><td>{number}</td><td>{}</td>{row}</tr>",
-            if selected.contains(&number) { "yes" } else { "no" }
+            if selected.contains(&number) {
+                "yes"
+            } else {
+                "no"
+            }
         );
     }
     out.push_str("</tbody></table>");

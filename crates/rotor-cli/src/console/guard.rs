@@ -135,7 +135,13 @@ mod tests {
     #[test]
     fn a_request_without_the_right_token_is_refused() {
         let host = headers(&[(header::HOST, "127.0.0.1:4000")]);
-        for query in [None, Some(""), Some("token="), Some("token=ab1"), Some("token=ab123")] {
+        for query in [
+            None,
+            Some(""),
+            Some("token="),
+            Some("token=ab1"),
+            Some("token=ab123"),
+        ] {
             assert_eq!(
                 guard().check(query, &Method::GET, &host),
                 Err(Refusal::Token)
@@ -162,7 +168,10 @@ mod tests {
             (header::HOST, "127.0.0.1:4000"),
             (header::ORIGIN, "http://127.0.0.1:4000"),
         ]);
-        assert_eq!(guard().check(Some("token=ab12"), &Method::POST, &own), Ok(()));
+        assert_eq!(
+            guard().check(Some("token=ab12"), &Method::POST, &own),
+            Ok(())
+        );
         for origin in [
             "http://evil.example",
             "http://127.0.0.1:4001",

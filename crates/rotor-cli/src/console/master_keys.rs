@@ -160,8 +160,10 @@ pub(super) async fn render_storage(session: &Session) -> Result<String> {
                     stored.vp.to_hex(),
                     stored.key_versions.to_string(),
                     stored.held_in.map_or_else(
-                        || "NO SELECTED UNIT: unusable until this master key is loaded again"
-                            .to_owned(),
+                        || {
+                            "NO SELECTED UNIT: unusable until this master key is loaded again"
+                                .to_owned()
+                        },
                         |register| format!("{register} register"),
                     ),
                 ],

@@ -211,10 +211,12 @@ async fn preview(
     Json(request): Json<actions::PreviewRequest>,
 ) -> Json<serde_json::Value> {
     let session = console.session();
-    Json(match actions::preview(&console, &session, &request.action).await {
-        Ok(preview) => json!(preview),
-        Err(err) => json!({"error": format!("{err:#}")}),
-    })
+    Json(
+        match actions::preview(&console, &session, &request.action).await {
+            Ok(preview) => json!(preview),
+            Err(err) => json!({"error": format!("{err:#}")}),
+        },
+    )
 }
 
 async fn run(

@@ -51,7 +51,11 @@ pub(super) async fn render(session: &Session) -> Result<String> {
             let _ = write!(
                 out,
                 "<tr><td><input type=\"checkbox\" name=\"units\" value=\"{number}\" id=\"unit-{number}\"></td><td>{number}</td><td>{}</td><td>{}</td><td class=\"mono\">{}</td><td>{enrolled}</td></tr>",
-                if selected.contains(&unit.id) { "yes" } else { "no" },
+                if selected.contains(&unit.id) {
+                    "yes"
+                } else {
+                    "no"
+                },
                 escape(unit.kind.label()),
                 escape(&unit.id.to_string()),
             );
@@ -114,7 +118,9 @@ async fn compare(session: &Session) -> String {
         );
     }
     if differences.is_empty() {
-        out.push_str("<p id=\"compare-result\">All selected crypto units have the same configuration.</p>");
+        out.push_str(
+            "<p id=\"compare-result\">All selected crypto units have the same configuration.</p>",
+        );
     } else {
         let _ = write!(
             out,
