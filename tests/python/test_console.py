@@ -35,6 +35,7 @@ PASSWORDS = {
 }
 KEYS = 50_000
 TIMEOUT_MS = 120_000
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 def _rotor_bin() -> Path:
