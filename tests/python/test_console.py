@@ -222,9 +222,7 @@ def dev(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("console-screenshots")
-    print(f"\nconsole screenshots: {directory}")
-    return directory
+    return tmp_path_factory.mktemp("console-screenshots")
 
 
 def act(page: Page, button, passwords: dict[str, str] | None = None) -> None:
@@ -270,7 +268,9 @@ def test_requests_without_the_token_or_from_another_origin_are_refused(dev):
         console.close()
 
 
-def test_ceremony_and_rotation_by_clicking_with_a_unit_killed(dev, shots):
+def test_ceremony_and_rotation_by_clicking_with_a_unit_killed(dev, shots, capsys):
+    with capsys.disabled():
+        print(f"\nconsole screenshots: {shots}")
     for number, name in ((1, "admin-one"), (2, "admin-two")):
         dev.cli("sigkeys", "new", "--name", name, password=PASSWORDS[f"signature key {number}"])
     for number in range(1, 7):
