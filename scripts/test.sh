@@ -3,7 +3,9 @@
 #   - Rust: unit, property and integration tests (units as real processes over loopback,
 #     SoftHSM2 as the PKCS#11 token that seals a unit's key, throwaway PostgreSQL clusters for
 #     the PostgreSQL store).
-#   - Python: IBM's official keyprotect SDK against a real 'rotor dev' (tests/python).
+#   - Python: IBM's official keyprotect SDK against a real 'rotor dev' (tests/python), and
+#     'rotor console' in headless Chromium driven by Playwright (the ceremony and a rotation
+#     with a unit killed, by clicking; screenshots of every tab under pytest's tmp path).
 #   - PostgreSQL with two service replicas, once each: the rotation crash tests, the IBM SDK
 #     suite through a round-robin proxy, and 'rotor demo --postgres --replicas 2' with a replica
 #     killed during the reencryption (0 failed requests, every DEK verified).
@@ -24,6 +26,19 @@ if ! command -v softhsm2-util >/dev/null; then
         exit 1
     fi
 fi
+
+# Chromium: the browser the console suite (tests/python/test_console.py) drives through
+# Playwright. Installed when missing and root; Playwright is pointed at it and never downloads
+# a browser of its own.
+if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update && apt-get install -y chromium
+    else
+        echo "chromium is missing: install the Debian package chromium" >&2
+        exit 1
+    fi
+fi
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 # PostgreSQL: the store conformance suite and `rotor demo --postgres` start throwaway clusters
 # from the system's binaries. Installed when missing and root; otherwise they must be there

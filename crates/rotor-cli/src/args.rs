@@ -137,6 +137,14 @@ pub enum Commands {
         #[command(subcommand)]
         command: AutoCommand,
     },
+    /// The Management Utilities as a local web application, on loopback only.
+    ///
+    /// Tabs for crypto units, administrators, signature thresholds, master keys, key storage
+    /// and audit; every action asks in the page for the passwords and PINs it needs and runs
+    /// the same code as the command line. The URL it prints (and opens) carries a random
+    /// session token: requests without it are refused, and so are state-changing requests
+    /// from any other origin.
+    Console(ConsoleArgs),
     /// Run a crypto unit.
     Unit {
         /// What to do.
@@ -729,6 +737,34 @@ pub enum BenchOp {
     Unwrap,
     // Rewrap a DEK wrapped once before.
     Rewrap,
+}
+
+/// `rotor console`
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Where the console listens: a loopback address only (plain HTTP never leaves the host).
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = loopback_address)]
+    pub listen: SocketAddr,
+    /// Also write the console's URL, with its session token, to this file (mode 0600).
+    #[arg(long)]
+    pub url_file: Option<PathBuf>,
+    /// Do not open the URL in a browser; only print it.
+    #[arg(long)]
+    pub no_open: bool,
+}
+
+/// A socket address on loopback: the console's plain HTTP must not leave the host.
+fn loopback_address(text: &str) -> Result<SocketAddr, String> {
+    let address: SocketAddr = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not an address and port, e.g. 127.0.0.1:8080"))?;
+    if !address.ip().is_loopback() {
+        return Err(format!(
+            "{} is not a loopback address; the console listens on loopback only",
+            address.ip()
+        ));
+    }
+    Ok(address)
 }
 
 /// `rotor dev`

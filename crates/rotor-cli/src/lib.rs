@@ -8,6 +8,7 @@ pub mod baseline;
 pub mod bench;
 pub mod client;
 pub mod cmd;
+pub mod console;
 pub mod demo;
 pub mod exit;
 pub mod output;
@@ -73,6 +74,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             config,
             exit_with_parent,
         } => cmd::run::server(&config, exit_with_parent).await,
+        Commands::Console(args) => console::console(session, args).await,
         Commands::Dev(args) => cmd::dev::dev(args, cli.json).await,
         Commands::Demo(args) => demo::demo(args, cli.json).await,
         Commands::Bench(args) => bench::bench(args, cli.json).await,

@@ -115,7 +115,12 @@ pub struct Session {
     warned: Mutex<BTreeSet<Uuid>>,
     enrollment: Vec<EnrollmentSecret>,
     secrets: Arc<dyn Secrets>,
+    reporter: Option<Reporter>,
 }
+
+/// Where a session's progress lines go instead of standard output (the console's message
+/// window).
+pub type Reporter = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl Session {
     /// A session for one invocation; `endpoint`, `ca_cert` and `ROTOR_API_KEY` override the
@@ -139,6 +144,26 @@ impl Session {
             warned: Mutex::default(),
             enrollment: Vec::new(),
             secrets: Arc::new(TerminalSecrets),
+            reporter: None,
+        }
+    }
+
+    /// A new session on the same workstation and service with the same options, with nothing
+    /// unlocked or cached: the console starts one per action, so each asks for its own secrets.
+    pub fn fresh(&self) -> Self {
+        Self {
+            home: self.home.clone(),
+            json: self.json,
+            yes: self.yes,
+            endpoint: self.endpoint.clone(),
+            ca_cert: self.ca_cert.clone(),
+            api_key: self.api_key.clone(),
+            service: OnceLock::new(),
+            signers: OnceLock::new(),
+            warned: Mutex::default(),
+            enrollment: Vec::new(),
+            secrets: Arc::new(TerminalSecrets),
+            reporter: None,
         }
     }
 
@@ -159,6 +184,12 @@ impl Session {
     /// Takes passwords and PINs from `secrets` instead of the terminal.
     pub fn with_secrets(mut self, secrets: Arc<dyn Secrets>) -> Self {
         self.secrets = secrets;
+        self
+    }
+
+    /// Sends progress lines to `reporter` instead of standard output.
+    pub fn with_reporter(mut self, reporter: Reporter) -> Self {
+        self.reporter = Some(reporter);
         self
     }
 
@@ -191,10 +222,28 @@ impl Session {
         self.ca_cert.as_deref()
     }
 
-    /// Prints a progress line for people (nothing with `--json`).
+    /// Prints a progress line for people (nothing with `--json`), or hands it to the reporter.
     pub fn say(&self, line: &str) {
-        if !self.json {
+        if let Some(reporter) = &self.reporter {
+            reporter(line);
+        } else if !self.json {
             println!("{line}");
+        }
+    }
+
+    /// Whether progress is drawn on this process's own terminal output (not with `--json` or a
+    /// reporter).
+    pub fn prints_progress(&self) -> bool {
+        !self.json && self.reporter.is_none()
+    }
+
+    /// Prints a line about a failure on standard error (nothing with `--json`), or hands it to
+    /// the reporter.
+    pub fn warn(&self, line: &str) {
+        if let Some(reporter) = &self.reporter {
+            reporter(line);
+        } else if !self.json {
+            eprintln!("{line}");
         }
     }
 
@@ -440,18 +489,16 @@ impl Session {
             };
             match self.act_on(&target, &status, action).await {
                 Ok(_) => {
-                    if !self.json {
-                        println!("crypto unit {}: {verb}", target.number);
-                    }
+                    self.say(&format!("crypto unit {}: {verb}", target.number));
                     report
                         .push(json!({"unit": target.number, "id": target.unit.id, "result": "ok"}));
                 }
                 Err(err) => {
-                    if !report.is_empty() && !self.json {
-                        eprintln!(
+                    if !report.is_empty() {
+                        self.warn(&format!(
                             "done on {} unit(s) before this error; the rest were not changed",
                             report.len()
-                        );
+                        ));
                     }
                     return Err(err);
                 }

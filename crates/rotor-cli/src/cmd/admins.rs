@@ -44,12 +44,10 @@ pub async fn admins(session: &Session, command: Option<AdminsCommand>) -> Result
                         &format!("admin '{}' installed", file.name),
                         |target, status| {
                             if status.admins.iter().any(|a| a.ski == ski) {
-                                if !session.json {
-                                    println!(
-                                        "crypto unit {}: admin '{}' is already installed",
-                                        target.number, file.name
-                                    );
-                                }
+                                session.say(&format!(
+                                    "crypto unit {}: admin '{}' is already installed",
+                                    target.number, file.name
+                                ));
                                 return Ok(None);
                             }
                             Ok(Some(Action::AddAdmin {

@@ -59,7 +59,7 @@ fn time(ms: u64) -> String {
     rotor_util::time::rfc3339(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
-fn admin_rows(entries: &[StoredEntry]) -> Vec<Vec<String>> {
+pub(crate) fn admin_rows(entries: &[StoredEntry]) -> Vec<Vec<String>> {
     entries
         .iter()
         .enumerate()
@@ -85,7 +85,7 @@ fn admin_rows(entries: &[StoredEntry]) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn key_event_rows(entries: &[StoredEntry]) -> Vec<Vec<String>> {
+pub(crate) fn key_event_rows(entries: &[StoredEntry]) -> Vec<Vec<String>> {
     entries
         .iter()
         .enumerate()

@@ -66,15 +66,15 @@ pub async fn mk(session: &Session, command: Option<MkCommand>) -> Result<()> {
 /// Key versions of one instance under one master key, and the register of the selected units
 /// that holds it (`None`: no selected unit does). Fields in the order `--json` has always shown.
 #[derive(Debug, Serialize)]
-struct StoredUnder {
-    held_in: Option<&'static str>,
-    instance: Uuid,
-    key_versions: u64,
-    vp: Vp,
+pub(crate) struct StoredUnder {
+    pub(crate) held_in: Option<&'static str>,
+    pub(crate) instance: Uuid,
+    pub(crate) key_versions: u64,
+    pub(crate) vp: Vp,
 }
 
 /// Key storage per master key for each instance of the selected units.
-async fn key_storage(
+pub(crate) async fn key_storage(
     session: &Session,
     units: &[(Target, UnitStatus)],
 ) -> Result<Vec<StoredUnder>> {
@@ -280,14 +280,12 @@ async fn load(session: &Session, numbers: &[u32]) -> Result<()> {
                 },
             )
             .await?;
-        if !session.json {
-            println!(
-                "crypto unit {}: new register {} (VP {})",
-                target.number,
-                status.new.state.label(),
-                status.new.vp
-            );
-        }
+        session.say(&format!(
+            "crypto unit {}: new register {} (VP {})",
+            target.number,
+            status.new.state.label(),
+            status.new.vp
+        ));
         report.push(json!({"unit": target.number, "new": status.new}));
     }
     if session.json {

@@ -24,6 +24,7 @@ pub async fn rotate(session: &Session, flow: Flow) -> Result<()> {
     let mut reencryption: Option<RotationView> = None;
     let mut promoted = 0usize;
     let mut completed_now = false;
+    let mut announced = false;
     // The automatic flow cannot tell from the units whether a completed rotation is the one
     // it was running when killed: the workstation remembers the one it started.
     let mut unfinished = session.home.unfinished_rotations()?;
@@ -56,6 +57,10 @@ pub async fn rotate(session: &Session, flow: Flow) -> Result<()> {
             return Ok(());
         }
         let step = plan(flow, &views, journal_view.as_ref())?;
+        if !announced && !matches!(step, Step::Done { .. }) {
+            session.say("Master key rotation started.");
+            announced = true;
+        }
         if let (Flow::Auto, Some(to)) = (flow, step.target())
             && unfinished.get(&instance).copied().flatten() != Some(to)
         {
@@ -127,9 +132,9 @@ pub async fn rotate(session: &Session, flow: Flow) -> Result<()> {
                 if session.json {
                     print_json(&json!({"from_vp": from, "to_vp": to, "already_done": true}));
                 } else {
-                    println!(
+                    session.say(&format!(
                         "Every crypto unit already has master key {to} current; nothing to rotate."
-                    );
+                    ));
                 }
                 return Ok(());
             }
@@ -176,11 +181,12 @@ fn finish_report(
             "seconds": seconds,
         }));
     } else {
-        println!("OK");
-        println!(
+        session.say("OK");
+        session.say("Master key rotation successful.");
+        session.say(&format!(
             "The master key rotation is complete: every crypto unit has master key {} current ({seconds:.1} s).",
             journal.to
-        );
+        ));
     }
 }
 
@@ -196,7 +202,7 @@ async fn reencrypt(session: &Session, instance: Uuid, from: Vp, to: Vp) -> Resul
 
 /// Polls the journal, drawing a progress bar on a terminal, until its phase is one of `phases`.
 async fn wait_for(session: &Session, instance: Uuid, phases: &[Phase]) -> Result<RotationView> {
-    let bar = !session.json && std::io::stderr().is_terminal();
+    let bar = session.prints_progress() && std::io::stderr().is_terminal();
     let mut last_line = Instant::now() - Duration::from_secs(10);
     loop {
         let Some(view) = session.service()?.rotation(instance).await? else {
@@ -223,7 +229,7 @@ async fn wait_for(session: &Session, instance: Uuid, phases: &[Phase]) -> Result
             // Carriage return and erase to the end of the line: the bar redraws in place.
             eprint!("\r{line}\x1b[K");
             let _ = std::io::stderr().flush();
-        } else if !session.json && last_line.elapsed() >= Duration::from_secs(5) {
+        } else if session.prints_progress() && last_line.elapsed() >= Duration::from_secs(5) {
             eprintln!("{line}");
             last_line = Instant::now();
         }

@@ -69,9 +69,10 @@ async fn enroll(session: &Session, unit: &str, fingerprint: Option<&str>) -> Res
     if enrollments.contains_key(&target.unit.id) {
         // The usual check: the same identity passes, another is refused with what to do.
         session.status(target).await?;
-        if !session.json {
-            println!("Crypto unit {} is already enrolled.", target.number);
-        }
+        session.say(&format!(
+            "Crypto unit {} is already enrolled.",
+            target.number
+        ));
         return Ok(());
     }
     let status = session
@@ -96,10 +97,10 @@ async fn enroll(session: &Session, unit: &str, fingerprint: Option<&str>) -> Res
     if session.json {
         print_json(&json!({"unit": target.number, "id": target.unit.id, "fingerprint": presented}));
     } else {
-        println!(
+        session.say(&format!(
             "Enrolled crypto unit {} ({}) with identity fingerprint {presented}.",
             target.number, target.unit.id
-        );
+        ));
     }
     Ok(())
 }
@@ -241,7 +242,7 @@ async fn select(session: &Session, numbers: &[usize], all: bool, add: bool) -> R
     if session.json {
         print_json(&json!({ "selected": now }));
     } else {
-        println!("Selected crypto units: {}", join_numbers(&now));
+        session.say(&format!("Selected crypto units: {}", join_numbers(&now)));
     }
     Ok(())
 }
@@ -290,31 +291,66 @@ const SECTIONS: &[Section] = &[
     },
 ];
 
+/// One section of a comparison: each unit's rows, marked where they differ from the most
+/// common value (the reference).
+pub struct Compared {
+    /// The section's title.
+    pub title: &'static str,
+    /// Its column headers, after the unit number.
+    pub headers: &'static [&'static str],
+    /// Each unit's number, rows, and whether they differ from the reference.
+    pub units: Vec<(usize, Vec<Vec<String>>, bool)>,
+    /// Whether any unit differs.
+    pub differs: bool,
+}
+
+/// Admins, thresholds and both registers of `units`, side by side, differences marked.
+pub fn compare_units(units: &[(Target, UnitStatus)]) -> Vec<Compared> {
+    SECTIONS
+        .iter()
+        .map(|section| {
+            let values: Vec<Vec<Vec<String>>> =
+                units.iter().map(|(_, s)| (section.rows_of)(s)).collect();
+            // The most common value is the reference; units that differ from it are marked.
+            let reference = values
+                .iter()
+                .max_by_key(|v| values.iter().filter(|w| w == v).count())
+                .cloned()
+                .unwrap_or_default();
+            let compared: Vec<(usize, Vec<Vec<String>>, bool)> = units
+                .iter()
+                .zip(values)
+                .map(|((target, _), value)| {
+                    let differs = value != reference;
+                    (target.number, value, differs)
+                })
+                .collect();
+            Compared {
+                title: section.title,
+                headers: section.headers,
+                differs: compared.iter().any(|(_, _, differs)| *differs),
+                units: compared,
+            }
+        })
+        .collect()
+}
+
 async fn compare(session: &Session) -> Result<()> {
     let units = session.statuses(&session.selected().await?).await?;
     let mut differences = Vec::new();
     let mut text = String::new();
-    for section in SECTIONS {
-        let values: Vec<Vec<Vec<String>>> =
-            units.iter().map(|(_, s)| (section.rows_of)(s)).collect();
-        // The most common value is the reference; units that differ from it are marked.
-        let reference = values
-            .iter()
-            .max_by_key(|v| values.iter().filter(|w| w == v).count())
-            .cloned()
-            .unwrap_or_default();
-        let differs = values.iter().any(|v| *v != reference);
-        if differs {
+    for section in compare_units(&units) {
+        if section.differs {
             differences.push(section.title);
         }
         let mut headers = vec!["CRYPTO UNIT NUM"];
         headers.extend_from_slice(section.headers);
         let mut rows = Vec::new();
-        for ((target, _), value) in units.iter().zip(&values) {
-            let mark = if *value != reference { " *" } else { "" };
+        for (number, value, differs) in &section.units {
+            let mark = if *differs { " *" } else { "" };
             for (i, row) in value.iter().enumerate() {
                 let label = if i == 0 {
-                    format!("{}{mark}", target.number)
+                    format!("{number}{mark}")
                 } else {
                     String::new()
                 };
@@ -326,7 +362,7 @@ async fn compare(session: &Session) -> Result<()> {
         text.push_str(&format!(
             "{}{}\n",
             section.title,
-            if differs { "  (differs)" } else { "" }
+            if section.differs { "  (differs)" } else { "" }
         ));
         text.push_str(&table(&headers, &rows));
         text.push('\n');
