@@ -24,6 +24,7 @@ use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use sha2::Digest;
 use zeroize::{Zeroize, Zeroizing};
@@ -174,19 +175,27 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// The slot holding the token labelled `label`, if one does.
+fn find_slot(pkcs11: &Pkcs11, label: &str) -> Result<Option<Slot>, TokenError> {
+    for slot in pkcs11.get_slots_with_token().map_err(failed)? {
+        let info = pkcs11.get_token_info(slot).map_err(failed)?;
+        if info.label().trim_end() == label {
+            return Ok(Some(slot));
+        }
+    }
+    Ok(None)
+}
+
 impl Token {
+    /// Whether a token labelled `label` is present in a slot of `module` (no PIN needed).
+    pub fn is_present(module: &Path, label: &str) -> Result<bool, TokenError> {
+        Ok(find_slot(&self::module(module)?, label)?.is_some())
+    }
+
     /// Loads `module`, finds the token labelled `label` and logs in as its user with `pin`.
     pub fn open(module: &Path, label: &str, pin: &str) -> Result<Self, TokenError> {
         let pkcs11 = self::module(module)?;
-        let mut found = None;
-        for slot in pkcs11.get_slots_with_token().map_err(failed)? {
-            let info = pkcs11.get_token_info(slot).map_err(failed)?;
-            if info.label().trim_end() == label {
-                found = Some(slot);
-                break;
-            }
-        }
-        let slot = found.ok_or_else(|| TokenError::NoToken(label.to_owned()))?;
+        let slot = find_slot(&pkcs11, label)?.ok_or_else(|| TokenError::NoToken(label.to_owned()))?;
         let mechanisms = pkcs11.get_mechanism_list(slot).map_err(failed)?;
         let session = pkcs11.open_rw_session(slot).map_err(failed)?;
         let pin = AuthPin::from(pin.to_owned());

@@ -24,6 +24,7 @@ pub async fn rotate(session: &Session, flow: Flow) -> Result<()> {
     let mut reencryption: Option<RotationView> = None;
     let mut promoted = 0usize;
     let mut completed_now = false;
+    let mut announced = false;
     // The automatic flow cannot tell from the units whether a completed rotation is the one
     // it was running when killed: the workstation remembers the one it started.
     let mut unfinished = session.home.unfinished_rotations()?;
@@ -56,6 +57,11 @@ pub async fn rotate(session: &Session, flow: Flow) -> Result<()> {
             return Ok(());
         }
         let step = plan(flow, &views, journal_view.as_ref())?;
+        // The seeds' first message, once, when this command starts working on the rotation.
+        if !announced && !matches!(step, Step::Done { .. }) {
+            session.say("Master key rotation started.");
+            announced = true;
+        }
         if let (Flow::Auto, Some(to)) = (flow, step.target())
             && unfinished.get(&instance).copied().flatten() != Some(to)
         {
@@ -176,6 +182,7 @@ fn finish_report(
             "seconds": seconds,
         }));
     } else {
+        println!("Master key rotation successful.");
         println!("OK");
         println!(
             "The master key rotation is complete: every crypto unit has master key {} current ({seconds:.1} s).",
