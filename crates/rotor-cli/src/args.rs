@@ -354,9 +354,10 @@ pub enum MkCommand {
 /// `rotor sigkeys …`
 #[derive(Debug, Subcommand)]
 pub enum SigkeysCommand {
-    /// Create a signature key file, protected by a password; or, with --token, a key pair inside
-    /// a PKCS#11 token (the private key never leaves it; signing asks for the token's PIN, or
-    /// takes ROTOR_PIN).
+    /// Create a signature key: a file protected by a password, or a key pair in a token
+    ///
+    /// With --token, the key pair is generated inside the PKCS#11 token and its private key never
+    /// leaves it; signing asks for the token's PIN (ROTOR_PIN in scripts).
     New {
         /// The admin name (1 to 30 characters) the key is installed under.
         #[arg(long)]
@@ -398,9 +399,10 @@ pub enum SigkeysCommand {
 /// `rotor parts …`
 #[derive(Debug, Subcommand)]
 pub enum PartsCommand {
-    /// Create a master key part file, protected by a password: random, or a given value. With
-    /// --token, the part is written into the PKCS#11 token (twice --token: into both, the second
-    /// a backup copy) and leaves it only wrapped to a unit's importer key.
+    /// Create a master key part, random or a given value: a file protected by a password, or on tokens
+    ///
+    /// With --token, the part is written into the PKCS#11 token (--token twice: into both, the
+    /// second a backup copy) and leaves it only wrapped to a unit's importer key.
     New {
         /// The part as 64 hex characters (default: random).
         #[arg(long)]

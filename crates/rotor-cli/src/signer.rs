@@ -70,9 +70,7 @@ impl TokenKey {
         }
         let alg = self.file.public_key.alg;
         let key_id = &self.file.place.key_id;
-        let signature = with_token(&self.token, label, |token| {
-            token.sign(alg, key_id, message)
-        })?;
+        let signature = with_token(&self.token, label, |token| token.sign(alg, key_id, message))?;
         // A token that signs with another key than the recorded one must not go unnoticed here.
         self.file
             .public_key

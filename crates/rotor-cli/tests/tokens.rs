@@ -192,7 +192,10 @@ fn a_ceremony_and_a_key_part_rotation_with_admin_keys_and_parts_on_tokens() {
     );
     assert_eq!(listed[1]["curve"], "p521");
     let table = bench.ok(&["sigkeys"]);
-    assert!(table.contains("KEPT IN") && table.contains("token 'beta'"), "{table}");
+    assert!(
+        table.contains("KEPT IN") && table.contains("token 'beta'"),
+        "{table}"
+    );
 
     // The first admin with each unit's enrollment secret, signed inside token alpha.
     bench.ok(&["sigkeys", "use", "1"]);

@@ -212,14 +212,23 @@ mod tests {
         let importer = ImporterKey::generate();
         let secret = Secret32::random();
         let envelope = wrap_like_a_token(&importer.public_sec1().unwrap(), &secret);
-        assert!(importer.open_part(&envelope, b"ctx").unwrap().ct_eq(&secret));
+        assert!(
+            importer
+                .open_part(&envelope, b"ctx")
+                .unwrap()
+                .ct_eq(&secret)
+        );
         // Not where a sealed envelope is expected (a master key transfer).
         assert!(importer.open(&envelope, b"ctx").is_err());
         let mut tampered = envelope.clone();
         tampered.sealed[5] ^= 1;
         assert!(importer.open_part(&tampered, b"ctx").is_err());
         // Another importer key cannot open it.
-        assert!(ImporterKey::generate().open_part(&envelope, b"ctx").is_err());
+        assert!(
+            ImporterKey::generate()
+                .open_part(&envelope, b"ctx")
+                .is_err()
+        );
         // Its kind travels in JSON; a sealed envelope's JSON is as before kinds existed.
         let json = serde_json::to_string(&envelope).unwrap();
         assert!(json.contains("\"kind\":\"token_wrapped\""));

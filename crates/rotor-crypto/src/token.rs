@@ -195,7 +195,8 @@ impl Token {
     /// Loads `module`, finds the token labelled `label` and logs in as its user with `pin`.
     pub fn open(module: &Path, label: &str, pin: &str) -> Result<Self, TokenError> {
         let pkcs11 = self::module(module)?;
-        let slot = find_slot(&pkcs11, label)?.ok_or_else(|| TokenError::NoToken(label.to_owned()))?;
+        let slot =
+            find_slot(&pkcs11, label)?.ok_or_else(|| TokenError::NoToken(label.to_owned()))?;
         let mechanisms = pkcs11.get_mechanism_list(slot).map_err(failed)?;
         let session = pkcs11.open_rw_session(slot).map_err(failed)?;
         let pin = AuthPin::from(pin.to_owned());
@@ -296,7 +297,11 @@ impl Token {
         ];
         let (public, _) = self
             .session
-            .generate_key_pair(&Mechanism::EccKeyPairGen, &public_template, &private_template)
+            .generate_key_pair(
+                &Mechanism::EccKeyPairGen,
+                &public_template,
+                &private_template,
+            )
             .map_err(curve_failed(alg))?;
         let point = self.public_point(public, alg)?;
         PublicKey::parse(alg, &point)
@@ -352,8 +357,9 @@ impl Token {
     /// token in clear.
     pub fn wrap_part(&self, id: &[u8], recipient: &[u8]) -> Result<Envelope, TokenError> {
         self.require(WRAP_MECHANISMS)?;
-        crate::envelope::check_recipient(recipient)
-            .map_err(|_| TokenError::Failed("the unit's importer key is not a P-256 point".into()))?;
+        crate::envelope::check_recipient(recipient).map_err(|_| {
+            TokenError::Failed("the unit's importer key is not a P-256 point".into())
+        })?;
         let part = self.object(ObjectClass::SECRET_KEY, id, "key part")?;
         let (public, private) = self
             .session

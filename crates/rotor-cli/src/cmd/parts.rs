@@ -7,9 +7,9 @@ use rotor_crypto::{Secret32, TokenError};
 use serde_json::json;
 
 use crate::args::PartsCommand;
+use crate::cmd::sigkeys::module_of;
 use crate::output::{print_json, table};
 use crate::session::Session;
-use crate::cmd::sigkeys::module_of;
 use crate::signer::{SharedToken, with_token};
 use crate::workstation::{Part, PartFile, TokenPartFile, TokenPlace, new_password};
 
@@ -114,8 +114,16 @@ pub fn parts(session: &Session, command: Option<PartsCommand>) -> Result<()> {
             session.confirm(&format!(
                 "Delete key part {number}? Without every part of a master key it cannot be loaded again."
             ))?;
+            let part = Part::read(&path)?;
             std::fs::remove_file(path)?;
             println!("Deleted key part {number}.");
+            if let Part::Token(file) = part {
+                println!(
+                    "The part stays on token {} (CKA_ID {}): delete it there with the token's own tools if it is no longer needed.",
+                    file.place.describe(),
+                    hex::encode(&file.place.key_id)
+                );
+            }
             Ok(())
         }
     }

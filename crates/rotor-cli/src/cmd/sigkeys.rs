@@ -94,11 +94,19 @@ pub fn sigkeys(session: &Session, command: Option<SigkeysCommand>) -> Result<()>
             session.confirm(&format!(
                 "Delete signature key {number}? If its admin is installed on a unit and you have no backup, it can never sign again."
             ))?;
+            let key = Sigkey::read(&path)?;
             std::fs::remove_file(&path)?;
             let mut settings = session.home.settings()?;
             settings.selected_sigkeys.retain(|n| *n != number);
             session.home.save_settings(&settings)?;
             println!("Deleted signature key {number}.");
+            if let Sigkey::Token(file) = key {
+                println!(
+                    "Its key pair stays on token '{}' (CKA_ID {}): delete it there with the token's own tools if it is no longer needed.",
+                    file.token(),
+                    hex::encode(&file.place.key_id)
+                );
+            }
             Ok(())
         }
     }
