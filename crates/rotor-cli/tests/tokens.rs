@@ -71,10 +71,12 @@ impl Tokens {
         Self { conf, dirs }
     }
 
-    /// Takes the token out, as if unplugged: its files leave the token directory.
+    /// Takes the token out, as if unplugged: its files leave the token directory (SoftHSM2
+    /// takes every directory in it for a token).
     fn unplug(&self, label: &str) {
         let dir = &self.dirs[label];
-        std::fs::rename(dir, dir.with_extension("unplugged")).unwrap();
+        let away = self.conf.with_file_name(format!("unplugged-{label}"));
+        std::fs::rename(dir, away).unwrap();
     }
 }
 
@@ -264,6 +266,12 @@ fn a_ceremony_and_a_key_part_rotation_with_admin_keys_and_parts_on_tokens() {
         "parts", "new", "--token", "gamma", "--token", "alpha", "--value", &v6,
     ]);
     bench.tokens.unplug("gamma");
+    bench.fails(
+        &["parts", "new", "--token", "gamma"],
+        &[],
+        1,
+        "token 'gamma' is not present",
+    );
     bench.ok(&["sigkeys", "use", "1", "2"]);
     bench.ok(&["mk", "load", "4", "5", "6"]);
     bench.ok(&["mk", "commit"]);
@@ -303,4 +311,17 @@ fn a_ceremony_and_a_key_part_rotation_with_admin_keys_and_parts_on_tokens() {
         assert_eq!(unit["current"]["vp"], second.to_hex());
         assert_eq!(unit["new"]["state"], "Empty");
     }
+
+    // A chosen key id (PIV slots need theirs) is taken once per token.
+    bench.ok(&[
+        "sigkeys", "new", "--token", "alpha", "--name", "dave", "--key-id", "0a",
+    ]);
+    bench.fails(
+        &[
+            "sigkeys", "new", "--token", "alpha", "--name", "erin", "--key-id", "0a",
+        ],
+        &[],
+        1,
+        "already holds an object with id 0a",
+    );
 }

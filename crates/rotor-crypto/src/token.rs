@@ -88,10 +88,10 @@ fn failed(err: Pkcs11Error) -> TokenError {
 /// A logged-in session on one token.
 pub struct Token {
     session: Session,
-    /// What the token's slot offers.
-    mechanisms: Vec<MechanismType>,
+    /// The token's slot.
+    slot: Slot,
     // Dropped after the session: the module must outlive it.
-    _module: Pkcs11,
+    module: Pkcs11,
 }
 
 /// Modules loaded and initialized by this process: `C_Initialize` may run once per module, and
@@ -197,7 +197,6 @@ impl Token {
         let pkcs11 = self::module(module)?;
         let slot =
             find_slot(&pkcs11, label)?.ok_or_else(|| TokenError::NoToken(label.to_owned()))?;
-        let mechanisms = pkcs11.get_mechanism_list(slot).map_err(failed)?;
         let session = pkcs11.open_rw_session(slot).map_err(failed)?;
         let pin = AuthPin::from(pin.to_owned());
         match session.login(UserType::User, Some(&pin)) {
@@ -209,8 +208,8 @@ impl Token {
         }
         Ok(Self {
             session,
-            mechanisms,
-            _module: pkcs11,
+            slot,
+            module: pkcs11,
         })
     }
 
@@ -218,7 +217,12 @@ impl Token {
     fn require(&self, needed: &[(MechanismType, &str)]) -> Result<(), TokenError> {
         let missing: Vec<String> = needed
             .iter()
-            .filter(|(mechanism, _)| !self.mechanisms.contains(mechanism))
+            // Asked one by one: the full list may hold vendor mechanisms cryptoki logs as unknown.
+            .filter(|(mechanism, _)| {
+                self.module
+                    .get_mechanism_info(self.slot, *mechanism)
+                    .is_err()
+            })
             .map(|(_, name)| (*name).to_owned())
             .collect();
         if missing.is_empty() {
@@ -277,6 +281,16 @@ impl Token {
         id: &[u8],
     ) -> Result<PublicKey, TokenError> {
         self.require(SIGN_MECHANISMS)?;
+        let taken = self
+            .session
+            .find_objects(&[Attribute::Id(id.to_vec())])
+            .map_err(failed)?;
+        if !taken.is_empty() {
+            return Err(TokenError::Failed(format!(
+                "it already holds an object with id {}; choose another key id",
+                hex::encode(id)
+            )));
+        }
         let public_template = [
             Attribute::Token(true),
             Attribute::Private(false),

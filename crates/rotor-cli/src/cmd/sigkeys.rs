@@ -20,6 +20,7 @@ pub fn sigkeys(session: &Session, command: Option<SigkeysCommand>) -> Result<()>
             name,
             curve,
             token,
+            key_id,
             module,
         }) => {
             check_admin_name(&name)?;
@@ -35,8 +36,14 @@ pub fn sigkeys(session: &Session, command: Option<SigkeysCommand>) -> Result<()>
                     (number, file.public_key, "file".to_owned())
                 }
                 Some(label) => {
-                    let module = module_of(module)?;
-                    let file = new_token_sigkey(session, &name, alg, &label, module)?;
+                    let mut place = TokenPlace::new(vec![label.clone()], module_of(module)?);
+                    if let Some(text) = key_id {
+                        place.key_id = hex::decode(text.trim())
+                            .ok()
+                            .filter(|id| !id.is_empty())
+                            .ok_or_else(|| anyhow!("--key-id must be hex digits"))?;
+                    }
+                    let file = new_token_sigkey(session, &name, alg, place)?;
                     let number = session.home.add_sigkey(&file)?;
                     (number, file.public_key, format!("token '{label}'"))
                 }
@@ -119,16 +126,16 @@ pub(crate) fn module_of(module: Option<PathBuf>) -> Result<PathBuf> {
     })
 }
 
-/// Generates a key pair for admin `name` inside token `label` and returns its record.
+/// Generates a key pair for admin `name` inside the token of `place` and returns its record.
 fn new_token_sigkey(
     session: &Session,
     name: &str,
     alg: SigAlg,
-    label: &str,
-    module: PathBuf,
+    place: TokenPlace,
 ) -> Result<TokenSigkeyFile> {
-    let token = session.token(label, &module)?;
-    let place = TokenPlace::new(vec![label.to_owned()], module);
+    let label = place.tokens.first().cloned().unwrap_or_default();
+    let label = label.as_str();
+    let token = session.token(label, &place.module)?;
     let public_key = with_token(&token, label, |token| {
         token.generate_signing_key(alg, &format!("rotor admin {name}"), &place.key_id)
     })
