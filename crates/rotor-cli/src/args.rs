@@ -368,8 +368,9 @@ pub enum SigkeysCommand {
         /// Generate the key pair inside the PKCS#11 token with this label.
         #[arg(long, value_name = "LABEL")]
         token: Option<String>,
-        /// The key pair's CKA_ID on the token, in hex (default: 16 random bytes). Tokens that map
-        /// identifiers to slots need theirs, e.g. 02 for YubiKey PIV slot 9c.
+        /// The key pair's CKA_ID on the token, in hex (default: 16 random bytes). A key pair
+        /// already there under this id is taken instead of generating one. Tokens that map ids to
+        /// slots need theirs, e.g. 02 for YubiKey PIV slot 9c.
         #[arg(long, value_name = "HEX", requires = "token")]
         key_id: Option<String>,
         /// The PKCS#11 module (shared library) of the token.

@@ -312,16 +312,31 @@ fn a_ceremony_and_a_key_part_rotation_with_admin_keys_and_parts_on_tokens() {
         assert_eq!(unit["new"]["state"], "Empty");
     }
 
-    // A chosen key id (PIV slots need theirs) is taken once per token.
-    bench.ok(&[
+    // A chosen key id (PIV slots need theirs); a key pair already under that id (made by the
+    // token's own tools) is taken, once.
+    let made = bench.json(&[
         "sigkeys", "new", "--token", "alpha", "--name", "dave", "--key-id", "0a",
     ]);
+    bench.ok(&["sigkeys", "rm", "--yes", &made["number"].to_string()]);
+    let taken = bench.json(&[
+        "sigkeys", "new", "--token", "alpha", "--name", "dave", "--key-id", "0a",
+    ]);
+    assert_eq!(taken["ski"], made["ski"]);
     bench.fails(
         &[
             "sigkeys", "new", "--token", "alpha", "--name", "erin", "--key-id", "0a",
         ],
         &[],
         1,
-        "already holds an object with id 0a",
+        "already is the key pair with this id on token 'alpha'",
+    );
+    bench.fails(
+        &[
+            "sigkeys", "new", "--token", "alpha", "--name", "erin", "--key-id", "0a", "--curve",
+            "p521",
+        ],
+        &[],
+        1,
+        "is not a p521 key",
     );
 }

@@ -322,6 +322,64 @@ impl Token {
             .map_err(|_| TokenError::Failed("the token returned an invalid public key".into()))
     }
 
+    /// The public key of the signature key pair `id` already on the token, if there is one: its
+    /// private key must be sensitive, not extractable and on the curve of `alg`.
+    pub fn find_signing_key(
+        &self,
+        alg: SigAlg,
+        id: &[u8],
+    ) -> Result<Option<PublicKey>, TokenError> {
+        let private = self
+            .session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Id(id.to_vec()),
+            ])
+            .map_err(failed)?;
+        let [private] = private.as_slice() else {
+            return Ok(None);
+        };
+        let attributes = self
+            .session
+            .get_attributes(
+                *private,
+                &[
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::EcParams,
+                ],
+            )
+            .map_err(failed)?;
+        let mut guarded = (false, false);
+        let mut on_curve = false;
+        for attribute in &attributes {
+            match attribute {
+                Attribute::Sensitive(sensitive) => guarded.0 = *sensitive,
+                Attribute::Extractable(extractable) => guarded.1 = !*extractable,
+                Attribute::EcParams(params) => on_curve = *params == ec_params(alg),
+                _ => {}
+            }
+        }
+        if !on_curve {
+            return Err(TokenError::Failed(format!(
+                "its key with id {} is not a {} key",
+                hex::encode(id),
+                alg.name()
+            )));
+        }
+        if guarded != (true, true) {
+            return Err(TokenError::Failed(format!(
+                "its key with id {} can leave the token (it must be sensitive and not extractable)",
+                hex::encode(id)
+            )));
+        }
+        let public = self.object(ObjectClass::PUBLIC_KEY, id, "public key")?;
+        let point = self.public_point(public, alg)?;
+        PublicKey::parse(alg, &point)
+            .map(Some)
+            .map_err(|_| TokenError::Failed("the token returned an invalid public key".into()))
+    }
+
     /// Signs `message` with the private key `id`: the digest of `alg` on the host, raw
     /// `CKM_ECDSA` in the token. Returns `r ‖ s`, as [`crate::SigningKey::sign`] does.
     pub fn sign(&self, alg: SigAlg, id: &[u8], message: &[u8]) -> Result<Vec<u8>, TokenError> {

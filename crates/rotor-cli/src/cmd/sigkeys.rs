@@ -126,7 +126,8 @@ pub(crate) fn module_of(module: Option<PathBuf>) -> Result<PathBuf> {
     })
 }
 
-/// Generates a key pair for admin `name` inside the token of `place` and returns its record.
+/// Generates a key pair for admin `name` inside the token of `place`, or takes the one already
+/// there under the `--key-id` given (made with the token's own tools), and returns its record.
 fn new_token_sigkey(
     session: &Session,
     name: &str,
@@ -137,7 +138,10 @@ fn new_token_sigkey(
     let label = label.as_str();
     let token = session.token(label, &place.module)?;
     let public_key = with_token(&token, label, |token| {
-        token.generate_signing_key(alg, &format!("rotor admin {name}"), &place.key_id)
+        match token.find_signing_key(alg, &place.key_id)? {
+            Some(existing) => Ok(existing),
+            None => token.generate_signing_key(alg, &format!("rotor admin {name}"), &place.key_id),
+        }
     })
     .map_err(|err| {
         if err
@@ -151,6 +155,11 @@ fn new_token_sigkey(
             err
         }
     })?;
+    for (number, path) in session.home.sigkeys()? {
+        if Sigkey::read(&path).is_ok_and(|key| *key.public_key() == public_key) {
+            bail!("signature key {number} already is the key pair with this id on token '{label}'");
+        }
+    }
     Ok(TokenSigkeyFile::new(name, public_key, place))
 }
 
