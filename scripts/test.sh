@@ -2,8 +2,7 @@
 # The project's test command: installs what the tests need, then runs every test.
 #   - Rust: unit, property and integration tests (units as real processes over loopback,
 #     SoftHSM2 as the PKCS#11 token that seals a unit's key and holds admin keys and key parts
-#     (tests/tokens.rs), throwaway PostgreSQL clusters for
-#     the PostgreSQL store).
+#     (tests/tokens.rs), throwaway PostgreSQL clusters for the PostgreSQL store).
 #   - Python: IBM's official keyprotect SDK against a real 'rotor dev' (tests/python).
 #   - PostgreSQL with two service replicas, once each: the rotation crash tests, the IBM SDK
 #     suite through a round-robin proxy, and 'rotor demo --postgres --replicas 2' with a replica
