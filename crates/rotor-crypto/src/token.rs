@@ -424,6 +424,12 @@ impl Token {
         created.map(|_| ()).map_err(failed)
     }
 
+    /// Deletes the key part `id` (to undo a part written to only some of its tokens).
+    pub fn remove_part(&self, id: &[u8]) -> Result<(), TokenError> {
+        let part = self.object(ObjectClass::SECRET_KEY, id, "key part")?;
+        self.session.destroy_object(part).map_err(failed)
+    }
+
     /// Wraps the key part `id` to the unit importer key `recipient` (uncompressed P-256) inside
     /// the token, as [`crate::EnvelopeKind::TokenWrapped`] describes: the part never leaves the
     /// token in clear.

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use rotor_crypto::{Secret32, TokenError};
 use serde_json::json;
 
@@ -88,14 +88,24 @@ pub fn parts(session: &Session, command: Option<PartsCommand>) -> Result<()> {
                     (session.home.add_part(&file)?, file.vp, "file".to_owned())
                 }
                 Some((place, opened)) => {
-                    for (label, token) in tokens.iter().zip(&opened) {
-                        with_token(token, label, |token| {
+                    let on_tokens: Vec<(&String, &SharedToken)> =
+                        tokens.iter().zip(&opened).collect();
+                    for (done, (label, token)) in on_tokens.iter().enumerate() {
+                        let stored = with_token(token, label, |token| {
                             token.store_part(
                                 &format!("rotor key part {description}"),
                                 &place.key_id,
                                 &part,
                             )
-                        })?;
+                        });
+                        if let Err(err) = stored {
+                            // A part on only some of its tokens is no backup: take it back.
+                            for (label, token) in &on_tokens[..done] {
+                                with_token(token, label, |token| token.remove_part(&place.key_id))
+                                    .with_context(|| format!("taking the part back from token '{label}' after this failure: {err:#}"))?;
+                            }
+                            return Err(err);
+                        }
                     }
                     let file = TokenPartFile::new(&description, part.vp(), place);
                     let where_ = format!("token {}", file.place.describe());
