@@ -139,9 +139,7 @@ impl ImporterKey {
         let plain = open_aes256gcm(&key, &envelope.ephemeral, &envelope.sealed)?;
         Secret32::from_slice(&plain).ok_or(Opaque)
     }
-}
 
-impl ImporterKey {
     /// Opens a key part: an envelope of either kind, a [`EnvelopeKind::Sealed`] one under
     /// `context`.
     pub fn open_part(&self, envelope: &Envelope, context: &[u8]) -> Result<Secret32, Opaque> {
