@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need, then runs every test.
 #   - Rust: unit, property and integration tests (units as real processes over loopback,
-#     SoftHSM2 as the PKCS#11 token that seals a unit's key, throwaway PostgreSQL clusters for
-#     the PostgreSQL store).
+#     SoftHSM2 as the PKCS#11 token that seals a unit's key and holds admin keys and key parts
+#     (tests/tokens.rs), throwaway PostgreSQL clusters for the PostgreSQL store).
 #   - Python: IBM's official keyprotect SDK against a real 'rotor dev' (tests/python), and
 #     'rotor console' in headless Chromium driven by Playwright (the ceremony and a rotation
 #     with a unit killed, by clicking; screenshots of every tab under pytest's tmp path).
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 
-# SoftHSM2: the PKCS#11 token the unit sealing tests use. Installed when missing and root;
+# SoftHSM2: the PKCS#11 token the unit sealing and admin token tests use. Installed when missing and root;
 # otherwise it must already be there.
 if ! command -v softhsm2-util >/dev/null; then
     if [ "$(id -u)" = 0 ]; then

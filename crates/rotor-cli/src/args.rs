@@ -370,7 +370,10 @@ pub enum MkCommand {
 /// `rotor sigkeys …`
 #[derive(Debug, Subcommand)]
 pub enum SigkeysCommand {
-    /// Create a signature key file, protected by a password.
+    /// Create a signature key: a file protected by a password, or a key pair in a token
+    ///
+    /// With --token, the key pair is generated inside the PKCS#11 token and its private key never
+    /// leaves it; signing asks for the token's PIN (ROTOR_PIN in scripts).
     New {
         /// The admin name (1 to 30 characters) the key is installed under.
         #[arg(long)]
@@ -378,6 +381,17 @@ pub enum SigkeysCommand {
         /// Curve: p256 (ECDSA P-256/SHA-256) or p521 (ECDSA P-521/SHA-512, as HPCS uses).
         #[arg(long, default_value = "p256")]
         curve: String,
+        /// Generate the key pair inside the PKCS#11 token with this label.
+        #[arg(long, value_name = "LABEL")]
+        token: Option<String>,
+        /// The key pair's CKA_ID on the token, in hex (default: 16 random bytes). A key pair
+        /// already there under this id is taken instead of generating one. Tokens that map ids to
+        /// slots need theirs, e.g. 02 for YubiKey PIV slot 9c.
+        #[arg(long, value_name = "HEX", requires = "token")]
+        key_id: Option<String>,
+        /// The PKCS#11 module (shared library) of the token.
+        #[arg(long, env = "ROTOR_PKCS11_MODULE", value_name = "PATH")]
+        module: Option<PathBuf>,
     },
     /// Import a signature key file of the HPCS TKE CLI (`N.sigkey`, P-521). Its password is asked
     /// first; the new rotor file is then protected by a new password (ROTOR_PASSWORD answers
@@ -406,7 +420,10 @@ pub enum SigkeysCommand {
 /// `rotor parts …`
 #[derive(Debug, Subcommand)]
 pub enum PartsCommand {
-    /// Create a master key part file, protected by a password: random, or a given value.
+    /// Create a master key part, random or a given value: a file protected by a password, or on tokens
+    ///
+    /// With --token, the part is written into the PKCS#11 token (--token twice: into both, the
+    /// second a backup copy) and leaves it only wrapped to a unit's importer key.
     New {
         /// The part as 64 hex characters (default: random).
         #[arg(long)]
@@ -414,6 +431,12 @@ pub enum PartsCommand {
         /// A description for the custodian.
         #[arg(long, default_value = "")]
         description: String,
+        /// Keep the part inside the PKCS#11 token with this label (at most twice).
+        #[arg(long = "token", value_name = "LABEL", num_args = 1)]
+        tokens: Vec<String>,
+        /// The PKCS#11 module (shared library) of the tokens.
+        #[arg(long, env = "ROTOR_PKCS11_MODULE", value_name = "PATH")]
+        module: Option<PathBuf>,
     },
     /// Delete a key part file.
     Rm {

@@ -14,6 +14,7 @@ pub mod exit;
 pub mod output;
 pub mod plan;
 pub mod session;
+pub mod signer;
 pub mod transfer;
 pub mod workstation;
 

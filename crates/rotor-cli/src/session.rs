@@ -8,16 +8,18 @@ use std::io::IsTerminal;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result, anyhow, bail};
-use rotor_crypto::SigningKey;
 use rotor_server::config::UnitConfig;
 use rotor_unit::trust::TrustRefusal;
-use rotor_unit::wire::{Action, Command, EnrollmentSecret, Outcome, Ski, UnitStatus};
+use rotor_unit::wire::{
+    Action, Command, CommandSignature, EnrollmentSecret, Outcome, SignedCommand, Ski, UnitStatus,
+};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::client::ServiceClient;
 use crate::output::print_json;
-use crate::workstation::{Home, SecretFor, Secrets, SigkeyFile, TerminalSecrets};
+use crate::signer::{SharedToken, Signer, TokenKey, open_token};
+use crate::workstation::{Home, SecretFor, Secrets, Sigkey, TerminalSecrets};
 
 /// Why the workstation does not trust a unit's answer. Every case exits with code 5.
 #[derive(Debug)]
@@ -110,7 +112,9 @@ pub struct Session {
     ca_cert: Option<std::path::PathBuf>,
     api_key: Option<String>,
     service: OnceLock<ServiceClient>,
-    signers: OnceLock<Vec<SigningKey>>,
+    signers: OnceLock<Vec<Signer>>,
+    /// Tokens logged in to by this session, by label: each PIN is asked once.
+    tokens: Mutex<Vec<(String, SharedToken)>>,
     /// Units already reported as not enrolled in this invocation.
     warned: Mutex<BTreeSet<Uuid>>,
     enrollment: Vec<EnrollmentSecret>,
@@ -141,6 +145,7 @@ impl Session {
             api_key: std::env::var("ROTOR_API_KEY").ok(),
             service: OnceLock::new(),
             signers: OnceLock::new(),
+            tokens: Mutex::default(),
             warned: Mutex::default(),
             enrollment: Vec::new(),
             secrets: Arc::new(TerminalSecrets),
@@ -163,6 +168,7 @@ impl Session {
             warned: Mutex::default(),
             enrollment: Vec::new(),
             secrets: Arc::new(TerminalSecrets),
+            tokens: Mutex::default(),
             reporter: None,
         }
     }
@@ -196,6 +202,41 @@ impl Session {
     /// The secret for `what`, from this session's source of secrets.
     pub fn secret(&self, what: &SecretFor) -> Result<zeroize::Zeroizing<String>> {
         Ok(self.secrets.secret(what)?)
+    }
+
+    /// The token labelled `label` of `module`, logged in with the PIN this session's source of
+    /// secrets gives (asked once per token and session).
+    pub fn token(&self, label: &str, module: &std::path::Path) -> Result<SharedToken> {
+        let poisoned = || anyhow!("the open tokens are unusable after an earlier failure");
+        if let Some((_, token)) = self
+            .tokens
+            .lock()
+            .map_err(|_| poisoned())?
+            .iter()
+            .find(|(open, _)| open == label)
+        {
+            return Ok(token.clone());
+        }
+        let missing = || {
+            anyhow!(
+                "token '{label}' is not present (module {}): insert it, or check ROTOR_PKCS11_MODULE",
+                module.display()
+            )
+        };
+        if !rotor_crypto::Token::is_present(module, label)
+            .with_context(|| format!("token '{label}'"))?
+        {
+            return Err(missing());
+        }
+        let pin = self.secret(&SecretFor::TokenPin {
+            label: label.to_owned(),
+        })?;
+        let token = open_token(module, label, &pin)?;
+        self.tokens
+            .lock()
+            .map_err(|_| poisoned())?
+            .push((label.to_owned(), token.clone()));
+        Ok(token)
     }
 
     /// The service, as 'rotor login' (or `--endpoint` and `ROTOR_API_KEY`) names it.
@@ -377,33 +418,42 @@ impl Session {
         Ok(out)
     }
 
-    /// The selected signature keys that are admins of this unit, unlocked.
-    fn signers_for(&self, status: &UnitStatus) -> Result<Vec<&SigningKey>> {
+    /// The selected signature keys that are admins of this unit, unlocked: files with their
+    /// passwords, token keys with their tokens' PINs.
+    fn signers_for(&self, status: &UnitStatus) -> Result<Vec<&Signer>> {
         let admins: Vec<Ski> = status.admins.iter().map(|a| a.ski).collect();
         let selected = self.home.settings()?.selected_sigkeys;
-        let mut any_admin = false;
+        let mut keys = Vec::new();
         for number in &selected {
             let path = self.home.sigkey_path(*number)?;
-            if admins.contains(&Ski::of(&SigkeyFile::read(&path)?.public_key)) {
-                any_admin = true;
-            }
+            keys.push((*number, Sigkey::read(&path)?, path));
         }
-        if !any_admin {
+        if !keys
+            .iter()
+            .any(|(_, key, _)| admins.contains(&Ski::of(key.public_key())))
+        {
             return Ok(Vec::new());
         }
         if self.signers.get().is_none() {
             let mut locked = Vec::new();
-            for number in &selected {
-                let path = self.home.sigkey_path(*number)?;
-                let file = SigkeyFile::read(&path)?;
-                let password = self.secret(&SecretFor::Sigkey {
-                    number: *number,
-                    name: file.name.clone(),
-                })?;
-                locked.push((path, file, password));
+            let mut on_tokens = Vec::new();
+            for (number, key, path) in keys {
+                match key {
+                    Sigkey::File(file) => {
+                        let password = self.secret(&SecretFor::Sigkey {
+                            number,
+                            name: file.name.clone(),
+                        })?;
+                        locked.push((path, file, password));
+                    }
+                    Sigkey::Token(file) => {
+                        let token = self.token(file.token(), &file.place.module())?;
+                        on_tokens.push(Signer::Token(TokenKey::new(file, token)));
+                    }
+                }
             }
             // Each unlock is a deliberately slow Argon2id; run them side by side.
-            let keys = std::thread::scope(|scope| {
+            let mut signers = std::thread::scope(|scope| {
                 let unlocking: Vec<_> = locked
                     .iter()
                     .map(|(path, file, password)| scope.spawn(move || file.unlock(path, password)))
@@ -411,19 +461,21 @@ impl Session {
                 unlocking
                     .into_iter()
                     .map(|handle| match handle.join() {
-                        Ok(unlocked) => Ok(unlocked?),
+                        Ok(unlocked) => Ok(Signer::File(unlocked?)),
                         Err(_) => Err(anyhow!("unlocking a signature key failed")),
                     })
                     .collect::<Result<Vec<_>>>()
             })?;
-            let _ = self.signers.set(keys);
+            signers.append(&mut on_tokens);
+            let _ = self.signers.set(signers);
         }
         Ok(self
             .signers
             .get()
-            .map(|keys| {
-                keys.iter()
-                    .filter(|key| admins.contains(&Ski::of(&key.public_key())))
+            .map(|signers| {
+                signers
+                    .iter()
+                    .filter(|signer| admins.contains(&Ski::of(&signer.public_key())))
                     .collect()
             })
             .unwrap_or_default())
@@ -457,7 +509,21 @@ impl Session {
         let name = command.action.name();
         let first_admin =
             status.admins.is_empty() && matches!(command.action, Action::AddAdmin { .. });
-        let mut signed = command.sign(&signers);
+        let message = command.signing_bytes();
+        let signatures = signers
+            .iter()
+            .map(|signer| {
+                Ok(CommandSignature {
+                    ski: Ski::of(&signer.public_key()),
+                    signature: signer.sign(&message)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut signed = SignedCommand {
+            command,
+            signatures,
+            enrollment: None,
+        };
         if first_admin {
             signed.enrollment = status.enrollment_id.as_ref().and_then(|id| {
                 self.enrollment

@@ -5,8 +5,11 @@
 //!   highest transaction counter seen in its signed statuses (`pins.json` of earlier versions,
 //!   identity keys pinned on first contact, reads as enrollments of those keys until this
 //!   file is first written);
-//! - `sigkeys/N.sigkey`: a signature key, its private half encrypted under a password;
-//! - `parts/N.part`: a master key part, encrypted under a password.
+//! - `sigkeys/N.sigkey`: a signature key, its private half encrypted under a password, or the
+//!   record of a key pair that lives on a PKCS#11 token (which token, which object, the public
+//!   key);
+//! - `parts/N.part`: a master key part, encrypted under a password, or the record of a part
+//!   kept on one or two PKCS#11 tokens.
 //!
 //! Protected files use Argon2id (RFC 9106) to turn the password into a key and AES-256-GCM to
 //! seal the secret, with the file's public fields as associated data so they cannot be swapped.
@@ -28,6 +31,8 @@ const ENROLLMENTS: &str = "enrollments.json";
 /// Identity keys pinned on first contact by earlier versions.
 const OLD_PINS: &str = "pins.json";
 const PART_FORMAT: &str = "rotor-part-v1";
+const TOKEN_SIGKEY_FORMAT: &str = "rotor-token-sigkey-v1";
+const TOKEN_PART_FORMAT: &str = "rotor-token-part-v1";
 /// The shortest password accepted for a new file.
 pub const MIN_PASSWORD: usize = 8;
 
@@ -428,6 +433,213 @@ impl PartFile {
     }
 }
 
+/// Where a key on a PKCS#11 token lives: which token, which object, and the module used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenPlace {
+    /// The labels of the tokens holding it: one, or two for a part kept on a backup token.
+    pub tokens: Vec<String>,
+    /// The object's `CKA_ID` on each token.
+    #[serde(with = "hex::serde")]
+    pub key_id: Vec<u8>,
+    /// The PKCS#11 module it was created with; `ROTOR_PKCS11_MODULE` overrides it.
+    pub module: PathBuf,
+}
+
+impl TokenPlace {
+    /// A fresh random `CKA_ID` on `tokens` of `module`.
+    pub fn new(tokens: Vec<String>, module: PathBuf) -> Self {
+        let mut key_id = vec![0u8; 16];
+        fill_random(&mut key_id);
+        Self {
+            tokens,
+            key_id,
+            module,
+        }
+    }
+
+    /// The module to load: `ROTOR_PKCS11_MODULE` if set, else the recorded one.
+    pub fn module(&self) -> PathBuf {
+        std::env::var_os("ROTOR_PKCS11_MODULE").map_or_else(|| self.module.clone(), PathBuf::from)
+    }
+
+    /// The tokens, as people read them: `'a'`, or `'a' and 'b'`.
+    pub fn describe(&self) -> String {
+        let quoted: Vec<String> = self.tokens.iter().map(|t| format!("'{t}'")).collect();
+        quoted.join(" and ")
+    }
+}
+
+/// A signature key pair on a PKCS#11 token: what the workstation records of it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSigkeyFile {
+    format: String,
+    /// The admin name this key is installed under.
+    pub name: String,
+    /// The public key.
+    pub public_key: PublicKey,
+    /// Where the key pair is (one token).
+    pub place: TokenPlace,
+}
+
+impl TokenSigkeyFile {
+    /// The record of a key pair made on a token.
+    pub fn new(name: &str, public_key: PublicKey, place: TokenPlace) -> Self {
+        Self {
+            format: TOKEN_SIGKEY_FORMAT.to_owned(),
+            name: name.to_owned(),
+            public_key,
+            place,
+        }
+    }
+
+    /// The token holding it.
+    pub fn token(&self) -> &str {
+        self.place.tokens.first().map_or("", String::as_str)
+    }
+}
+
+/// A signature key of the workstation: a password-protected file or a key pair on a token.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Sigkey {
+    /// In a file, under a password.
+    File(SigkeyFile),
+    /// On a PKCS#11 token, behind its PIN.
+    Token(TokenSigkeyFile),
+}
+
+/// The `format` field every workstation key file starts with.
+#[derive(Deserialize)]
+struct Format {
+    format: String,
+}
+
+fn read_format(path: &Path) -> Result<(Vec<u8>, String), FileError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    let format: Format =
+        serde_json::from_slice(&bytes).map_err(|err| corrupt(path, err.to_string()))?;
+    Ok((bytes, format.format))
+}
+
+impl Sigkey {
+    /// Reads signature key file `path`, of either kind.
+    pub fn read(path: &Path) -> Result<Self, FileError> {
+        let (bytes, format) = read_format(path)?;
+        if format != TOKEN_SIGKEY_FORMAT {
+            return SigkeyFile::read(path).map(Self::File);
+        }
+        let file: TokenSigkeyFile =
+            serde_json::from_slice(&bytes).map_err(|err| corrupt(path, err.to_string()))?;
+        PublicKey::parse(file.public_key.alg, &file.public_key.sec1)
+            .map_err(|_| corrupt(path, "bad public key"))?;
+        if file.place.tokens.len() != 1 {
+            return Err(corrupt(path, "a signature key is on exactly one token"));
+        }
+        Ok(Self::Token(file))
+    }
+
+    /// The admin name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::File(file) => &file.name,
+            Self::Token(file) => &file.name,
+        }
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> &PublicKey {
+        match self {
+            Self::File(file) => &file.public_key,
+            Self::Token(file) => &file.public_key,
+        }
+    }
+
+    /// Where it is kept, as people read it.
+    pub fn place(&self) -> String {
+        match self {
+            Self::File(_) => "file".to_owned(),
+            Self::Token(file) => format!("token {}", file.place.describe()),
+        }
+    }
+}
+
+/// A key part on one or two PKCS#11 tokens: what the workstation records of it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenPartFile {
+    format: String,
+    /// What the custodian called it.
+    pub description: String,
+    /// The part's verification pattern.
+    pub vp: Vp,
+    /// Where the part is.
+    pub place: TokenPlace,
+}
+
+impl TokenPartFile {
+    /// The record of a part written to tokens.
+    pub fn new(description: &str, vp: Vp, place: TokenPlace) -> Self {
+        Self {
+            format: TOKEN_PART_FORMAT.to_owned(),
+            description: description.to_owned(),
+            vp,
+            place,
+        }
+    }
+}
+
+/// A key part of the workstation: a password-protected file or an object on tokens.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Part {
+    /// In a file, under a password.
+    File(PartFile),
+    /// On PKCS#11 tokens, behind their PINs.
+    Token(TokenPartFile),
+}
+
+impl Part {
+    /// Reads key part file `path`, of either kind.
+    pub fn read(path: &Path) -> Result<Self, FileError> {
+        let (bytes, format) = read_format(path)?;
+        if format != TOKEN_PART_FORMAT {
+            return PartFile::read(path).map(Self::File);
+        }
+        let file: TokenPartFile =
+            serde_json::from_slice(&bytes).map_err(|err| corrupt(path, err.to_string()))?;
+        if !(1..=2).contains(&file.place.tokens.len()) {
+            return Err(corrupt(path, "a key part is on one or two tokens"));
+        }
+        Ok(Self::Token(file))
+    }
+
+    /// What the custodian called it.
+    pub fn description(&self) -> &str {
+        match self {
+            Self::File(file) => &file.description,
+            Self::Token(file) => &file.description,
+        }
+    }
+
+    /// Its verification pattern.
+    pub fn vp(&self) -> &Vp {
+        match self {
+            Self::File(file) => &file.vp,
+            Self::Token(file) => &file.vp,
+        }
+    }
+
+    /// Where it is kept, as people read it.
+    pub fn place(&self) -> String {
+        match self {
+            Self::File(_) => "file".to_owned(),
+            Self::Token(file) => format!("token {}", file.place.describe()),
+        }
+    }
+}
+
 /// Settings kept between commands.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Settings {
@@ -610,8 +822,8 @@ impl Home {
         self.numbered_path("sigkeys", "sigkey", number, "signature key")
     }
 
-    /// Stores a new signature key file; returns its number.
-    pub fn add_sigkey(&self, file: &SigkeyFile) -> Result<u32, FileError> {
+    /// Stores a new signature key file (of either kind); returns its number.
+    pub fn add_sigkey(&self, file: &impl Serialize) -> Result<u32, FileError> {
         let (number, path) = self.next_path("sigkeys", "sigkey")?;
         write_private(&path, &serde_json::to_vec_pretty(file).unwrap_or_default())?;
         Ok(number)
@@ -627,8 +839,8 @@ impl Home {
         self.numbered_path("parts", "part", number, "key part")
     }
 
-    /// Stores a new key part file; returns its number.
-    pub fn add_part(&self, file: &PartFile) -> Result<u32, FileError> {
+    /// Stores a new key part file (of either kind); returns its number.
+    pub fn add_part(&self, file: &impl Serialize) -> Result<u32, FileError> {
         let (number, path) = self.next_path("parts", "part")?;
         write_private(&path, &serde_json::to_vec_pretty(file).unwrap_or_default())?;
         Ok(number)

@@ -20,7 +20,7 @@ mod rsa;
 mod sig;
 mod token;
 
-pub use envelope::{Envelope, ImporterKey, P256_POINT_LEN, seal_to};
+pub use envelope::{Envelope, EnvelopeKind, ImporterKey, P256_POINT_LEN, seal_to};
 pub use rsa::{OaepHash, rsa_oaep_decrypt, rsa_oaep_generate};
 pub use sig::{Fingerprint, PublicKey, SigAlg, SigningKey};
 pub use token::{Token, TokenError};

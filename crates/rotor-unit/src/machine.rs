@@ -450,7 +450,7 @@ impl UnitState {
                 let context = envelope_context(PART_CONTEXT, self.unit);
                 let opened = parts
                     .iter()
-                    .map(|part| pending.open(part, &context))
+                    .map(|part| pending.open_part(part, &context))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|_| UnitError::ImportFailed)?;
                 let key = combine_parts(&opened);

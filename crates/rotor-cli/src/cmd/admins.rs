@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::args::AdminsCommand;
 use crate::output::{admin_rows, print_json, table};
 use crate::session::{Session, Target, numbered_rows};
-use crate::workstation::SigkeyFile;
+use crate::workstation::Sigkey;
 
 /// `rotor admins …`
 pub async fn admins(session: &Session, command: Option<AdminsCommand>) -> Result<()> {
@@ -35,24 +35,25 @@ pub async fn admins(session: &Session, command: Option<AdminsCommand>) -> Result
         Some(AdminsCommand::Add { sigkeys, .. }) => {
             let mut files = Vec::new();
             for number in &sigkeys {
-                files.push(SigkeyFile::read(&session.home.sigkey_path(*number)?)?);
+                files.push(Sigkey::read(&session.home.sigkey_path(*number)?)?);
             }
             for file in &files {
-                let ski = Ski::of(&file.public_key);
+                let ski = Ski::of(file.public_key());
                 session
                     .each_selected(
-                        &format!("admin '{}' installed", file.name),
+                        &format!("admin '{}' installed", file.name()),
                         |target, status| {
                             if status.admins.iter().any(|a| a.ski == ski) {
                                 session.say(&format!(
                                     "crypto unit {}: admin '{}' is already installed",
-                                    target.number, file.name
+                                    target.number,
+                                    file.name()
                                 ));
                                 return Ok(None);
                             }
                             Ok(Some(Action::AddAdmin {
-                                name: file.name.clone(),
-                                public_key: file.public_key.clone(),
+                                name: file.name().to_owned(),
+                                public_key: file.public_key().clone(),
                             }))
                         },
                     )
@@ -78,7 +79,7 @@ fn resolve_admin(session: &Session, admin: &str, units: &[(Target, UnitStatus)])
             .parse()
             .with_context(|| format!("'{admin}' is not '#' and a signature key number"))?;
         return Ok(Ski::of(
-            &SigkeyFile::read(&session.home.sigkey_path(number)?)?.public_key,
+            Sigkey::read(&session.home.sigkey_path(number)?)?.public_key(),
         ));
     }
     let prefix = admin.to_lowercase();

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::output::print_json;
 use crate::session::{Session, Target};
 use crate::transfer::transfer;
-use crate::workstation::SigkeyFile;
+use crate::workstation::Sigkey;
 
 /// The first recovery unit among `units`.
 fn recovery_unit(units: &[(Target, UnitStatus)]) -> Result<&(Target, UnitStatus)> {
@@ -33,7 +33,7 @@ pub async fn init(session: &Session, admins: &[u32], signature: u8, revocation: 
     let targets = session.whole_instance().await?;
     let mut files = Vec::new();
     for number in admins {
-        files.push(SigkeyFile::read(&session.home.sigkey_path(*number)?)?);
+        files.push(Sigkey::read(&session.home.sigkey_path(*number)?)?);
     }
     let units = session.statuses(&targets).await?;
     recovery_unit(&units)?;
@@ -42,7 +42,7 @@ pub async fn init(session: &Session, admins: &[u32], signature: u8, revocation: 
         let installed: Vec<Ski> = status.admins.iter().map(|a| a.ski).collect();
         let wanted = files
             .iter()
-            .all(|f| installed.contains(&Ski::of(&f.public_key)));
+            .all(|f| installed.contains(&Ski::of(f.public_key())));
         if !status.imprint
             && (!wanted
                 || status.signature_threshold != signature
@@ -61,13 +61,13 @@ pub async fn init(session: &Session, admins: &[u32], signature: u8, revocation: 
             index + 1,
             files.len()
         ));
-        let ski = Ski::of(&file.public_key);
+        let ski = Ski::of(file.public_key());
         for (target, _) in &units {
             let status = session.status(target).await?;
             if status.imprint && !status.admins.iter().any(|a| a.ski == ski) {
                 let action = Action::AddAdmin {
-                    name: file.name.clone(),
-                    public_key: file.public_key.clone(),
+                    name: file.name().to_owned(),
+                    public_key: file.public_key().clone(),
                 };
                 session.act(target, action).await?;
             }

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Result, anyhow, bail};
-use rotor_crypto::{Secret32, Vp, seal_to};
+use anyhow::{Context, Result, anyhow, bail};
+use rotor_crypto::{Envelope, Secret32, Token, Vp, seal_to};
 use rotor_unit::machine::envelope_context;
 use rotor_unit::wire::{Action, CurrentState, NewState, Outcome, PART_CONTEXT, UnitStatus};
 use serde::Serialize;
@@ -14,7 +14,8 @@ use uuid::Uuid;
 use crate::args::MkCommand;
 use crate::output::{join_numbers, print_json, table};
 use crate::session::{Session, Target};
-use crate::workstation::{PartFile, SecretFor};
+use crate::signer::{SharedToken, with_token};
+use crate::workstation::{Part, SecretFor};
 
 /// `rotor mk …`
 pub async fn mk(session: &Session, command: Option<MkCommand>) -> Result<()> {
@@ -242,14 +243,69 @@ async fn expected_vp(session: &Session, given: Option<&str>, state: NewState) ->
     }
 }
 
-async fn load(session: &Session, numbers: &[u32]) -> Result<()> {
-    let mut parts: Vec<Secret32> = Vec::new();
-    for number in numbers {
-        let path = session.home.part_path(*number)?;
-        let file = PartFile::read(&path)?;
-        let password = session.secret(&SecretFor::Part { number: *number })?;
-        parts.push(file.unlock(&path, &password)?);
+/// A key part ready to be sent to units.
+enum Loadable {
+    /// Decrypted from its file: sealed to each unit on this workstation.
+    Clear(Secret32),
+    /// On a token: wrapped to each unit inside the token.
+    OnToken {
+        label: String,
+        token: SharedToken,
+        key_id: Vec<u8>,
+    },
+}
+
+impl Loadable {
+    /// Key part `number`, unlocked: a file with its password, a token part with the PIN of the
+    /// first of its tokens that is present.
+    fn unlock(session: &Session, number: u32) -> Result<Self> {
+        let path = session.home.part_path(number)?;
+        match Part::read(&path)? {
+            Part::File(file) => {
+                let password = session.secret(&SecretFor::Part { number })?;
+                Ok(Self::Clear(file.unlock(&path, &password)?))
+            }
+            Part::Token(file) => {
+                let module = file.place.module();
+                for label in &file.place.tokens {
+                    if Token::is_present(&module, label)
+                        .with_context(|| format!("token '{label}'"))?
+                    {
+                        return Ok(Self::OnToken {
+                            label: label.clone(),
+                            token: session.token(label, &module)?,
+                            key_id: file.place.key_id.clone(),
+                        });
+                    }
+                }
+                bail!(
+                    "key part {number} is on token {}, and none is present (module {}): insert one",
+                    file.place.describe(),
+                    module.display()
+                )
+            }
+        }
     }
+
+    /// The part in an envelope only the unit's importer key `recipient` opens.
+    fn envelope(&self, recipient: &[u8], context: &[u8]) -> Result<Envelope> {
+        match self {
+            Self::Clear(part) => seal_to(recipient, context, part)
+                .map_err(|_| anyhow!("the unit's importer key is not a valid P-256 key")),
+            Self::OnToken {
+                label,
+                token,
+                key_id,
+            } => with_token(token, label, |token| token.wrap_part(key_id, recipient)),
+        }
+    }
+}
+
+async fn load(session: &Session, numbers: &[u32]) -> Result<()> {
+    let parts = numbers
+        .iter()
+        .map(|number| Loadable::unlock(session, *number))
+        .collect::<Result<Vec<_>>>()?;
     let targets = session.selected().await?;
     let mut report = Vec::new();
     for target in targets {
@@ -263,14 +319,9 @@ async fn load(session: &Session, numbers: &[u32]) -> Result<()> {
         let context = envelope_context(PART_CONTEXT, target.unit.id);
         let envelopes = parts
             .iter()
-            .map(|part| seal_to(&public_key, &context, part))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| {
-                anyhow!(
-                    "crypto unit {} returned an invalid importer key",
-                    target.number
-                )
-            })?;
+            .map(|part| part.envelope(&public_key, &context))
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| format!("key parts for crypto unit {}", target.number))?;
         let (_, status) = session
             .act(
                 &target,

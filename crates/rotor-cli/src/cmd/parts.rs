@@ -1,13 +1,17 @@
 //! `rotor parts`: master key part files on this workstation.
 
-use anyhow::Result;
-use rotor_crypto::Secret32;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use rotor_crypto::{Secret32, TokenError};
 use serde_json::json;
 
 use crate::args::PartsCommand;
+use crate::cmd::sigkeys::module_of;
 use crate::output::{print_json, table};
 use crate::session::Session;
-use crate::workstation::{PartFile, new_password};
+use crate::signer::{SharedToken, with_token};
+use crate::workstation::{Part, PartFile, TokenPartFile, TokenPlace, new_password};
 
 /// `rotor parts …`
 pub fn parts(session: &Session, command: Option<PartsCommand>) -> Result<()> {
@@ -16,19 +20,21 @@ pub fn parts(session: &Session, command: Option<PartsCommand>) -> Result<()> {
             let mut rows = Vec::new();
             let mut view = Vec::new();
             for (number, path) in session.home.parts()? {
-                match PartFile::read(&path) {
-                    Ok(file) => {
+                match Part::read(&path) {
+                    Ok(part) => {
                         rows.push(vec![
                             number.to_string(),
-                            file.description.clone(),
-                            file.vp.to_hex(),
+                            part.description().to_owned(),
+                            part.place(),
+                            part.vp().to_hex(),
                         ]);
-                        view.push(json!({"number": number, "description": file.description, "vp": file.vp}));
+                        view.push(json!({"number": number, "description": part.description(), "place": part.place(), "vp": part.vp()}));
                     }
                     Err(err) => {
                         rows.push(vec![
                             number.to_string(),
                             format!("(unreadable: {err})"),
+                            String::new(),
                             String::new(),
                         ]);
                         view.push(json!({"number": number, "error": err.to_string()}));
@@ -42,28 +48,74 @@ pub fn parts(session: &Session, command: Option<PartsCommand>) -> Result<()> {
             } else {
                 print!(
                     "{}",
-                    table(&["KEYNUM", "DESCRIPTION", "VERIFICATION PATTERN"], &rows)
+                    table(
+                        &["KEYNUM", "DESCRIPTION", "KEPT IN", "VERIFICATION PATTERN"],
+                        &rows
+                    )
                 );
             }
             Ok(())
         }
-        Some(PartsCommand::New { value, description }) => {
+        Some(PartsCommand::New {
+            value,
+            description,
+            tokens,
+            module,
+        }) => {
+            if tokens.len() > 2 {
+                bail!("a key part is kept on one token, or two (the second a backup copy)");
+            }
+            if tokens.len() == 2 && tokens[0] == tokens[1] {
+                bail!("the backup copy of a key part goes on another token than the first");
+            }
+            // Tokens are checked before a part exists, so a refusal leaves nothing behind.
+            let opened = if tokens.is_empty() {
+                None
+            } else {
+                Some(open_part_tokens(session, &tokens, module_of(module)?)?)
+            };
             let part = match value {
                 Some(text) => hex::decode(text.trim())
                     .ok()
                     .and_then(|bytes| Secret32::from_slice(&zeroize::Zeroizing::new(bytes)))
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("--value must be 64 hex characters (32 bytes)")
-                    })?,
+                    .ok_or_else(|| anyhow!("--value must be 64 hex characters (32 bytes)"))?,
                 None => Secret32::random(),
             };
-            let password = new_password("the key part")?;
-            let file = PartFile::seal(&description, &part, &password)?;
-            let number = session.home.add_part(&file)?;
+            let (number, vp, place) = match opened {
+                None => {
+                    let password = new_password("the key part")?;
+                    let file = PartFile::seal(&description, &part, &password)?;
+                    (session.home.add_part(&file)?, file.vp, "file".to_owned())
+                }
+                Some((place, opened)) => {
+                    let on_tokens: Vec<(&String, &SharedToken)> =
+                        tokens.iter().zip(&opened).collect();
+                    for (done, (label, token)) in on_tokens.iter().enumerate() {
+                        let stored = with_token(token, label, |token| {
+                            token.store_part(
+                                &format!("rotor key part {description}"),
+                                &place.key_id,
+                                &part,
+                            )
+                        });
+                        if let Err(err) = stored {
+                            // A part on only some of its tokens is no backup: take it back.
+                            for (label, token) in &on_tokens[..done] {
+                                with_token(token, label, |token| token.remove_part(&place.key_id))
+                                    .with_context(|| format!("taking the part back from token '{label}' after this failure: {err:#}"))?;
+                            }
+                            return Err(err);
+                        }
+                    }
+                    let file = TokenPartFile::new(&description, part.vp(), place);
+                    let where_ = format!("token {}", file.place.describe());
+                    (session.home.add_part(&file)?, file.vp, where_)
+                }
+            };
             if session.json {
-                print_json(&json!({"number": number, "vp": file.vp}));
+                print_json(&json!({"number": number, "vp": vp, "place": place}));
             } else {
-                println!("Created key part {number}, VP {}", file.vp);
+                println!("Created key part {number} in {place}, VP {vp}");
             }
             Ok(())
         }
@@ -72,9 +124,43 @@ pub fn parts(session: &Session, command: Option<PartsCommand>) -> Result<()> {
             session.confirm(&format!(
                 "Delete key part {number}? Without every part of a master key it cannot be loaded again."
             ))?;
+            let part = Part::read(&path)?;
             std::fs::remove_file(path)?;
             println!("Deleted key part {number}.");
+            if let Part::Token(file) = part {
+                println!(
+                    "The part stays on token {} (CKA_ID {}): delete it there with the token's own tools if it is no longer needed.",
+                    file.place.describe(),
+                    hex::encode(&file.place.key_id)
+                );
+            }
             Ok(())
         }
     }
+}
+
+/// Logs in to each token a new part goes to and checks it can later wrap the part to a unit.
+fn open_part_tokens(
+    session: &Session,
+    labels: &[String],
+    module: PathBuf,
+) -> Result<(TokenPlace, Vec<SharedToken>)> {
+    let mut opened = Vec::new();
+    for label in labels {
+        let token = session.token(label, &module)?;
+        with_token(&token, label, |token| token.require_part_wrapping()).map_err(|err| {
+            if err
+                .chain()
+                .any(|cause| matches!(cause.downcast_ref(), Some(TokenError::Lacks(_))))
+            {
+                err.context(format!(
+                    "rotor keeps no key part on token '{label}': a part on it could reach a unit only in clear on this workstation. Keep the part in a password-protected file ('rotor parts new' without --token), or use a token with ECDH and AES key wrap (docs/SMARTCARDS.md)"
+                ))
+            } else {
+                err
+            }
+        })?;
+        opened.push(token);
+    }
+    Ok((TokenPlace::new(labels.to_vec(), module), opened))
 }

@@ -57,6 +57,7 @@ pub async fn rotate(session: &Session, flow: Flow) -> Result<()> {
             return Ok(());
         }
         let step = plan(flow, &views, journal_view.as_ref())?;
+        // The seeds' first message, once, when this command starts working on the rotation.
         if !announced && !matches!(step, Step::Done { .. }) {
             session.say("Master key rotation started.");
             announced = true;
