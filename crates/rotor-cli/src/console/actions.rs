@@ -17,7 +17,7 @@ use crate::args::{
 use crate::output::join_numbers;
 use crate::plan::Flow;
 use crate::session::Session;
-use crate::workstation::{FileError, SecretFor, Secrets, SigkeyFile};
+use crate::workstation::{FileError, SecretFor, Secrets, Sigkey};
 
 /// One action of the page.
 #[derive(Debug, Clone, Deserialize)]
@@ -143,18 +143,24 @@ impl Secrets for PageSecrets {
     }
 }
 
-/// The prompts for the passwords of the signature keys selected to sign.
+/// The prompts for the passwords (file keys) and PINs (token keys, one per token) of the
+/// signature keys selected to sign.
 fn signing_prompts(session: &Session) -> Result<Vec<String>> {
     let mut prompts = Vec::new();
     for number in session.home.settings()?.selected_sigkeys {
-        let file = SigkeyFile::read(&session.home.sigkey_path(number)?)?;
-        prompts.push(
-            SecretFor::Sigkey {
+        let secret = match Sigkey::read(&session.home.sigkey_path(number)?)? {
+            Sigkey::Token(file) => SecretFor::TokenPin {
+                label: file.place.tokens.first().cloned().unwrap_or_default(),
+            },
+            key => SecretFor::Sigkey {
                 number,
-                name: file.name,
-            }
-            .prompt(),
-        );
+                name: key.name().to_owned(),
+            },
+        };
+        let prompt = secret.prompt();
+        if !prompts.contains(&prompt) {
+            prompts.push(prompt);
+        }
     }
     Ok(prompts)
 }
@@ -207,7 +213,11 @@ pub(super) async fn preview(
         Action::AddAdmins { sigkeys, .. } => {
             let mut names = Vec::new();
             for number in sigkeys {
-                names.push(SigkeyFile::read(&session.home.sigkey_path(*number)?)?.name);
+                names.push(
+                    Sigkey::read(&session.home.sigkey_path(*number)?)?
+                        .name()
+                        .to_owned(),
+                );
             }
             signed(
                 format!(

@@ -9,22 +9,23 @@ use serde_json::json;
 use super::page::{action_button, escape, table};
 use crate::output::admin_rows;
 use crate::session::Session;
-use crate::workstation::SigkeyFile;
+use crate::workstation::Sigkey;
 
 pub(super) async fn render(session: &Session) -> Result<String> {
     let mut out = String::from("<h2>Signature keys on this workstation</h2>");
     let selected = session.home.settings()?.selected_sigkeys;
-    out.push_str("<table><thead><tr><th></th><th>Num</th><th>Signs</th><th>Admin name</th><th>Algorithm</th><th>Subject key identifier</th></tr></thead><tbody>");
+    out.push_str("<table><thead><tr><th></th><th>Num</th><th>Signs</th><th>Admin name</th><th>Algorithm</th><th>Subject key identifier</th><th>Kept in</th></tr></thead><tbody>");
     for (number, path) in session.home.sigkeys()? {
-        let row = match SigkeyFile::read(&path) {
-            Ok(file) => format!(
-                "<td>{}</td><td>{}</td><td class=\"mono\">{}</td>",
-                escape(&file.name),
-                escape(file.public_key.alg.name()),
-                escape(&hex::encode(file.public_key.ski()))
+        let row = match Sigkey::read(&path) {
+            Ok(key) => format!(
+                "<td>{}</td><td>{}</td><td class=\"mono\">{}</td><td>{}</td>",
+                escape(key.name()),
+                escape(key.public_key().alg.name()),
+                escape(&hex::encode(key.public_key().ski())),
+                escape(&key.place())
             ),
             Err(err) => format!(
-                "<td colspan=\"3\" class=\"error\">{}</td>",
+                "<td colspan=\"4\" class=\"error\">{}</td>",
                 escape(&err.to_string())
             ),
         };
