@@ -309,15 +309,6 @@ async fn drive(target: &Target, call: &Call, connections: usize, duration: Durat
 /// The rate and percentiles of the successful requests' latencies (microseconds).
 fn summarize(mut latencies_us: Vec<u32>, failures: u64, seconds: f64) -> Measured {
     latencies_us.sort_unstable();
-    let percentile = |p: f64| -> f64 {
-        if latencies_us.is_empty() {
-            return 0.0;
-        }
-        // Nearest rank: the smallest value with at least p of the values at or below it.
-        let rank = (p * latencies_us.len() as f64).ceil() as usize;
-        let index = rank.clamp(1, latencies_us.len()) - 1;
-        f64::from(latencies_us[index]) / 1000.0
-    };
     let requests = latencies_us.len() as u64;
     Measured {
         requests,
@@ -328,10 +319,21 @@ fn summarize(mut latencies_us: Vec<u32>, failures: u64, seconds: f64) -> Measure
         } else {
             0.0
         },
-        p50_ms: percentile(0.50),
-        p99_ms: percentile(0.99),
-        p999_ms: percentile(0.999),
+        p50_ms: percentile_ms(&latencies_us, 0.50),
+        p99_ms: percentile_ms(&latencies_us, 0.99),
+        p999_ms: percentile_ms(&latencies_us, 0.999),
     }
+}
+
+/// The `p` quantile (nearest rank: the smallest value with at least `p` of the values at or
+/// below it) of `sorted` latencies in microseconds, in milliseconds; 0 for none.
+pub(crate) fn percentile_ms(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    let index = rank.clamp(1, sorted.len()) - 1;
+    f64::from(sorted[index]) / 1000.0
 }
 
 /// The in-process yardstick: its own runtime on its own threads (as a separate service

@@ -236,6 +236,8 @@ struct Tally {
     failed: AtomicU64,
     created: AtomicU64,
     rotated: AtomicU64,
+    /// How long each successful unwrap of the unwrapping clients took, in microseconds.
+    unwrap_latencies_us: std::sync::Mutex<Vec<u32>>,
 }
 
 impl Tally {
@@ -244,7 +246,21 @@ impl Tally {
         self.failed
             .fetch_add(requests - succeeded, Ordering::Relaxed);
     }
+
+    /// The 99th percentile of the unwraps' latencies, in milliseconds.
+    fn unwrap_p99_ms(&self) -> f64 {
+        let mut latencies = self
+            .unwrap_latencies_us
+            .lock()
+            .map(|latencies| latencies.clone())
+            .unwrap_or_default();
+        latencies.sort_unstable();
+        crate::bench::percentile_ms(&latencies, 0.99)
+    }
 }
+
+/// How long the load runs before the rotation, for the unwrap latency of an idle service.
+const IDLE_LOAD: Duration = Duration::from_secs(3);
 
 /// Runs the load from `LOAD_CLIENTS` tasks until `stop` is set: most clients unwrap DEKs spread
 /// over the whole key set; one creates root keys and wraps and unwraps a DEK under each; one
@@ -280,7 +296,18 @@ fn start_load(
                             tally.count(2, client.rotate_and_unwrap(&keys[index]).await);
                             tally.rotated.fetch_add(1, Ordering::Relaxed);
                         }
-                        _ => tally.count(1, u64::from(client.unwrap_matches(&keys[index]).await)),
+                        _ => {
+                            let sent = Instant::now();
+                            let unwrapped = client.unwrap_matches(&keys[index]).await;
+                            if unwrapped {
+                                let micros =
+                                    u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                                if let Ok(mut latencies) = tally.unwrap_latencies_us.lock() {
+                                    latencies.push(micros);
+                                }
+                            }
+                            tally.count(1, u64::from(unwrapped));
+                        }
                     }
                 }
             })
@@ -389,6 +416,15 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
             "\nRotating the master key with 'rotor auto rotate' while {LOAD_CLIENTS} clients use the Key Protect API\n(unwrap DEKs; create keys and use them; rotate keys and unwrap from the older version)....\n$ rotor auto rotate"
         ),
     );
+    // The same load without a rotation first, for the unwrap latency of an idle service.
+    let idle_stop = Arc::new(AtomicBool::new(false));
+    let idle = Arc::new(Tally::default());
+    let idle_load = start_load(&client, &keys, &idle_stop, &idle);
+    tokio::time::sleep(IDLE_LOAD).await;
+    idle_stop.store(true, Ordering::Relaxed);
+    for task in idle_load {
+        let _ = task.await;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
     let load = start_load(&client, &keys, &stop, &tally);
@@ -443,8 +479,10 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
     say(
         json_output,
         &format!(
-            "Rotated {} keys from master key {old_vp}\n                     to master key {new_vp}\nin {rotation_seconds:.2} s ({keys_per_second:.0} keys/s), the whole command included.\nDuring it: {requests} Key Protect requests ({created} keys created and used, {rotated_keys} keys rotated, the rest unwraps), {failed} failed; {under_old} key versions left under another master key.",
-            keys.len()
+            "Rotated {} keys from master key {old_vp}\n                     to master key {new_vp}\nin {rotation_seconds:.2} s ({keys_per_second:.0} keys/s), the whole command included.\nDuring it: {requests} Key Protect requests ({created} keys created and used, {rotated_keys} keys rotated, the rest unwraps), {failed} failed; {under_old} key versions left under another master key.\nUnwrap latency, 99th percentile: {:.1} ms during the rotation, {:.1} ms with the same load before it.",
+            keys.len(),
+            tally.unwrap_p99_ms(),
+            idle.unwrap_p99_ms()
         ),
     );
 
@@ -462,6 +500,7 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
             verify_started.elapsed().as_secs_f64()
         ),
     );
+    let failed_idle = idle.failed.load(Ordering::Relaxed);
     let mut summary = json!({
         "keys": keys.len(),
         "units": info.units.len(),
@@ -473,6 +512,9 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
         "reencryption_seconds": reencryption_seconds,
         "requests_during_rotation": requests,
         "failed_requests": failed,
+        "failed_requests_idle": failed_idle,
+        "unwrap_p99_ms_idle": idle.unwrap_p99_ms(),
+        "unwrap_p99_ms_during_rotation": tally.unwrap_p99_ms(),
         "keys_created_during_rotation": created,
         "keys_rotated_during_rotation": rotated_keys,
         "key_versions_under_other_master_keys": under_old,
@@ -521,9 +563,9 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
             "the demo failed: the reencryption ended before a replica could be killed during it; run it with more keys"
         );
     }
-    if failed > 0 || verified != keys.len() as u64 || under_old > 0 {
+    if failed > 0 || failed_idle > 0 || verified != keys.len() as u64 || under_old > 0 {
         bail!(
-            "the demo failed: {failed} failed requests, {verified} of {} keys verified, {under_old} key versions under another master key",
+            "the demo failed: {failed} failed requests during the rotation and {failed_idle} before it, {verified} of {} keys verified, {under_old} key versions under another master key",
             keys.len()
         );
     }

@@ -19,6 +19,11 @@ fn a_rotation_of_100000_keys_under_load_fails_no_request() {
         serde_json::from_str(stdout.lines().last().expect("a summary line")).unwrap();
     assert_eq!(summary["keys"], 100_000, "{summary}");
     assert_eq!(summary["failed_requests"], 0, "{summary}");
+    assert_eq!(summary["failed_requests_idle"], 0, "{summary}");
+    // The unwrap latencies of the same load before and during the rotation are reported.
+    for field in ["unwrap_p99_ms_idle", "unwrap_p99_ms_during_rotation"] {
+        assert!(summary[field].as_f64().unwrap() > 0.0, "{field}: {summary}");
+    }
     assert_eq!(summary["verified_keys"], 100_000, "{summary}");
     assert!(
         summary["requests_during_rotation"].as_u64().unwrap() > 0,
