@@ -71,7 +71,10 @@ pub enum Direction {
 }
 
 fn key_size_error() -> Ep11Error {
-    Ep11Error::new(ckr::KEY_TYPE_INCONSISTENT, "an AES key is 16, 24 or 32 bytes")
+    Ep11Error::new(
+        ckr::KEY_TYPE_INCONSISTENT,
+        "an AES key is 16, 24 or 32 bytes",
+    )
 }
 
 fn length_error(direction: Direction) -> Ep11Error {
@@ -178,9 +181,8 @@ pub fn aes_gcm(key: &[u8], iv: &[u8], direction: Direction, data: &[u8]) -> Ep11
     {
         let cipher =
             aes_gcm::AesGcm::<C, U12>::new_from_slice(key).map_err(|_| key_size_error())?;
-        let nonce = aes_gcm::Nonce::<U12>::try_from(iv).map_err(|_| {
-            Ep11Error::new(ckr::MECHANISM_PARAM_INVALID, "the GCM IV is 12 bytes")
-        })?;
+        let nonce = aes_gcm::Nonce::<U12>::try_from(iv)
+            .map_err(|_| Ep11Error::new(ckr::MECHANISM_PARAM_INVALID, "the GCM IV is 12 bytes"))?;
         match direction {
             Direction::Encrypt => cipher
                 .encrypt(&nonce, data)
@@ -238,7 +240,10 @@ pub fn ecdsa_verify(spki: &[u8], prehash: &[u8], signature: &[u8]) -> Ep11Result
         )
     })?;
     let signature = p256::ecdsa::Signature::from_slice(signature).map_err(|_| {
-        Ep11Error::new(ckr::SIGNATURE_LEN_RANGE, "an ECDSA P-256 signature is 64 bytes")
+        Ep11Error::new(
+            ckr::SIGNATURE_LEN_RANGE,
+            "an ECDSA P-256 signature is 64 bytes",
+        )
     })?;
     key.verify_prehash(prehash, &signature)
         .map_err(|_| Ep11Error::new(ckr::SIGNATURE_INVALID, "the signature does not verify"))

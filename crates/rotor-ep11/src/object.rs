@@ -153,7 +153,9 @@ impl KeyObject {
             {
                 return Err(Ep11Error::new(
                     ckr::ATTRIBUTE_READ_ONLY,
-                    format!("attribute 0x{attribute:X} cannot be changed: only Boolean attributes can"),
+                    format!(
+                        "attribute 0x{attribute:X} cannot be changed: only Boolean attributes can"
+                    ),
                 ));
             }
             let wanted = value.as_bool().ok_or_else(|| {
@@ -175,7 +177,9 @@ impl KeyObject {
                     format!("attribute 0x{attribute:X} cannot be changed back"),
                 ));
             }
-            if USAGE_FLAGS.contains(&attribute) && wanted && !self.attributes.contains_key(&attribute)
+            if USAGE_FLAGS.contains(&attribute)
+                && wanted
+                && !self.attributes.contains_key(&attribute)
             {
                 return Err(Ep11Error::new(
                     ckr::TEMPLATE_INCONSISTENT,

@@ -11,7 +11,9 @@ use crate::crypto::{self, Direction};
 use crate::error::{Ep11Error, Ep11Result};
 use crate::mechanisms::{MechanismInfo, mechanism_info, mechanism_list};
 use crate::object::{KeyObject, MAX_SEALED, Sealed, Sealer};
-use crate::template::{AttrValue, ObjectKind, Template, invalid_value, new_object_attributes, ulong};
+use crate::template::{
+    AttrValue, ObjectKind, Template, invalid_value, new_object_attributes, ulong,
+};
 
 /// The most random bytes one call returns (the GREP11 reference's limit).
 pub const MAX_RANDOM: u64 = 1_000_000;
@@ -218,9 +220,10 @@ struct OperationState {
 
 impl OperationState {
     fn seal(&self, sealer: &dyn Sealer) -> Ep11Result<Vec<u8>> {
-        let encoded = Zeroizing::new(postcard::to_stdvec(self).map_err(|_| {
-            Ep11Error::new(ckr::GENERAL_ERROR, "the state could not be encoded")
-        })?);
+        let encoded =
+            Zeroizing::new(postcard::to_stdvec(self).map_err(|_| {
+                Ep11Error::new(ckr::GENERAL_ERROR, "the state could not be encoded")
+            })?);
         sealer.seal(Sealed::State, &encoded)
     }
 
@@ -460,7 +463,10 @@ fn finish(state: &OperationState, signature: &[u8]) -> Ep11Result<Zeroizing<Vec<
     let missing = || unknown_mechanism(number);
     let secret = || match &state.key {
         OperationKey::Object(object) => Ok(object.value.as_slice()),
-        _ => Err(Ep11Error::new(ckr::OPERATION_NOT_INITIALIZED, "the operation has no key")),
+        _ => Err(Ep11Error::new(
+            ckr::OPERATION_NOT_INITIALIZED,
+            "the operation has no key",
+        )),
     };
     let output = match state.operation {
         Operation::Digest => crypto::digest(number, data).ok_or_else(missing)?,
@@ -523,8 +529,18 @@ fn value_len(template: &Template, range: std::ops::RangeInclusive<u64>) -> Ep11R
         })
 }
 
-fn generate_key(sealer: &dyn Sealer, mechanism: &Mechanism, template: &Template) -> Ep11Result<Reply> {
-    let symmetric = [cka::ENCRYPT, cka::DECRYPT, cka::WRAP, cka::UNWRAP, cka::DERIVE];
+fn generate_key(
+    sealer: &dyn Sealer,
+    mechanism: &Mechanism,
+    template: &Template,
+) -> Ep11Result<Reply> {
+    let symmetric = [
+        cka::ENCRYPT,
+        cka::DECRYPT,
+        cka::WRAP,
+        cka::UNWRAP,
+        cka::DERIVE,
+    ];
     let mac = [cka::SIGN, cka::VERIFY, cka::DERIVE];
     let (key_type, usages, length): (u64, &[u64], usize) = match mechanism.mechanism {
         ckm::AES_KEY_GEN => {
@@ -592,7 +608,10 @@ fn generate_key_pair(
         .get(&cka::EC_PARAMS)
         .or_else(|| private_template.get(&cka::EC_PARAMS))
         .ok_or_else(|| {
-            Ep11Error::new(ckr::TEMPLATE_INCOMPLETE, "the public key template needs CKA_EC_PARAMS")
+            Ep11Error::new(
+                ckr::TEMPLATE_INCOMPLETE,
+                "the public key template needs CKA_EC_PARAMS",
+            )
         })?;
     if curve != &AttrValue::Bytes(crypto::P256_PARAMS.to_vec()) {
         return Err(invalid_value(
