@@ -261,6 +261,20 @@ impl KeyOperation for RewrapToNew {
     }
 }
 
+/// A GREP11 call, run by `rotor-ep11` on blobs sealed under this unit's registers. Blocking:
+/// a call may carry megabytes of data.
+impl KeyOperation for Grep11Request {
+    const BLOCKING: bool = true;
+
+    fn perform(&self, masters: &Masters, _cache: &RootKeyCache) -> Result<Grep11Outcome, KeyError> {
+        let sealer = crate::grep11::UnitSealer {
+            masters,
+            instance: self.instance,
+        };
+        Ok(Grep11Outcome(rotor_ep11::execute(&sealer, &self.call)))
+    }
+}
+
 impl KeyOperation for RewrapBatch {
     const BLOCKING: bool = true;
 
