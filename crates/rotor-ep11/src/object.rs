@@ -10,8 +10,9 @@ use crate::consts::{cka, ckr};
 use crate::error::{Ep11Error, Ep11Result};
 use crate::template::{AttrValue, Template, USAGE_FLAGS, is_boolean};
 
-/// Largest blob or state a unit opens (a state carries the data of a multi-part operation).
-pub const MAX_SEALED: usize = 17 * 1024 * 1024;
+/// Largest blob or state a unit opens (a state carries the data of a multi-part operation,
+/// at most [`crate::ops::MAX_DATA`]).
+pub const MAX_SEALED: usize = 1024 * 1024;
 
 /// What a sealed blob holds: the unit binds each kind to its own associated data, so a state
 /// never opens as a key and the reverse.

@@ -17,8 +17,9 @@ use crate::template::{
 
 /// The most random bytes one call returns (the GREP11 reference's limit).
 pub const MAX_RANDOM: u64 = 1_000_000;
-/// The most data a multi-part operation collects.
-pub const MAX_DATA: usize = 16 * 1024 * 1024;
+/// The most data a multi-part operation collects: a state and the next part stay within what
+/// one request to a unit carries.
+pub const MAX_DATA: usize = 900 * 1024;
 
 /// A mechanism and its parameter.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +157,54 @@ pub enum Call {
         /// The key blob.
         blob: Vec<u8>,
     },
+}
+
+impl Call {
+    /// The bytes the call carries (data, blobs, states, signatures, templates), to refuse an
+    /// oversized call before it travels.
+    pub fn payload_len(&self) -> usize {
+        let template_len = |template: &Template| -> usize {
+            template
+                .values()
+                .map(|value| match value {
+                    AttrValue::Bytes(bytes) => bytes.len() + 16,
+                    _ => 16,
+                })
+                .sum()
+        };
+        match self {
+            Self::GenerateRandom { .. }
+            | Self::GetMechanismList
+            | Self::GetMechanismInfo { .. } => 0,
+            Self::Init { mechanism, key, .. } => mechanism.parameter.len() + key.len(),
+            Self::Update { state, data, .. } => state.len() + data.len(),
+            Self::DigestKey { state, key } => state.len() + key.len(),
+            Self::Finish {
+                state,
+                data,
+                signature,
+                ..
+            } => state.len() + data.len() + signature.len(),
+            Self::Single {
+                mechanism,
+                key,
+                data,
+                signature,
+                ..
+            } => mechanism.parameter.len() + key.len() + data.len() + signature.len(),
+            Self::GenerateKey { template, .. } => template_len(template),
+            Self::GenerateKeyPair {
+                private_template,
+                public_template,
+                ..
+            } => template_len(private_template) + template_len(public_template),
+            Self::GetAttributeValue { object, attributes } => object.len() + attributes.len() * 8,
+            Self::SetAttributeValue { object, attributes } => {
+                object.len() + template_len(attributes)
+            }
+            Self::RewrapKeyBlob { blob } => blob.len(),
+        }
+    }
 }
 
 /// The answer to a [`Call`].

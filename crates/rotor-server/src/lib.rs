@@ -8,6 +8,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod dev;
+pub mod grep11;
 pub mod iam;
 pub mod kp;
 pub mod metrics;
