@@ -256,6 +256,11 @@ impl Service {
         })
     }
 
+    /// The GREP11 gRPC service's routes, served on their own port (`grep11_listen`).
+    pub fn grep11_router(&self) -> Router {
+        crate::grep11::Grep11Service::new(self.kp.clone()).router()
+    }
+
     /// All routes.
     pub fn router(self) -> Router {
         let kp = crate::kp::router(self.kp.clone());
