@@ -525,6 +525,9 @@ async fn rotation_status(
 struct BeginRotation {
     from_vp: rotor_crypto::Vp,
     to_vp: rotor_crypto::Vp,
+    /// Hold before promotion (recorded in the journal).
+    #[serde(default)]
+    hold_before_promote: bool,
 }
 
 /// Starts (or continues) reencryption from `from_vp` to `to_vp`.
@@ -549,7 +552,12 @@ async fn rotation_begin(
     journal_reply(
         service
             .rotations
-            .begin(id, request.from_vp, request.to_vp)
+            .begin(
+                id,
+                request.from_vp,
+                request.to_vp,
+                request.hold_before_promote,
+            )
             .await,
     )
 }

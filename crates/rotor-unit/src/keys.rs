@@ -59,7 +59,7 @@ pub enum KeyError {
     Size(String),
     /// A root key's material may not leave the unit.
     NotExtractable,
-    /// No committed new master key to rewrap to.
+    /// No new master key pinned by a rotation to rewrap to.
     NoNewMasterKey,
     /// A rewrap toward a master key this unit does not wrap new blobs under.
     WrongTarget {
@@ -86,7 +86,7 @@ impl std::fmt::Display for KeyError {
             Self::NotExtractable => write!(f, "root key material never leaves a crypto unit"),
             Self::NoNewMasterKey => write!(
                 f,
-                "the unit has no committed new master key to rewrap to: blobs can be rewrapped between the commit of a new master key and the end of its rotation"
+                "no rotation has pinned a new master key to rewrap to: blobs can be rewrapped between the pin of a new master key and its promotion (hold the rotation with --hold-before-promote)"
             ),
             Self::WrongTarget {
                 requested,
