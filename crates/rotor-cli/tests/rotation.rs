@@ -215,8 +215,9 @@ async fn both_flows_end_to_end() {
         Some(&b"app DEK"[..])
     );
 
+    // Released: the same command, without the hold, promotes every unit.
     let out = ws.ok(&["mk", "rotate", "--yes"]);
-    assert!(out.contains("KMS CRK rewrap successful"), "{out}");
+    assert!(out.contains("The master key rotation is complete"), "{out}");
     let second = current_vp(&ws);
     assert_eq!(second, committed);
     assert_ne!(first, second);
