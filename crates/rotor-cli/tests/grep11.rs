@@ -517,3 +517,147 @@ async fn grep11_calls_over_grpc_against_rotor_dev() {
         .await
         .unwrap();
 }
+
+/// Signs and verifies with an EC key blob and encrypts and decrypts with an AES key blob, as
+/// an application does; answers whether every call succeeded.
+async fn use_blobs(writer: &mut Client, ec: &[u8], public: &[u8], aes: &[u8]) -> bool {
+    let signature = writer
+        .sign_single(pb::SignSingleRequest {
+            mech: mech(ckm::ECDSA_SHA256, None),
+            data: b"during the rotation".to_vec(),
+            priv_key: ec.to_vec(),
+            ..Default::default()
+        })
+        .await;
+    let Ok(signature) = signature else {
+        return false;
+    };
+    let verified = writer
+        .verify_single(pb::VerifySingleRequest {
+            mech: mech(ckm::ECDSA_SHA256, None),
+            data: b"during the rotation".to_vec(),
+            signature: signature.into_inner().signature,
+            pub_key: public.to_vec(),
+            ..Default::default()
+        })
+        .await;
+    let ciphered = writer
+        .encrypt_single(pb::EncryptSingleRequest {
+            mech: mech(ckm::AES_GCM, Some(vec![3; 12])),
+            plain: b"record".to_vec(),
+            key: aes.to_vec(),
+            ..Default::default()
+        })
+        .await;
+    let Ok(ciphered) = ciphered else {
+        return false;
+    };
+    let plain = writer
+        .decrypt_single(pb::DecryptSingleRequest {
+            mech: mech(ckm::AES_GCM, Some(vec![3; 12])),
+            ciphered: ciphered.into_inner().ciphered,
+            key: aes.to_vec(),
+            ..Default::default()
+        })
+        .await;
+    verified.is_ok() && plain.is_ok_and(|p| p.into_inner().plain == b"record")
+}
+
+async fn rewrap(writer: &mut Client, blob: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+    writer
+        .rewrap_key_blob(pb::RewrapKeyBlobRequest {
+            wrapped_key: blob.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .map(|reply| reply.into_inner().rewrapped_key)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grep11_calls_keep_working_through_a_whole_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_dev, info) = tokio::task::block_in_place(|| {
+        support::start_dev(dir.path(), &["--units", "2", "--recovery-units", "1"])
+    });
+    let ws = support::Workstation::of_dev(&info);
+    let mut writer = client(&info, Some("writer")).await;
+    let pair = writer
+        .generate_key_pair(pb::GenerateKeyPairRequest {
+            mech: mech(ckm::EC_KEY_PAIR_GEN, None),
+            priv_key_template: [(cka::SIGN, flag(true))].into(),
+            pub_key_template: [(cka::EC_PARAMS, bytes(P256)), (cka::VERIFY, flag(true))].into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let aes = aes_key(&mut writer, &[cka::ENCRYPT, cka::DECRYPT]).await;
+    let (old_ec, public, old_aes) = (pair.priv_key_bytes, pair.pub_key_bytes, aes.key_bytes);
+    let first_vp = hex::encode(&old_aes[..32]);
+    // Nothing pinned yet: nothing to rewrap to.
+    assert_eq!(
+        ck(rewrap(&mut writer, &old_aes).await.unwrap_err()),
+        ckr::FUNCTION_FAILED
+    );
+
+    // An application keeps using its blobs while the rotation runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, mut writer) = (stop.clone(), writer.clone());
+        let (ec, public, aes) = (old_ec.clone(), public.clone(), old_aes.clone());
+        tokio::spawn(async move {
+            let (mut calls, mut failures) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || calls == 0 {
+                calls += 1;
+                if !use_blobs(&mut writer, &ec, &public, &aes).await {
+                    failures += 1;
+                }
+            }
+            (calls, failures)
+        })
+    };
+    let held =
+        tokio::task::block_in_place(|| ws.json(&["auto", "rotate", "--hold-before-promote"]));
+    assert_eq!(held["held_before_promote"], true, "{held}");
+    let new_vp = held["to_vp"].as_str().unwrap().to_owned();
+    assert_ne!(new_vp, first_vp);
+
+    // Held before promotion: blobs move to the pinned new master key; new blobs go under it.
+    let new_ec = rewrap(&mut writer, &old_ec).await.unwrap();
+    let new_aes = rewrap(&mut writer, &old_aes).await.unwrap();
+    assert_eq!(hex::encode(&new_aes[..32]), new_vp);
+    assert_eq!(hex::encode(&new_ec[..32]), new_vp);
+    let fresh = aes_key(&mut writer, &[cka::ENCRYPT]).await;
+    assert_eq!(hex::encode(&fresh.key_bytes[..32]), new_vp);
+    assert!(use_blobs(&mut writer, &new_ec, &public, &new_aes).await);
+    assert!(use_blobs(&mut writer, &old_ec, &public, &old_aes).await);
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (calls, failures) = load.await.unwrap();
+    assert!(calls > 0);
+    assert_eq!(
+        failures, 0,
+        "{failures} of {calls} GREP11 call rounds failed during the rotation"
+    );
+
+    // Promotion: the rewrapped blobs work; the old ones name the master key they need.
+    let done = tokio::task::block_in_place(|| ws.json(&["auto", "rotate"]));
+    assert_eq!(done["to_vp"], new_vp.as_str(), "{done}");
+    assert!(use_blobs(&mut writer, &new_ec, &public, &new_aes).await);
+    let refused = writer
+        .encrypt_single(pb::EncryptSingleRequest {
+            mech: mech(ckm::AES_ECB, None),
+            plain: vec![0; 16],
+            key: old_aes.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let error = grep11_error(&refused);
+    assert_eq!(error.code, ckr::IBM_WKID_MISMATCH);
+    assert!(error.detail.contains(&first_vp), "{}", error.detail);
+    // After promotion there is nothing to rewrap to until the next rotation pins a key.
+    assert_eq!(
+        ck(rewrap(&mut writer, &new_aes).await.unwrap_err()),
+        ckr::FUNCTION_FAILED
+    );
+}
