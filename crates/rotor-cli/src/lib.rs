@@ -8,6 +8,7 @@ pub mod baseline;
 pub mod client;
 pub mod cmd;
 pub mod demo;
+mod demo_grep11;
 pub mod exit;
 pub mod output;
 pub mod plan;
