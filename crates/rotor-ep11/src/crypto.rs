@@ -108,7 +108,7 @@ pub fn aes_ecb(key: &[u8], direction: Direction, data: &[u8]) -> Ep11Result<Vec<
         C: aes::cipher::BlockCipherEncrypt + aes::cipher::BlockCipherDecrypt + KeyInit,
         C: aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
     {
-        if data.len() % AES_BLOCK != 0 {
+        if !data.len().is_multiple_of(AES_BLOCK) {
             return Err(length_error(direction));
         }
         Ok(match direction {
@@ -143,7 +143,7 @@ pub fn aes_cbc(
         C: aes::cipher::BlockCipherEncrypt + aes::cipher::BlockCipherDecrypt + KeyInit,
         C: aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
     {
-        if (!padded || direction == Direction::Decrypt) && data.len() % AES_BLOCK != 0 {
+        if (!padded || direction == Direction::Decrypt) && !data.len().is_multiple_of(AES_BLOCK) {
             return Err(length_error(direction));
         }
         let bad_iv = |_| Ep11Error::new(ckr::MECHANISM_PARAM_INVALID, "the IV is 16 bytes");

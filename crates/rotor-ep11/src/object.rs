@@ -167,8 +167,8 @@ impl KeyObject {
             })?;
             let current = self.flag(attribute);
             let one_way = match attribute {
-                cka::EXTRACTABLE => !(wanted && !current),
-                cka::SENSITIVE => !(current && !wanted),
+                cka::EXTRACTABLE => !wanted || current,
+                cka::SENSITIVE => !current || wanted,
                 cka::MODIFIABLE => !wanted || current,
                 _ => true,
             };

@@ -2,6 +2,8 @@
 //! PKCS #11 return codes, blobs and states that do not open, multi-part equal to single-part,
 //! and RewrapKeyBlob only once a rotation pinned the new master key.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use rotor_ep11::consts::{cka, ckk, ckm, cko, ckr};
@@ -379,7 +381,7 @@ fn templates_are_enforced_with_their_return_codes() {
         code(init(Operation::Decrypt, &encrypt_only)),
         ckr::KEY_FUNCTION_NOT_PERMITTED
     );
-    let (decrypt_only, _) = aes_blob(&unit, &[len.clone(), on(cka::DECRYPT)]);
+    let (decrypt_only, _) = aes_blob(&unit, &[len, on(cka::DECRYPT)]);
     assert_eq!(
         code(init(Operation::Encrypt, &decrypt_only)),
         ckr::KEY_FUNCTION_NOT_PERMITTED

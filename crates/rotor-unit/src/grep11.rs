@@ -114,7 +114,7 @@ mod tests {
         assert_eq!(blob_vp(&moved), Some(new.vp()));
 
         let promoted = Masters {
-            current: new.clone(),
+            current: new,
             new: None,
             wrap_under_new: false,
         };
