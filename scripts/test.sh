@@ -3,7 +3,8 @@
 #   - Rust: unit, property and integration tests (units as real processes over loopback,
 #     SoftHSM2 as the PKCS#11 token that seals a unit's key, throwaway PostgreSQL clusters for
 #     the PostgreSQL store).
-#   - Python: IBM's official keyprotect SDK against a real 'rotor dev' (tests/python).
+#   - Python: IBM's official keyprotect SDK against a real 'rotor dev' (tests/python), and a
+#     GREP11 client generated from the service's .proto by grpcio-tools.
 #   - PostgreSQL with two service replicas, once each: the rotation crash tests, the IBM SDK
 #     suite through a round-robin proxy, and 'rotor demo --postgres --replicas 2' with a replica
 #     killed during the reencryption (0 failed requests, every DEK verified).
