@@ -5,7 +5,8 @@
 #     (tests/tokens.rs), throwaway PostgreSQL clusters for the PostgreSQL store).
 #   - Python: IBM's official keyprotect SDK against a real 'rotor dev' (tests/python), and
 #     'rotor console' in headless Chromium driven by Playwright (the ceremony and a rotation
-#     with a unit killed, by clicking; screenshots of every tab under pytest's tmp path).
+#     with a unit killed, by clicking; screenshots of every tab under pytest's tmp path), and a
+#     GREP11 client generated from the service's .proto by grpcio-tools.
 #   - PostgreSQL with two service replicas, once each: the rotation crash tests, the IBM SDK
 #     suite through a round-robin proxy, and 'rotor demo --postgres --replicas 2' with a replica
 #     killed during the reencryption (0 failed requests, every DEK verified).

@@ -359,6 +359,11 @@ pub enum MkCommand {
         /// rewrapped back to the current master key. Impossible once a unit is promoted.
         #[arg(long)]
         abort: bool,
+        /// Stop once key storage is under the new master key, before any unit is promoted, so
+        /// applications can rewrap their own blobs (GREP11 RewrapKeyBlob); run it again
+        /// without this flag to promote.
+        #[arg(long, conflicts_with = "abort")]
+        hold_before_promote: bool,
     },
     /// Clear the new register of every selected unit.
     ClearNew,
@@ -473,7 +478,13 @@ pub enum AutoCommand {
     /// encrypted to every other unit, committed and pinned everywhere, all key storage rewrapped
     /// by the service (online), then every unit promoted. Select all units of the instance.
     /// Running it again after any failure continues from the real state.
-    Rotate,
+    Rotate {
+        /// Stop once key storage is under the new master key, before any unit is promoted, so
+        /// applications can rewrap their own blobs (GREP11 RewrapKeyBlob); run it again
+        /// without this flag to promote.
+        #[arg(long)]
+        hold_before_promote: bool,
+    },
 }
 
 /// `rotor pki …`

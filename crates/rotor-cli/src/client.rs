@@ -177,6 +177,7 @@ pub struct NewApiKey {
 struct BeginRotation {
     from_vp: Vp,
     to_vp: Vp,
+    hold_before_promote: bool,
 }
 
 /// A connection to the service with one API key; the key is exchanged for a token on first
@@ -355,11 +356,13 @@ impl ServiceClient {
         instance: Uuid,
         from: Vp,
         to: Vp,
+        hold_before_promote: bool,
     ) -> Result<Option<Journal>, ServiceError> {
         let path = format!("/v1/instances/{instance}/rotation");
         let body = BeginRotation {
             from_vp: from,
             to_vp: to,
+            hold_before_promote,
         };
         let reply: RotationReply<Journal> =
             self.call(reqwest::Method::POST, &path, Some(&body)).await?;

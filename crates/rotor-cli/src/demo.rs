@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 use crate::args::{DemoArgs, DevArgs};
 use crate::cmd::dev::{initialize, start_dev, step};
 use crate::cmd::replicas::Replicas;
+use crate::demo_grep11::Grep11App;
 use crate::output::print_json;
 
 /// Keys per bulk creation request.
@@ -425,13 +426,32 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
     for task in idle_load {
         let _ = task.await;
     }
+    // A GREP11 application uses an EC and an AES key blob made before the rotation; the
+    // rotation holds before promotion so that it rewraps them (single service process only).
+    let grep11 = Grep11App::start(info, &client.token).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
     let load = start_load(&client, &keys, &stop, &tally);
+    let grep11_load = grep11.as_ref().map(|app| app.run(&stop));
     let rotation_started = Instant::now();
     let rotation_done = AtomicBool::new(false);
     let rotate = async {
-        let rotated = step(info, &["auto", "rotate", "--json"], true).await;
+        let rotated = match &grep11 {
+            Some(app) => {
+                async {
+                    step(
+                        info,
+                        &["auto", "rotate", "--hold-before-promote", "--json"],
+                        true,
+                    )
+                    .await?;
+                    app.rewrap().await?;
+                    step(info, &["auto", "rotate", "--json"], true).await
+                }
+                .await
+            }
+            None => step(info, &["auto", "rotate", "--json"], true).await,
+        };
         rotation_done.store(true, Ordering::Relaxed);
         rotated
     };
@@ -449,6 +469,18 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     for task in load {
         let _ = task.await;
+    }
+    if let Some(task) = grep11_load {
+        let _ = task.await;
+    }
+    let grep11_counts = grep11.as_ref().map(Grep11App::counts);
+    if let Some((calls, failed)) = grep11_counts {
+        say(
+            json_output,
+            &format!(
+                "GREP11 during it: {calls} calls (sign, verify, encrypt, decrypt with blobs made before the rotation, rewrapped while it held before promotion), {failed} call rounds failed."
+            ),
+        );
     }
     let rotated: Value = serde_json::from_str(
         rotated?
@@ -518,6 +550,7 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
         "keys_created_during_rotation": created,
         "keys_rotated_during_rotation": rotated_keys,
         "key_versions_under_other_master_keys": under_old,
+        "grep11_calls_during_rotation": grep11_counts.map(|(calls, failed)| json!({"calls": calls, "failed": failed})),
         "verified_keys": verified,
         "old_vp": old_vp,
         "new_vp": new_vp,
@@ -563,9 +596,15 @@ pub async fn demo(args: DemoArgs, json_output: bool) -> Result<()> {
             "the demo failed: the reencryption ended before a replica could be killed during it; run it with more keys"
         );
     }
-    if failed > 0 || failed_idle > 0 || verified != keys.len() as u64 || under_old > 0 {
+    let grep11_failed = grep11_counts.map_or(0, |(_, failed)| failed);
+    if failed > 0
+        || failed_idle > 0
+        || grep11_failed > 0
+        || verified != keys.len() as u64
+        || under_old > 0
+    {
         bail!(
-            "the demo failed: {failed} failed requests during the rotation and {failed_idle} before it, {verified} of {} keys verified, {under_old} key versions under another master key",
+            "the demo failed: {failed} failed requests during the rotation and {failed_idle} before it, {grep11_failed} failed GREP11 call rounds, {verified} of {} keys verified, {under_old} key versions under another master key",
             keys.len()
         );
     }

@@ -10,6 +10,7 @@ pub mod client;
 pub mod cmd;
 pub mod console;
 pub mod demo;
+mod demo_grep11;
 pub mod exit;
 pub mod output;
 pub mod plan;
@@ -57,8 +58,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             command: AutoCommand::Recover,
         } => cmd::auto::recover(&session).await,
         Commands::Auto {
-            command: AutoCommand::Rotate,
-        } => cmd::rotate::rotate(&session, plan::Flow::Auto).await,
+            command: AutoCommand::Rotate {
+                hold_before_promote,
+            },
+        } => cmd::rotate::rotate(&session, plan::Flow::Auto, hold_before_promote).await,
         Commands::Sigkeys { command } => cmd::sigkeys::sigkeys(&session, command),
         Commands::Parts { command } => cmd::parts::parts(&session, command),
         Commands::Unit {

@@ -43,4 +43,9 @@ fn a_rotation_of_100000_keys_under_load_fails_no_request() {
         "{summary}"
     );
     assert_ne!(summary["old_vp"], summary["new_vp"], "{summary}");
+    // A GREP11 application signed, verified, encrypted and decrypted throughout, rewrapping its
+    // blobs while the rotation held before promotion.
+    let grep11 = &summary["grep11_calls_during_rotation"];
+    assert!(grep11["calls"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(grep11["failed"], 0, "{summary}");
 }

@@ -133,7 +133,16 @@ async fn both_flows_end_to_end() {
         .as_str()
         .unwrap()
         .to_owned();
-    // Between commit and the end of the rotation the application rewraps its blob.
+    // Merely committed: a committed register can still be cleared, so no rewrap to it yet.
+    let (status, refused) = blob_call("rewrap", json!({"blob": old_blob})).await;
+    assert_eq!(status, 409, "{refused}");
+    // The rotation holds before promotion (recorded in the journal); the application rewraps
+    // its blob to the pinned new master key.
+    let held = ws.json(&["mk", "rotate", "--hold-before-promote", "--yes"]);
+    assert_eq!(held["held_before_promote"], true, "{held}");
+    assert_eq!(held["to_vp"], committed.as_str());
+    assert_eq!(journal(&ws)["hold_before_promote"], true);
+    assert_eq!(current_vp(&ws), first);
     let (status, rewrapped) = blob_call("rewrap", json!({"blob": old_blob})).await;
     assert_eq!(status, 200, "{rewrapped}");
     assert_eq!(rewrapped["vp"], committed.as_str());
@@ -147,8 +156,9 @@ async fn both_flows_end_to_end() {
         Some(&b"app DEK"[..])
     );
 
+    // Released: the same command, without the hold, promotes every unit.
     let out = ws.ok(&["mk", "rotate", "--yes"]);
-    assert!(out.contains("KMS CRK rewrap successful"), "{out}");
+    assert!(out.contains("The master key rotation is complete"), "{out}");
     let second = current_vp(&ws);
     assert_eq!(second, committed);
     assert_ne!(first, second);

@@ -101,6 +101,7 @@ fn config(
 ) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        grep11_listen: None,
         data_dir: dir.join("service"),
         iam: IamConfig {
             api_keys: vec![ApiKeyConfig {

@@ -83,3 +83,14 @@ pub fn import_key_aad(instance: Uuid, token: Uuid) -> Vec<u8> {
     aad.extend_from_slice(token.as_bytes());
     aad
 }
+
+/// The associated data of a GREP11 key blob or operation state of `instance`
+/// (docs/GREP11.md): the two kinds never open as each other, nor in another instance.
+pub fn grep11_aad(instance: Uuid, kind: rotor_ep11::Sealed) -> Vec<u8> {
+    let mut aad = match kind {
+        rotor_ep11::Sealed::Key => b"rotor grep11 key v1\0".to_vec(),
+        rotor_ep11::Sealed::State => b"rotor grep11 state v1\0".to_vec(),
+    };
+    aad.extend_from_slice(instance.as_bytes());
+    aad
+}

@@ -111,7 +111,7 @@ error_codes! {
     NotExtractable = "not_extractable",
     /// A batch names another master key than the one the unit wraps under.
     WrongTarget = "wrong_target",
-    /// No committed new master key to rewrap to.
+    /// No new master key pinned by a rotation to rewrap to.
     NoNewMasterKey = "no_new_master_key",
     /// The caller is not the service of the unit's instance (its client certificate states
     /// another role or instance, or there is none).

@@ -97,7 +97,23 @@ unit_ops! {
     FinishReencryption => UnitStatus, "finish-reencryption";
     Countersign => Countersignature, "countersign";
     ForgetKey => Forgotten, "forget";
+    Grep11Request => Grep11Outcome, "grep11", Postcard;
 }
+
+/// `POST /v1/keys/grep11` (postcard body): one GREP11 call of an application of `instance`,
+/// run inside the unit on its key blobs and states (docs/GREP11.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Grep11Request {
+    /// The instance the blobs are bound to.
+    pub instance: uuid::Uuid,
+    /// The call.
+    pub call: rotor_ep11::Call,
+}
+
+/// The answer to a [`Grep11Request`]: the call's reply, or its PKCS #11 error, which every
+/// unit would answer the same (a unit that cannot serve at all refuses the request instead).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Grep11Outcome(pub Result<rotor_ep11::Reply, rotor_ep11::Ep11Error>);
 
 /// `POST /v1/keys/rewrap-to-new`: one application-held blob rewrapped to the committed new
 /// master key (GREP11's `RewrapKeyBlob`).

@@ -70,6 +70,11 @@ pub struct Journal {
     /// may be stored under the source master key, so the count misses none.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub closing: bool,
+    /// The admins hold the rotation before promotion (`--hold-before-promote`): key storage
+    /// is under the new master key, new blobs go under it, and applications rewrap their own
+    /// blobs (GREP11 `RewrapKeyBlob`, `/v1/blobs/rewrap`) before the old one is retired.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold_before_promote: bool,
 }
 
 /// A slice of key storage by position (`lo..=hi`), rewrapped by one replica at a time.
@@ -155,6 +160,7 @@ impl Journal {
             waiting: None,
             ranges: Vec::new(),
             closing: false,
+            hold_before_promote: false,
         }
     }
 

@@ -256,6 +256,11 @@ impl Service {
         })
     }
 
+    /// The GREP11 gRPC service's routes, served on their own port (`grep11_listen`).
+    pub fn grep11_router(&self) -> Router {
+        crate::grep11::Grep11Service::new(self.kp.clone()).router()
+    }
+
     /// All routes.
     pub fn router(self) -> Router {
         let kp = crate::kp::router(self.kp.clone());
@@ -520,6 +525,9 @@ async fn rotation_status(
 struct BeginRotation {
     from_vp: rotor_crypto::Vp,
     to_vp: rotor_crypto::Vp,
+    /// Hold before promotion (recorded in the journal).
+    #[serde(default)]
+    hold_before_promote: bool,
 }
 
 /// Starts (or continues) reencryption from `from_vp` to `to_vp`.
@@ -544,7 +552,12 @@ async fn rotation_begin(
     journal_reply(
         service
             .rotations
-            .begin(id, request.from_vp, request.to_vp)
+            .begin(
+                id,
+                request.from_vp,
+                request.to_vp,
+                request.hold_before_promote,
+            )
             .await,
     )
 }

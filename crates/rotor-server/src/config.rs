@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! listen = "10.0.0.5:8443"
+//! grep11_listen = "10.0.0.5:9876"         # optional: the GREP11 gRPC service, same TLS certificate
 //! data_dir = "/var/lib/rotor"             # keystore (keys.db) and token signing key (iam.key)
 //! purge_after_seconds = 14400             # a deleted key can be purged after 4 hours
 //! trusted_proxies = ["10.0.0.0/24"]       # X-Forwarded-For is believed only from these
@@ -63,6 +64,10 @@ fn default_purge_after() -> u64 {
 pub struct Config {
     /// Where the service listens.
     pub listen: SocketAddr,
+    /// Where the GREP11 gRPC service listens (TLS with the API's certificate); absent: not
+    /// served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grep11_listen: Option<SocketAddr>,
     /// Keystore and token signing key live here.
     pub data_dir: PathBuf,
     /// API keys and token lifetime.

@@ -58,6 +58,10 @@ pub struct DevInfo {
     /// The dev instance's CA certificate: clients verify the endpoint with it
     /// (`--ca-cert`, `ROTOR_CA_CERT`, `REQUESTS_CA_BUNDLE`).
     pub ca_cert: PathBuf,
+    /// Where the GREP11 gRPC service listens (`host:port`, TLS verified with `ca_cert`); not
+    /// served by several replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grep11_address: Option<SocketAddr>,
     /// Every service replica's base URL (`endpoint` is the first), when there are several.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<String>,
@@ -460,6 +464,7 @@ pub fn config(
         .collect();
     Config {
         listen,
+        grep11_listen: None,
         data_dir: units.dir.join("service"),
         iam: IamConfig {
             api_keys,

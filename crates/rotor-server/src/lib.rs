@@ -8,6 +8,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod dev;
+pub mod grep11;
 pub mod iam;
 pub mod kp;
 pub mod metrics;
@@ -48,15 +49,36 @@ pub async fn serve(
         .local_addr()
         .map_err(|err| api::StartError(err.to_string()))?;
     let transport = api_transport(&config)?;
+    let grep11_listener = match config.grep11_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|err| api::StartError(format!("GREP11 on {address}: {err}")))?,
+        ),
+        None => None,
+    };
     let service = Service::open(config)?;
     let background = service.start_background();
-    rotor_tls::serve::serve(
+    let grep11 = service.grep11_router();
+    let grep11_transport = transport.clone();
+    let grep11 = async move {
+        if let Some(listener) = grep11_listener {
+            rotor_tls::serve::serve(
+                listener,
+                grep11_transport,
+                grep11,
+                rotor_tls::serve::Limits::SERVICE,
+            )
+            .await;
+        }
+    };
+    let api = rotor_tls::serve::serve(
         listener,
         transport,
         service.router(),
         rotor_tls::serve::Limits::SERVICE,
-    )
-    .await;
+    );
+    tokio::join!(api, grep11);
     background.abort();
     Ok(())
 }

@@ -62,7 +62,7 @@ pub enum PoolError {
     /// The instance has no operational unit.
     NoOperationalUnit,
     /// A unit refused the request itself (a ciphertext that does not authenticate, a size it
-    /// refuses, no committed new master key): every other unit would answer the same.
+    /// refuses, no pinned new master key): every other unit would answer the same.
     Refused(ErrorBody),
     /// No unit could serve it: none reachable, or none holds the master key it needs.
     Unavailable {

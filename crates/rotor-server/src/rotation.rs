@@ -229,7 +229,15 @@ impl Rotations {
 
     /// Starts the rotation `from` → `to`, or continues the same one. Every unit must have the
     /// new register pinned (or be promoted already).
-    pub async fn begin(&self, instance: Uuid, from: Vp, to: Vp) -> Result<Journal, RotationError> {
+    /// `hold` records whether the admins hold the rotation before promotion; a resumed
+    /// rotation takes the latest request's choice.
+    pub async fn begin(
+        &self,
+        instance: Uuid,
+        from: Vp,
+        to: Vp,
+        hold: bool,
+    ) -> Result<Journal, RotationError> {
         Journal::start(self.journal(instance)?.as_ref(), from, to)?;
         for status in self.statuses(instance).await? {
             let promoted = status.current.vp.matches(&to);
@@ -259,9 +267,15 @@ impl Rotations {
         let journal = blocking(|| {
             self.store.update_rotation_journal(instance, &mut |slot| {
                 outcome = Journal::start(slot.as_ref(), from, to);
-                match outcome {
-                    Ok(Start::New) => {
-                        *slot = Some(Journal::begin(from, to, total, now_ms()));
+                match (&outcome, slot.as_mut()) {
+                    (Ok(Start::New), _) => {
+                        let mut journal = Journal::begin(from, to, total, now_ms());
+                        journal.hold_before_promote = hold;
+                        *slot = Some(journal);
+                        Ok(true)
+                    }
+                    (Ok(Start::Resume), Some(journal)) if journal.hold_before_promote != hold => {
+                        journal.hold_before_promote = hold;
                         Ok(true)
                     }
                     _ => Ok(false),

@@ -33,8 +33,9 @@ use rotor_proto::audit::{
 use rotor_proto::error::ErrorCode;
 use rotor_proto::keyops::{
     BATCH_CONTENT_TYPE, Encoding, ExportRequest, FinishReencryption, ForgetKey, Forgotten,
-    GenerateBatch, GenerateRequest, ImportRequest, ImportTokenRequest, KeyBatch, RewrapBatch,
-    RewrapRequest, RewrapToNew, SecureImportRequest, UnitOp, UnwrapRequest, WrapRequest,
+    GenerateBatch, GenerateRequest, Grep11Request, ImportRequest, ImportTokenRequest, KeyBatch,
+    RewrapBatch, RewrapRequest, RewrapToNew, SecureImportRequest, UnitOp, UnwrapRequest,
+    WrapRequest,
 };
 use rotor_proto::wire::{
     EnrollmentSecret, ErrorBody, Fingerprint, Outcome, SignedCommand, UnitStatus,
@@ -398,6 +399,7 @@ fn key_routes() -> Router<Unit> {
     let router = route::<GenerateBatch>(router);
     let router = route::<Countersign>(router);
     let router = route::<ForgetKey>(router);
+    let router = route::<Grep11Request>(router);
     route::<FinishReencryption>(router)
 }
 

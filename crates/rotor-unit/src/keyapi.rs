@@ -23,7 +23,8 @@ pub trait KeyOperation: UnitOp {
     /// blobs) that it must not hold an async worker thread: the daemon runs it as blocking work.
     const BLOCKING: bool = false;
 
-    /// Runs the operation; `masters` are the unit's current and committed new master keys.
+    /// Runs the operation; `masters` are the unit's current and committed new master keys, and
+    /// whether a rotation pinned the new one.
     fn perform(&self, masters: &Masters, cache: &RootKeyCache) -> Result<Self::Reply, KeyError>;
 }
 
@@ -274,10 +275,15 @@ impl KeyOperation for KeyBatch {
     }
 }
 
-/// GREP11's `RewrapKeyBlob`: an application-held blob to the committed new master key.
+/// An application-held blob to the new master key, once a rotation has pinned it: a merely
+/// committed register can still be cleared, and blobs made under it would die with it.
 impl KeyOperation for RewrapToNew {
     fn perform(&self, masters: &Masters, _cache: &RootKeyCache) -> Result<SealedKey, KeyError> {
-        let new = masters.new.as_ref().ok_or(KeyError::NoNewMasterKey)?;
+        let new = masters
+            .new
+            .as_ref()
+            .filter(|_| masters.new_pinned())
+            .ok_or(KeyError::NoNewMasterKey)?;
         let blob = crate::keys::rewrap_blob(
             masters,
             new,
@@ -289,6 +295,20 @@ impl KeyOperation for RewrapToNew {
             vp: new.vp(),
             material: None,
         })
+    }
+}
+
+/// A GREP11 call, run by `rotor-ep11` on blobs sealed under this unit's registers. Blocking:
+/// a call may carry megabytes of data.
+impl KeyOperation for Grep11Request {
+    const BLOCKING: bool = true;
+
+    fn perform(&self, masters: &Masters, _cache: &RootKeyCache) -> Result<Grep11Outcome, KeyError> {
+        let sealer = crate::grep11::UnitSealer {
+            masters,
+            instance: self.instance,
+        };
+        Ok(Grep11Outcome(rotor_ep11::execute(&sealer, &self.call)))
     }
 }
 

@@ -59,7 +59,7 @@ pub enum KeyError {
     Size(String),
     /// A root key's material may not leave the unit.
     NotExtractable,
-    /// No committed new master key to rewrap to.
+    /// No new master key pinned by a rotation to rewrap to.
     NoNewMasterKey,
     /// A rewrap toward a master key this unit does not wrap new blobs under.
     WrongTarget {
@@ -86,7 +86,7 @@ impl std::fmt::Display for KeyError {
             Self::NotExtractable => write!(f, "root key material never leaves a crypto unit"),
             Self::NoNewMasterKey => write!(
                 f,
-                "the unit has no committed new master key to rewrap to: blobs can be rewrapped between the commit of a new master key and the end of its rotation"
+                "no rotation has pinned a new master key to rewrap to: blobs can be rewrapped between the pin of a new master key and its promotion (hold the rotation with --hold-before-promote)"
             ),
             Self::WrongTarget {
                 requested,
@@ -136,6 +136,11 @@ pub struct Masters {
 }
 
 impl Masters {
+    /// Whether a rotation has pinned the new register, so that new blobs go under it.
+    pub fn new_pinned(&self) -> bool {
+        self.wrap_under_new && self.new.is_some()
+    }
+
     /// The master key new blobs are wrapped under.
     pub fn wrapping(&self) -> &Secret32 {
         match &self.new {
@@ -222,6 +227,21 @@ fn open_under_master(
         _ => open_aes256gcm(master, aad, sealed),
     }
     .map_err(|_| KeyError::Invalid)
+}
+
+/// Seals a GREP11 key blob or state under the master key new blobs go under
+/// (docs/GREP11.md): the same layout as every blob, bound by `aad` to its instance and kind.
+pub fn seal_grep11(masters: &Masters, aad: &[u8], secret: &[u8]) -> Result<Vec<u8>, KeyError> {
+    seal_under_master(masters.wrapping(), aad, secret)
+}
+
+/// Opens a blob of [`seal_grep11`] under whichever register it names.
+pub fn open_grep11(
+    masters: &Masters,
+    aad: &[u8],
+    blob: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    open_under_master(masters.for_blob(blob)?, aad, blob)
 }
 
 /// Rewraps a blob held under either register to `to`, keeping its binding: the GREP11

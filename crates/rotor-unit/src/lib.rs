@@ -7,6 +7,7 @@
 //! - [`seal`]: where its sealing key comes from (passphrase, PKCS#11 token, or a file);
 //! - [`daemon`]: the HTTP server (`rotor unit serve`);
 //! - [`keyapi`]: the key operations, as pure functions of the master keys;
+//! - [`grep11`]: GREP11 key blobs and states sealed under the master keys;
 //! - [`client`]: verified admin requests to a unit, directly or through the service;
 //! - [`backend`]: the service's link to a unit's key operations, over HTTP or in process;
 //! - [`trust`]: a unit's enrolled identity and the highest counter seen from it.
@@ -21,6 +22,7 @@ pub mod audit;
 pub mod backend;
 pub mod client;
 pub mod daemon;
+pub mod grep11;
 pub mod keyapi;
 pub mod keys;
 pub mod machine;

@@ -110,6 +110,7 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
         api_key: units.api_keys.get("manager").cloned().unwrap_or_default(),
         api_keys: units.api_keys.clone(),
         ca_cert: units.tls.ca_cert.clone(),
+        grep11_address: None,
         endpoints: Vec::new(),
     };
     if args.replicas > 1 {
@@ -138,16 +139,30 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
             serving: Serving::Replicas(replicas),
         });
     }
+    // GREP11 on its own port, on the address the API listens on.
+    let grep11_listener = TcpListener::bind(std::net::SocketAddr::new(args.listen.ip(), 0))
+        .await
+        .context("cannot listen for GREP11")?;
+    info.grep11_address = Some(grep11_listener.local_addr()?);
     let service = rotor_server::Service::open(config)?;
     let background = service.start_background();
+    let grep11 = service.grep11_router();
+    let grep11_transport = transport.clone();
     let server = tokio::spawn(async move {
-        rotor_tls::serve::serve(
-            listener,
-            transport,
-            service.router(),
-            rotor_tls::serve::Limits::SERVICE,
-        )
-        .await;
+        tokio::join!(
+            rotor_tls::serve::serve(
+                listener,
+                transport,
+                service.router(),
+                rotor_tls::serve::Limits::SERVICE,
+            ),
+            rotor_tls::serve::serve(
+                grep11_listener,
+                grep11_transport,
+                grep11,
+                rotor_tls::serve::Limits::SERVICE,
+            )
+        );
         background.abort();
     });
     Ok(DevInstance {

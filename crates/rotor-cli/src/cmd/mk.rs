@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, anyhow, bail};
 use rotor_crypto::{Envelope, Secret32, Token, Vp, seal_to};
+use rotor_server::rotation::Phase;
 use rotor_unit::machine::envelope_context;
 use rotor_unit::wire::{Action, CurrentState, NewState, Outcome, PART_CONTEXT, UnitStatus};
 use serde::Serialize;
@@ -41,10 +42,13 @@ pub async fn mk(session: &Session, command: Option<MkCommand>) -> Result<()> {
                 })
                 .await
         }
-        Some(MkCommand::Rotate { abort: false }) => {
-            crate::cmd::rotate::rotate(session, crate::plan::Flow::Parts).await
+        Some(MkCommand::Rotate {
+            abort: false,
+            hold_before_promote,
+        }) => {
+            crate::cmd::rotate::rotate(session, crate::plan::Flow::Parts, hold_before_promote).await
         }
-        Some(MkCommand::Rotate { abort: true }) => crate::cmd::rotate::abort(session).await,
+        Some(MkCommand::Rotate { abort: true, .. }) => crate::cmd::rotate::abort(session).await,
         Some(MkCommand::ClearNew) => {
             session.confirm("Clear the new master key register of the selected units?")?;
             session
@@ -179,6 +183,12 @@ async fn show_registers(session: &Session) -> Result<()> {
         }
         if !rotation.workers.is_empty() {
             println!("working on it: {}", rotation.workers.join(", "));
+        }
+        if journal.hold_before_promote && journal.phase != Phase::Completed {
+            println!(
+                "held before promotion: applications may rewrap their blobs to {}",
+                journal.to
+            );
         }
         if let Some(waiting) = &journal.waiting {
             println!("waiting: {waiting}");

@@ -16,8 +16,9 @@ use crate::plan::{Flow, JournalView, Step, UnitView, plan};
 use crate::session::{Session, Target};
 use crate::transfer::transfer_new;
 
-/// Reads the state, plans, acts, until done.
-pub async fn rotate(session: &Session, flow: Flow) -> Result<()> {
+/// Reads the state, plans, acts, until done; with `hold`, stops before the first promotion
+/// (the journal records the hold) so applications can rewrap their blobs.
+pub async fn rotate(session: &Session, flow: Flow, hold: bool) -> Result<()> {
     let targets = session.whole_instance().await?;
     let instance = targets[0].instance;
     let started = Instant::now();
@@ -105,8 +106,19 @@ pub async fn rotate(session: &Session, flow: Flow) -> Result<()> {
             }
             Step::Reencrypt { from, to } => {
                 session.say("Reencrypting key storage....");
-                reencryption = Some(reencrypt(session, instance, from, to).await?);
+                reencryption = Some(reencrypt(session, instance, from, to, hold).await?);
                 session.say("KMS CRK rewrap successful.");
+            }
+            Step::Promote { vp, .. } if hold => {
+                let from = journal_view.as_ref().map(|j| j.from);
+                if session.json {
+                    print_json(&json!({"from_vp": from, "to_vp": vp, "held_before_promote": true}));
+                } else {
+                    println!(
+                        "Held before promotion: key storage is under the new master key {vp}, and new blobs are made under it. Applications rewrap their own blobs now (GREP11 RewrapKeyBlob, /v1/blobs/rewrap); then run this command again without --hold-before-promote to promote every unit."
+                    );
+                }
+                return Ok(());
             }
             Step::Promote { unit: number, vp } => {
                 let old = units
@@ -192,10 +204,16 @@ fn finish_report(
 }
 
 /// Starts or resumes reencryption and shows its progress until the service reports it done.
-async fn reencrypt(session: &Session, instance: Uuid, from: Vp, to: Vp) -> Result<RotationView> {
+async fn reencrypt(
+    session: &Session,
+    instance: Uuid,
+    from: Vp,
+    to: Vp,
+    hold: bool,
+) -> Result<RotationView> {
     session
         .service()?
-        .begin_rotation(instance, from, to)
+        .begin_rotation(instance, from, to, hold)
         .await
         .context("the service refused to reencrypt key storage")?;
     wait_for(session, instance, &[Phase::Reencrypted, Phase::Completed]).await

@@ -530,7 +530,7 @@ fn start_rotation(console: &Arc<Console>, session: Session, secrets: Arc<PageSec
     let console = Arc::clone(console);
     tokio::spawn(async move {
         let flow = rotation_flow(&session);
-        if let Err(err) = crate::cmd::rotate::rotate(&session, flow).await {
+        if let Err(err) = crate::cmd::rotate::rotate(&session, flow, false).await {
             let needs = secrets.missing();
             if needs.is_empty() {
                 console.log(&format!("Error: {err:#}"));

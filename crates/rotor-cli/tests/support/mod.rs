@@ -373,6 +373,7 @@ pub(crate) fn service_config(
     let pki = info.dir.join("pki");
     rotor_server::Config {
         listen,
+        grep11_listen: None,
         data_dir,
         iam: rotor_server::iam::IamConfig {
             api_keys: vec![rotor_server::iam::ApiKeyConfig {

@@ -59,9 +59,17 @@ fn form_value<'a>(form: &'a [(String, String)], name: &str) -> Result<Option<&'a
     Ok(first.map(String::as_str))
 }
 
-/// The token endpoint without HTTP: the form body of a token request, answered at `now`.
-pub(super) fn token_request(iam: &Iam, body: &[u8], now: u64) -> Result<TokenResponse, IamError> {
-    let form = parse_form(body)?;
+/// The token endpoint without HTTP: the parameters of a token request, from its query string
+/// and its form body (IBM Cloud IAM takes either; IBM's GREP11 JavaScript client sends the
+/// query), answered at `now`. A parameter given in both is refused like one given twice.
+pub(super) fn token_request(
+    iam: &Iam,
+    query: &[u8],
+    body: &[u8],
+    now: u64,
+) -> Result<TokenResponse, IamError> {
+    let mut form = parse_form(query)?;
+    form.extend(parse_form(body)?);
     if form_value(&form, "grant_type")? != Some(GRANT_TYPE_APIKEY) {
         return Err(IamError::BadGrantType);
     }
@@ -71,11 +79,16 @@ pub(super) fn token_request(iam: &Iam, body: &[u8], now: u64) -> Result<TokenRes
     }
 }
 
-/// `POST /identity/token`: exchanges an API key (form body
+/// `POST /identity/token`: exchanges an API key (form body or query string
 /// `grant_type=urn:ibm:params:oauth:grant-type:apikey&apikey=KEY`) for an access token, answering
 /// as IBM Cloud IAM does; errors are `{"errorCode", "errorMessage"}` with status 400.
-pub async fn token(State(iam): State<Arc<Iam>>, body: Bytes) -> Response {
-    match token_request(&iam, &body, unix_now()) {
+pub async fn token(
+    State(iam): State<Arc<Iam>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let query = query.unwrap_or_default();
+    match token_request(&iam, query.as_bytes(), &body, unix_now()) {
         Ok(response) => (
             StatusCode::OK,
             [

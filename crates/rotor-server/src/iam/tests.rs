@@ -569,7 +569,7 @@ fn token_requests() {
     let body = format!(
         "grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey={writer}&response_type=cloud_iam"
     );
-    let response = token_request(&iam, body.as_bytes(), NOW).unwrap();
+    let response = token_request(&iam, b"", body.as_bytes(), NOW).unwrap();
     assert_eq!(
         iam.verify(Some(&bearer(&response.access_token)), NOW)
             .unwrap()
@@ -578,7 +578,18 @@ fn token_requests() {
     );
     // The grant type unencoded, as some clients send it.
     let body = format!("apikey={writer}&grant_type={GRANT_TYPE_APIKEY}");
-    assert!(token_request(&iam, body.as_bytes(), NOW).is_ok());
+    assert!(token_request(&iam, b"", body.as_bytes(), NOW).is_ok());
+    // In the query string, as IBM's GREP11 JavaScript client sends them, or split between the
+    // query and the body; a parameter in both is refused like one given twice.
+    let query = format!("grant_type={GRANT_TYPE_APIKEY}&apikey={writer}");
+    assert!(token_request(&iam, query.as_bytes(), b"", NOW).is_ok());
+    let split = format!("apikey={writer}");
+    let grant = format!("grant_type={GRANT_TYPE_APIKEY}");
+    assert!(token_request(&iam, split.as_bytes(), grant.as_bytes(), NOW).is_ok());
+    assert_eq!(
+        token_request(&iam, query.as_bytes(), split.as_bytes(), NOW).unwrap_err(),
+        IamError::MalformedForm("a parameter appears more than once")
+    );
 
     let cases: [(String, IamError); 7] = [
         (format!("apikey={writer}"), IamError::BadGrantType),
@@ -608,7 +619,7 @@ fn token_requests() {
         ),
     ];
     for (body, expected) in cases {
-        let err = token_request(&iam, body.as_bytes(), NOW).unwrap_err();
+        let err = token_request(&iam, b"", body.as_bytes(), NOW).unwrap_err();
         assert_eq!(err, expected, "{body}");
         assert_eq!(err.http_status(), 400);
         assert!(err.error_code().starts_with("BXNIM"));
@@ -617,7 +628,7 @@ fn token_requests() {
 }
 
 async fn call(iam: &Arc<Iam>, body: String) -> (StatusCode, serde_json::Value) {
-    let response = token(State(Arc::clone(iam)), Bytes::from(body)).await;
+    let response = token(State(Arc::clone(iam)), RawQuery(None), Bytes::from(body)).await;
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await

@@ -5,9 +5,10 @@
 //! - `generate` → `{"blob", "vp"}`: a fresh AES-256 key, wrapped inside a unit;
 //! - `wrap` `{"blob", "plaintext"?, "aad"?}` → `{"ciphertext", "plaintext"?}`: a DEK under it;
 //! - `unwrap` `{"blob", "ciphertext", "aad"?}` → `{"plaintext"}`;
-//! - `rewrap` `{"blob"}` → `{"blob", "vp"}`: the same key under the committed new master key
-//!   (GREP11's `RewrapKeyBlob`), between the commit of a new master key and the end of its
-//!   rotation. Keep the old blob until the rotation completes: before that, admins may abort.
+//! - `rewrap` `{"blob"}` → `{"blob", "vp"}`: the same key under the new master key once a
+//!   rotation has pinned it (never when merely committed), until its promotion: hold the
+//!   rotation with `--hold-before-promote` so applications can. Keep the old blob until the
+//!   rotation completes: before that, admins may abort.
 //!
 //! A blob is `"ab1" ‖ id (16 bytes) ‖ unit blob`; the unit blob is bound to the instance and
 //! the id (as key version 0, which no stored key has), so it works only for its own instance.

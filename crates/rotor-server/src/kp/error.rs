@@ -132,7 +132,7 @@ pub enum KpError {
     NoCryptoUnit,
     /// No unit could serve the request (none reachable, or none with a usable master key).
     NoMasterKey(String),
-    /// The operation needs a committed new master key, which the units do not hold.
+    /// The operation needs a new master key pinned by a rotation, which the units do not hold.
     NoNewMasterKey(String),
     /// A key of this id was deleted.
     KeyDeleted(Uuid),

@@ -390,7 +390,7 @@ pub(super) fn routes() -> Vec<Route> {
         kp(
             "post",
             "/v1/blobs/rewrap",
-            "Application-held blobs: rewrap a blob to the committed new master key",
+            "Application-held blobs: rewrap a blob to the new master key a rotation pinned",
             "Writer",
             Some(("BlobRewrap", true)),
             &[(200, "BlobResponse")],

@@ -157,6 +157,10 @@ struct BeginRotation {
     /// VP of the master key to rewrap to.
     #[schema(pattern = "^[0-9a-f]{64}$")]
     to_vp: String,
+    /// Hold the rotation before promotion, so applications can rewrap their own blobs
+    /// (recorded in the journal; default false).
+    #[serde(default)]
+    hold_before_promote: bool,
 }
 
 // ---- Response shapes ----------------------------------------------------------------------
