@@ -427,8 +427,10 @@ pub enum SigkeysCommand {
 pub enum PartsCommand {
     /// Create a master key part, random or a given value: a file protected by a password, or on tokens
     ///
-    /// With --token, the part is written into the PKCS#11 token (--token twice: into both, the
-    /// second a backup copy) and leaves it only wrapped to a unit's importer key.
+    /// With --token, a random part is generated inside the PKCS#11 token and its verification
+    /// pattern computed there (--token twice: then copied, wrapped between the two tokens, to
+    /// the second as a backup copy); a --value is written into the tokens. Either way the part
+    /// leaves a token only wrapped to a unit's importer key.
     New {
         /// The part as 64 hex characters (default: random).
         #[arg(long)]
@@ -442,6 +444,12 @@ pub enum PartsCommand {
         /// The PKCS#11 module (shared library) of the tokens.
         #[arg(long, env = "ROTOR_PKCS11_MODULE", value_name = "PATH")]
         module: Option<PathBuf>,
+    },
+    /// Check a key part kept on tokens: each token that is present computes the part's
+    /// verification pattern inside itself, which must be the one recorded when it was created.
+    Verify {
+        /// Key part number.
+        number: u32,
     },
     /// Delete a key part file.
     Rm {

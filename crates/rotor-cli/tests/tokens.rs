@@ -221,6 +221,13 @@ fn a_ceremony_and_a_key_part_rotation_with_admin_keys_and_parts_on_tokens() {
     ]);
     let parts = bench.json(&["parts"])["parts"].clone();
     assert_eq!(parts[2]["place"], "token 'gamma' and 'beta'");
+    // Each token computes the verification pattern of the value it was given.
+    let verified = bench.json(&["parts", "verify", "3"]);
+    assert_eq!(verified["vp"], p3.vp().to_hex());
+    assert_eq!(
+        verified["verified_on"],
+        serde_json::json!(["gamma", "beta"])
+    );
     assert_eq!(parts[0]["vp"], p1.vp().to_hex());
     assert!(
         !std::fs::read_to_string(bench.ws.home.join("parts/1.part"))
@@ -255,16 +262,27 @@ fn a_ceremony_and_a_key_part_rotation_with_admin_keys_and_parts_on_tokens() {
         assert_eq!(unit["current"]["vp"], first.to_hex());
     }
 
-    // A key-part rotation: three new parts, the last loaded from its backup token because its
+    // A key-part rotation with three parts generated inside their tokens (no value ever on
+    // this workstation), the last copied to a backup token and loaded from it because its
     // first token is gone.
-    let (p4, v4) = part_value();
-    let (p5, v5) = part_value();
-    let (p6, v6) = part_value();
-    bench.ok(&["parts", "new", "--token", "alpha", "--value", &v4]);
-    bench.ok(&["parts", "new", "--token", "beta", "--value", &v5]);
-    bench.ok(&[
-        "parts", "new", "--token", "gamma", "--token", "alpha", "--value", &v6,
-    ]);
+    bench.ok(&["parts", "new", "--token", "alpha"]);
+    bench.ok(&["parts", "new", "--token", "beta"]);
+    bench.ok(&["parts", "new", "--token", "gamma", "--token", "alpha"]);
+    let generated = bench.json(&["parts"])["parts"].clone();
+    assert_eq!(generated[5]["place"], "token 'gamma' and 'alpha'");
+    let generated_vps: Vec<&str> = (3..6)
+        .map(|n| generated[n]["vp"].as_str().unwrap())
+        .collect();
+    assert!(
+        generated_vps[0] != generated_vps[1] && generated_vps[1] != generated_vps[2],
+        "each generated part is its own: {generated_vps:?}"
+    );
+    // The backup copy, made between the tokens, is the same part.
+    let verified = bench.json(&["parts", "verify", "6"]);
+    assert_eq!(
+        verified["verified_on"],
+        serde_json::json!(["gamma", "alpha"])
+    );
     bench.tokens.unplug("gamma");
     bench.fails(
         &["parts", "new", "--token", "gamma"],
@@ -274,8 +292,18 @@ fn a_ceremony_and_a_key_part_rotation_with_admin_keys_and_parts_on_tokens() {
     );
     bench.ok(&["sigkeys", "use", "1", "2"]);
     bench.ok(&["mk", "load", "4", "5", "6"]);
+    let (mk, _) = bench.units();
+    let second = mk[0]["new"]["vp"].as_str().unwrap().to_owned();
+    for unit in mk.as_array().unwrap() {
+        assert_eq!(unit["new"]["state"], "Full Uncommitted");
+        assert_eq!(
+            unit["new"]["vp"],
+            second.as_str(),
+            "every unit combined the same parts"
+        );
+    }
+    assert_ne!(second, first.to_hex());
     bench.ok(&["mk", "commit"]);
-    let second = combine_parts(&[p4, p5, p6]).vp();
 
     // The token fails part way through the promotions: every unit holds either the old key
     // current and the new one committed, or the new key current; none is in between.
@@ -288,13 +316,13 @@ fn a_ceremony_and_a_key_part_rotation_with_admin_keys_and_parts_on_tokens() {
     let mk = bench.json(&["mk"])["units"].clone();
     let mut promoted = 0;
     for unit in mk.as_array().unwrap() {
-        if unit["current"]["vp"] == second.to_hex() {
+        if unit["current"]["vp"] == second.as_str() {
             promoted += 1;
             assert_eq!(unit["new"]["state"], "Empty", "{unit}");
         } else {
             assert_eq!(unit["current"]["vp"], first.to_hex(), "{unit}");
             assert_eq!(unit["new"]["state"], "Full Committed", "{unit}");
-            assert_eq!(unit["new"]["vp"], second.to_hex(), "{unit}");
+            assert_eq!(unit["new"]["vp"], second.as_str(), "{unit}");
         }
     }
     assert!(
@@ -308,7 +336,7 @@ fn a_ceremony_and_a_key_part_rotation_with_admin_keys_and_parts_on_tokens() {
     assert!(out.contains("Master key rotation successful."), "{out}");
     for unit in bench.json(&["mk"])["units"].as_array().unwrap() {
         assert_eq!(unit["current"]["state"], "Valid");
-        assert_eq!(unit["current"]["vp"], second.to_hex());
+        assert_eq!(unit["current"]["vp"], second.as_str());
         assert_eq!(unit["new"]["state"], "Empty");
     }
 

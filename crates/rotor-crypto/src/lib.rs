@@ -143,12 +143,20 @@ impl std::fmt::Display for Vp {
 /// (EP11 wire format §6.7, as computed by IBM's TKE SDK).
 pub fn verification_pattern(key: &[u8; KEY_LEN]) -> Vp {
     let mut hasher = Sha256::new();
-    hasher.update([0x01]);
+    hasher.update([VP_PREFIX]);
     hasher.update(key);
     let mut vp = [0u8; 32];
     vp.copy_from_slice(&hasher.finalize());
-    vp[VP_COMPARED_LEN..].fill(0);
-    Vp(vp)
+    vp_of_digest(vp)
+}
+
+/// The byte hashed before the key in a verification pattern.
+pub(crate) const VP_PREFIX: u8 = 0x01;
+
+/// The verification pattern of `SHA-256(0x01 ‖ key)` computed elsewhere (inside a token).
+pub(crate) fn vp_of_digest(mut digest: [u8; 32]) -> Vp {
+    digest[VP_COMPARED_LEN..].fill(0);
+    Vp(digest)
 }
 
 /// SHA-256 (FIPS 180-4).

@@ -29,7 +29,7 @@ use cryptoki::types::AuthPin;
 use sha2::Digest;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::{Envelope, KEY_LEN, NONCE_LEN, PublicKey, Secret32, SigAlg, TAG_LEN, fill_random};
+use crate::{Envelope, KEY_LEN, NONCE_LEN, PublicKey, Secret32, SigAlg, TAG_LEN, Vp, fill_random};
 
 /// Why a token could not be used. Carries no secret; what the token said is kept as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +157,13 @@ const WRAP_MECHANISMS: &[(MechanismType, &str)] = &[
     (MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN"),
     (MechanismType::ECDH1_DERIVE, "CKM_ECDH1_DERIVE"),
     (MechanismType::AES_KEY_WRAP, "CKM_AES_KEY_WRAP"),
+];
+
+/// What a token needs to generate a key part inside itself and compute its verification
+/// pattern there.
+const PART_GENERATION_MECHANISMS: &[(MechanismType, &str)] = &[
+    (MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"),
+    (MechanismType::SHA256, "CKM_SHA256"),
 ];
 
 /// A curve the token refuses becomes [`TokenError::Lacks`].
@@ -393,14 +400,27 @@ impl Token {
             .map_err(failed)
     }
 
-    /// Stores `part` as a persistent AES-256 key object labelled `label` with `CKA_ID` `id`:
-    /// sensitive (its value is never read out in clear), extractable only so that it can be
-    /// wrapped to a unit, usable for nothing else.
+    /// Stores `part`, a value its custodian typed in, as a key part object labelled `label`
+    /// with `CKA_ID` `id` (see [`Self::part_template`]).
     pub fn store_part(&self, label: &str, id: &[u8], part: &Secret32) -> Result<(), TokenError> {
-        let mut template = [
+        let mut template = Self::part_template(label, id);
+        template.push(Attribute::Value(part.expose().to_vec()));
+        let created = self.session.create_object(&template);
+        for attribute in &mut template {
+            if let Attribute::Value(value) = attribute {
+                value.zeroize();
+            }
+        }
+        created.map(|_| ()).map_err(failed)
+    }
+
+    /// The template of a key part object: a persistent AES-256 key, sensitive (its value is
+    /// never read out in clear), extractable only so that it can be wrapped to a unit or to the
+    /// token of its backup copy, usable for nothing else.
+    fn part_template(label: &str, id: &[u8]) -> Vec<Attribute> {
+        vec![
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),
-            Attribute::Value(part.expose().to_vec()),
             Attribute::Token(true),
             Attribute::Private(true),
             Attribute::Sensitive(true),
@@ -414,14 +434,164 @@ impl Token {
             Attribute::Derive(false),
             Attribute::Label(label.as_bytes().to_vec()),
             Attribute::Id(id.to_vec()),
-        ];
-        let created = self.session.create_object(&template);
-        for attribute in &mut template {
-            if let Attribute::Value(value) = attribute {
-                value.zeroize();
+        ]
+    }
+
+    /// Generates a new 32-byte key part inside the token (`CKM_AES_KEY_GEN`), labelled
+    /// `label` with `CKA_ID` `id`, and returns its verification pattern, computed inside the
+    /// token too (`C_DigestKey`): the part never exists outside a token in clear.
+    pub fn generate_part(&self, label: &str, id: &[u8]) -> Result<Vp, TokenError> {
+        self.require(PART_GENERATION_MECHANISMS)?;
+        let mut template = Self::part_template(label, id);
+        template.push(Attribute::ValueLen((KEY_LEN as u64).into()));
+        let part = self
+            .session
+            .generate_key(&Mechanism::AesKeyGen, &template)
+            .map_err(failed)?;
+        match self.part_vp(part) {
+            Ok(vp) => Ok(vp),
+            Err(err) => {
+                let _ = self.session.destroy_object(part);
+                Err(err)
             }
         }
-        created.map(|_| ()).map_err(failed)
+    }
+
+    /// The verification pattern of key part `id`, computed inside the token.
+    pub fn part_verification_pattern(&self, id: &[u8]) -> Result<Vp, TokenError> {
+        let part = self.object(ObjectClass::SECRET_KEY, id, "key part")?;
+        self.part_vp(part)
+    }
+
+    /// `SHA-256(0x01 ‖ part)` inside the token, as a verification pattern.
+    fn part_vp(&self, part: ObjectHandle) -> Result<Vp, TokenError> {
+        let lacks = |err| match err {
+            Pkcs11Error::Pkcs11(RvError::KeyIndigestible | RvError::FunctionNotSupported, _) => {
+                TokenError::Lacks(vec![
+                    "C_DigestKey (SHA-256 of a sensitive key, for its verification pattern)"
+                        .to_owned(),
+                ])
+            }
+            other => failed(other),
+        };
+        self.session
+            .digest_init(&Mechanism::Sha256)
+            .map_err(failed)?;
+        self.session
+            .digest_update(&[crate::VP_PREFIX])
+            .map_err(failed)?;
+        self.session.digest_key(part).map_err(lacks)?;
+        let digest: [u8; 32] = self
+            .session
+            .digest_final()
+            .map_err(failed)?
+            .try_into()
+            .map_err(|_| TokenError::Failed("the token's SHA-256 is not 32 bytes".into()))?;
+        Ok(crate::vp_of_digest(digest))
+    }
+
+    /// Copies the key part `id` from this token to `backup` without it leaving the tokens in
+    /// clear: each token makes an ephemeral P-256 key pair, each derives the same AES-256 key
+    /// from its private key and the other's public key (`CKM_ECDH1_DERIVE`), this token wraps
+    /// the part with it (`CKM_AES_KEY_WRAP`) and `backup` unwraps it into a part object of its
+    /// own. The copy's verification pattern, computed in `backup`, must equal `vp`.
+    pub fn copy_part_to(
+        &self,
+        backup: &Token,
+        label: &str,
+        id: &[u8],
+        vp: &Vp,
+    ) -> Result<(), TokenError> {
+        backup.require(WRAP_MECHANISMS)?;
+        let part = self.object(ObjectClass::SECRET_KEY, id, "key part")?;
+        let (sender_public, sender_private) = self.ephemeral_pair()?;
+        let receiver = backup.ephemeral_pair();
+        let copied = receiver.and_then(|(receiver_public, receiver_private)| {
+            let copied = (|| {
+                let sender_point = self.public_point(sender_public, SigAlg::P256Sha256)?;
+                let receiver_point = backup.public_point(receiver_public, SigAlg::P256Sha256)?;
+                let kek =
+                    self.shared_key(sender_private, &receiver_point, Attribute::Wrap(true))?;
+                let wrapped = self.session.wrap_key(&Mechanism::AesKeyWrap, kek, part);
+                let _ = self.session.destroy_object(kek);
+                let wrapped = wrapped.map_err(failed)?;
+                let kek =
+                    backup.shared_key(receiver_private, &sender_point, Attribute::Unwrap(true))?;
+                let copy = backup.session.unwrap_key(
+                    &Mechanism::AesKeyWrap,
+                    kek,
+                    &wrapped,
+                    &Self::part_template(label, id),
+                );
+                let _ = backup.session.destroy_object(kek);
+                let copy = copy.map_err(failed)?;
+                match backup.part_vp(copy) {
+                    Ok(copied) if copied == *vp => Ok(()),
+                    Ok(_) => {
+                        let _ = backup.session.destroy_object(copy);
+                        Err(TokenError::Failed(
+                            "the backup copy's verification pattern differs from the part's".into(),
+                        ))
+                    }
+                    Err(err) => {
+                        let _ = backup.session.destroy_object(copy);
+                        Err(err)
+                    }
+                }
+            })();
+            let _ = backup.session.destroy_object(receiver_private);
+            let _ = backup.session.destroy_object(receiver_public);
+            copied
+        });
+        let _ = self.session.destroy_object(sender_private);
+        let _ = self.session.destroy_object(sender_public);
+        copied
+    }
+
+    /// A session P-256 key pair whose private key derives and never leaves the token.
+    fn ephemeral_pair(&self) -> Result<(ObjectHandle, ObjectHandle), TokenError> {
+        self.session
+            .generate_key_pair(
+                &Mechanism::EccKeyPairGen,
+                &[
+                    Attribute::Token(false),
+                    Attribute::EcParams(ec_params(SigAlg::P256Sha256)),
+                ],
+                &[
+                    Attribute::Token(false),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Derive(true),
+                ],
+            )
+            .map_err(failed)
+    }
+
+    /// The AES-256 session key `ECDH(private, point)` (raw x-coordinate, `CKD_NULL`) for
+    /// `usage` (wrap or unwrap) only.
+    fn shared_key(
+        &self,
+        private: ObjectHandle,
+        point: &[u8],
+        usage: Attribute,
+    ) -> Result<ObjectHandle, TokenError> {
+        let derive = Mechanism::Ecdh1Derive(Ecdh1DeriveParams::new(EcKdf::null(), point));
+        self.session
+            .derive_key(
+                &derive,
+                private,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen((KEY_LEN as u64).into()),
+                    Attribute::Token(false),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    usage,
+                ],
+            )
+            .map_err(failed)
     }
 
     /// Deletes the key part `id` (to undo a part written to only some of its tokens).
