@@ -609,23 +609,7 @@ impl Token {
             TokenError::Failed("the unit's importer key is not a P-256 point".into())
         })?;
         let part = self.object(ObjectClass::SECRET_KEY, id, "key part")?;
-        let (public, private) = self
-            .session
-            .generate_key_pair(
-                &Mechanism::EccKeyPairGen,
-                &[
-                    Attribute::Token(false),
-                    Attribute::EcParams(ec_params(SigAlg::P256Sha256)),
-                ],
-                &[
-                    Attribute::Token(false),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(false),
-                    Attribute::Derive(true),
-                ],
-            )
-            .map_err(failed)?;
+        let (public, private) = self.ephemeral_pair()?;
         let wrapped = self.wrap_with_ephemeral(public, private, part, recipient);
         let _ = self.session.destroy_object(private);
         let _ = self.session.destroy_object(public);
@@ -640,23 +624,7 @@ impl Token {
         recipient: &[u8],
     ) -> Result<Envelope, TokenError> {
         let ephemeral = self.public_point(public, SigAlg::P256Sha256)?;
-        let derive = Mechanism::Ecdh1Derive(Ecdh1DeriveParams::new(EcKdf::null(), recipient));
-        let kek = self
-            .session
-            .derive_key(
-                &derive,
-                private,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::ValueLen((KEY_LEN as u64).into()),
-                    Attribute::Token(false),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(false),
-                    Attribute::Wrap(true),
-                ],
-            )
-            .map_err(failed)?;
+        let kek = self.shared_key(private, recipient, Attribute::Wrap(true))?;
         let wrapped = self.session.wrap_key(&Mechanism::AesKeyWrap, kek, part);
         let _ = self.session.destroy_object(kek);
         Ok(Envelope::token_wrapped(ephemeral, wrapped.map_err(failed)?))

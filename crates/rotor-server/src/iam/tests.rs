@@ -124,21 +124,26 @@ fn the_scheme_is_case_insensitive_and_other_schemes_carry_no_token() {
     );
 }
 
-#[test]
-fn a_tampered_payload_does_not_verify() {
-    let (iam, [writer, _, _]) = setup();
-    let token = iam.issue(&writer, NOW).unwrap().access_token;
+/// `token` with its payload swapped for a Manager's on every instance, its signature kept.
+fn with_manager_payload(token: &str) -> String {
     let parts: Vec<&str> = token.split('.').collect();
     let forged_claims = serde_json::json!({
         "iss": "rotor", "sub": "writer", "iat": NOW, "exp": NOW + 600,
         "role": "Manager", "instances": ["*"],
     });
-    let forged = format!(
+    format!(
         "{}.{}.{}",
         parts[0],
         b64(forged_claims.to_string().as_bytes()),
         parts[2]
-    );
+    )
+}
+
+#[test]
+fn a_tampered_payload_does_not_verify() {
+    let (iam, [writer, _, _]) = setup();
+    let token = iam.issue(&writer, NOW).unwrap().access_token;
+    let forged = with_manager_payload(&token);
     assert_eq!(
         iam.verify(Some(&bearer(&forged)), NOW),
         Err(IamError::BadSignature)
@@ -153,17 +158,7 @@ fn a_verified_token_is_remembered_only_for_itself_and_until_it_expires() {
     // From the cache: the same claims.
     assert_eq!(iam.verify(Some(&bearer(&token)), NOW + 1).unwrap(), first);
     // Another payload under the remembered signature is not the remembered token.
-    let parts: Vec<&str> = token.split('.').collect();
-    let forged_claims = serde_json::json!({
-        "iss": "rotor", "sub": "writer", "iat": NOW, "exp": NOW + 600,
-        "role": "Manager", "instances": ["*"],
-    });
-    let forged = format!(
-        "{}.{}.{}",
-        parts[0],
-        b64(forged_claims.to_string().as_bytes()),
-        parts[2]
-    );
+    let forged = with_manager_payload(&token);
     assert_eq!(
         iam.verify(Some(&bearer(&forged)), NOW),
         Err(IamError::BadSignature)
