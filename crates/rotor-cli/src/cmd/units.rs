@@ -304,6 +304,35 @@ pub struct Compared {
     pub differs: bool,
 }
 
+impl Compared {
+    /// The column headers, the unit number first.
+    pub fn table_headers(&self) -> Vec<&'static str> {
+        let mut headers = vec!["CRYPTO UNIT NUM"];
+        headers.extend_from_slice(self.headers);
+        headers
+    }
+
+    /// The table's rows, each with whether its unit differs: a unit's number (marked `*` when
+    /// it differs) on its first row only.
+    pub fn table_rows(&self) -> Vec<(bool, Vec<String>)> {
+        let mut rows = Vec::new();
+        for (number, value, differs) in &self.units {
+            let mark = if *differs { " *" } else { "" };
+            for (i, row) in value.iter().enumerate() {
+                let label = if i == 0 {
+                    format!("{number}{mark}")
+                } else {
+                    String::new()
+                };
+                let mut full = vec![label];
+                full.extend(row.iter().cloned());
+                rows.push((*differs, full));
+            }
+        }
+        rows
+    }
+}
+
 /// Admins, thresholds and both registers of `units`, side by side, differences marked.
 pub fn compare_units(units: &[(Target, UnitStatus)]) -> Vec<Compared> {
     SECTIONS
@@ -343,22 +372,12 @@ async fn compare(session: &Session) -> Result<()> {
         if section.differs {
             differences.push(section.title);
         }
-        let mut headers = vec!["CRYPTO UNIT NUM"];
-        headers.extend_from_slice(section.headers);
-        let mut rows = Vec::new();
-        for (number, value, differs) in &section.units {
-            let mark = if *differs { " *" } else { "" };
-            for (i, row) in value.iter().enumerate() {
-                let label = if i == 0 {
-                    format!("{number}{mark}")
-                } else {
-                    String::new()
-                };
-                let mut full = vec![label];
-                full.extend(row.iter().cloned());
-                rows.push(full);
-            }
-        }
+        let headers = section.table_headers();
+        let rows: Vec<Vec<String>> = section
+            .table_rows()
+            .into_iter()
+            .map(|(_, row)| row)
+            .collect();
         text.push_str(&format!(
             "{}{}\n",
             section.title,

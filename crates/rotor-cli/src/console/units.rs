@@ -95,20 +95,8 @@ async fn compare(session: &Session) -> String {
         if section.differs {
             differences.push(section.title);
         }
-        let mut headers = vec!["CRYPTO UNIT NUM"];
-        headers.extend_from_slice(section.headers);
-        let mut rows = Vec::new();
-        for (number, value, differs) in &section.units {
-            for (i, row) in value.iter().enumerate() {
-                let mut full = vec![if i == 0 {
-                    format!("{number}{}", if *differs { " *" } else { "" })
-                } else {
-                    String::new()
-                }];
-                full.extend(row.iter().cloned());
-                rows.push((*differs, full));
-            }
-        }
+        let headers = section.table_headers();
+        let rows = section.table_rows();
         let _ = write!(
             out,
             "<h3>{}{}</h3>{}",
