@@ -27,6 +27,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::args::{BenchArgs, BenchOp};
+use crate::load::{access_token, percentile_ms};
 use crate::output::print_json;
 
 /// Requests in the first second are not counted: connections and caches warm up.
@@ -144,7 +145,7 @@ impl Target {
             .api_keys
             .get("writer")
             .context("the dev instance has no writer API key")?;
-        let token = crate::demo::access_token(&http, &info.endpoint, api_key).await?;
+        let token = access_token(&http, &info.endpoint, api_key).await?;
         Ok(Self {
             http,
             endpoint: info.endpoint,
@@ -234,14 +235,11 @@ impl Target {
 /// request at a time, as a load generator's should) keeping up to `connections` connections,
 /// trusting `ca`.
 fn client(ca: &Path, connections: usize) -> Result<reqwest::Client> {
-    Ok(rotor_tls::config::http_client(&rotor_tls::ClientTls {
-        ca: ca.to_path_buf(),
-        crl: None,
-        identity: None,
-        expected: rotor_tls::ExpectedPeer::Any,
-    })?
-    .pool_max_idle_per_host(connections)
-    .build()?)
+    Ok(
+        rotor_tls::config::http_client(&rotor_tls::ClientTls::trusting(ca))?
+            .pool_max_idle_per_host(connections)
+            .build()?,
+    )
 }
 
 /// Sends `call` from `connections` concurrent clients, each waiting for its answer before the
@@ -323,17 +321,6 @@ fn summarize(mut latencies_us: Vec<u32>, failures: u64, seconds: f64) -> Measure
         p99_ms: percentile_ms(&latencies_us, 0.99),
         p999_ms: percentile_ms(&latencies_us, 0.999),
     }
-}
-
-/// The `p` quantile (nearest rank: the smallest value with at least `p` of the values at or
-/// below it) of `sorted` latencies in microseconds, in milliseconds; 0 for none.
-pub(crate) fn percentile_ms(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    let index = rank.clamp(1, sorted.len()) - 1;
-    f64::from(sorted[index]) / 1000.0
 }
 
 /// The in-process yardstick: its own runtime on its own threads (as a separate service

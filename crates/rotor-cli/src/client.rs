@@ -6,12 +6,13 @@
 use std::sync::OnceLock;
 
 use rotor_crypto::{PublicKey, Vp};
+use rotor_proto::error::{ErrorBody, ServiceErrorCode};
 use rotor_server::config::UnitConfig;
 use rotor_server::iam::{APIKEYS_PATH, ApiKeyView, Role};
 use rotor_server::rotation::{Journal, RotationView};
 use rotor_unit::client::{ClientError, UnitClient};
 use rotor_unit::error::UnitError;
-use rotor_unit::wire::{ErrorBody, Outcome, SignedCommand, UnitStatus};
+use rotor_unit::wire::{Outcome, SignedCommand, UnitStatus};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -66,11 +67,6 @@ struct ErrorReply {
     message: String,
 }
 
-/// What the relay answers when the unit does not.
-const UNIT_UNREACHABLE: &str = "unit_unreachable";
-/// What the service answers when a unit's signed status fails its checks.
-const UNIT_UNTRUSTED: &str = "unit_untrusted";
-
 impl ServiceError {
     /// Classifies an error answer of the service.
     fn from_reply(url: &str, status: u16, body: &[u8]) -> Self {
@@ -79,8 +75,13 @@ impl ServiceError {
             Some(reply) => format!("{} ({})", reply.message, reply.code),
             None => String::from_utf8_lossy(body).chars().take(500).collect(),
         };
-        let unit_unreachable = reply.as_ref().is_some_and(|r| r.code == UNIT_UNREACHABLE);
-        if reply.as_ref().is_some_and(|r| r.code == UNIT_UNTRUSTED) {
+        let unit_unreachable = reply
+            .as_ref()
+            .is_some_and(|r| r.code == ServiceErrorCode::UnitUnreachable.as_str());
+        if reply
+            .as_ref()
+            .is_some_and(|r| r.code == ServiceErrorCode::UnitUntrusted.as_str())
+        {
             return Self::UnitUntrusted(message);
         }
         match status {
@@ -198,14 +199,9 @@ impl ServiceClient {
         ca_cert: Option<&std::path::Path>,
     ) -> Result<Self, ServiceError> {
         let http = match ca_cert {
-            Some(ca) => rotor_tls::config::http_client(&rotor_tls::ClientTls {
-                ca: ca.to_owned(),
-                crl: None,
-                identity: None,
-                expected: rotor_tls::ExpectedPeer::Any,
-            })
-            .map_err(|err| ServiceError::Unexpected(format!("--ca-cert: {err}")))?
-            .build(),
+            Some(ca) => rotor_tls::config::http_client(&rotor_tls::ClientTls::trusting(ca))
+                .map_err(|err| ServiceError::Unexpected(format!("--ca-cert: {err}")))?
+                .build(),
             None => reqwest::Client::builder().build(),
         }
         .map_err(|err| ServiceError::Unexpected(format!("cannot set up HTTPS: {err}")))?;

@@ -19,6 +19,7 @@ use crate::args::{DemoArgs, DevArgs};
 use crate::cmd::dev::{initialize, start_dev, step};
 use crate::cmd::replicas::Replicas;
 use crate::demo_grep11::Grep11App;
+use crate::load::{access_token, percentile_ms};
 use crate::output::print_json;
 
 /// Keys per bulk creation request.
@@ -50,14 +51,9 @@ struct Client {
 
 impl Client {
     async fn new(info: &DevInfo) -> Result<Self> {
-        let http = rotor_tls::config::http_client(&rotor_tls::ClientTls {
-            ca: info.ca_cert.clone(),
-            crl: None,
-            identity: None,
-            expected: rotor_tls::ExpectedPeer::Any,
-        })?
-        .pool_max_idle_per_host(VERIFY_CLIENTS * 2)
-        .build()?;
+        let http = rotor_tls::config::http_client(&rotor_tls::ClientTls::trusting(&info.ca_cert))?
+            .pool_max_idle_per_host(VERIFY_CLIENTS * 2)
+            .build()?;
         let api_key = info
             .api_keys
             .get("writer")
@@ -256,7 +252,7 @@ impl Tally {
             .map(|latencies| latencies.clone())
             .unwrap_or_default();
         latencies.sort_unstable();
-        crate::bench::percentile_ms(&latencies, 0.99)
+        percentile_ms(&latencies, 0.99)
     }
 }
 
@@ -624,13 +620,8 @@ async fn kill_a_replica_during_reencryption(
     done: &AtomicBool,
 ) -> Result<u64> {
     const VICTIM: usize = 1;
-    let http = rotor_tls::config::http_client(&rotor_tls::ClientTls {
-        ca: info.ca_cert.clone(),
-        crl: None,
-        identity: None,
-        expected: rotor_tls::ExpectedPeer::Any,
-    })?
-    .build()?;
+    let http =
+        rotor_tls::config::http_client(&rotor_tls::ClientTls::trusting(&info.ca_cert))?.build()?;
     let api_key = info
         .api_keys
         .get("admin")
@@ -666,26 +657,4 @@ async fn kill_a_replica_during_reencryption(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(0)
-}
-
-/// An IAM access token for `api_key`.
-pub(crate) async fn access_token(
-    http: &reqwest::Client,
-    endpoint: &str,
-    api_key: &str,
-) -> Result<String> {
-    let token: Value = http
-        .post(format!("{endpoint}/identity/token"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey={api_key}"
-        ))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(token["access_token"]
-        .as_str()
-        .context("the token endpoint gave no token")?
-        .to_owned())
 }

@@ -77,7 +77,7 @@ mod tests {
         }
         .into();
         assert_eq!(ExitCode::of(&denied), ExitCode::AccessDenied);
-        let refused = Err::<(), _>(ServiceError::UnitRefused(rotor_unit::wire::ErrorBody {
+        let refused = Err::<(), _>(ServiceError::UnitRefused(rotor_proto::error::ErrorBody {
             code: rotor_unit::error::ErrorCode::VpMismatch,
             message: "m".to_owned(),
         }))

@@ -12,6 +12,7 @@ pub mod console;
 pub mod demo;
 mod demo_grep11;
 pub mod exit;
+mod load;
 pub mod output;
 pub mod plan;
 pub mod session;

@@ -592,3 +592,14 @@ pub fn numbered_rows(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    fn shared_across_threads<T: Send + Sync>() {}
+
+    #[test]
+    fn a_session_with_token_signers_can_serve_several_threads() {
+        // The console serves one session (and the signers it holds) from its request handlers.
+        shared_across_threads::<super::Session>();
+    }
+}

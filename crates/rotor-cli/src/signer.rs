@@ -111,15 +111,3 @@ impl Signer {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    fn shared_across_threads<T: Send + Sync>() {}
-
-    #[test]
-    fn a_session_with_token_signers_can_serve_several_threads() {
-        // The console serves one session from its request handlers.
-        shared_across_threads::<super::Signer>();
-        shared_across_threads::<crate::session::Session>();
-    }
-}

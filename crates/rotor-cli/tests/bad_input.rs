@@ -260,16 +260,11 @@ impl Dev {
         let mut headers = reqwest::header::HeaderMap::new();
         let value = format!("Bearer {}", self.token);
         headers.insert(reqwest::header::AUTHORIZATION, value.parse().unwrap());
-        rotor_tls::config::http_client(&rotor_tls::ClientTls {
-            ca: self.info.ca_cert.clone(),
-            crl: None,
-            identity: None,
-            expected: rotor_tls::ExpectedPeer::Any,
-        })
-        .unwrap()
-        .default_headers(headers)
-        .build()
-        .unwrap()
+        rotor_tls::config::http_client(&rotor_tls::ClientTls::trusting(&self.info.ca_cert))
+            .unwrap()
+            .default_headers(headers)
+            .build()
+            .unwrap()
     }
 }
 
@@ -1448,13 +1443,7 @@ async fn raw_http(
     rest: impl for<'a> FnOnce(&'a mut Stream) -> Writer<'a>,
 ) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let config = rotor_tls::config::client_config(&rotor_tls::ClientTls {
-        ca: ca.to_owned(),
-        crl: None,
-        identity: None,
-        expected: rotor_tls::ExpectedPeer::Any,
-    })
-    .unwrap();
+    let config = rotor_tls::config::client_config(&rotor_tls::ClientTls::trusting(ca)).unwrap();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
     let host = address.rsplit_once(':').unwrap().0.to_owned();

@@ -60,13 +60,8 @@ async fn concurrent_requests_get_their_own_answers_and_survive_a_unit_killed_mid
     let token = support::rotation::token(&info).await;
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(
-            rotor_tls::config::client_config(&rotor_tls::ClientTls {
-                ca: info.ca_cert.clone(),
-                crl: None,
-                identity: None,
-                expected: rotor_tls::ExpectedPeer::Any,
-            })
-            .unwrap(),
+            rotor_tls::config::client_config(&rotor_tls::ClientTls::trusting(&info.ca_cert))
+                .unwrap(),
         )
         .pool_max_idle_per_host(CLIENTS)
         .build()

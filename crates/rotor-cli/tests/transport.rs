@@ -111,17 +111,12 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// A client of the API at `endpoint` that opens a new connection for every request, so an
 /// alteration cannot hide behind a connection opened before it.
 fn fresh_client(info: &DevInfo) -> reqwest::Client {
-    rotor_tls::config::http_client(&rotor_tls::ClientTls {
-        ca: info.ca_cert.clone(),
-        crl: None,
-        identity: None,
-        expected: rotor_tls::ExpectedPeer::Any,
-    })
-    .unwrap()
-    .pool_max_idle_per_host(0)
-    .timeout(Duration::from_secs(30))
-    .build()
-    .unwrap()
+    rotor_tls::config::http_client(&rotor_tls::ClientTls::trusting(&info.ca_cert))
+        .unwrap()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 async fn kp(
@@ -498,7 +493,7 @@ fn rotor_pki_issues_renews_and_revokes() {
         &out("service"),
     ]);
     // The certificates state their roles.
-    let der = rotor_tls::config::load_certs(&dir.path().join("unit1.pem"))
+    let der = rotor_tls::pem::load_certs(&dir.path().join("unit1.pem"))
         .unwrap()
         .remove(0);
     assert_eq!(
@@ -556,7 +551,7 @@ fn rotor_pki_issues_renews_and_revokes() {
     assert_eq!(revoked.len(), 1);
     assert_eq!(revoked[0]["serial"], service["serial"]);
     // The CRL lists it.
-    let crl = rotor_tls::config::load_crls(&dir.path().join("ca").join("crl.pem")).unwrap();
+    let crl = rotor_tls::pem::load_crls(&dir.path().join("ca").join("crl.pem")).unwrap();
     assert_eq!(crl.len(), 1);
 
     // Revoking by serial number works too; an unknown serial is refused.
@@ -651,7 +646,7 @@ address = "127.0.0.1:9001"
     // The key that named no instances keeps covering all of them, now said explicitly.
     assert_eq!(config.iam.api_keys[0].instances, vec!["*".to_owned()]);
     let role = |path: &Path| {
-        let der = rotor_tls::config::load_certs(path).unwrap().remove(0);
+        let der = rotor_tls::pem::load_certs(path).unwrap().remove(0);
         rotor_tls::Role::of_certificate(&der).unwrap()
     };
     assert_eq!(

@@ -6,7 +6,16 @@ use rotor_crypto::Vp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::wire::{ErrorBody, Register, RotationLock};
+use crate::registers::{Register, RotationLock};
+
+/// A rejection as a unit reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
+    /// What is wrong and what to do.
+    pub message: String,
+}
 
 /// Defines [`ErrorCode`] from one list: each variant with its wire text, written once.
 macro_rules! error_codes {
@@ -468,9 +477,47 @@ impl std::fmt::Display for UnitError {
 
 impl std::error::Error for UnitError {}
 
+/// What the service's own routes (the admin relay, rotation, key storage counts, audit) answer
+/// with in `{"code", "message"}` when the refusal is the service's rather than a unit's; a
+/// unit's refusal is relayed with its [`ErrorCode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServiceErrorCode {
+    /// No such instance or unit on this service.
+    NotFound,
+    /// The request itself is malformed.
+    BadRequest,
+    /// A unit did not answer.
+    UnitUnreachable,
+    /// A unit's signed status failed its checks (another identity, a counter gone back).
+    UnitUntrusted,
+    /// The rotation asked for contradicts the one under way.
+    RotationConflict,
+    /// Key storage failed.
+    Storage,
+    /// The audit chain could not be read.
+    AuditUnavailable,
+}
+
+impl ServiceErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::BadRequest => "bad_request",
+            Self::UnitUnreachable => "unit_unreachable",
+            Self::UnitUntrusted => "unit_untrusted",
+            Self::RotationConflict => "rotation_conflict",
+            Self::Storage => "storage",
+            Self::AuditUnavailable => "audit_unavailable",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::ErrorCode;
+    use super::{ErrorCode, ServiceErrorCode};
 
     #[test]
     fn codes_cross_the_wire_as_their_text_and_unknown_ones_are_kept_apart() {
@@ -484,5 +531,23 @@ mod tests {
             ErrorCode::from_wire("no_new_master_key"),
             ErrorCode::NoNewMasterKey
         );
+    }
+
+    #[test]
+    fn service_codes_serialize_as_their_text() {
+        for code in [
+            ServiceErrorCode::NotFound,
+            ServiceErrorCode::BadRequest,
+            ServiceErrorCode::UnitUnreachable,
+            ServiceErrorCode::UnitUntrusted,
+            ServiceErrorCode::RotationConflict,
+            ServiceErrorCode::Storage,
+            ServiceErrorCode::AuditUnavailable,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(code.as_str())
+            );
+        }
     }
 }

@@ -14,7 +14,8 @@ use zeroize::Zeroizing;
 
 use crate::audit::{Countersign, Countersignature};
 use crate::binding::{Binding, BlobBinding};
-use crate::wire::{ErrorBody, UnitStatus};
+use crate::error::ErrorBody;
+use crate::wire::UnitStatus;
 
 /// How an operation's request and reply bodies are encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //!
 //! - [`audit`]: the tamper-evident audit chains (admin commands, Key Protect events);
 //! - [`wire`]: admin commands, their signatures and the unit's signed responses;
+//! - [`registers`]: the master key registers, their states and the rotation lock;
 //! - [`error`]: every way a unit refuses a request, with its stable code;
 //! - [`keyops`]: the key operations the service calls, each tied to its reply by [`UnitOp`];
 //! - [`binding`]: what a wrapped blob is bound to;
@@ -16,8 +17,9 @@ pub mod audit;
 pub mod binding;
 pub mod error;
 pub mod keyops;
+pub mod registers;
 pub mod rotation;
 pub mod wire;
 
-pub use error::{ErrorCode, UnitError};
+pub use error::{ErrorBody, ErrorCode, UnitError};
 pub use keyops::UnitOp;

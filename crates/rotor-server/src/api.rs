@@ -35,6 +35,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::config::{Config, UnitConfig};
+use rotor_proto::error::ServiceErrorCode;
 use rotor_util::time::unix_now;
 
 use crate::audit::AuditTrail;
@@ -107,7 +108,7 @@ impl std::error::Error for StartError {}
 /// An error the service itself answers with.
 #[derive(Debug, Serialize)]
 struct ApiError {
-    code: &'static str,
+    code: ServiceErrorCode,
     message: String,
     #[serde(skip)]
     status: StatusCode,
@@ -122,7 +123,7 @@ impl IntoResponse for ApiError {
 
 fn not_found(what: &str, id: &str) -> ApiError {
     ApiError {
-        code: "not_found",
+        code: ServiceErrorCode::NotFound,
         message: format!("no {what} {id} on this service; run 'rotor units' to list them"),
         status: StatusCode::NOT_FOUND,
     }
@@ -338,7 +339,7 @@ impl Service {
 fn unreachable_unit(unit: &UnitConfig, err: &reqwest::Error) -> Response {
     tracing::warn!(unit = %unit.id, error = %err, "unit unreachable");
     ApiError {
-        code: "unit_unreachable",
+        code: ServiceErrorCode::UnitUnreachable,
         message: format!(
             "unit {} at {} did not answer; check that it runs",
             unit.id, unit.address
@@ -426,7 +427,7 @@ async fn keystore(
         Err(err) => {
             tracing::error!(error = %err, "key storage failed");
             ApiError {
-                code: "storage",
+                code: ServiceErrorCode::Storage,
                 message: "key storage failed".to_owned(),
                 status: StatusCode::INTERNAL_SERVER_ERROR,
             }
@@ -484,7 +485,7 @@ fn journal_reply(result: Result<Journal, RotationError>) -> Response {
 
 fn bad_request(message: impl Into<String>) -> Response {
     ApiError {
-        code: "bad_request",
+        code: ServiceErrorCode::BadRequest,
         message: message.into(),
         status: StatusCode::BAD_REQUEST,
     }
@@ -591,7 +592,7 @@ async fn rotation_complete(
 fn audit_failed(err: &dyn std::fmt::Display) -> Response {
     tracing::error!(error = %err, "audit chain unavailable");
     ApiError {
-        code: "audit_unavailable",
+        code: ServiceErrorCode::AuditUnavailable,
         message: format!("the audit chain could not be read: {err}"),
         status: StatusCode::BAD_GATEWAY,
     }

@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use rotor_crypto::Fingerprint;
 
+use rotor_proto::error::ErrorBody;
 use rotor_proto::error::ErrorCode;
 use rotor_proto::keyops::{FinishReencryption, ForgetKey, RewrapBatch, RewrapBatchResult};
-use rotor_proto::wire::{ErrorBody, UnitStatus};
+use rotor_proto::wire::UnitStatus;
 use rotor_store::{KeyStore, UnitRecord};
 use rotor_unit::backend::{CallError, UnitBackend, UnitLink};
 use rotor_unit::daemon::Served;

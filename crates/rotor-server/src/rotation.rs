@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rotor_crypto::Vp;
+use rotor_proto::error::ServiceErrorCode;
 use rotor_proto::keyops::{BatchItem, FinishReencryption, RewrapBatch};
 use rotor_proto::rotation::Range;
 pub use rotor_proto::rotation::{
@@ -79,13 +80,13 @@ impl RotationError {
     }
 
     /// Stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ServiceErrorCode {
         match self {
-            Self::Conflict(_) => "rotation_conflict",
-            Self::Unreachable(_) => "unit_unreachable",
-            Self::Untrusted(_) => "unit_untrusted",
-            Self::NotFound(_) => "not_found",
-            Self::Storage(_) => "storage",
+            Self::Conflict(_) => ServiceErrorCode::RotationConflict,
+            Self::Unreachable(_) => ServiceErrorCode::UnitUnreachable,
+            Self::Untrusted(_) => ServiceErrorCode::UnitUntrusted,
+            Self::NotFound(_) => ServiceErrorCode::NotFound,
+            Self::Storage(_) => ServiceErrorCode::Storage,
         }
     }
 }

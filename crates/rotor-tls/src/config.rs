@@ -10,58 +10,18 @@ use std::time::SystemTime;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{
-    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
-};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use crate::TlsError;
+use crate::pem::{load_certs, load_crls, load_key};
 use crate::pki::Role;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// Every certificate in a PEM file.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|err| {
-            TlsError::Io(format!(
-                "cannot read certificates from {}: {err}",
-                path.display()
-            ))
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::Certificate(format!(
-            "{} holds no certificate",
-            path.display()
-        )));
-    }
-    Ok(certs)
-}
-
-/// The private key in a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|_| {
-        TlsError::Certificate(format!("{} holds no usable private key", path.display()))
-    })
-}
-
-/// Every revocation list in a PEM file.
-pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    CertificateRevocationListDer::pem_file_iter(path)
-        .and_then(|crls| crls.collect::<Result<Vec<_>, _>>())
-        .map_err(|err| {
-            TlsError::Io(format!(
-                "cannot read the revocation list {}: {err}",
-                path.display()
-            ))
-        })
 }
 
 fn roots(ca_bundle: &Path) -> Result<Arc<RootCertStore>, TlsError> {
@@ -361,6 +321,19 @@ pub struct ClientTls {
     pub identity: Option<(PathBuf, PathBuf)>,
     /// Which server it accepts.
     pub expected: ExpectedPeer,
+}
+
+impl ClientTls {
+    /// A client with no certificate of its own that accepts any server certificate issued by
+    /// the CA bundle `ca` (a user's or a load generator's view of the service).
+    pub fn trusting(ca: impl Into<PathBuf>) -> Self {
+        Self {
+            ca: ca.into(),
+            crl: None,
+            identity: None,
+            expected: ExpectedPeer::Any,
+        }
+    }
 }
 
 /// A client's TLS configuration.

@@ -1,12 +1,13 @@
 //! Transport security for every rotor link (rustls): the deployment's private certificate
 //! authority ([`pki`]), the rustls configurations servers and clients are built with
-//! ([`config`]), and the accept loop that hands each request its peer's certificate
+//! ([`config`]) from PEM files ([`pem`]), and the accept loop that hands each request its peer's certificate
 //! ([`serve`]).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod pem;
 pub mod pki;
 pub mod serve;
 

@@ -489,7 +489,7 @@ impl Authority {
 
 /// The serial number (hex) of the first certificate in a PEM file.
 pub fn serial_of_pem_file(path: &Path) -> Result<String, TlsError> {
-    let cert = crate::config::load_certs(path)?
+    let cert = crate::pem::load_certs(path)?
         .into_iter()
         .next()
         .ok_or_else(|| TlsError::Certificate(format!("{} holds no certificate", path.display())))?;

@@ -157,7 +157,7 @@ fn roles_round_trip_through_certificates() {
         Role::Service { instance },
     ] {
         let (cert, _) = issue(&mut ca, dir.path(), "c", role.clone());
-        let der = crate::config::load_certs(&cert).unwrap().remove(0);
+        let der = crate::pem::load_certs(&cert).unwrap().remove(0);
         assert_eq!(Role::of_certificate(&der).unwrap(), role);
     }
     // A service certificate cannot carry server names.

@@ -11,10 +11,11 @@ use rotor_proto::audit::AuditBatch;
 use rotor_proto::error::ErrorCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use rotor_proto::error::ErrorBody;
 use rotor_proto::keyops::{
     BATCH_CONTENT_TYPE, BatchedKeyOp, BatchedKeyReply, Encoding, KeyBatch, MAX_KEY_BATCH, UnitOp,
 };
-use rotor_proto::wire::{ErrorBody, SignedResponse, UnitResult, UnitStatus};
+use rotor_proto::wire::{SignedResponse, UnitResult, UnitStatus};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::daemon::{Served, Unit};

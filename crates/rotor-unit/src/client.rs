@@ -4,10 +4,8 @@
 use rotor_crypto::{PublicKey, fill_random};
 use uuid::Uuid;
 
-use crate::error::UnitError;
-use crate::wire::{
-    CommandRequest, ErrorBody, Outcome, SignedCommand, SignedResponse, UnitResult, UnitStatus,
-};
+use crate::error::{ErrorBody, UnitError};
+use crate::wire::{CommandRequest, Outcome, SignedCommand, SignedResponse, UnitResult, UnitStatus};
 
 /// Why a unit request did not produce a verified answer.
 #[derive(Debug)]

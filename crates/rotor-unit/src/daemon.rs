@@ -30,6 +30,7 @@ use uuid::Uuid;
 use rotor_proto::audit::{
     AdminRecord, AuditBatch, Countersign, Countersignature, SignedHead, Verdict,
 };
+use rotor_proto::error::ErrorBody;
 use rotor_proto::error::ErrorCode;
 use rotor_proto::keyops::{
     BATCH_CONTENT_TYPE, Encoding, ExportRequest, FinishReencryption, ForgetKey, Forgotten,
@@ -37,9 +38,7 @@ use rotor_proto::keyops::{
     RewrapBatch, RewrapRequest, RewrapToNew, SecureImportRequest, UnitOp, UnwrapRequest,
     WrapRequest,
 };
-use rotor_proto::wire::{
-    EnrollmentSecret, ErrorBody, Fingerprint, Outcome, SignedCommand, UnitStatus,
-};
+use rotor_proto::wire::{EnrollmentSecret, Fingerprint, Outcome, SignedCommand, UnitStatus};
 
 use crate::audit::AuditLog;
 use crate::error::UnitError;

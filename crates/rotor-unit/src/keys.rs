@@ -23,8 +23,8 @@ use rotor_crypto::{
 };
 use rotor_proto::binding::import_key_aad;
 pub use rotor_proto::binding::{Binding, BlobBinding, blob_vp};
+use rotor_proto::error::ErrorBody;
 use rotor_proto::error::ErrorCode;
-use rotor_proto::wire::ErrorBody;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 

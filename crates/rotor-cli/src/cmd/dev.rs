@@ -115,14 +115,9 @@ pub async fn start_dev(args: &DevArgs) -> Result<DevInstance> {
     };
     if args.replicas > 1 {
         drop(listener);
-        let http = rotor_tls::config::http_client(&rotor_tls::ClientTls {
-            ca: info.ca_cert.clone(),
-            crl: None,
-            identity: None,
-            expected: rotor_tls::ExpectedPeer::Any,
-        })?
-        .timeout(std::time::Duration::from_secs(2))
-        .build()?;
+        let http = rotor_tls::config::http_client(&rotor_tls::ClientTls::trusting(&info.ca_cert))?
+            .timeout(std::time::Duration::from_secs(2))
+            .build()?;
         let replicas = Replicas::start(
             &options.unit_program,
             &units.dir().join("service").join("replicas"),

@@ -107,7 +107,7 @@ pub async fn unit_serve(args: ServeArgs) -> Result<()> {
     };
     let tls = rotor_tls::config::server_config(&args.tls_cert, &args.tls_key, Some(&client_auth))
         .context("the unit's TLS settings")?;
-    let own = rotor_tls::config::load_certs(&args.tls_cert)?;
+    let own = rotor_tls::pem::load_certs(&args.tls_cert)?;
     let instance = match own.first().map(rotor_tls::Role::of_certificate) {
         Some(Ok(rotor_tls::Role::Unit { instance, unit })) => {
             if let Some(named) = unit.filter(|named| *named != state.unit) {

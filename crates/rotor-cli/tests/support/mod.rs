@@ -226,15 +226,10 @@ pub(crate) async fn kp_call(
 
 /// An HTTPS client of the API that trusts the CA in `ca`.
 pub(crate) fn api_http_with(ca: &std::path::Path) -> reqwest::Client {
-    rotor_tls::config::http_client(&rotor_tls::ClientTls {
-        ca: ca.to_owned(),
-        crl: None,
-        identity: None,
-        expected: rotor_tls::ExpectedPeer::Any,
-    })
-    .unwrap()
-    .build()
-    .unwrap()
+    rotor_tls::config::http_client(&rotor_tls::ClientTls::trusting(ca))
+        .unwrap()
+        .build()
+        .unwrap()
 }
 
 /// An HTTPS client of the dev instance's API (trusting its CA).

@@ -18,8 +18,8 @@ use rotor_util::time::now_ms;
 
 use super::error::{KpError, KpResult};
 use super::instance_policies::{KeyOrigin, create_import_access, instance_dual_auth};
+use super::names::check_name;
 use super::requests::{BatchBody, parse_body};
-use super::wire::check_name;
 use super::{KpState, blocking};
 use crate::iam::Role;
 

@@ -19,10 +19,9 @@ use super::error::{KpError, KpResult};
 use super::import_token::{EncryptedMaterial, secure_import};
 use super::instance_policies::{KeyOrigin, create_import_access, instance_dual_auth};
 use super::lifecycle::{RESTORE_WINDOW_MS, dual_auth};
+use super::names::{check_alias, check_name};
 use super::requests::{KeyCreate, PatchKeyBody, parse_body, parse_single};
-use super::wire::{
-    KEY_TYPE, Prefer, check_alias, check_name, collection, collection_response, key_json,
-};
+use super::wire::{KEY_TYPE, Prefer, collection, collection_response, key_json};
 use super::{KpState, blocking};
 use crate::iam::Role;
 

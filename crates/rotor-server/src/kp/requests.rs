@@ -35,7 +35,7 @@ impl Base64Bytes {
 /// In the OpenAPI document: a non-empty string of canonical base64, as the parser accepts it.
 impl utoipa::PartialSchema for Base64Bytes {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        crate::openapi::base64_schema(None).into()
+        super::field_schemas::base64_schema(None).into()
     }
 }
 
@@ -153,7 +153,7 @@ pub(crate) struct KeyCreate {
     /// `true` for a standard key, `false` (the default) for a root key.
     pub(super) extractable: Option<bool>,
     /// At most 5, each 2 to 90 letters, digits, `-` and `_`, not a UUID, unused in the instance.
-    #[schema(schema_with = crate::openapi::alias_list_schema)]
+    #[schema(schema_with = super::field_schemas::alias_list_schema)]
     pub(super) aliases: Option<Vec<String>>,
     /// The Go client sends `Tags`.
     #[serde(alias = "Tags")]
@@ -161,14 +161,14 @@ pub(crate) struct KeyCreate {
     pub(super) tags: Option<Vec<String>>,
     /// Key material to import: plain, or encrypted to the import token with `encryptedNonce`.
     /// A root key's material is 16, 24 or 32 bytes.
-    #[schema(schema_with = crate::openapi::key_material_schema)]
+    #[schema(schema_with = super::field_schemas::key_material_schema)]
     pub(super) payload: Option<Base64Bytes>,
     /// Secure import: the import token's nonce, encrypted under the material's key.
     pub(super) encrypted_nonce: Option<Base64Bytes>,
     /// Secure import: the IV of `encryptedNonce`.
     pub(super) iv: Option<Base64Bytes>,
     /// Secure import: how `payload` is encrypted to the import token (default RSAES_OAEP_SHA_256).
-    #[schema(schema_with = crate::openapi::encryption_algorithm_schema)]
+    #[schema(schema_with = super::field_schemas::encryption_algorithm_schema)]
     pub(super) encryption_algorithm: Option<String>,
     /// Policy overrides; the instance policies apply where absent.
     pub(super) rotation: Option<RotationOverride>,
@@ -194,7 +194,7 @@ pub(crate) struct DualAuthDelete {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WrapBody {
     pub(super) plaintext: Option<Base64Bytes>,
-    #[schema(schema_with = crate::openapi::aad_schema)]
+    #[schema(schema_with = super::field_schemas::aad_schema)]
     pub(super) aad: Option<Vec<String>>,
 }
 
@@ -203,7 +203,7 @@ pub(crate) struct WrapBody {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UnwrapBody {
     pub(super) ciphertext: Base64Bytes,
-    #[schema(schema_with = crate::openapi::aad_schema)]
+    #[schema(schema_with = super::field_schemas::aad_schema)]
     pub(super) aad: Option<Vec<String>>,
 }
 
@@ -213,7 +213,7 @@ pub(crate) struct UnwrapBody {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct RotateBody {
     /// An imported key's new material (required for it); a generated key takes none.
-    #[schema(schema_with = crate::openapi::key_material_schema)]
+    #[schema(schema_with = super::field_schemas::key_material_schema)]
     pub(super) payload: Option<Base64Bytes>,
     #[schema(ignore)]
     pub(super) encrypted_nonce: Option<Base64Bytes>,
@@ -284,11 +284,11 @@ pub(crate) struct ImportTokenBody {
 #[derive(Deserialize, Default, ToSchema)]
 pub(crate) struct BlobBody {
     /// A blob from `generate` or `rewrap`.
-    #[schema(schema_with = crate::openapi::rotor_blob_schema)]
+    #[schema(schema_with = super::field_schemas::rotor_blob_schema)]
     pub(super) blob: Option<Base64Bytes>,
     pub(super) plaintext: Option<Base64Bytes>,
     pub(super) ciphertext: Option<Base64Bytes>,
-    #[schema(schema_with = crate::openapi::aad_schema)]
+    #[schema(schema_with = super::field_schemas::aad_schema)]
     pub(super) aad: Option<Vec<String>>,
 }
 

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use rotor_util::time::{now_ms, rfc3339};
 
 use super::error::{KpError, KpResult};
-use super::wire::{check_alias, collection, collection_response};
+use super::names::check_alias;
+use super::wire::{collection, collection_response};
 use super::{KpState, blocking};
 use crate::iam::Role;
 

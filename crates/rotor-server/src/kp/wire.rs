@@ -1,5 +1,4 @@
-//! The Key Protect JSON: keys as it shows them, collection envelopes, and the checks of
-//! names and aliases.
+//! The Key Protect JSON: keys as it shows them, and collection envelopes.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +11,6 @@ use uuid::Uuid;
 use rotor_util::time::{now_ms, rfc3339};
 
 use super::KpState;
-use super::error::{KpError, KpResult};
 use super::lifecycle::RESTORE_WINDOW_MS;
 
 pub(super) const KEY_TYPE: &str = "application/vnd.ibm.kms.key+json";
@@ -144,30 +142,6 @@ pub(super) fn policy_collection(resources: Vec<Value>) -> Value {
         map.remove("resources");
     }
     body
-}
-
-pub(super) fn check_name(name: &str) -> KpResult<()> {
-    let length = name.chars().count();
-    if !(2..=90).contains(&length) || name.chars().any(char::is_control) {
-        return Err(KpError::field("name", "has 2 to 90 printable characters"));
-    }
-    Ok(())
-}
-
-pub(super) fn check_alias(alias: &str) -> KpResult<()> {
-    let valid = (2..=90).contains(&alias.len())
-        && alias
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && Uuid::parse_str(alias).is_err();
-    if valid {
-        Ok(())
-    } else {
-        Err(KpError::field(
-            "aliases",
-            "holds 2 to 90 characters of letters, digits, '-' and '_', and is not a UUID",
-        ))
-    }
 }
 
 #[cfg(test)]
@@ -302,17 +276,5 @@ mod tests {
             json!({"metadata": {"collectionType": POLICY_TYPE, "collectionTotal": 0}})
         );
         assert_eq!(policy_collection(vec![json!({})])["resources"], json!([{}]));
-    }
-
-    #[test]
-    fn names_and_aliases_are_checked() {
-        assert!(check_name("ok").is_ok());
-        assert!(
-            matches!(check_name("x"), Err(KpError::InvalidField { field, .. }) if field == "name")
-        );
-        assert!(check_name("bad\nname").is_err());
-        assert!(check_alias("my-alias_1").is_ok());
-        assert!(check_alias(&Uuid::from_u128(1).to_string()).is_err());
-        assert!(check_alias("no spaces").is_err());
     }
 }

@@ -10,9 +10,6 @@
 //! and [`routes`] (the table of every operation); here the document is put together.
 
 use serde_json::{Map, Value, json};
-use utoipa::openapi::schema::{
-    ArrayBuilder, KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type,
-};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::kp::requests::{
@@ -25,10 +22,6 @@ mod schemas;
 
 use routes::{Headers, Route, routes};
 use schemas::Components;
-pub(crate) use schemas::{
-    aad_schema, alias_list_schema, base64_schema, encryption_algorithm_schema, key_material_schema,
-    rotor_blob_schema,
-};
 
 /// The media type of an answer: Key Protect's collections (its errors included) are
 /// `application/vnd.ibm.collection+json`, flat bodies `application/json`.
