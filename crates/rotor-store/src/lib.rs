@@ -15,6 +15,8 @@ pub mod apikeys;
 pub mod audit;
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod fixtures;
 pub mod postgres;
 mod records;
 mod sqlite;

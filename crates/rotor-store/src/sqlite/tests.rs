@@ -3,7 +3,7 @@
 
 use super::migrations::{MIGRATIONS, Migration};
 use super::*;
-use crate::conformance::{key, token, version};
+use crate::fixtures::{key, token, version};
 
 fn corrupt_message(result: Result<impl std::fmt::Debug, StoreError>) -> String {
     match result {
