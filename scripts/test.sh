@@ -10,6 +10,8 @@
 #   - PostgreSQL with two service replicas, once each: the rotation crash tests, the IBM SDK
 #     suite through a round-robin proxy, and 'rotor demo --postgres --replicas 2' with a replica
 #     killed during the reencryption (0 failed requests, every DEK verified).
+#   - The code's layout: no source file over 800 lines, no two modules using each other
+#     (scripts/check-layout.py).
 #   - The systemd unit files of deploy/systemd (scripts/check-systemd.sh; installs systemd's
 #     tools when missing and root).
 set -euo pipefail
@@ -83,6 +85,9 @@ fi
 "$SCHEMATHESIS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
     -r tests/schemathesis/requirements.txt
 export ROTOR_SCHEMATHESIS_PYTHON="$SCHEMATHESIS_VENV/bin/python"
+
+# The code's shape (docs/ARCHITECTURE.md): file sizes, and modules that depend one way.
+python3 scripts/check-layout.py
 
 cargo build --locked -p rotor-cli
 ROTOR_BIN="$PWD/target/debug/rotor" scripts/check-systemd.sh
