@@ -1,11 +1,11 @@
 //! The encrypt and decrypt calls: init, update, final, and in one call.
 
 use rotor_ep11::Operation;
-use tonic::{Request, Response};
+use tonic::Request;
 
 use super::convert::key;
 use super::pb;
-use super::service::{Answer, Grep11Service};
+use super::service::{Answer, Grep11Service, finish, init, output, single, state, update};
 use crate::iam::Role;
 
 pub(super) async fn encrypt_init(
@@ -13,16 +13,9 @@ pub(super) async fn encrypt_init(
     request: Request<pb::EncryptInitRequest>,
 ) -> Answer<pb::EncryptInitResponse> {
     let (metadata, _, body) = request.into_parts();
-    let state = service
-        .init(
-            &metadata,
-            Role::Writer,
-            Operation::Encrypt,
-            body.mech,
-            key(body.key, body.key_blob),
-        )
-        .await?;
-    Ok(Response::new(pb::EncryptInitResponse { state }))
+    let call = init(Operation::Encrypt, body.mech, key(body.key, body.key_blob))?;
+    let response = |reply| state(reply).map(|state| pb::EncryptInitResponse { state });
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn decrypt_init(
@@ -30,16 +23,9 @@ pub(super) async fn decrypt_init(
     request: Request<pb::DecryptInitRequest>,
 ) -> Answer<pb::DecryptInitResponse> {
     let (metadata, _, body) = request.into_parts();
-    let state = service
-        .init(
-            &metadata,
-            Role::Writer,
-            Operation::Decrypt,
-            body.mech,
-            key(body.key, body.key_blob),
-        )
-        .await?;
-    Ok(Response::new(pb::DecryptInitResponse { state }))
+    let call = init(Operation::Decrypt, body.mech, key(body.key, body.key_blob))?;
+    let response = |reply| state(reply).map(|state| pb::DecryptInitResponse { state });
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn encrypt_update(
@@ -47,19 +33,14 @@ pub(super) async fn encrypt_update(
     request: Request<pb::EncryptUpdateRequest>,
 ) -> Answer<pb::EncryptUpdateResponse> {
     let (metadata, _, body) = request.into_parts();
-    let state = service
-        .update(
-            &metadata,
-            Role::Writer,
-            Operation::Encrypt,
-            body.state,
-            body.plain,
-        )
-        .await?;
-    Ok(Response::new(pb::EncryptUpdateResponse {
-        state,
-        ciphered: Vec::new(),
-    }))
+    let call = update(Operation::Encrypt, body.state, body.plain);
+    let response = |reply| {
+        state(reply).map(|state| pb::EncryptUpdateResponse {
+            state,
+            ciphered: Vec::new(),
+        })
+    };
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn decrypt_update(
@@ -67,19 +48,14 @@ pub(super) async fn decrypt_update(
     request: Request<pb::DecryptUpdateRequest>,
 ) -> Answer<pb::DecryptUpdateResponse> {
     let (metadata, _, body) = request.into_parts();
-    let state = service
-        .update(
-            &metadata,
-            Role::Writer,
-            Operation::Decrypt,
-            body.state,
-            body.ciphered,
-        )
-        .await?;
-    Ok(Response::new(pb::DecryptUpdateResponse {
-        state,
-        plain: Vec::new(),
-    }))
+    let call = update(Operation::Decrypt, body.state, body.ciphered);
+    let response = |reply| {
+        state(reply).map(|state| pb::DecryptUpdateResponse {
+            state,
+            plain: Vec::new(),
+        })
+    };
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn encrypt(
@@ -87,15 +63,9 @@ pub(super) async fn encrypt(
     request: Request<pb::EncryptRequest>,
 ) -> Answer<pb::EncryptResponse> {
     let (metadata, _, body) = request.into_parts();
-    let ciphered = service
-        .finish(
-            &metadata,
-            Role::Writer,
-            Operation::Encrypt,
-            (body.state, body.plain, Vec::new()),
-        )
-        .await?;
-    Ok(Response::new(pb::EncryptResponse { ciphered }))
+    let call = finish(Operation::Encrypt, (body.state, body.plain, Vec::new()));
+    let response = |reply| output(reply).map(|ciphered| pb::EncryptResponse { ciphered });
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn decrypt(
@@ -103,15 +73,9 @@ pub(super) async fn decrypt(
     request: Request<pb::DecryptRequest>,
 ) -> Answer<pb::DecryptResponse> {
     let (metadata, _, body) = request.into_parts();
-    let plain = service
-        .finish(
-            &metadata,
-            Role::Writer,
-            Operation::Decrypt,
-            (body.state, body.ciphered, Vec::new()),
-        )
-        .await?;
-    Ok(Response::new(pb::DecryptResponse { plain }))
+    let call = finish(Operation::Decrypt, (body.state, body.ciphered, Vec::new()));
+    let response = |reply| output(reply).map(|plain| pb::DecryptResponse { plain });
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn encrypt_final(
@@ -119,15 +83,9 @@ pub(super) async fn encrypt_final(
     request: Request<pb::EncryptFinalRequest>,
 ) -> Answer<pb::EncryptFinalResponse> {
     let (metadata, _, body) = request.into_parts();
-    let ciphered = service
-        .finish(
-            &metadata,
-            Role::Writer,
-            Operation::Encrypt,
-            (body.state, Vec::new(), Vec::new()),
-        )
-        .await?;
-    Ok(Response::new(pb::EncryptFinalResponse { ciphered }))
+    let call = finish(Operation::Encrypt, (body.state, Vec::new(), Vec::new()));
+    let response = |reply| output(reply).map(|ciphered| pb::EncryptFinalResponse { ciphered });
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn decrypt_final(
@@ -135,15 +93,9 @@ pub(super) async fn decrypt_final(
     request: Request<pb::DecryptFinalRequest>,
 ) -> Answer<pb::DecryptFinalResponse> {
     let (metadata, _, body) = request.into_parts();
-    let plain = service
-        .finish(
-            &metadata,
-            Role::Writer,
-            Operation::Decrypt,
-            (body.state, Vec::new(), Vec::new()),
-        )
-        .await?;
-    Ok(Response::new(pb::DecryptFinalResponse { plain }))
+    let call = finish(Operation::Decrypt, (body.state, Vec::new(), Vec::new()));
+    let response = |reply| output(reply).map(|plain| pb::DecryptFinalResponse { plain });
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn encrypt_single(
@@ -151,16 +103,13 @@ pub(super) async fn encrypt_single(
     request: Request<pb::EncryptSingleRequest>,
 ) -> Answer<pb::EncryptSingleResponse> {
     let (metadata, _, body) = request.into_parts();
-    let ciphered = service
-        .single(
-            &metadata,
-            Role::Writer,
-            Operation::Encrypt,
-            body.mech,
-            (key(body.key, body.key_blob), body.plain, Vec::new()),
-        )
-        .await?;
-    Ok(Response::new(pb::EncryptSingleResponse { ciphered }))
+    let call = single(
+        Operation::Encrypt,
+        body.mech,
+        (key(body.key, body.key_blob), body.plain, Vec::new()),
+    )?;
+    let response = |reply| output(reply).map(|ciphered| pb::EncryptSingleResponse { ciphered });
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn decrypt_single(
@@ -168,14 +117,11 @@ pub(super) async fn decrypt_single(
     request: Request<pb::DecryptSingleRequest>,
 ) -> Answer<pb::DecryptSingleResponse> {
     let (metadata, _, body) = request.into_parts();
-    let plain = service
-        .single(
-            &metadata,
-            Role::Writer,
-            Operation::Decrypt,
-            body.mech,
-            (key(body.key, body.key_blob), body.ciphered, Vec::new()),
-        )
-        .await?;
-    Ok(Response::new(pb::DecryptSingleResponse { plain }))
+    let call = single(
+        Operation::Decrypt,
+        body.mech,
+        (key(body.key, body.key_blob), body.ciphered, Vec::new()),
+    )?;
+    let response = |reply| output(reply).map(|plain| pb::DecryptSingleResponse { plain });
+    service.serve(&metadata, Role::Writer, call, response).await
 }

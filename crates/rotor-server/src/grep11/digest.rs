@@ -1,11 +1,11 @@
 //! The digest calls: init, update, digest of a key, final, and in one call.
 
 use rotor_ep11::{Call, Operation};
-use tonic::{Request, Response};
+use tonic::Request;
 
 use super::convert::key;
 use super::pb;
-use super::service::{Answer, Grep11Service, state};
+use super::service::{Answer, Grep11Service, finish, init, output, single, state, update};
 use crate::iam::Role;
 
 pub(super) async fn digest_init(
@@ -13,16 +13,9 @@ pub(super) async fn digest_init(
     request: Request<pb::DigestInitRequest>,
 ) -> Answer<pb::DigestInitResponse> {
     let (metadata, _, body) = request.into_parts();
-    let state = service
-        .init(
-            &metadata,
-            Role::Reader,
-            Operation::Digest,
-            body.mech,
-            Vec::new(),
-        )
-        .await?;
-    Ok(Response::new(pb::DigestInitResponse { state }))
+    let call = init(Operation::Digest, body.mech, Vec::new())?;
+    let response = |reply| state(reply).map(|state| pb::DigestInitResponse { state });
+    service.serve(&metadata, Role::Reader, call, response).await
 }
 
 pub(super) async fn digest(
@@ -30,15 +23,9 @@ pub(super) async fn digest(
     request: Request<pb::DigestRequest>,
 ) -> Answer<pb::DigestResponse> {
     let (metadata, _, body) = request.into_parts();
-    let digest = service
-        .finish(
-            &metadata,
-            Role::Reader,
-            Operation::Digest,
-            (body.state, body.data, Vec::new()),
-        )
-        .await?;
-    Ok(Response::new(pb::DigestResponse { digest }))
+    let call = finish(Operation::Digest, (body.state, body.data, Vec::new()));
+    let response = |reply| output(reply).map(|digest| pb::DigestResponse { digest });
+    service.serve(&metadata, Role::Reader, call, response).await
 }
 
 pub(super) async fn digest_update(
@@ -46,16 +33,9 @@ pub(super) async fn digest_update(
     request: Request<pb::DigestUpdateRequest>,
 ) -> Answer<pb::DigestUpdateResponse> {
     let (metadata, _, body) = request.into_parts();
-    let state = service
-        .update(
-            &metadata,
-            Role::Reader,
-            Operation::Digest,
-            body.state,
-            body.data,
-        )
-        .await?;
-    Ok(Response::new(pb::DigestUpdateResponse { state }))
+    let call = update(Operation::Digest, body.state, body.data);
+    let response = |reply| state(reply).map(|state| pb::DigestUpdateResponse { state });
+    service.serve(&metadata, Role::Reader, call, response).await
 }
 
 pub(super) async fn digest_key(
@@ -67,8 +47,8 @@ pub(super) async fn digest_key(
         state: body.state,
         key: key(body.key, body.key_blob),
     };
-    let state = state(service.run(&metadata, Role::Reader, call).await?)?;
-    Ok(Response::new(pb::DigestKeyResponse { state }))
+    let response = |reply| state(reply).map(|state| pb::DigestKeyResponse { state });
+    service.serve(&metadata, Role::Reader, call, response).await
 }
 
 pub(super) async fn digest_final(
@@ -76,15 +56,9 @@ pub(super) async fn digest_final(
     request: Request<pb::DigestFinalRequest>,
 ) -> Answer<pb::DigestFinalResponse> {
     let (metadata, _, body) = request.into_parts();
-    let digest = service
-        .finish(
-            &metadata,
-            Role::Reader,
-            Operation::Digest,
-            (body.state, Vec::new(), Vec::new()),
-        )
-        .await?;
-    Ok(Response::new(pb::DigestFinalResponse { digest }))
+    let call = finish(Operation::Digest, (body.state, Vec::new(), Vec::new()));
+    let response = |reply| output(reply).map(|digest| pb::DigestFinalResponse { digest });
+    service.serve(&metadata, Role::Reader, call, response).await
 }
 
 pub(super) async fn digest_single(
@@ -92,14 +66,11 @@ pub(super) async fn digest_single(
     request: Request<pb::DigestSingleRequest>,
 ) -> Answer<pb::DigestSingleResponse> {
     let (metadata, _, body) = request.into_parts();
-    let digest = service
-        .single(
-            &metadata,
-            Role::Reader,
-            Operation::Digest,
-            body.mech,
-            (Vec::new(), body.data, Vec::new()),
-        )
-        .await?;
-    Ok(Response::new(pb::DigestSingleResponse { digest }))
+    let call = single(
+        Operation::Digest,
+        body.mech,
+        (Vec::new(), body.data, Vec::new()),
+    )?;
+    let response = |reply| output(reply).map(|digest| pb::DigestSingleResponse { digest });
+    service.serve(&metadata, Role::Reader, call, response).await
 }

@@ -1,13 +1,13 @@
 //! Key generation (a key, a key pair) and reading and changing the attributes of a key.
 
 use rotor_ep11::{Call, Reply};
-use tonic::{Request, Response};
+use tonic::Request;
 
 use super::convert::{
     attribute_bytes, attribute_values, bytes_template, key_blob, mechanism, template,
 };
 use super::pb;
-use super::service::{Answer, Grep11Service, attributes_of, blob_of, unexpected};
+use super::service::{Answer, Grep11Service, attributes_of, blob_of};
 use crate::iam::Role;
 
 pub(super) async fn generate_key(
@@ -20,14 +20,15 @@ pub(super) async fn generate_key(
         mechanism: mechanism(body.mech)?,
         template: requested.clone(),
     };
-    match service.run(&metadata, Role::Writer, call).await? {
-        Reply::Key { blob, checksum } => Ok(Response::new(pb::GenerateKeyResponse {
+    let response = |reply| match reply {
+        Reply::Key { blob, checksum } => Some(pb::GenerateKeyResponse {
             key: Some(key_blob(&blob, &requested)),
             key_bytes: blob,
             check_sum: checksum,
-        })),
-        _ => Err(unexpected()),
-    }
+        }),
+        _ => None,
+    };
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn generate_key_pair(
@@ -42,18 +43,19 @@ pub(super) async fn generate_key_pair(
         private_template: private_template.clone(),
         public_template: public_template.clone(),
     };
-    match service.run(&metadata, Role::Writer, call).await? {
+    let response = |reply| match reply {
         Reply::KeyPair {
             private_key,
             public_key,
-        } => Ok(Response::new(pb::GenerateKeyPairResponse {
+        } => Some(pb::GenerateKeyPairResponse {
             priv_key: Some(key_blob(&private_key, &private_template)),
             pub_key: Some(key_blob(&public_key, &public_template)),
             priv_key_bytes: private_key,
             pub_key_bytes: public_key,
-        })),
-        _ => Err(unexpected()),
-    }
+        }),
+        _ => None,
+    };
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn get_attribute_value(
@@ -73,11 +75,13 @@ pub(super) async fn get_attribute_value(
         object: body.object,
         attributes,
     };
-    let read = attributes_of(service.run(&metadata, Role::Writer, call).await?)?;
-    Ok(Response::new(pb::GetAttributeValueResponse {
-        attributes_bytes: attribute_bytes(&read),
-        attributes: attribute_values(&read),
-    }))
+    let response = |reply| {
+        attributes_of(reply).map(|read| pb::GetAttributeValueResponse {
+            attributes_bytes: attribute_bytes(&read),
+            attributes: attribute_values(&read),
+        })
+    };
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn set_attribute_value(
@@ -91,6 +95,6 @@ pub(super) async fn set_attribute_value(
         object: body.object,
         attributes: changes,
     };
-    let object = blob_of(service.run(&metadata, Role::Writer, call).await?)?;
-    Ok(Response::new(pb::SetAttributeValueResponse { object }))
+    let response = |reply| blob_of(reply).map(|object| pb::SetAttributeValueResponse { object });
+    service.serve(&metadata, Role::Writer, call, response).await
 }

@@ -2,7 +2,7 @@
 
 use rotor_ep11::Call;
 use rotor_ep11::template::Template;
-use tonic::{Request, Response};
+use tonic::Request;
 
 use super::convert::{key, key_blob};
 use super::pb;
@@ -16,9 +16,11 @@ pub(super) async fn rewrap_key_blob(
     let (metadata, _, body) = request.into_parts();
     let blob = key(body.wrapped_key, body.wrapped_key_blob);
     let call = Call::RewrapKeyBlob { blob };
-    let rewrapped = blob_of(service.run(&metadata, Role::Writer, call).await?)?;
-    Ok(Response::new(pb::RewrapKeyBlobResponse {
-        rewrapped_key_blob: Some(key_blob(&rewrapped, &Template::new())),
-        rewrapped_key: rewrapped,
-    }))
+    let response = |reply| {
+        blob_of(reply).map(|rewrapped| pb::RewrapKeyBlobResponse {
+            rewrapped_key_blob: Some(key_blob(&rewrapped, &Template::new())),
+            rewrapped_key: rewrapped,
+        })
+    };
+    service.serve(&metadata, Role::Writer, call, response).await
 }

@@ -109,13 +109,22 @@ impl Grep11Service {
         Ok(instance)
     }
 
-    /// Runs `call` for an authenticated caller in one of its instance's units.
-    pub(super) async fn run(
+    /// The shape of every served call: runs `call` for an authenticated caller (as `run`) and
+    /// makes the response from the unit's reply with `response`, which answers `None` for
+    /// another kind of reply (an internal error).
+    pub(super) async fn serve<T>(
         &self,
         metadata: &MetadataMap,
         needed: Role,
         call: Call,
-    ) -> Result<Reply, Status> {
+        response: impl FnOnce(Reply) -> Option<T>,
+    ) -> Answer<T> {
+        let reply = self.run(metadata, needed, call).await?;
+        response(reply).map(Response::new).ok_or_else(unexpected)
+    }
+
+    /// Runs `call` for an authenticated caller in one of its instance's units.
+    async fn run(&self, metadata: &MetadataMap, needed: Role, call: Call) -> Result<Reply, Status> {
         let instance = self.instance(metadata, needed)?;
         if call.payload_len() > MAX_PAYLOAD {
             return Err(refused(&Ep11Error::new(
@@ -150,72 +159,6 @@ impl Grep11Service {
             false,
         )
     }
-
-    pub(super) async fn init(
-        &self,
-        metadata: &MetadataMap,
-        needed: Role,
-        operation: Operation,
-        mech: Option<pb::Mechanism>,
-        key: Vec<u8>,
-    ) -> Result<Vec<u8>, Status> {
-        let call = Call::Init {
-            operation,
-            mechanism: mechanism(mech)?,
-            key,
-        };
-        state(self.run(metadata, needed, call).await?)
-    }
-
-    pub(super) async fn update(
-        &self,
-        metadata: &MetadataMap,
-        needed: Role,
-        operation: Operation,
-        state_in: Vec<u8>,
-        data: Vec<u8>,
-    ) -> Result<Vec<u8>, Status> {
-        let call = Call::Update {
-            operation,
-            state: state_in,
-            data,
-        };
-        state(self.run(metadata, needed, call).await?)
-    }
-
-    pub(super) async fn finish(
-        &self,
-        metadata: &MetadataMap,
-        needed: Role,
-        operation: Operation,
-        (state, data, signature): (Vec<u8>, Vec<u8>, Vec<u8>),
-    ) -> Result<Vec<u8>, Status> {
-        let call = Call::Finish {
-            operation,
-            state,
-            data,
-            signature,
-        };
-        output(self.run(metadata, needed, call).await?)
-    }
-
-    pub(super) async fn single(
-        &self,
-        metadata: &MetadataMap,
-        needed: Role,
-        operation: Operation,
-        mech: Option<pb::Mechanism>,
-        (key, data, signature): (Vec<u8>, Vec<u8>, Vec<u8>),
-    ) -> Result<Vec<u8>, Status> {
-        let call = Call::Single {
-            operation,
-            mechanism: mechanism(mech)?,
-            key,
-            data,
-            signature,
-        };
-        output(self.run(metadata, needed, call).await?)
-    }
 }
 
 /// The status of a request no unit could answer.
@@ -234,7 +177,7 @@ fn pool_status(err: &PoolError) -> Status {
     status(code, &Ep11Error::new(ck, err.to_string()), retry)
 }
 
-pub(super) fn unexpected() -> Status {
+fn unexpected() -> Status {
     status(
         tonic::Code::Internal,
         &Ep11Error::new(
@@ -245,30 +188,85 @@ pub(super) fn unexpected() -> Status {
     )
 }
 
-pub(super) fn state(reply: Reply) -> Result<Vec<u8>, Status> {
-    match reply {
-        Reply::State { state, .. } => Ok(state),
-        _ => Err(unexpected()),
+/// The call that starts a multi-part `operation` with `key`.
+pub(super) fn init(
+    operation: Operation,
+    mech: Option<pb::Mechanism>,
+    key: Vec<u8>,
+) -> Result<Call, Status> {
+    Ok(Call::Init {
+        operation,
+        mechanism: mechanism(mech)?,
+        key,
+    })
+}
+
+/// The call that feeds `data` to a multi-part `operation` in `state`.
+pub(super) fn update(operation: Operation, state: Vec<u8>, data: Vec<u8>) -> Call {
+    Call::Update {
+        operation,
+        state,
+        data,
     }
 }
 
-fn output(reply: Reply) -> Result<Vec<u8>, Status> {
-    match reply {
-        Reply::Output(bytes) => Ok(bytes.to_vec()),
-        _ => Err(unexpected()),
+/// The call that ends a multi-part `operation` in `state`, with its last data (and the
+/// signature to verify).
+pub(super) fn finish(
+    operation: Operation,
+    (state, data, signature): (Vec<u8>, Vec<u8>, Vec<u8>),
+) -> Call {
+    Call::Finish {
+        operation,
+        state,
+        data,
+        signature,
     }
 }
 
-pub(super) fn attributes_of(reply: Reply) -> Result<Template, Status> {
+/// The call that runs `operation` in one go.
+pub(super) fn single(
+    operation: Operation,
+    mech: Option<pb::Mechanism>,
+    (key, data, signature): (Vec<u8>, Vec<u8>, Vec<u8>),
+) -> Result<Call, Status> {
+    Ok(Call::Single {
+        operation,
+        mechanism: mechanism(mech)?,
+        key,
+        data,
+        signature,
+    })
+}
+
+/// The state of a `State` reply.
+pub(super) fn state(reply: Reply) -> Option<Vec<u8>> {
     match reply {
-        Reply::Attributes(attributes) => Ok(attributes),
-        _ => Err(unexpected()),
+        Reply::State { state, .. } => Some(state),
+        _ => None,
     }
 }
 
-pub(super) fn blob_of(reply: Reply) -> Result<Vec<u8>, Status> {
+/// The bytes of an `Output` reply.
+pub(super) fn output(reply: Reply) -> Option<Vec<u8>> {
     match reply {
-        Reply::Blob(blob) => Ok(blob),
-        _ => Err(unexpected()),
+        Reply::Output(bytes) => Some(bytes.to_vec()),
+        _ => None,
+    }
+}
+
+/// The attributes of an `Attributes` reply.
+pub(super) fn attributes_of(reply: Reply) -> Option<Template> {
+    match reply {
+        Reply::Attributes(attributes) => Some(attributes),
+        _ => None,
+    }
+}
+
+/// The blob of a `Blob` reply.
+pub(super) fn blob_of(reply: Reply) -> Option<Vec<u8>> {
+    match reply {
+        Reply::Blob(blob) => Some(blob),
+        _ => None,
     }
 }

@@ -1,11 +1,11 @@
 //! The sign and verify calls: init, update, final, and in one call.
 
 use rotor_ep11::Operation;
-use tonic::{Request, Response};
+use tonic::Request;
 
 use super::convert::key;
 use super::pb;
-use super::service::{Answer, Grep11Service};
+use super::service::{Answer, Grep11Service, finish, init, output, single, state, update};
 use crate::iam::Role;
 
 pub(super) async fn sign_init(
@@ -13,16 +13,13 @@ pub(super) async fn sign_init(
     request: Request<pb::SignInitRequest>,
 ) -> Answer<pb::SignInitResponse> {
     let (metadata, _, body) = request.into_parts();
-    let state = service
-        .init(
-            &metadata,
-            Role::Writer,
-            Operation::Sign,
-            body.mech,
-            key(body.priv_key, body.priv_key_blob),
-        )
-        .await?;
-    Ok(Response::new(pb::SignInitResponse { state }))
+    let call = init(
+        Operation::Sign,
+        body.mech,
+        key(body.priv_key, body.priv_key_blob),
+    )?;
+    let response = |reply| state(reply).map(|state| pb::SignInitResponse { state });
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn verify_init(
@@ -30,16 +27,13 @@ pub(super) async fn verify_init(
     request: Request<pb::VerifyInitRequest>,
 ) -> Answer<pb::VerifyInitResponse> {
     let (metadata, _, body) = request.into_parts();
-    let state = service
-        .init(
-            &metadata,
-            Role::Reader,
-            Operation::Verify,
-            body.mech,
-            key(body.pub_key, body.pub_key_blob),
-        )
-        .await?;
-    Ok(Response::new(pb::VerifyInitResponse { state }))
+    let call = init(
+        Operation::Verify,
+        body.mech,
+        key(body.pub_key, body.pub_key_blob),
+    )?;
+    let response = |reply| state(reply).map(|state| pb::VerifyInitResponse { state });
+    service.serve(&metadata, Role::Reader, call, response).await
 }
 
 pub(super) async fn sign_update(
@@ -47,16 +41,9 @@ pub(super) async fn sign_update(
     request: Request<pb::SignUpdateRequest>,
 ) -> Answer<pb::SignUpdateResponse> {
     let (metadata, _, body) = request.into_parts();
-    let state = service
-        .update(
-            &metadata,
-            Role::Writer,
-            Operation::Sign,
-            body.state,
-            body.data,
-        )
-        .await?;
-    Ok(Response::new(pb::SignUpdateResponse { state }))
+    let call = update(Operation::Sign, body.state, body.data);
+    let response = |reply| state(reply).map(|state| pb::SignUpdateResponse { state });
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn verify_update(
@@ -64,16 +51,9 @@ pub(super) async fn verify_update(
     request: Request<pb::VerifyUpdateRequest>,
 ) -> Answer<pb::VerifyUpdateResponse> {
     let (metadata, _, body) = request.into_parts();
-    let state = service
-        .update(
-            &metadata,
-            Role::Reader,
-            Operation::Verify,
-            body.state,
-            body.data,
-        )
-        .await?;
-    Ok(Response::new(pb::VerifyUpdateResponse { state }))
+    let call = update(Operation::Verify, body.state, body.data);
+    let response = |reply| state(reply).map(|state| pb::VerifyUpdateResponse { state });
+    service.serve(&metadata, Role::Reader, call, response).await
 }
 
 pub(super) async fn sign_final(
@@ -81,15 +61,9 @@ pub(super) async fn sign_final(
     request: Request<pb::SignFinalRequest>,
 ) -> Answer<pb::SignFinalResponse> {
     let (metadata, _, body) = request.into_parts();
-    let signature = service
-        .finish(
-            &metadata,
-            Role::Writer,
-            Operation::Sign,
-            (body.state, Vec::new(), Vec::new()),
-        )
-        .await?;
-    Ok(Response::new(pb::SignFinalResponse { signature }))
+    let call = finish(Operation::Sign, (body.state, Vec::new(), Vec::new()));
+    let response = |reply| output(reply).map(|signature| pb::SignFinalResponse { signature });
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn verify_final(
@@ -97,15 +71,9 @@ pub(super) async fn verify_final(
     request: Request<pb::VerifyFinalRequest>,
 ) -> Answer<pb::VerifyFinalResponse> {
     let (metadata, _, body) = request.into_parts();
-    service
-        .finish(
-            &metadata,
-            Role::Reader,
-            Operation::Verify,
-            (body.state, Vec::new(), body.signature),
-        )
-        .await?;
-    Ok(Response::new(pb::VerifyFinalResponse {}))
+    let call = finish(Operation::Verify, (body.state, Vec::new(), body.signature));
+    let response = |reply| output(reply).map(|_| pb::VerifyFinalResponse {});
+    service.serve(&metadata, Role::Reader, call, response).await
 }
 
 pub(super) async fn sign(
@@ -113,15 +81,9 @@ pub(super) async fn sign(
     request: Request<pb::SignRequest>,
 ) -> Answer<pb::SignResponse> {
     let (metadata, _, body) = request.into_parts();
-    let signature = service
-        .finish(
-            &metadata,
-            Role::Writer,
-            Operation::Sign,
-            (body.state, body.data, Vec::new()),
-        )
-        .await?;
-    Ok(Response::new(pb::SignResponse { signature }))
+    let call = finish(Operation::Sign, (body.state, body.data, Vec::new()));
+    let response = |reply| output(reply).map(|signature| pb::SignResponse { signature });
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn verify(
@@ -129,15 +91,9 @@ pub(super) async fn verify(
     request: Request<pb::VerifyRequest>,
 ) -> Answer<pb::VerifyResponse> {
     let (metadata, _, body) = request.into_parts();
-    service
-        .finish(
-            &metadata,
-            Role::Reader,
-            Operation::Verify,
-            (body.state, body.data, body.signature),
-        )
-        .await?;
-    Ok(Response::new(pb::VerifyResponse {}))
+    let call = finish(Operation::Verify, (body.state, body.data, body.signature));
+    let response = |reply| output(reply).map(|_| pb::VerifyResponse {});
+    service.serve(&metadata, Role::Reader, call, response).await
 }
 
 pub(super) async fn sign_single(
@@ -145,20 +101,17 @@ pub(super) async fn sign_single(
     request: Request<pb::SignSingleRequest>,
 ) -> Answer<pb::SignSingleResponse> {
     let (metadata, _, body) = request.into_parts();
-    let signature = service
-        .single(
-            &metadata,
-            Role::Writer,
-            Operation::Sign,
-            body.mech,
-            (
-                key(body.priv_key, body.priv_key_blob),
-                body.data,
-                Vec::new(),
-            ),
-        )
-        .await?;
-    Ok(Response::new(pb::SignSingleResponse { signature }))
+    let call = single(
+        Operation::Sign,
+        body.mech,
+        (
+            key(body.priv_key, body.priv_key_blob),
+            body.data,
+            Vec::new(),
+        ),
+    )?;
+    let response = |reply| output(reply).map(|signature| pb::SignSingleResponse { signature });
+    service.serve(&metadata, Role::Writer, call, response).await
 }
 
 pub(super) async fn verify_single(
@@ -166,18 +119,15 @@ pub(super) async fn verify_single(
     request: Request<pb::VerifySingleRequest>,
 ) -> Answer<pb::VerifySingleResponse> {
     let (metadata, _, body) = request.into_parts();
-    service
-        .single(
-            &metadata,
-            Role::Reader,
-            Operation::Verify,
-            body.mech,
-            (
-                key(body.pub_key, body.pub_key_blob),
-                body.data,
-                body.signature,
-            ),
-        )
-        .await?;
-    Ok(Response::new(pb::VerifySingleResponse {}))
+    let call = single(
+        Operation::Verify,
+        body.mech,
+        (
+            key(body.pub_key, body.pub_key_blob),
+            body.data,
+            body.signature,
+        ),
+    )?;
+    let response = |reply| output(reply).map(|_| pb::VerifySingleResponse {});
+    service.serve(&metadata, Role::Reader, call, response).await
 }
