@@ -75,13 +75,9 @@ impl ServiceError {
             Some(reply) => format!("{} ({})", reply.message, reply.code),
             None => String::from_utf8_lossy(body).chars().take(500).collect(),
         };
-        let unit_unreachable = reply
-            .as_ref()
-            .is_some_and(|r| r.code == ServiceErrorCode::UnitUnreachable.as_str());
-        if reply
-            .as_ref()
-            .is_some_and(|r| r.code == ServiceErrorCode::UnitUntrusted.as_str())
-        {
+        let code = reply.as_ref().map(|reply| reply.code.as_str());
+        let unit_unreachable = code == Some(ServiceErrorCode::UnitUnreachable.as_str());
+        if code == Some(ServiceErrorCode::UnitUntrusted.as_str()) {
             return Self::UnitUntrusted(message);
         }
         match status {

@@ -479,9 +479,8 @@ impl std::error::Error for UnitError {}
 
 /// What the service's own routes (the admin relay, rotation, key storage counts, audit) answer
 /// with in `{"code", "message"}` when the refusal is the service's rather than a unit's; a
-/// unit's refusal is relayed with its [`ErrorCode`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// unit's refusal is relayed with its [`ErrorCode`]. It serializes as its [`Self::as_str`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ServiceErrorCode {
     /// No such instance or unit on this service.
@@ -515,6 +514,12 @@ impl ServiceErrorCode {
     }
 }
 
+impl Serialize for ServiceErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{ErrorCode, ServiceErrorCode};
@@ -534,8 +539,9 @@ mod tests {
     }
 
     #[test]
-    fn service_codes_serialize_as_their_text() {
-        for code in [
+    fn service_codes_keep_their_wire_text() {
+        // The CLI and scripts match on these texts: a change here is a change of the wire.
+        let codes = [
             ServiceErrorCode::NotFound,
             ServiceErrorCode::BadRequest,
             ServiceErrorCode::UnitUnreachable,
@@ -543,11 +549,18 @@ mod tests {
             ServiceErrorCode::RotationConflict,
             ServiceErrorCode::Storage,
             ServiceErrorCode::AuditUnavailable,
-        ] {
-            assert_eq!(
-                serde_json::to_value(code).unwrap(),
-                serde_json::json!(code.as_str())
-            );
-        }
+        ];
+        assert_eq!(
+            serde_json::to_value(codes).unwrap(),
+            serde_json::json!([
+                "not_found",
+                "bad_request",
+                "unit_unreachable",
+                "unit_untrusted",
+                "rotation_conflict",
+                "storage",
+                "audit_unavailable"
+            ])
+        );
     }
 }

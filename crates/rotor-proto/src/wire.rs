@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{ErrorBody, UnitError};
+// Admin commands and statuses name the registers; their users import them from here too.
 pub use crate::registers::{CurrentState, NewState, Register, RotationLock};
 
 /// Domain separation for admin signatures.

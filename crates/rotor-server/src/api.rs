@@ -31,11 +31,11 @@ use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use rotor_proto::error::ServiceErrorCode;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::config::{Config, UnitConfig};
-use rotor_proto::error::ServiceErrorCode;
 use rotor_util::time::unix_now;
 
 use crate::audit::AuditTrail;

@@ -99,6 +99,11 @@ impl RotationError {
     }
 }
 
+/// The refusal of a change to a rotation when the instance has none on record.
+fn no_rotation() -> RotationError {
+    RotationError::Conflict("no rotation is on record for this instance".to_owned())
+}
+
 impl std::fmt::Display for RotationError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -260,9 +265,7 @@ impl Rotations {
 
     /// Admins aborted the rotation on every unit: rewrap everything back.
     pub async fn abort(&self, instance: Uuid) -> Result<Journal, RotationError> {
-        let journal = self.journal(instance)?.ok_or_else(|| {
-            RotationError::Conflict("no rotation is on record for this instance".to_owned())
-        })?;
+        let journal = self.journal(instance)?.ok_or_else(no_rotation)?;
         for status in self.statuses(instance).await? {
             let released =
                 status.rotation == RotationLock::None && status.current.vp.matches(&journal.from);
@@ -297,9 +300,7 @@ impl Rotations {
         if let Some(conflict) = refusal {
             return Err(conflict.into());
         }
-        let journal = journal.ok_or_else(|| {
-            RotationError::Conflict("no rotation is on record for this instance".to_owned())
-        })?;
+        let journal = journal.ok_or_else(no_rotation)?;
         tracing::info!(%instance, "master key rotation aborted by admins");
         self.spawn(instance);
         Ok(journal)
@@ -307,9 +308,7 @@ impl Rotations {
 
     /// Every unit is promoted: the rotation is complete.
     pub async fn complete(&self, instance: Uuid) -> Result<Journal, RotationError> {
-        let journal = self.journal(instance)?.ok_or_else(|| {
-            RotationError::Conflict("no rotation is on record for this instance".to_owned())
-        })?;
+        let journal = self.journal(instance)?.ok_or_else(no_rotation)?;
         if journal.phase == Phase::Completed {
             return Ok(journal);
         }
@@ -347,9 +346,7 @@ impl Rotations {
             return Err(conflict.into());
         }
         tracing::info!(%instance, to = %journal_to(journal.as_ref()), "master key rotation completed");
-        journal.ok_or_else(|| {
-            RotationError::Conflict("no rotation is on record for this instance".to_owned())
-        })
+        journal.ok_or_else(no_rotation)
     }
 
     /// The journal with live progress, and which replicas work on it.
